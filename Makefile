@@ -1,0 +1,43 @@
+# The suite's commands. A fresh machine needs only `make demo` or `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: setup proto demo test lint run bench-quota clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python tools/protogen.py
+	touch $(STAMP)
+
+proto: setup  ## regenerate gen/python from protos/
+	$(BIN)/python tools/protogen.py
+
+demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
+	$(BIN)/eapctl demo
+
+run: setup  ## all services in one process on 127.0.0.1:50051, SQLite
+	$(BIN)/eapctl serve all
+
+test: setup  ## every test; PostgreSQL and Redis on 127.0.0.1 (started here if down)
+	-@bash tools/ensure-stores.sh
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check services tests tools bench
+	$(BIN)/ruff format --check services tests tools bench
+	$(BIN)/mypy services
+	$(BIN)/buf lint
+	$(BIN)/python tools/protogen.py --check
+
+bench-quota: setup  ## Reserve+Commit vs no-op over gRPC; writes bench/RESULTS.md
+	-@bash tools/ensure-stores.sh
+	$(BIN)/python bench/quota_bench.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""`eapctl`: the operators' and HR's command line."""

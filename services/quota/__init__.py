@@ -1,0 +1,1 @@
+"""The quota service: the durable ledger of funded counseling hours and budgets."""

@@ -1,0 +1,147 @@
+"""The funding rules, free of storage and transport.
+
+Sources: Miaoli plan section 5 (one session per person per week, 1-2 hours,
+total-volume control, provider hour caps, special approval beyond them) and
+the Budget Act art. 12 (the fiscal year is the calendar year).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+from services.runtime.errors import FailedPrecondition, FieldChecker
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+
+MIN_SESSION_MINUTES = 60
+MAX_SESSION_MINUTES = 120
+MAX_HOLD_TTL_SECONDS = 86_400
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class AccountKind(StrEnum):
+    EMPLOYEE = "employee"
+    PROVIDER = "provider"
+    AGENCY = "agency"
+
+
+class HoldState(StrEnum):
+    HELD = "held"
+    BOOKED = "booked"
+    COMPLETED = "completed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+class Rule(StrEnum):
+    """Codes in FAILED_PRECONDITION details; clients switch on them."""
+
+    WEEKLY_LIMIT = "WEEKLY_LIMIT"
+    EMPLOYEE_ENTITLEMENT = "EMPLOYEE_ENTITLEMENT"
+    PROVIDER_CAP = "PROVIDER_CAP"
+    AGENCY_BUDGET = "AGENCY_BUDGET"
+    NO_CONTRACT = "NO_CONTRACT"
+    NO_BUDGET_POOL = "NO_BUDGET_POOL"
+    NO_ENTITLEMENT_POLICY = "NO_ENTITLEMENT_POLICY"
+    STAFF_CATEGORY_MISMATCH = "STAFF_CATEGORY_MISMATCH"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    HOLD_RELEASED = "HOLD_RELEASED"
+    SESSION_COMPLETED = "SESSION_COMPLETED"
+    CAP_BELOW_USE = "CAP_BELOW_USE"
+
+
+@dataclass(frozen=True)
+class AccountKey:
+    kind: AccountKind
+    owner_id: str
+    fiscal_year: int
+
+    @property
+    def subject(self) -> str:
+        """How refusals name the account: employees stay anonymous."""
+        if self.kind is AccountKind.EMPLOYEE:
+            return f"employee/{self.fiscal_year}"
+        return f"{self.kind.value}/{self.owner_id}/{self.fiscal_year}"
+
+
+@dataclass
+class Totals:
+    entitled: int
+    held: int
+    spent: int
+
+    @property
+    def left(self) -> int:
+        return self.entitled - self.held - self.spent
+
+
+def fiscal_year_of(moment: datetime | date, start_month: int = 1) -> int:
+    """The fiscal year a day belongs to; the calendar year unless configured."""
+    day = moment.astimezone(TAIPEI).date() if isinstance(moment, datetime) else moment
+    return day.year + (1 if start_month > 1 and day.month >= start_month else 0)
+
+
+def current_fiscal_year(now: datetime) -> int:
+    return fiscal_year_of(now)
+
+
+def iso_week_of(moment: datetime) -> str:
+    year, week, _ = moment.astimezone(TAIPEI).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def session_cost_ntd(hourly_rate_ntd: int, minutes: int) -> int:
+    """Rate x minutes / 60, rounded half up to whole NT$."""
+    return (hourly_rate_ntd * minutes + 30) // 60
+
+
+def check_id(checker: FieldChecker, value: str, field: str) -> None:
+    checker.require(
+        bool(ID_PATTERN.match(value)),
+        field,
+        "required: 1-64 letters, digits or . _ : - (starting with a letter or digit)",
+    )
+
+
+def check_key(checker: FieldChecker, value: str, field: str) -> None:
+    checker.require(
+        bool(KEY_PATTERN.match(value)), field, "required: 1-128 letters, digits or . _ : -"
+    )
+
+
+def check_session_minutes(checker: FieldChecker, minutes: int, field: str) -> None:
+    checker.require(
+        MIN_SESSION_MINUTES <= minutes <= MAX_SESSION_MINUTES,
+        field,
+        f"a session lasts {MIN_SESSION_MINUTES} to {MAX_SESSION_MINUTES} minutes",
+    )
+
+
+def check_fiscal_year(checker: FieldChecker, year: int, field: str) -> None:
+    checker.require(2000 <= year <= 2200, field, "a fiscal year between 2000 and 2200")
+
+
+def check_text(checker: FieldChecker, value: str, field: str, limit: int = 500) -> None:
+    checker.require(len(value) <= limit, field, f"at most {limit} characters")
+
+
+def require_room(key: AccountKey, totals: Totals, amount: int) -> None:
+    """Refuses when `amount` does not fit in what the account has left."""
+    if amount <= totals.left:
+        return
+    rule, unit = {
+        AccountKind.EMPLOYEE: (Rule.EMPLOYEE_ENTITLEMENT, "minutes"),
+        AccountKind.PROVIDER: (Rule.PROVIDER_CAP, "minutes"),
+        AccountKind.AGENCY: (Rule.AGENCY_BUDGET, "ntd"),
+    }[key.kind]
+    raise FailedPrecondition(
+        rule,
+        key.subject,
+        f"{rule.value}: needs {amount} {unit}, {max(totals.left, 0)} left",
+        left={f"left_{unit}": str(totals.left), f"needed_{unit}": str(amount)},
+    )

@@ -1,0 +1,798 @@
+"""The quota use cases: each one transaction, each change a ledger entry.
+
+The gRPC servicer calls these with plain commands and gets plain results;
+nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, is_dataclass
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.quota import clock, orm
+from services.quota.domain import (
+    MAX_HOLD_TTL_SECONDS,
+    TAIPEI,
+    AccountKey,
+    AccountKind,
+    HoldState,
+    Rule,
+    Totals,
+    check_fiscal_year,
+    check_id,
+    check_key,
+    check_session_minutes,
+    check_text,
+    fiscal_year_of,
+    iso_week_of,
+    require_room,
+    session_cost_ntd,
+)
+from services.quota.store import QuotaStore
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    FieldChecker,
+    InvalidArgument,
+    NotFound,
+)
+
+log = logging.getLogger("eap.quota")
+T = TypeVar("T")
+
+UNITS = {
+    AccountKind.EMPLOYEE: "minutes",
+    AccountKind.PROVIDER: "minutes",
+    AccountKind.AGENCY: "ntd",
+}
+
+
+@dataclass(frozen=True)
+class Balance:
+    key: AccountKey
+    totals: Totals
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.key.kind]
+
+
+@dataclass(frozen=True)
+class ReserveCommand:
+    idempotency_key: str
+    employee_id: str
+    agency_id: str
+    staff_category: str
+    provider_id: str
+    session_start: datetime | None
+    minutes: int
+    hold_ttl_seconds: int = 0
+    booking_ref: str = ""
+
+
+@dataclass(frozen=True)
+class Reservation:
+    hold: orm.Hold
+    employee: Balance
+    provider: Balance
+    agency: Balance
+
+
+@dataclass(frozen=True)
+class GrantCommand:
+    idempotency_key: str
+    account: AccountKey
+    minutes: int
+    approval_reference: str
+    approver: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    agency_id: str
+    staff_category: str
+    month: int
+    sessions: int
+    minutes: int
+    amount_ntd: int
+
+
+def reserve_fingerprint(command: ReserveCommand) -> str:
+    """What makes two reservations with one idempotency key the same request."""
+    return _fingerprint(command)
+
+
+def _fingerprint(command: object) -> str:
+    return hashlib.sha256(
+        json.dumps(
+            asdict(command) if is_dataclass(command) else command,  # type: ignore[arg-type]
+            default=str,
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+
+
+def _balance(key: AccountKey, account: orm.Account) -> Balance:
+    return Balance(key, Totals(account.entitled, account.held, account.spent))
+
+
+def _hold_accounts(hold: orm.Hold) -> tuple[AccountKey, AccountKey, AccountKey]:
+    year = hold.fiscal_year
+    return (
+        AccountKey(AccountKind.EMPLOYEE, hold.employee_id, year),
+        AccountKey(AccountKind.PROVIDER, hold.provider_id, year),
+        AccountKey(AccountKind.AGENCY, hold.agency_id, year),
+    )
+
+
+def _is_retryable(error: DBAPIError) -> bool:
+    """Deadlocks, serialization failures and a busy SQLite are worth a retry."""
+    text = str(error.orig).lower()
+    return isinstance(error, OperationalError) or any(
+        marker in text for marker in ("deadlock", "could not serialize", "database is locked")
+    )
+
+
+class QuotaLedger:
+    def __init__(self, engine: AsyncEngine, default_hold_ttl_seconds: int = 900) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._default_ttl = default_hold_ttl_seconds
+
+    async def _transaction(
+        self, actor: str, work: Callable[[QuotaStore], Awaitable[T]], attempts: int = 5
+    ) -> T:
+        for attempt in range(attempts):
+            session: AsyncSession
+            async with self._sessions() as session:
+                try:
+                    async with session.begin():
+                        return await work(QuotaStore(session, actor))
+                except DBAPIError as error:
+                    if attempt + 1 == attempts or not _is_retryable(error):
+                        raise
+                    log.warning("transaction retried", extra={"attempt": attempt + 1})
+        raise AssertionError("unreachable")
+
+    # -- holds ---------------------------------------------------------------
+
+    async def reserve(self, command: ReserveCommand, actor: str) -> Reservation:
+        checker = FieldChecker()
+        check_key(checker, command.idempotency_key, "idempotency_key")
+        check_id(checker, command.employee_id, "employee_id")
+        check_id(checker, command.agency_id, "agency_id")
+        check_id(checker, command.staff_category, "staff_category")
+        check_id(checker, command.provider_id, "provider_id")
+        checker.require(command.session_start is not None, "session_start", "required")
+        check_session_minutes(checker, command.minutes, "minutes")
+        checker.require(
+            0 <= command.hold_ttl_seconds <= MAX_HOLD_TTL_SECONDS,
+            "hold_ttl_seconds",
+            f"0 (the default) to {MAX_HOLD_TTL_SECONDS} seconds",
+        )
+        check_text(checker, command.booking_ref, "booking_ref", 128)
+        checker.raise_if_any()
+        assert command.session_start is not None
+        fingerprint = _fingerprint(command)
+
+        async def work(store: QuotaStore) -> Reservation:
+            previous = await store.idempotency("reserve", command.idempotency_key)
+            if previous is not None:
+                return await self._replay_reservation(store, previous, fingerprint)
+            return await self._reserve(store, command, fingerprint)
+
+        try:
+            return await self._transaction(actor, work)
+        except _ExpiredHoldsInTheWay as blocked:
+            # Holds past their TTL that the sweeper has not reached yet would
+            # refuse this request unfairly: give them back, then try again.
+            await self._expire(blocked.accounts)
+            return await self._transaction(actor, work)
+        except IntegrityError:
+            # Another replica committed the same key or the same employee-week
+            # between our check and our insert; the retry sees its result.
+            return await self._transaction(actor, work)
+
+    async def _replay_reservation(
+        self, store: QuotaStore, previous: orm.IdempotencyRecord, fingerprint: str
+    ) -> Reservation:
+        if previous.fingerprint != fingerprint:
+            raise AlreadyExists("idempotency_key was used for a different reservation")
+        hold = await store.hold(previous.result_id)
+        assert hold is not None
+        accounts = {key: await store.get_account(key) for key in _hold_accounts(hold)}
+        employee, provider, agency = (
+            _balance(key, account) for key, account in accounts.items() if account
+        )
+        return Reservation(hold, employee, provider, agency)
+
+    async def _reserve(
+        self, store: QuotaStore, command: ReserveCommand, fingerprint: str
+    ) -> Reservation:
+        assert command.session_start is not None
+        now = clock.now()
+        year = fiscal_year_of(command.session_start)
+        week = iso_week_of(command.session_start)
+        employee_key = AccountKey(AccountKind.EMPLOYEE, command.employee_id, year)
+        provider_key = AccountKey(AccountKind.PROVIDER, command.provider_id, year)
+        agency_key = AccountKey(AccountKind.AGENCY, command.agency_id, year)
+
+        agency = await store.agency(command.agency_id)
+        if agency is None:
+            raise NotFound("agency_id names no agency")
+        contract = await store.contract(command.provider_id, year)
+        if contract is None:
+            raise FailedPrecondition(
+                Rule.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
+            )
+        accounts = await store.lock_accounts([employee_key, provider_key, agency_key])
+        if agency_key not in accounts:
+            raise FailedPrecondition(
+                Rule.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"
+            )
+        if provider_key not in accounts:
+            raise FailedPrecondition(
+                Rule.NO_CONTRACT, provider_key.subject, f"provider has no hour cap for {year}"
+            )
+        employee = accounts.get(employee_key)
+        if employee is None:
+            policy = await store.policy(agency.organisation, command.staff_category, year)
+            if policy is None:
+                raise FailedPrecondition(
+                    Rule.NO_ENTITLEMENT_POLICY,
+                    f"policy/{agency.organisation}/{command.staff_category}/{year}",
+                    "no entitlement policy for this organisation, staff category and year",
+                )
+            employee = store.open_account(
+                employee_key,
+                policy.minutes,
+                "entitlement by policy",
+                "policy",
+                staff_category=command.staff_category,
+                ledger_kind="ENTITLEMENT_OPEN",
+            )
+            await store.session.flush()
+            accounts[employee_key] = employee
+        elif employee.staff_category != command.staff_category:
+            raise FailedPrecondition(
+                Rule.STAFF_CATEGORY_MISMATCH,
+                employee_key.subject,
+                "staff_category differs from the one the employee's account was opened with",
+            )
+
+        amount = session_cost_ntd(contract.hourly_rate_ntd, command.minutes)
+        try:
+            same_week = await store.active_hold_in_week(command.employee_id, week)
+            if same_week is not None:
+                raise FailedPrecondition(
+                    Rule.WEEKLY_LIMIT,
+                    employee_key.subject,
+                    f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
+                    left={"iso_week": week},
+                )
+            require_room(employee_key, _totals(employee), command.minutes)
+            require_room(provider_key, _totals(accounts[provider_key]), command.minutes)
+            require_room(agency_key, _totals(accounts[agency_key]), amount)
+        except FailedPrecondition:
+            keys = (employee_key, provider_key, agency_key)
+            if await store.due_holds(now, 1, keys):
+                raise _ExpiredHoldsInTheWay(keys) from None
+            raise
+
+        ttl = command.hold_ttl_seconds or self._default_ttl
+        hold = orm.Hold(
+            hold_id=uuid.uuid4().hex,
+            employee_id=command.employee_id,
+            agency_id=command.agency_id,
+            provider_id=command.provider_id,
+            staff_category=command.staff_category,
+            fiscal_year=year,
+            session_month=command.session_start.astimezone(TAIPEI).month,
+            iso_week=week,
+            session_start=command.session_start,
+            hourly_rate_ntd=contract.hourly_rate_ntd,
+            minutes=command.minutes,
+            amount_ntd=amount,
+            state=HoldState.HELD.value,
+            expires_at=now + timedelta(seconds=ttl),
+            booking_ref=command.booking_ref,
+            created_at=now,
+        )
+        store.session.add(hold)
+        for key, held in (
+            (employee_key, command.minutes),
+            (provider_key, command.minutes),
+            (agency_key, amount),
+        ):
+            store.change(key, accounts[key], "HOLD", hold.hold_id, held=held, at=now)
+        store.remember("reserve", command.idempotency_key, fingerprint, hold.hold_id)
+        return Reservation(
+            hold,
+            _balance(employee_key, employee),
+            _balance(provider_key, accounts[provider_key]),
+            _balance(agency_key, accounts[agency_key]),
+        )
+
+    async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> orm.Hold:
+        checker = FieldChecker()
+        checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
+        checker.require(
+            minutes == 0 or 1 <= minutes <= 120, "minutes", "0 (all held minutes) or 1-120"
+        )
+        checker.raise_if_any()
+
+        async def work(store: QuotaStore) -> orm.Hold:
+            hold = await self._locked_hold(store, hold_id)
+            state = HoldState(hold.state)
+            if state is HoldState.HELD and hold.expires_at <= clock.now():
+                await self._expire_holds(store, [hold])
+                return hold
+            if state is HoldState.EXPIRED or state is HoldState.RELEASED:
+                return hold
+            used = minutes or hold.minutes
+            if used > hold.minutes:
+                raise InvalidArgument.single("minutes", f"at most the {hold.minutes} minutes held")
+            if state is HoldState.COMPLETED:
+                if used == hold.minutes:
+                    return hold  # a retried completion
+                raise FailedPrecondition(
+                    Rule.SESSION_COMPLETED, "hold", "the session is already completed"
+                )
+            new_amount = session_cost_ntd(hold.hourly_rate_ntd, used)
+            accounts = await store.lock_accounts(_hold_accounts(hold))
+            kind = "COMPLETE" if completed else "COMMIT"
+            employee_key, provider_key, agency_key = _hold_accounts(hold)
+            for key, old, new in (
+                (employee_key, hold.minutes, used),
+                (provider_key, hold.minutes, used),
+                (agency_key, hold.amount_ntd, new_amount),
+            ):
+                if state is HoldState.HELD:
+                    store.change(key, accounts[key], kind, hold.hold_id, held=-old, spent=new)
+                elif old != new:
+                    store.change(key, accounts[key], kind, hold.hold_id, spent=new - old)
+            if state is HoldState.BOOKED and used == hold.minutes and not completed:
+                return hold  # a retried confirmation changes nothing
+            hold.minutes, hold.amount_ntd = used, new_amount
+            hold.state = (HoldState.COMPLETED if completed else HoldState.BOOKED).value
+            return hold
+
+        hold = await self._transaction(actor, work)
+        if hold.state in (HoldState.EXPIRED, HoldState.RELEASED):
+            rule = Rule.HOLD_EXPIRED if hold.state == HoldState.EXPIRED else Rule.HOLD_RELEASED
+            raise FailedPrecondition(rule, "hold", f"{rule.value}: the hold was given back")
+        return hold
+
+    async def release(self, hold_id: str, reason: str, actor: str) -> orm.Hold:
+        checker = FieldChecker()
+        checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
+        check_text(checker, reason, "reason")
+        checker.raise_if_any()
+
+        async def work(store: QuotaStore) -> orm.Hold:
+            hold = await self._locked_hold(store, hold_id)
+            state = HoldState(hold.state)
+            if state in (HoldState.RELEASED, HoldState.EXPIRED):
+                return hold
+            if state is HoldState.COMPLETED:
+                raise FailedPrecondition(
+                    Rule.SESSION_COMPLETED, "hold", "a completed session cannot be released"
+                )
+            accounts = await store.lock_accounts(_hold_accounts(hold))
+            employee_key, provider_key, agency_key = _hold_accounts(hold)
+            for key, amount in (
+                (employee_key, hold.minutes),
+                (provider_key, hold.minutes),
+                (agency_key, hold.amount_ntd),
+            ):
+                if state is HoldState.HELD:
+                    store.change(key, accounts[key], "RELEASE", hold.hold_id, reason, held=-amount)
+                else:
+                    store.change(key, accounts[key], "RELEASE", hold.hold_id, reason, spent=-amount)
+            hold.state = HoldState.RELEASED.value
+            return hold
+
+        return await self._transaction(actor, work)
+
+    async def _locked_hold(self, store: QuotaStore, hold_id: str) -> orm.Hold:
+        hold = await store.hold(hold_id, lock=True)
+        if hold is None:
+            raise NotFound("hold_id names no hold")
+        return hold
+
+    async def expire_due(self, limit: int = 200) -> int:
+        """Gives back holds past their TTL; returns how many. Safe on many replicas."""
+
+        async def work(store: QuotaStore) -> int:
+            holds = await store.due_holds(clock.now(), limit)
+            await self._expire_holds(store, holds)
+            return len(holds)
+
+        return await self._transaction("system", work)
+
+    async def _expire(self, accounts: Sequence[AccountKey]) -> None:
+        async def work(store: QuotaStore) -> None:
+            await self._expire_holds(store, await store.due_holds(clock.now(), 1000, accounts))
+
+        await self._transaction("system", work)
+
+    async def _expire_holds(self, store: QuotaStore, holds: Sequence[orm.Hold]) -> None:
+        if not holds:
+            return
+        keys = {key for hold in holds for key in _hold_accounts(hold)}
+        accounts = await store.lock_accounts(keys)
+        actor, store.actor = store.actor, "system"
+        for hold in holds:
+            employee_key, provider_key, agency_key = _hold_accounts(hold)
+            for key, amount in (
+                (employee_key, hold.minutes),
+                (provider_key, hold.minutes),
+                (agency_key, hold.amount_ntd),
+            ):
+                store.change(key, accounts[key], "EXPIRE", hold.hold_id, "ttl passed", held=-amount)
+            hold.state = HoldState.EXPIRED.value
+        store.actor = actor
+        log.info("holds expired", extra={"count": len(holds)})
+
+    # -- grants, budgets, contracts -------------------------------------------
+
+    async def grant(self, command: GrantCommand, actor: str) -> tuple[str, Balance]:
+        checker = FieldChecker()
+        check_key(checker, command.idempotency_key, "idempotency_key")
+        checker.require(
+            command.account.kind in (AccountKind.EMPLOYEE, AccountKind.PROVIDER),
+            "account.kind",
+            "grants go to an employee or a provider",
+        )
+        check_id(checker, command.account.owner_id, "account.id")
+        check_fiscal_year(checker, command.account.fiscal_year, "account.fiscal_year")
+        checker.require(0 < command.minutes <= 100_000, "minutes", "1 to 100000 minutes")
+        check_id(checker, command.approval_reference, "approval_reference")
+        checker.require(
+            bool(command.approver) and len(command.approver) <= 128, "approver", "required"
+        )
+        checker.require(bool(command.reason), "reason", "required")
+        check_text(checker, command.reason, "reason")
+        checker.raise_if_any()
+        fingerprint = _fingerprint(command)
+        key = command.account
+
+        async def work(store: QuotaStore) -> tuple[str, Balance]:
+            previous = await store.idempotency("grant", command.idempotency_key)
+            if previous is not None:
+                if previous.fingerprint != fingerprint:
+                    raise AlreadyExists("idempotency_key was used for a different grant")
+                account = await store.get_account(key)
+                assert account is not None
+                return previous.result_id, _balance(key, account)
+            account = await store.get_account(key, lock=True)
+            if account is None:
+                raise NotFound(
+                    f"no {key.kind.value} account for {key.fiscal_year}: an employee's opens "
+                    "with the first reservation, a provider's with its contract"
+                )
+            grant_id = uuid.uuid4().hex
+            store.session.add(
+                orm.Grant(
+                    grant_id=grant_id,
+                    account_kind=key.kind.value,
+                    account_owner=key.owner_id,
+                    fiscal_year=key.fiscal_year,
+                    minutes=command.minutes,
+                    approval_reference=command.approval_reference,
+                    approver=command.approver,
+                    reason=command.reason,
+                    actor=actor,
+                    created_at=clock.now(),
+                )
+            )
+            store.change(key, account, "GRANT", grant_id, command.reason, entitled=command.minutes)
+            store.remember("grant", command.idempotency_key, fingerprint, grant_id)
+            return grant_id, _balance(key, account)
+
+        return await self._retrying_unique(actor, work)
+
+    async def _retrying_unique(self, actor: str, work: Callable[[QuotaStore], Awaitable[T]]) -> T:
+        """Runs `work`; if a concurrent twin won a unique key, runs it again to
+        see the twin's result."""
+        try:
+            return await self._transaction(actor, work)
+        except IntegrityError:
+            return await self._transaction(actor, work)
+
+    async def top_up(
+        self,
+        idempotency_key: str,
+        agency_id: str,
+        year: int,
+        amount: int,
+        reason: str,
+        actor: str,
+    ) -> Balance:
+        checker = FieldChecker()
+        check_key(checker, idempotency_key, "idempotency_key")
+        check_id(checker, agency_id, "agency_id")
+        check_fiscal_year(checker, year, "fiscal_year")
+        checker.require(0 < amount <= 10**12, "amount_ntd", "positive, at most 10^12")
+        checker.require(bool(reason), "reason", "required")
+        check_text(checker, reason, "reason")
+        checker.raise_if_any()
+        fingerprint = _fingerprint((agency_id, year, amount, reason))
+        key = AccountKey(AccountKind.AGENCY, agency_id, year)
+
+        async def work(store: QuotaStore) -> Balance:
+            if await store.agency(agency_id) is None:
+                raise NotFound("agency_id names no agency")
+            previous = await store.idempotency("topup", idempotency_key)
+            account = await store.get_account(key, lock=True)
+            if previous is not None:
+                if previous.fingerprint != fingerprint:
+                    raise AlreadyExists("idempotency_key was used for a different top-up")
+                assert account is not None
+                return _balance(key, account)
+            reference = uuid.uuid4().hex
+            if account is None:
+                account = store.open_account(
+                    key, amount, reason, reference, ledger_kind="BUDGET_TOPUP"
+                )
+            else:
+                store.change(key, account, "BUDGET_TOPUP", reference, reason, entitled=amount)
+            store.remember("topup", idempotency_key, fingerprint, reference)
+            return _balance(key, account)
+
+        return await self._retrying_unique(actor, work)
+
+    async def transfer(
+        self,
+        idempotency_key: str,
+        from_agency: str,
+        to_agency: str,
+        year: int,
+        amount: int,
+        reason: str,
+        actor: str,
+    ) -> tuple[Balance, Balance]:
+        checker = FieldChecker()
+        check_key(checker, idempotency_key, "idempotency_key")
+        check_id(checker, from_agency, "from_agency_id")
+        check_id(checker, to_agency, "to_agency_id")
+        checker.require(from_agency != to_agency, "to_agency_id", "differs from from_agency_id")
+        check_fiscal_year(checker, year, "fiscal_year")
+        checker.require(0 < amount <= 10**12, "amount_ntd", "positive, at most 10^12")
+        checker.require(bool(reason), "reason", "required")
+        check_text(checker, reason, "reason")
+        checker.raise_if_any()
+        fingerprint = _fingerprint((from_agency, to_agency, year, amount, reason))
+        giver = AccountKey(AccountKind.AGENCY, from_agency, year)
+        taker = AccountKey(AccountKind.AGENCY, to_agency, year)
+
+        async def work(store: QuotaStore) -> tuple[Balance, Balance]:
+            for agency_id, field in ((from_agency, "from_agency_id"), (to_agency, "to_agency_id")):
+                if await store.agency(agency_id) is None:
+                    raise NotFound(f"{field} names no agency")
+            previous = await store.idempotency("transfer", idempotency_key)
+            accounts = await store.lock_accounts([giver, taker])
+            if previous is not None:
+                if previous.fingerprint != fingerprint:
+                    raise AlreadyExists("idempotency_key was used for a different transfer")
+                return _balance(giver, accounts[giver]), _balance(taker, accounts[taker])
+            if giver not in accounts:
+                raise FailedPrecondition(
+                    Rule.NO_BUDGET_POOL, giver.subject, f"agency has no budget pool for {year}"
+                )
+            require_room(giver, _totals(accounts[giver]), amount)
+            reference = uuid.uuid4().hex
+            store.change(
+                giver, accounts[giver], "TRANSFER_OUT", reference, reason, entitled=-amount
+            )
+            if taker in accounts:
+                store.change(
+                    taker, accounts[taker], "TRANSFER_IN", reference, reason, entitled=amount
+                )
+            else:
+                accounts[taker] = store.open_account(
+                    taker, amount, reason, reference, ledger_kind="TRANSFER_IN"
+                )
+            store.remember("transfer", idempotency_key, fingerprint, reference)
+            return _balance(giver, accounts[giver]), _balance(taker, accounts[taker])
+
+        return await self._retrying_unique(actor, work)
+
+    async def upsert_agency(
+        self, agency_id: str, organisation: str, display_name: str, actor: str
+    ) -> None:
+        checker = FieldChecker()
+        check_id(checker, agency_id, "agency_id")
+        check_id(checker, organisation, "organisation")
+        checker.require(
+            0 < len(display_name) <= 200, "display_name", "required, at most 200 characters"
+        )
+        checker.raise_if_any()
+
+        async def work(store: QuotaStore) -> None:
+            await store.session.merge(
+                orm.Agency(
+                    agency_id=agency_id, organisation=organisation, display_name=display_name
+                )
+            )
+
+        await self._retrying_unique(actor, work)
+
+    async def set_contract(
+        self, provider_id: str, year: int, rate: int, cap_minutes: int, reason: str, actor: str
+    ) -> Balance:
+        checker = FieldChecker()
+        check_id(checker, provider_id, "provider_id")
+        check_fiscal_year(checker, year, "fiscal_year")
+        checker.require(0 < rate <= 1_000_000, "hourly_rate_ntd", "1 to 1000000")
+        checker.require(0 < cap_minutes <= 10_000_000, "cap_minutes", "1 to 10000000")
+        check_text(checker, reason, "reason")
+        checker.raise_if_any()
+        key = AccountKey(AccountKind.PROVIDER, provider_id, year)
+
+        async def work(store: QuotaStore) -> Balance:
+            await store.session.merge(
+                orm.ProviderContract(
+                    provider_id=provider_id, fiscal_year=year, hourly_rate_ntd=rate
+                )
+            )
+            account = await store.get_account(key, lock=True)
+            reference = uuid.uuid4().hex
+            if account is None:
+                account = store.open_account(
+                    key, cap_minutes, reason or "contract", reference, ledger_kind="CAP_SET"
+                )
+            elif account.entitled != cap_minutes:
+                if cap_minutes < account.held + account.spent:
+                    raise FailedPrecondition(
+                        Rule.CAP_BELOW_USE,
+                        key.subject,
+                        f"cap {cap_minutes} is below the {account.held + account.spent} "
+                        "minutes already held or spent",
+                    )
+                store.change(
+                    key,
+                    account,
+                    "CAP_SET",
+                    reference,
+                    reason or "contract",
+                    entitled=cap_minutes - account.entitled,
+                )
+            return _balance(key, account)
+
+        return await self._retrying_unique(actor, work)
+
+    async def set_policy(
+        self, organisation: str, staff_category: str, year: int, minutes: int, actor: str
+    ) -> None:
+        checker = FieldChecker()
+        check_id(checker, organisation, "organisation")
+        check_id(checker, staff_category, "staff_category")
+        check_fiscal_year(checker, year, "fiscal_year")
+        checker.require(0 <= minutes <= 100_000, "minutes", "0 to 100000")
+        checker.raise_if_any()
+
+        async def work(store: QuotaStore) -> None:
+            await store.session.merge(
+                orm.EntitlementPolicy(
+                    organisation=organisation,
+                    staff_category=staff_category,
+                    fiscal_year=year,
+                    minutes=minutes,
+                )
+            )
+
+        await self._retrying_unique(actor, work)
+
+    # -- reads -----------------------------------------------------------------
+
+    async def balance(self, key: AccountKey) -> Balance:
+        checker = FieldChecker()
+        checker.require(key.kind in AccountKind, "account.kind", "required")
+        check_id(checker, key.owner_id, "account.id")
+        check_fiscal_year(checker, key.fiscal_year, "account.fiscal_year")
+        checker.raise_if_any()
+        async with self._sessions() as session:
+            account = await QuotaStore(session, "").get_account(key)
+        if account is None:
+            raise NotFound(f"no {key.kind.value} account for {key.fiscal_year}")
+        return _balance(key, account)
+
+    async def ledger(
+        self, key: AccountKey | None, after: int, limit: int
+    ) -> Sequence[orm.LedgerEntry]:
+        query = select(orm.LedgerEntry).where(orm.LedgerEntry.entry_id > after)
+        if key is not None:
+            query = query.where(
+                orm.LedgerEntry.account_kind == key.kind.value,
+                orm.LedgerEntry.account_owner == key.owner_id,
+                orm.LedgerEntry.fiscal_year == key.fiscal_year,
+            )
+        query = query.order_by(orm.LedgerEntry.entry_id).limit(limit)
+        async with self._sessions() as session:
+            return (await session.scalars(query)).all()
+
+    async def usage(self, year: int, organisation: str) -> list[UsageRow]:
+        hold = orm.Hold
+        query = (
+            select(
+                hold.agency_id,
+                hold.staff_category,
+                hold.session_month,
+                func.count(),
+                func.sum(hold.minutes),
+                func.sum(hold.amount_ntd),
+            )
+            .where(
+                hold.fiscal_year == year,
+                hold.state.in_((HoldState.BOOKED.value, HoldState.COMPLETED.value)),
+            )
+            .group_by(hold.agency_id, hold.staff_category, hold.session_month)
+            .order_by(hold.agency_id, hold.staff_category, hold.session_month)
+        )
+        if organisation:
+            query = query.join(orm.Agency, orm.Agency.agency_id == hold.agency_id).where(
+                orm.Agency.organisation == organisation
+            )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return [
+            UsageRow(a, c, int(m), int(n), int(mins or 0), int(amt or 0))
+            for a, c, m, n, mins, amt in rows
+        ]
+
+    async def verify(self) -> list[str]:
+        """Every account whose totals differ from its ledger's sums, and
+        every negative total; empty when the books balance."""
+        entry = orm.LedgerEntry
+        sums = select(
+            entry.account_kind,
+            entry.account_owner,
+            entry.fiscal_year,
+            func.sum(entry.delta_entitled),
+            func.sum(entry.delta_held),
+            func.sum(entry.delta_spent),
+        ).group_by(entry.account_kind, entry.account_owner, entry.fiscal_year)
+        async with self._sessions() as session, session.begin():
+            ledger = {
+                (k, o, y): (int(e), int(h), int(s))
+                for k, o, y, e, h, s in (await session.execute(sums)).all()
+            }
+            accounts = (await session.scalars(select(orm.Account))).all()
+        problems = []
+        seen = set()
+        for account in accounts:
+            ident = (account.kind, account.owner_id, account.fiscal_year)
+            seen.add(ident)
+            label = AccountKey(
+                AccountKind(account.kind), account.owner_id, account.fiscal_year
+            ).subject
+            totals = (account.entitled, account.held, account.spent)
+            if ledger.get(ident) != totals:
+                problems.append(f"{label}: totals {totals} != ledger {ledger.get(ident)}")
+            if min(account.held, account.spent, _totals(account).left) < 0:
+                problems.append(f"{label}: negative balance {totals}")
+        for ident in ledger.keys() - seen:
+            problems.append(f"{ident[0]}/{ident[2]}: ledger entries without an account")
+        return problems
+
+
+def _totals(account: orm.Account) -> Totals:
+    return Totals(account.entitled, account.held, account.spent)
+
+
+class _ExpiredHoldsInTheWay(Aborted):
+    def __init__(self, accounts: Sequence[AccountKey]) -> None:
+        super().__init__("expired holds block this request")
+        self.accounts = accounts

@@ -1,0 +1,289 @@
+"""gRPC translation for the quota service: messages in, commands out, results back."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC
+from typing import Any
+
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
+from services.quota import clock, orm
+from services.quota.domain import AccountKey, AccountKind, HoldState, current_fiscal_year
+from services.quota.ledger import (
+    Balance,
+    GrantCommand,
+    QuotaLedger,
+    ReserveCommand,
+    reserve_fingerprint,
+)
+from services.quota.replay import ReplayCache
+from services.runtime.auth import current_identity
+from services.runtime.errors import InvalidArgument
+
+Context = aio.ServicerContext[Any, Any]
+
+_KINDS = {
+    pb.ACCOUNT_KIND_EMPLOYEE: AccountKind.EMPLOYEE,
+    pb.ACCOUNT_KIND_PROVIDER: AccountKind.PROVIDER,
+    pb.ACCOUNT_KIND_AGENCY: AccountKind.AGENCY,
+}
+_KIND_PB = {kind: number for number, kind in _KINDS.items()}
+_STATES = {
+    HoldState.HELD: pb.HOLD_STATE_HELD,
+    HoldState.BOOKED: pb.HOLD_STATE_BOOKED,
+    HoldState.COMPLETED: pb.HOLD_STATE_COMPLETED,
+    HoldState.RELEASED: pb.HOLD_STATE_RELEASED,
+    HoldState.EXPIRED: pb.HOLD_STATE_EXPIRED,
+}
+_UNITS = {"minutes": pb.UNIT_MINUTES, "ntd": pb.UNIT_NTD}
+MAX_PAGE = 1000
+
+
+def _timestamp(moment: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _year(year: int) -> int:
+    return year or current_fiscal_year(clock.now())
+
+
+def account_key(ref: pb.AccountRef, field: str = "account") -> AccountKey:
+    if ref.kind not in _KINDS:
+        raise InvalidArgument.single(f"{field}.kind", "EMPLOYEE, PROVIDER or AGENCY")
+    return AccountKey(_KINDS[ref.kind], ref.id, _year(ref.fiscal_year))
+
+
+def balance_pb(balance: Balance) -> pb.Balance:
+    key = balance.key
+    return pb.Balance(
+        account=pb.AccountRef(
+            kind=_KIND_PB[key.kind], id=key.owner_id, fiscal_year=key.fiscal_year
+        ),
+        unit=_UNITS[balance.unit],
+        entitled=balance.totals.entitled,
+        held=balance.totals.held,
+        spent=balance.totals.spent,
+        left=balance.totals.left,
+    )
+
+
+def hold_pb(hold: orm.Hold) -> pb.Hold:
+    return pb.Hold(
+        hold_id=hold.hold_id,
+        state=_STATES[HoldState(hold.state)],
+        fiscal_year=hold.fiscal_year,
+        iso_week=hold.iso_week,
+        minutes=hold.minutes,
+        amount_ntd=hold.amount_ntd,
+        expires_at=_timestamp(hold.expires_at),
+        booking_ref=hold.booking_ref,
+        agency_id=hold.agency_id,
+        provider_id=hold.provider_id,
+    )
+
+
+def _page_token(entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{entry_id}".encode()).decode()
+
+
+def _after(token: str) -> int:
+    if not token:
+        return 0
+    try:
+        prefix, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if prefix != "after":
+            raise ValueError
+        return int(number)
+    except ValueError:
+        raise InvalidArgument.single("page_token", "not a token this service gave") from None
+
+
+class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
+    def __init__(self, ledger: QuotaLedger, replays: ReplayCache) -> None:
+        self._ledger = ledger
+        self._replays = replays
+
+    async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
+        command = ReserveCommand(
+            idempotency_key=request.idempotency_key,
+            employee_id=request.employee_id,
+            agency_id=request.agency_id,
+            staff_category=request.staff_category,
+            provider_id=request.provider_id,
+            session_start=request.session_start.ToDatetime(UTC)
+            if request.HasField("session_start")
+            else None,
+            minutes=request.minutes,
+            hold_ttl_seconds=request.hold_ttl_seconds,
+            booking_ref=request.booking_ref,
+        )
+        fingerprint = reserve_fingerprint(command)
+        replay = await self._replays.get(request.idempotency_key)
+        if replay is not None and replay[0] == fingerprint:
+            return replay[1]
+        result = await self._ledger.reserve(command, current_identity().subject)
+        response = pb.ReserveResponse(
+            hold=hold_pb(result.hold),
+            employee=balance_pb(result.employee),
+            provider=balance_pb(result.provider),
+            agency=balance_pb(result.agency),
+        )
+        ttl = int((result.hold.expires_at - clock.now()).total_seconds())
+        await self._replays.put(request.idempotency_key, fingerprint, response, ttl)
+        return response
+
+    async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
+        hold = await self._ledger.commit(
+            request.hold_id, request.minutes, request.completed, current_identity().subject
+        )
+        return pb.CommitResponse(hold=hold_pb(hold))
+
+    async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
+        hold = await self._ledger.release(
+            request.hold_id, request.reason, current_identity().subject
+        )
+        return pb.ReleaseResponse(hold=hold_pb(hold))
+
+    async def Grant(self, request: pb.GrantRequest, context: Context) -> pb.GrantResponse:
+        grant_id, balance = await self._ledger.grant(
+            GrantCommand(
+                idempotency_key=request.idempotency_key,
+                account=account_key(request.account),
+                minutes=request.minutes,
+                approval_reference=request.approval_reference,
+                approver=request.approver,
+                reason=request.reason,
+            ),
+            current_identity().subject,
+        )
+        return pb.GrantResponse(grant_id=grant_id, balance=balance_pb(balance))
+
+    async def GetBalance(
+        self, request: pb.GetBalanceRequest, context: Context
+    ) -> pb.GetBalanceResponse:
+        balance = await self._ledger.balance(account_key(request.account))
+        return pb.GetBalanceResponse(balance=balance_pb(balance))
+
+    async def ListLedger(
+        self, request: pb.ListLedgerRequest, context: Context
+    ) -> pb.ListLedgerResponse:
+        if not 0 <= request.page_size <= MAX_PAGE:
+            raise InvalidArgument.single("page_size", f"0 (100) to {MAX_PAGE}")
+        key = account_key(request.account) if request.HasField("account") else None
+        size = request.page_size or 100
+        entries = await self._ledger.ledger(key, _after(request.page_token), size + 1)
+        page = entries[:size]
+        return pb.ListLedgerResponse(
+            entries=[
+                pb.LedgerEntry(
+                    entry_id=e.entry_id,
+                    recorded_at=_timestamp(e.recorded_at),
+                    account=pb.AccountRef(
+                        kind=_KIND_PB[AccountKind(e.account_kind)],
+                        id=e.account_owner,
+                        fiscal_year=e.fiscal_year,
+                    ),
+                    kind=e.kind,
+                    delta_entitled=e.delta_entitled,
+                    delta_held=e.delta_held,
+                    delta_spent=e.delta_spent,
+                    actor=e.actor,
+                    reason=e.reason,
+                    reference=e.reference,
+                )
+                for e in page
+            ],
+            next_page_token=_page_token(page[-1].entry_id) if len(entries) > size else "",
+        )
+
+    async def GetUsageSummary(
+        self, request: pb.GetUsageSummaryRequest, context: Context
+    ) -> pb.GetUsageSummaryResponse:
+        rows = await self._ledger.usage(_year(request.fiscal_year), request.organisation)
+        return pb.GetUsageSummaryResponse(
+            rows=[
+                pb.UsageRow(
+                    agency_id=r.agency_id,
+                    staff_category=r.staff_category,
+                    month=r.month,
+                    sessions=r.sessions,
+                    minutes=r.minutes,
+                    amount_ntd=r.amount_ntd,
+                )
+                for r in rows
+            ]
+        )
+
+    async def UpsertAgency(
+        self, request: pb.UpsertAgencyRequest, context: Context
+    ) -> pb.UpsertAgencyResponse:
+        await self._ledger.upsert_agency(
+            request.agency_id,
+            request.organisation,
+            request.display_name,
+            current_identity().subject,
+        )
+        return pb.UpsertAgencyResponse(agency_id=request.agency_id)
+
+    async def SetProviderContract(
+        self, request: pb.SetProviderContractRequest, context: Context
+    ) -> pb.SetProviderContractResponse:
+        balance = await self._ledger.set_contract(
+            request.provider_id,
+            request.fiscal_year,
+            request.hourly_rate_ntd,
+            request.cap_minutes,
+            request.reason,
+            current_identity().subject,
+        )
+        return pb.SetProviderContractResponse(balance=balance_pb(balance))
+
+    async def SetEntitlementPolicy(
+        self, request: pb.SetEntitlementPolicyRequest, context: Context
+    ) -> pb.SetEntitlementPolicyResponse:
+        await self._ledger.set_policy(
+            request.organisation,
+            request.staff_category,
+            request.fiscal_year,
+            request.minutes,
+            current_identity().subject,
+        )
+        return pb.SetEntitlementPolicyResponse()
+
+    async def TopUpBudget(
+        self, request: pb.TopUpBudgetRequest, context: Context
+    ) -> pb.TopUpBudgetResponse:
+        balance = await self._ledger.top_up(
+            request.idempotency_key,
+            request.agency_id,
+            request.fiscal_year,
+            request.amount_ntd,
+            request.reason,
+            current_identity().subject,
+        )
+        return pb.TopUpBudgetResponse(balance=balance_pb(balance))
+
+    async def TransferBudget(
+        self, request: pb.TransferBudgetRequest, context: Context
+    ) -> pb.TransferBudgetResponse:
+        giver, taker = await self._ledger.transfer(
+            request.idempotency_key,
+            request.from_agency_id,
+            request.to_agency_id,
+            request.fiscal_year,
+            request.amount_ntd,
+            request.reason,
+            current_identity().subject,
+        )
+        return pb.TransferBudgetResponse(
+            from_balance=balance_pb(giver), to_balance=balance_pb(taker)
+        )
+
+    async def Ping(self, request: pb.PingRequest, context: Context) -> pb.PingResponse:
+        return pb.PingResponse()

@@ -1,0 +1,169 @@
+"""Reads and writes of the quota tables inside one transaction.
+
+Account rows are locked in one sorted order everywhere (kind, owner, year),
+so that concurrent transactions never deadlock on them; on SQLite every
+transaction holds the database's write lock from BEGIN instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.quota import clock, orm
+from services.quota.domain import AccountKey, AccountKind, HoldState
+
+
+class QuotaStore:
+    def __init__(self, session: AsyncSession, actor: str) -> None:
+        self.session = session
+        self.actor = actor
+        self._sqlite = session.bind.dialect.name == "sqlite"
+
+    async def lock_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, orm.Account]:
+        """Locks and returns the existing accounts among `keys`, in sorted order."""
+        wanted = sorted(set(keys), key=lambda k: (k.kind.value, k.owner_id, k.fiscal_year))
+        query = (
+            select(orm.Account)
+            .where(
+                tuple_(orm.Account.kind, orm.Account.owner_id, orm.Account.fiscal_year).in_(
+                    [(k.kind.value, k.owner_id, k.fiscal_year) for k in wanted]
+                )
+            )
+            .order_by(orm.Account.kind, orm.Account.owner_id, orm.Account.fiscal_year)
+            .with_for_update()
+        )
+        rows = (await self.session.scalars(query)).all()
+        return {
+            AccountKey(AccountKind(row.kind), row.owner_id, row.fiscal_year): row for row in rows
+        }
+
+    async def get_account(self, key: AccountKey, lock: bool = False) -> orm.Account | None:
+        if lock:
+            return (await self.lock_accounts([key])).get(key)
+        return await self.session.get(orm.Account, (key.kind.value, key.owner_id, key.fiscal_year))
+
+    def open_account(
+        self,
+        key: AccountKey,
+        entitled: int,
+        reason: str,
+        reference: str,
+        staff_category: str | None = None,
+        ledger_kind: str = "OPEN",
+    ) -> orm.Account:
+        account = orm.Account(
+            kind=key.kind.value,
+            owner_id=key.owner_id,
+            fiscal_year=key.fiscal_year,
+            entitled=0,
+            held=0,
+            spent=0,
+            staff_category=staff_category,
+        )
+        self.session.add(account)
+        self.change(key, account, ledger_kind, reference, reason, entitled=entitled)
+        return account
+
+    def change(
+        self,
+        key: AccountKey,
+        account: orm.Account,
+        kind: str,
+        reference: str,
+        reason: str = "",
+        *,
+        entitled: int = 0,
+        held: int = 0,
+        spent: int = 0,
+        at: datetime | None = None,
+    ) -> None:
+        """Applies one change to an account's totals and writes its ledger entry."""
+        account.entitled += entitled
+        account.held += held
+        account.spent += spent
+        self.session.add(
+            orm.LedgerEntry(
+                recorded_at=at or clock.now(),
+                account_kind=key.kind.value,
+                account_owner=key.owner_id,
+                fiscal_year=key.fiscal_year,
+                kind=kind,
+                delta_entitled=entitled,
+                delta_held=held,
+                delta_spent=spent,
+                actor=self.actor,
+                reason=reason,
+                reference=reference,
+            )
+        )
+
+    async def agency(self, agency_id: str) -> orm.Agency | None:
+        return await self.session.get(orm.Agency, agency_id)
+
+    async def contract(self, provider_id: str, fiscal_year: int) -> orm.ProviderContract | None:
+        return await self.session.get(orm.ProviderContract, (provider_id, fiscal_year))
+
+    async def policy(
+        self, organisation: str, staff_category: str, fiscal_year: int
+    ) -> orm.EntitlementPolicy | None:
+        return await self.session.get(
+            orm.EntitlementPolicy, (organisation, staff_category, fiscal_year)
+        )
+
+    async def hold(self, hold_id: str, lock: bool = False) -> orm.Hold | None:
+        query = select(orm.Hold).where(orm.Hold.hold_id == hold_id)
+        if lock:
+            query = query.with_for_update()
+        return (await self.session.scalars(query)).one_or_none()
+
+    async def active_hold_in_week(self, employee_id: str, iso_week: str) -> orm.Hold | None:
+        query = select(orm.Hold).where(
+            orm.Hold.employee_id == employee_id,
+            orm.Hold.iso_week == iso_week,
+            orm.Hold.state.in_(orm.ACTIVE_HOLD_STATES),
+        )
+        return (await self.session.scalars(query)).first()
+
+    async def due_holds(
+        self, now: datetime, limit: int, touching: Sequence[AccountKey] = ()
+    ) -> Sequence[orm.Hold]:
+        """Held holds past their expiry, locked; other replicas' picks are skipped."""
+        query = select(orm.Hold).where(
+            orm.Hold.state == HoldState.HELD.value, orm.Hold.expires_at <= now
+        )
+        if touching:
+            column = {
+                AccountKind.EMPLOYEE: orm.Hold.employee_id,
+                AccountKind.PROVIDER: orm.Hold.provider_id,
+                AccountKind.AGENCY: orm.Hold.agency_id,
+            }
+            query = query.where(
+                or_(
+                    *(
+                        and_(column[k.kind] == k.owner_id, orm.Hold.fiscal_year == k.fiscal_year)
+                        for k in touching
+                    )
+                )
+            )
+        query = query.order_by(orm.Hold.expires_at).limit(limit)
+        if not self._sqlite:
+            query = query.with_for_update(skip_locked=True)
+        return (await self.session.scalars(query)).all()
+
+    async def idempotency(self, operation: str, key: str) -> orm.IdempotencyRecord | None:
+        return await self.session.get(orm.IdempotencyRecord, (operation, key))
+
+    def remember(self, operation: str, key: str, fingerprint: str, result_id: str) -> None:
+        self.session.add(
+            orm.IdempotencyRecord(
+                operation=operation,
+                key=key,
+                fingerprint=fingerprint,
+                result_id=result_id,
+                created_at=clock.now(),
+            )
+        )

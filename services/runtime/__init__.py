@@ -1,0 +1,1 @@
+"""The one runtime every service shares: configuration, server, auth, errors, logs, metrics."""

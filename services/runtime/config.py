@@ -1,0 +1,106 @@
+"""Configuration from environment variables, with the defaults documented here.
+
+Every service reads the same variables; a service-specific database URL
+(`EAP_QUOTA_DATABASE_URL`, ...) wins over the shared `DATABASE_URL`, so one
+process can serve all three on one SQLite file while Kubernetes gives each
+service its own database.
+
+| variable | default | meaning |
+|---|---|---|
+| EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
+| EAP_METRICS_PORT | 9464 | Prometheus endpoint port; 0 picks a free one; -1 turns it off |
+| DATABASE_URL | sqlite:///./var/eap.sqlite3 | SQLAlchemy URL; postgresql:// or sqlite:/// |
+| EAP_<SERVICE>_DATABASE_URL | DATABASE_URL | per-service override |
+| REDIS_URL | (none) | redis://host:port/db; without it Redis features are off |
+| EAP_AUTH_MODE | dev | `jwt`: every call needs a bearer JWT; `dev`: see auth.py |
+| EAP_JWT_KEY | (none) | HS256 secret, or a PEM public key for RS256/ES256 |
+| EAP_JWT_KEY_FILE | (none) | file holding EAP_JWT_KEY (a mounted Secret) |
+| EAP_JWT_ISSUER | eap | required `iss` claim |
+| EAP_JWT_AUDIENCE | eap-suite | required `aud` claim |
+| EAP_LOG_LEVEL | INFO | Python logging level |
+| EAP_SHUTDOWN_GRACE_SECONDS | 10 | how long in-flight calls may finish on SIGTERM |
+| EAP_HOLD_TTL_SECONDS | 900 | default lifetime of a quota hold |
+| EAP_HOLD_SWEEP_SECONDS | 2 | how often expired holds are given back |
+| EAP_HEALTH_PROBE_SECONDS | 5 | how often stores are probed for the health status |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from services.runtime.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///./var/eap.sqlite3"
+
+
+@dataclass(frozen=True)
+class Settings:
+    grpc_address: str = "127.0.0.1:50051"
+    metrics_port: int = 9464
+    database_url: str = DEFAULT_DATABASE_URL
+    service_database_urls: Mapping[str, str] | None = None
+    redis_url: str | None = None
+    auth_mode: str = "dev"
+    jwt_key: str | None = None
+    jwt_issuer: str = "eap"
+    jwt_audience: str = "eap-suite"
+    log_level: str = "INFO"
+    shutdown_grace_seconds: float = 10.0
+    hold_ttl_seconds: int = 900
+    hold_sweep_seconds: float = 2.0
+    health_probe_seconds: float = 5.0
+
+    def database_url_for(self, service: str) -> str:
+        return (self.service_database_urls or {}).get(service, self.database_url)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        key = env.get("EAP_JWT_KEY")
+        key_file = env.get("EAP_JWT_KEY_FILE")
+        if key_file:
+            key = Path(key_file).read_text()
+        mode = env.get("EAP_AUTH_MODE", "dev")
+        if mode not in ("dev", "jwt"):
+            raise ConfigError("EAP_AUTH_MODE", "must be `dev` or `jwt`")
+        if mode == "jwt" and not key:
+            raise ConfigError("EAP_JWT_KEY", "is required when EAP_AUTH_MODE=jwt")
+        return cls(
+            grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
+            metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
+            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            service_database_urls={
+                service: env[f"EAP_{service.upper()}_DATABASE_URL"]
+                for service in ("quota", "matcher", "calendar")
+                if env.get(f"EAP_{service.upper()}_DATABASE_URL")
+            },
+            redis_url=env.get("REDIS_URL") or None,
+            auth_mode=mode,
+            jwt_key=key,
+            jwt_issuer=env.get("EAP_JWT_ISSUER", cls.jwt_issuer),
+            jwt_audience=env.get("EAP_JWT_AUDIENCE", cls.jwt_audience),
+            log_level=env.get("EAP_LOG_LEVEL", cls.log_level).upper(),
+            shutdown_grace_seconds=_float(
+                env, "EAP_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds
+            ),
+            hold_ttl_seconds=_int(env, "EAP_HOLD_TTL_SECONDS", cls.hold_ttl_seconds),
+            hold_sweep_seconds=_float(env, "EAP_HOLD_SWEEP_SECONDS", cls.hold_sweep_seconds),
+            health_probe_seconds=_float(env, "EAP_HEALTH_PROBE_SECONDS", cls.health_probe_seconds),
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, default))
+    except ValueError:
+        raise ConfigError(name, "must be a whole number") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except ValueError:
+        raise ConfigError(name, "must be a number") from None

@@ -1,0 +1,146 @@
+"""SQLAlchemy engines and Alembic migrations, the same way for every service.
+
+PostgreSQL (asyncpg) in production; a SQLite file (aiosqlite) as the embedded
+default. Callers give plain `postgresql://` or `sqlite:///` URLs; the async
+driver is chosen here.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from redis.asyncio import Redis
+from sqlalchemy import Connection, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+}
+
+
+def async_url(url: str) -> str:
+    parsed = make_url(url)
+    backend = parsed.drivername.split("+")[0]
+    if backend not in _DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite:///")
+    return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def is_sqlite(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def create_engine(url: str) -> AsyncEngine:
+    url = async_url(url)
+    if url.startswith("sqlite"):
+        database = make_url(url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _serialize_sqlite_writers(engine)
+        return engine
+    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=False)
+
+
+def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
+    """SQLite has no row locks: every transaction takes the write lock at BEGIN
+    (BEGIN IMMEDIATE), so a read-check-write is atomic across processes too.
+    This is SQLAlchemy's documented recipe for taking over pysqlite's BEGIN."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def probe_stores(engine: AsyncEngine, redis: Redis | None) -> dict[str, bool]:
+    """Whether the database (and Redis, where the service uses it) answers."""
+    stores = {}
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+        stores["database"] = True
+    except Exception:
+        stores["database"] = False
+    if redis is not None:
+        try:
+            stores["redis"] = bool(await redis.ping())
+        except Exception:
+            stores["redis"] = False
+    return stores
+
+
+async def migrate(engine: AsyncEngine, migrations: Path, version_table: str) -> None:
+    """Brings the service's tables to the newest revision.
+
+    On PostgreSQL an advisory lock keeps replicas that start together from
+    racing; SQLite's BEGIN IMMEDIATE does the same there.
+    """
+    async with engine.begin() as connection:
+        if not is_sqlite(engine):
+            lock_id = zlib.crc32(version_table.encode())
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
+        await connection.run_sync(_upgrade, migrations, version_table)
+
+
+def alembic_config(migrations: Path, version_table: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations))
+    config.attributes["version_table"] = version_table
+    return config
+
+
+def _upgrade(connection: Connection, migrations: Path, version_table: str) -> None:
+    config = alembic_config(migrations, version_table)
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def run_migrations_in_env(target_metadata: Any, version_table: str) -> None:
+    """The body of every service's Alembic env.py.
+
+    `migrate()` hands over an open connection; the `alembic` command line
+    (for writing new revisions) gets one from DATABASE_URL.
+    """
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        import os
+
+        from sqlalchemy import create_engine as create_sync_engine
+
+        url = os.environ.get("DATABASE_URL", "sqlite:///./var/eap.sqlite3")
+        with create_sync_engine(url).begin() as sync_connection:
+            _configure_and_run(context, sync_connection, target_metadata, version_table)
+        return
+    _configure_and_run(context, connection, target_metadata, version_table)
+
+
+def _configure_and_run(
+    context: Any, connection: Connection, target_metadata: Any, version_table: str
+) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=version_table,
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    context.run_migrations()

@@ -1,0 +1,153 @@
+"""What happens around every call, in one place: request id, caller identity,
+deadline, metrics, logging, and translation of errors into statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from services.runtime import metrics
+from services.runtime.auth import Authenticator, set_identity
+from services.runtime.errors import ServiceError
+from services.runtime.logs import request_id_var
+from services.runtime.status import internal_status, to_status
+
+log = logging.getLogger("eap.rpc")
+
+# Kubelet and load balancers probe health without credentials.
+_UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
+StreamHandler = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+
+
+class _Call:
+    """Bookkeeping of one call: its labels, clock and outcome."""
+
+    def __init__(self, grpc_type: str, service: str, method: str) -> None:
+        self.labels = (grpc_type, service, method)
+        self.started = time.perf_counter()
+        self.code = grpc.StatusCode.OK
+        metrics.GRPC_STARTED.labels(*self.labels).inc()
+
+    def finish(self) -> None:
+        elapsed = time.perf_counter() - self.started
+        metrics.GRPC_HANDLED.labels(*self.labels, self.code.name).inc()
+        metrics.GRPC_HANDLING_SECONDS.labels(*self.labels).observe(elapsed)
+        if self.code is not grpc.StatusCode.OK:
+            log.info(
+                "rpc refused",
+                extra={
+                    "grpc_method": f"{self.labels[1]}/{self.labels[2]}",
+                    "grpc_code": self.code.name,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+
+
+class RuntimeInterceptor(aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        full_method = handler_call_details.method
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._server_stream(handler.unary_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client and bidi streams: none of ours, reflection's only
+
+    def _enter(self, service: str, context: aio.ServicerContext[Any, Any]) -> None:
+        metadata = context.invocation_metadata() or ()
+        request_id = next((str(v) for k, v in metadata if k == "x-request-id"), None)
+        request_id = (request_id or uuid.uuid4().hex)[:64]
+        request_id_var.set(request_id)
+        context.set_trailing_metadata((("x-request-id", request_id),))
+        if service not in _UNAUTHENTICATED_SERVICES:
+            set_identity(self._authenticator.identify(metadata))
+
+    async def _fail(
+        self, call: _Call, context: aio.ServicerContext[Any, Any], error: BaseException
+    ) -> None:
+        """Aborts the call with the status that `error` deserves."""
+        if isinstance(error, ServiceError):
+            status = to_status(error)
+        elif isinstance(error, TimeoutError):
+            call.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(call.code, "deadline exceeded")
+        else:
+            correlation_id = request_id_var.get() or uuid.uuid4().hex
+            metrics.UNEXPECTED_ERRORS.labels(call.labels[1], call.labels[2]).inc()
+            log.error(
+                "unexpected error",
+                exc_info=error,
+                extra={"grpc_method": f"{call.labels[1]}/{call.labels[2]}"},
+            )
+            status = internal_status(correlation_id)
+        call.code = status.code
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
+        async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            call = _Call("unary", service, method)
+            try:
+                self._enter(service, context)
+                remaining = context.time_remaining()
+                async with asyncio.timeout(remaining):
+                    return await behaviour(request, context)
+            except aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                await self._fail(call, context, error)
+            finally:
+                call.finish()
+
+        return wrapped
+
+    def _server_stream(self, behaviour: StreamHandler, service: str, method: str) -> StreamHandler:
+        async def wrapped(
+            request: Any, context: aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            call = _Call("server_stream", service, method)
+            try:
+                self._enter(service, context)
+                async with asyncio.timeout(context.time_remaining()):
+                    async for response in behaviour(request, context):
+                        yield response
+            except aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                call.code = grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                await self._fail(call, context, error)
+            finally:
+                call.finish()
+
+        return wrapped

@@ -1,0 +1,193 @@
+"""One way to start any set of services: `eapctl serve quota` in a Kubernetes
+pod, `eapctl serve all` on a laptop, `start()` in a test.
+
+Around the services it adds gRPC health (a status per service, NOT_SERVING
+while a store it needs is unreachable), server reflection, the Prometheus
+endpoint, the interceptor, and graceful shutdown on SIGTERM: health turns
+NOT_SERVING, the port stops accepting, in-flight calls get the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import redis.asyncio as redis_asyncio
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from services.runtime import metrics
+from services.runtime.auth import Authenticator
+from services.runtime.config import Settings
+from services.runtime.interceptor import RuntimeInterceptor
+
+log = logging.getLogger("eap.server")
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass
+class Runtime:
+    """What the runtime hands each service when it starts."""
+
+    settings: Settings
+    redis: redis_asyncio.Redis | None = None
+    background: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def spawn(self, coroutine: object, name: str) -> None:
+        """Runs a service's background loop until the server stops."""
+        self.background.append(asyncio.create_task(coroutine, name=name))  # type: ignore[arg-type]
+
+
+class Service(Protocol):
+    """What a service gives the runtime."""
+
+    name: str  # short name: quota, matcher, calendar
+    full_name: str  # the gRPC service name, e.g. eap.quota.v1.QuotaService
+    migrations: Path  # its Alembic scripts
+    version_table: str  # its own Alembic version table, so services can share a database
+
+    async def start(self, runtime: Runtime) -> None:
+        """Connects its stores, migrates them, starts its background loops."""
+
+    def register(self, server: aio.Server) -> None:
+        """Adds its servicer to the server."""
+
+    async def probe(self) -> dict[str, bool]:
+        """Reachability of each store it needs, by store name."""
+
+    async def close(self) -> None:
+        """Releases its stores."""
+
+
+@dataclass
+class RunningServer:
+    server: aio.Server
+    port: int
+    services: Sequence[Service]
+    runtime: Runtime
+    health: HealthServicer
+    metrics_port: int | None
+
+    async def stop(self, grace: float | None = None) -> None:
+        grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in self.runtime.background:
+            task.cancel()
+        for task in self.runtime.background:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for service in self.services:
+            await service.close()
+        if self.runtime.redis is not None:
+            await self.runtime.redis.aclose()
+
+
+async def start(services: Sequence[Service], settings: Settings) -> RunningServer:
+    runtime = Runtime(settings=settings)
+    if settings.redis_url:
+        runtime.redis = redis_asyncio.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+    for service in services:
+        await service.start(runtime)
+
+    server = aio.server(
+        interceptors=[RuntimeInterceptor(Authenticator(settings))],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for service in services:
+        service.register(server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        [
+            *(s.full_name for s in services),
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    port = server.add_insecure_port(settings.grpc_address)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.grpc_address}")
+
+    metrics_port = None
+    if settings.metrics_port >= 0:
+        http_server, _thread = start_http_server(settings.metrics_port, addr=_host(settings))
+        metrics_port = http_server.server_port
+
+    await server.start()
+    running = RunningServer(server, port, services, runtime, health, metrics_port)
+    await _update_health(running)
+    runtime.spawn(_probe_forever(running), "health-probe")
+    log.info(
+        "serving",
+        extra={"services": [s.name for s in services], "port": port, "metrics_port": metrics_port},
+    )
+    return running
+
+
+def _host(settings: Settings) -> str:
+    host = settings.grpc_address.rpartition(":")[0].strip("[]")
+    return host or "0.0.0.0"
+
+
+async def _update_health(running: RunningServer) -> None:
+    all_up = True
+    for service in running.services:
+        try:
+            stores = await asyncio.wait_for(service.probe(), timeout=5)
+        except Exception:
+            stores = {"database": False}
+        for store, up in stores.items():
+            metrics.STORE_UP.labels(service.name, store).set(1 if up else 0)
+            if not up:
+                metrics.STORE_ERRORS.labels(service.name, store).inc()
+        serving = all(stores.values())
+        all_up = all_up and serving
+        await running.health.set(
+            service.full_name,
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING,
+        )
+    await running.health.set(
+        "",
+        health_pb2.HealthCheckResponse.SERVING
+        if all_up
+        else health_pb2.HealthCheckResponse.NOT_SERVING,
+    )
+
+
+async def _probe_forever(running: RunningServer) -> None:
+    while True:
+        await asyncio.sleep(running.runtime.settings.health_probe_seconds)
+        await _update_health(running)
+
+
+async def serve(services: Sequence[Service], settings: Settings) -> None:
+    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+    running = await start(services, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+    await running.stop()
+    log.info("stopped")

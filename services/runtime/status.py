@@ -1,0 +1,75 @@
+"""Turns a ServiceError into a gRPC status with google.rpc error details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.runtime import errors
+
+DOMAIN = "eap.example.org"
+
+_CODES: list[tuple[type[errors.ServiceError], int]] = [
+    (errors.InvalidArgument, code_pb2.INVALID_ARGUMENT),
+    (errors.FailedPrecondition, code_pb2.FAILED_PRECONDITION),
+    (errors.NotFound, code_pb2.NOT_FOUND),
+    (errors.AlreadyExists, code_pb2.ALREADY_EXISTS),
+    (errors.Unauthenticated, code_pb2.UNAUTHENTICATED),
+    (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
+    (errors.Unavailable, code_pb2.UNAVAILABLE),
+    (errors.Aborted, code_pb2.ABORTED),
+]
+
+
+def _packed(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: errors.ServiceError) -> grpc.Status:
+    code = next(c for kind, c in _CODES if isinstance(error, kind))
+    status = status_pb2.Status(code=code, message=error.message)
+    if isinstance(error, errors.InvalidArgument):
+        status.details.append(
+            _packed(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(
+                            field=v.field, description=v.description
+                        )
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    elif isinstance(error, errors.FailedPrecondition):
+        status.details.append(
+            _packed(
+                error_details_pb2.PreconditionFailure(
+                    violations=[
+                        error_details_pb2.PreconditionFailure.Violation(
+                            type=error.rule, subject=error.subject, description=error.message
+                        )
+                    ]
+                )
+            )
+        )
+        status.details.append(
+            _packed(
+                error_details_pb2.ErrorInfo(reason=error.rule, domain=DOMAIN, metadata=error.left)
+            )
+        )
+    return rpc_status.to_status(status)
+
+
+def internal_status(correlation_id: str) -> grpc.Status:
+    """INTERNAL with nothing but an id to find the logged traceback by."""
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error; correlation id {correlation_id}",
+    )
+    status.details.append(_packed(error_details_pb2.RequestInfo(request_id=correlation_id)))
+    return rpc_status.to_status(status)
