@@ -40,7 +40,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value  # type: ignore[no-any-return]
+        moment: datetime | None = value
+        return moment
 
 
 ACTIVE_HOLD_STATES = ("held", "booked", "completed")

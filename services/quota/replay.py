@@ -29,13 +29,13 @@ class ReplayCache:
         if self._redis is None:
             return None
         try:
-            raw = await self._redis.get(PREFIX + key)
+            raw: bytes | None = await self._redis.get(PREFIX + key)
         except RedisError:
             metrics.STORE_ERRORS.labels("quota", "redis").inc()
             return None
         if raw is None:
             return None
-        fingerprint, _, body = bytes(raw).partition(b"\n")
+        fingerprint, _, body = raw.partition(b"\n")
         return fingerprint.decode(), pb.ReserveResponse.FromString(body)
 
     async def put(

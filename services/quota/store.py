@@ -21,7 +21,7 @@ class QuotaStore:
     def __init__(self, session: AsyncSession, actor: str) -> None:
         self.session = session
         self.actor = actor
-        self._sqlite = session.bind.dialect.name == "sqlite"
+        self._sqlite = session.get_bind().dialect.name == "sqlite"
 
     async def lock_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, orm.Account]:
         """Locks and returns the existing accounts among `keys`, in sorted order."""

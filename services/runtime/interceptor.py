@@ -52,15 +52,15 @@ class _Call:
             )
 
 
-class RuntimeInterceptor(aio.ServerInterceptor):
+class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
@@ -81,7 +81,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):
         return handler  # client and bidi streams: none of ours, reflection's only
 
     def _enter(self, service: str, context: aio.ServicerContext[Any, Any]) -> None:
-        metadata = context.invocation_metadata() or ()
+        metadata: Any = context.invocation_metadata() or ()
         request_id = next((str(v) for k, v in metadata if k == "x-request-id"), None)
         request_id = (request_id or uuid.uuid4().hex)[:64]
         request_id_var.set(request_id)

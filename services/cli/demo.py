@@ -1,0 +1,282 @@
+"""`make demo`: the suite's story, told through gRPC on embedded defaults.
+
+It starts the services in this process on a scratch SQLite file, loads the
+sample county, books sessions the way a booking frontend does, shows a
+booking refused by a limit and allowed after a special approval, and prints
+the balances. Then it stops: `make run` is the server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import uuid
+from dataclasses import replace
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
+from services.cli import registry
+from services.runtime.config import Settings
+from services.runtime.server import start
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+
+
+def _load_county() -> dict[str, Any]:
+    text = resources.files("services.cli").joinpath("data/sample_county.json").read_text()
+    county: dict[str, Any] = json.loads(text)
+    return county
+
+
+def _session(year: int, iso_week: int, weekday: int, hour: int) -> Timestamp:
+    day = dt.date.fromisocalendar(year, iso_week, weekday)
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime(day.year, day.month, day.day, hour, tzinfo=TAIPEI))
+    return stamp
+
+
+def _refusal(error: grpc.aio.AioRpcError) -> str:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    rule = error.code().name
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            rule = info.reason
+    return f"{error.code().name} [{rule}] {error.details()}"
+
+
+def _hours(minutes: int) -> str:
+    return f"{minutes / 60:g} h"
+
+
+async def run_demo(settings: Settings, keep: bool = False) -> int:
+    if "EAP_LOG_LEVEL" not in os.environ:
+        # The story is the output; the services' own logs stay for warnings.
+        logging.getLogger().setLevel(logging.WARNING)
+    scratch = Path(tempfile.mkdtemp(prefix="eap-demo-"))
+    settings = replace(
+        settings,
+        grpc_address="127.0.0.1:0",
+        metrics_port=-1,
+        database_url=f"sqlite:///{scratch / 'demo.sqlite3'}",
+        redis_url=None,
+        auth_mode="dev",
+    )
+    server = await start(registry.build(list(registry.SERVICES)), settings)
+    print(
+        f"Suite up on 127.0.0.1:{server.port} ({', '.join(registry.SERVICES)}), "
+        f"SQLite at {scratch / 'demo.sqlite3'}\n"
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            await _story(quota_pb2_grpc.QuotaServiceStub(channel))
+    finally:
+        await server.stop(1)
+    if not keep:
+        for path in scratch.iterdir():
+            path.unlink()
+        scratch.rmdir()
+    print("\nDemo finished; the suite shut down cleanly.")
+    return 0
+
+
+async def _story(quota: quota_pb2_grpc.QuotaServiceStub) -> None:
+    county = _load_county()
+    org, year = county["organisation"], county["fiscal_year"]
+
+    print(f"1. HR loads the {org} programme for fiscal year {year}")
+    for agency in county["agencies"]:
+        await quota.UpsertAgency(
+            pb.UpsertAgencyRequest(
+                agency_id=agency["id"], organisation=org, display_name=agency["name"]
+            )
+        )
+        await quota.TopUpBudget(
+            pb.TopUpBudgetRequest(
+                idempotency_key=f"budget-{agency['id']}-{year}",
+                agency_id=agency["id"],
+                fiscal_year=year,
+                amount_ntd=agency["budget_ntd"],
+                reason="annual budget",
+            )
+        )
+        print(f"   agency {agency['id']:<14} budget NT${agency['budget_ntd']:>9,}")
+    for provider in county["providers"]:
+        await quota.SetProviderContract(
+            pb.SetProviderContractRequest(
+                provider_id=provider["id"],
+                fiscal_year=year,
+                hourly_rate_ntd=provider["hourly_rate_ntd"],
+                cap_minutes=provider["cap_hours"] * 60,
+                reason="annual contract",
+            )
+        )
+        print(
+            f"   provider {provider['id']:<16} NT${provider['hourly_rate_ntd']:,}/h, "
+            f"cap {provider['cap_hours']} h"
+        )
+    for policy in county["entitlement_policy"]:
+        await quota.SetEntitlementPolicy(
+            pb.SetEntitlementPolicyRequest(
+                organisation=org,
+                staff_category=policy["staff_category"],
+                fiscal_year=year,
+                minutes=policy["hours"] * 60,
+            )
+        )
+    print(
+        "   entitlements: "
+        + ", ".join(f"{p['staff_category']} {p['hours']} h" for p in county["entitlement_policy"])
+    )
+
+    print("\n2. A booking frontend books and completes sessions (Reserve -> Commit)")
+    bookings = [
+        ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 3, 90, 75),
+        ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 4, 90, 90),
+        ("emp-c41d", "PT-PERSONNEL", "official", "harbour-law", 3, 60, 60),
+        ("emp-09be", "PT-POLICE", "worker", "south-clinic", 5, 120, 120),
+    ]
+    for employee, agency, category, provider, week, minutes, used in bookings:
+        hold = (
+            await quota.Reserve(
+                pb.ReserveRequest(
+                    idempotency_key=uuid.uuid4().hex,
+                    employee_id=employee,
+                    agency_id=agency,
+                    staff_category=category,
+                    provider_id=provider,
+                    session_start=_session(year, week, 2, 14),
+                    minutes=minutes,
+                )
+            )
+        ).hold
+        await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+        done = (
+            await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id, minutes=used, completed=True))
+        ).hold
+        print(
+            f"   {employee} week {hold.iso_week} with {provider:<16} held {minutes} min, "
+            f"took {used} min, spent NT${done.amount_ntd:,}"
+        )
+
+    print("\n3. Limits hold")
+    try:
+        await quota.Reserve(
+            pb.ReserveRequest(
+                idempotency_key=uuid.uuid4().hex,
+                employee_id="emp-7f3a",
+                agency_id="PT-EDUCATION",
+                staff_category="teacher",
+                provider_id="south-clinic",
+                session_start=_session(year, 4, 4, 10),
+                minutes=60,
+            )
+        )
+    except grpc.aio.AioRpcError as error:
+        print(f"   a second session in the same week: {_refusal(error)}")
+    police_booking = pb.ReserveRequest(
+        idempotency_key=uuid.uuid4().hex,
+        employee_id="emp-51aa",
+        agency_id="PT-POLICE",
+        staff_category="worker",
+        provider_id="harbour-law",
+        session_start=_session(year, 6, 3, 9),
+        minutes=60,
+    )
+    try:
+        await quota.Reserve(police_booking)
+    except grpc.aio.AioRpcError as error:
+        print(f"   the police bureau's pool runs dry: {_refusal(error)}")
+    moved = await quota.TransferBudget(
+        pb.TransferBudgetRequest(
+            idempotency_key=f"transfer-{year}-1",
+            from_agency_id="PT-PERSONNEL",
+            to_agency_id="PT-POLICE",
+            fiscal_year=year,
+            amount_ntd=12000,
+            reason="mid-year rebalancing approved by the personnel office",
+        )
+    )
+    print(
+        f"   HR moves NT$12,000 from PT-PERSONNEL: police pool now "
+        f"NT${moved.to_balance.left:,} left"
+    )
+    hold = (await quota.Reserve(police_booking)).hold
+    await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+    print(f"   the police booking goes through: {hold.iso_week}, NT${hold.amount_ntd:,}")
+
+    print("\n4. Beyond the entitlement, a special approval")
+    worker = pb.ReserveRequest(
+        idempotency_key=uuid.uuid4().hex,
+        employee_id="emp-09be",
+        agency_id="PT-POLICE",
+        staff_category="worker",
+        provider_id="south-clinic",
+        session_start=_session(year, 7, 2, 15),
+        minutes=120,
+    )
+    for week in (6, 7):
+        worker.session_start.CopyFrom(_session(year, week, 2, 15))
+        worker.idempotency_key = uuid.uuid4().hex
+        try:
+            hold = (await quota.Reserve(worker)).hold
+            await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+            print(f"   emp-09be books week {hold.iso_week}: 120 min")
+        except grpc.aio.AioRpcError as error:
+            print(f"   emp-09be asks for week {week:02d}: {_refusal(error)}")
+    granted = await quota.Grant(
+        pb.GrantRequest(
+            idempotency_key=f"grant-{year}-001",
+            account=pb.AccountRef(kind=pb.ACCOUNT_KIND_EMPLOYEE, id="emp-09be", fiscal_year=year),
+            minutes=240,
+            approval_reference=f"SA-{year}-001",
+            approver="personnel-director",
+            reason="special approval: continuing crisis follow-up",
+        )
+    )
+    print(
+        f"   special approval SA-{year}-001 adds 4 h: entitled "
+        f"{_hours(granted.balance.entitled)}, left {_hours(granted.balance.left)}"
+    )
+    worker.idempotency_key = uuid.uuid4().hex
+    hold = (await quota.Reserve(worker)).hold
+    await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+    print(f"   now week {hold.iso_week} is booked")
+
+    print("\n5. Balances")
+    for kind, label, ids in (
+        (pb.ACCOUNT_KIND_AGENCY, "agency", [a["id"] for a in county["agencies"]]),
+        (pb.ACCOUNT_KIND_PROVIDER, "provider", [p["id"] for p in county["providers"]]),
+    ):
+        for owner in ids:
+            b = (
+                await quota.GetBalance(
+                    pb.GetBalanceRequest(
+                        account=pb.AccountRef(kind=kind, id=owner, fiscal_year=year)
+                    )
+                )
+            ).balance
+            unit = (lambda v: f"NT${v:,}") if b.unit == pb.UNIT_NTD else _hours
+            print(
+                f"   {label:<8} {owner:<16} entitled {unit(b.entitled):>11}  "
+                f"held {unit(b.held):>9}  spent {unit(b.spent):>9}  left {unit(b.left):>11}"
+            )
+    usage = (await quota.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=year))).rows
+    print("\n6. HR's usage summary (no employee ids)")
+    for row in usage:
+        print(
+            f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
+            f"{row.sessions} session{'s' if row.sessions != 1 else ''}, {_hours(row.minutes)}, NT${row.amount_ntd:,}"
+        )

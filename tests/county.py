@@ -1,0 +1,95 @@
+"""A small county for tests: one organisation, two agencies, two providers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
+
+YEAR = 2027
+RATE = 2000  # NT$ per hour
+ORG = "pingtung"
+
+
+def at(day: dt.date, hour: int = 10) -> Timestamp:
+    """A session start on `day` at `hour` o'clock, Asia/Taipei."""
+    moment = dt.datetime(
+        day.year, day.month, day.day, hour, tzinfo=dt.timezone(dt.timedelta(hours=8))
+    )
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def week(n: int) -> dt.date:
+    """The Tuesday of ISO week n of YEAR."""
+    return dt.date.fromisocalendar(YEAR, n, 2)
+
+
+async def seed(
+    stub: quota_pb2_grpc.QuotaServiceStub,
+    budget: int = 100_000,
+    cap_minutes: int = 6_000,
+    entitlement_minutes: int = 360,
+) -> None:
+    for agency in ("PT-HR", "PT-EDU"):
+        await stub.UpsertAgency(
+            pb.UpsertAgencyRequest(agency_id=agency, organisation=ORG, display_name=agency)
+        )
+        await stub.TopUpBudget(
+            pb.TopUpBudgetRequest(
+                idempotency_key=f"budget-{agency}",
+                agency_id=agency,
+                fiscal_year=YEAR,
+                amount_ntd=budget,
+                reason="annual budget",
+            )
+        )
+    for category in ("official", "teacher"):
+        await stub.SetEntitlementPolicy(
+            pb.SetEntitlementPolicyRequest(
+                organisation=ORG,
+                staff_category=category,
+                fiscal_year=YEAR,
+                minutes=entitlement_minutes,
+            )
+        )
+    for provider in ("P1", "P2"):
+        await stub.SetProviderContract(
+            pb.SetProviderContractRequest(
+                provider_id=provider,
+                fiscal_year=YEAR,
+                hourly_rate_ntd=RATE,
+                cap_minutes=cap_minutes,
+                reason="contract",
+            )
+        )
+
+
+def reserve_request(
+    key: str,
+    employee: str = "E1",
+    n_week: int = 10,
+    minutes: int = 60,
+    agency: str = "PT-HR",
+    provider: str = "P1",
+    category: str = "official",
+    ttl: int = 0,
+) -> pb.ReserveRequest:
+    return pb.ReserveRequest(
+        idempotency_key=key,
+        employee_id=employee,
+        agency_id=agency,
+        staff_category=category,
+        provider_id=provider,
+        session_start=at(week(n_week)),
+        minutes=minutes,
+        hold_ttl_seconds=ttl,
+    )
+
+
+def account(kind: int, owner: str) -> pb.AccountRef:
+    return pb.AccountRef(kind=kind, id=owner, fiscal_year=YEAR)

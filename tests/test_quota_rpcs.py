@@ -1,0 +1,368 @@
+"""Each quota RPC over real gRPC, on SQLite and on PostgreSQL + Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from eap.quota.v1 import quota_pb2 as pb
+from services.quota import clock
+from tests.conftest import QuotaClient
+from tests.county import RATE, YEAR, account, reserve_request, seed
+
+EMPLOYEE = pb.ACCOUNT_KIND_EMPLOYEE
+PROVIDER = pb.ACCOUNT_KIND_PROVIDER
+AGENCY = pb.ACCOUNT_KIND_AGENCY
+
+
+def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
+    """The google.rpc details of a refusal, by type name."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    found: dict[str, object] = {}
+    for detail in status.details:
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.PreconditionFailure,
+            error_details_pb2.ErrorInfo,
+        ):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                found[kind.__name__] = message
+    return found
+
+
+async def refused(call: object) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call  # type: ignore[misc]
+    return caught.value
+
+
+async def balance(quota: QuotaClient, kind: int, owner: str) -> pb.Balance:
+    return (await quota.stub.GetBalance(pb.GetBalanceRequest(account=account(kind, owner)))).balance
+
+
+async def test_reserve_holds_minutes_and_money_everywhere(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    response = await quota.stub.Reserve(reserve_request("r1", minutes=90))
+    assert response.hold.state == pb.HOLD_STATE_HELD
+    assert response.hold.minutes == 90
+    assert response.hold.amount_ntd == RATE * 90 // 60
+    assert response.hold.iso_week == f"{YEAR}-W10"
+    assert (response.employee.entitled, response.employee.held, response.employee.left) == (
+        360,
+        90,
+        270,
+    )
+    assert response.provider.held == 90
+    assert response.agency.held == 3000 and response.agency.unit == pb.UNIT_NTD
+
+
+async def test_reserve_retry_returns_first_answer_or_already_exists(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    first = await quota.stub.Reserve(reserve_request("same-key"))
+    again = await quota.stub.Reserve(reserve_request("same-key"))
+    assert again.hold.hold_id == first.hold.hold_id
+    assert (await balance(quota, AGENCY, "PT-HR")).held == first.hold.amount_ntd
+    error = await refused(quota.stub.Reserve(reserve_request("same-key", minutes=120)))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_reserve_bad_fields_are_listed(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    error = await refused(
+        quota.stub.Reserve(pb.ReserveRequest(idempotency_key="k", employee_id="E1", minutes=180))
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in details(error)["BadRequest"].field_violations}  # type: ignore[attr-defined]
+    assert fields == {"agency_id", "staff_category", "provider_id", "session_start", "minutes"}
+    assert (
+        await quota.stub.ListLedger(pb.ListLedgerRequest(account=account(EMPLOYEE, "E1")))
+    ).entries == []
+
+
+@pytest.mark.parametrize("minutes", [59, 121, 0, -5])
+async def test_sessions_last_one_to_two_hours(quota: QuotaClient, minutes: int) -> None:
+    await seed(quota.stub)
+    error = await refused(quota.stub.Reserve(reserve_request("k", minutes=minutes)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_weekly_limit(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    await quota.stub.Reserve(reserve_request("a", n_week=12))
+    error = await refused(quota.stub.Reserve(reserve_request("b", n_week=12, provider="P2")))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = details(error)["ErrorInfo"]
+    assert info.reason == "WEEKLY_LIMIT"  # type: ignore[attr-defined]
+    assert "E1" not in error.details()  # no employee id in error messages
+    await quota.stub.Reserve(reserve_request("c", n_week=13))
+
+
+async def test_each_limit_blocks_and_says_what_is_left(quota: QuotaClient) -> None:
+    await seed(quota.stub, budget=5000, cap_minutes=6000, entitlement_minutes=120)
+    await quota.stub.Reserve(reserve_request("e1", n_week=1, minutes=120))
+    error = await refused(quota.stub.Reserve(reserve_request("e2", n_week=2)))
+    info = details(error)["ErrorInfo"]
+    assert info.reason == "EMPLOYEE_ENTITLEMENT"  # type: ignore[attr-defined]
+    assert info.metadata["left_minutes"] == "0"  # type: ignore[attr-defined]
+
+    # NT$4000 of 5000 taken by E1; 90 minutes (NT$3000) do not fit in NT$1000.
+    error = await refused(quota.stub.Reserve(reserve_request("a2", employee="E2", minutes=90)))
+    info = details(error)["ErrorInfo"]
+    assert info.reason == "AGENCY_BUDGET"  # type: ignore[attr-defined]
+    assert info.metadata["left_ntd"] == "1000"  # type: ignore[attr-defined]
+    violation = details(error)["PreconditionFailure"].violations[0]  # type: ignore[attr-defined]
+    assert violation.type == "AGENCY_BUDGET" and violation.subject == f"agency/PT-HR/{YEAR}"
+
+
+async def test_provider_cap_and_grant_beyond_it(quota: QuotaClient) -> None:
+    await seed(quota.stub, cap_minutes=60)
+    await quota.stub.Reserve(reserve_request("p1", employee="E1"))
+    error = await refused(quota.stub.Reserve(reserve_request("p2", employee="E2")))
+    assert details(error)["ErrorInfo"].reason == "PROVIDER_CAP"  # type: ignore[attr-defined]
+    granted = await quota.stub.Grant(
+        pb.GrantRequest(
+            idempotency_key="g1",
+            account=account(PROVIDER, "P1"),
+            minutes=600,
+            approval_reference="SA-2027-001",
+            approver="personnel-head",
+            reason="special approval",
+        )
+    )
+    assert granted.balance.entitled == 660 and granted.grant_id
+    await quota.stub.Reserve(reserve_request("p2", employee="E2"))
+
+
+async def test_grant_to_employee_is_idempotent(quota: QuotaClient) -> None:
+    await seed(quota.stub, entitlement_minutes=60)
+    await quota.stub.Reserve(reserve_request("x", n_week=1))
+    request = pb.GrantRequest(
+        idempotency_key="g",
+        account=account(EMPLOYEE, "E1"),
+        minutes=120,
+        approval_reference="SA-7",
+        approver="hr-director",
+        reason="special approval",
+    )
+    first = await quota.stub.Grant(request)
+    second = await quota.stub.Grant(request)
+    assert first.grant_id == second.grant_id and second.balance.entitled == 180
+    request.minutes = 60
+    error = await refused(quota.stub.Grant(request))
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    missing = pb.GrantRequest(
+        idempotency_key="g2",
+        account=account(EMPLOYEE, "nobody"),
+        minutes=60,
+        approval_reference="SA-8",
+        approver="hr",
+        reason="special approval",
+    )
+    assert (await refused(quota.stub.Grant(missing))).code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_commit_spends_at_most_what_was_held(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    hold = (await quota.stub.Reserve(reserve_request("c1", minutes=120))).hold
+    booked = (await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id))).hold
+    assert booked.state == pb.HOLD_STATE_BOOKED and booked.minutes == 120
+    agency = await balance(quota, AGENCY, "PT-HR")
+    assert (agency.held, agency.spent) == (0, 4000)
+
+    error = await refused(quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id, minutes=121)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+    done = (
+        await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id, minutes=75, completed=True))
+    ).hold
+    assert done.state == pb.HOLD_STATE_COMPLETED and done.amount_ntd == 2500
+    assert (await balance(quota, EMPLOYEE, "E1")).spent == 75
+    assert (await balance(quota, AGENCY, "PT-HR")).spent == 2500
+    error = await refused(quota.stub.Release(pb.ReleaseRequest(hold_id=hold.hold_id)))
+    assert details(error)["ErrorInfo"].reason == "SESSION_COMPLETED"  # type: ignore[attr-defined]
+
+
+async def test_release_gives_everything_back(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    held = (await quota.stub.Reserve(reserve_request("h", n_week=3))).hold
+    booked = (await quota.stub.Reserve(reserve_request("b", n_week=4))).hold
+    await quota.stub.Commit(pb.CommitRequest(hold_id=booked.hold_id))
+    for hold_id in (held.hold_id, booked.hold_id):
+        released = await quota.stub.Release(pb.ReleaseRequest(hold_id=hold_id, reason="cancelled"))
+        assert released.hold.state == pb.HOLD_STATE_RELEASED
+        again = await quota.stub.Release(pb.ReleaseRequest(hold_id=hold_id))
+        assert again.hold.state == pb.HOLD_STATE_RELEASED
+    for kind, owner in ((EMPLOYEE, "E1"), (PROVIDER, "P1"), (AGENCY, "PT-HR")):
+        b = await balance(quota, kind, owner)
+        assert (b.held, b.spent) == (0, 0)
+    # The freed week can be booked again.
+    await quota.stub.Reserve(reserve_request("h2", n_week=3))
+    error = await refused(quota.stub.Release(pb.ReleaseRequest(hold_id="nope")))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_expired_hold_comes_back_and_cannot_be_committed(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    hold = (await quota.stub.Reserve(reserve_request("t", ttl=60))).hold
+    clock.advance(timedelta(seconds=61))
+    try:
+        for _ in range(50):  # the sweeper runs every 0.2 s in tests
+            if (await balance(quota, AGENCY, "PT-HR")).held == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (await balance(quota, EMPLOYEE, "E1")).held == 0
+        error = await refused(quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id)))
+        assert details(error)["ErrorInfo"].reason == "HOLD_EXPIRED"  # type: ignore[attr-defined]
+    finally:
+        clock.advance(timedelta(seconds=-61))
+
+
+async def test_list_ledger_pages_through_every_entry(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    for n in range(1, 6):
+        await quota.stub.Reserve(reserve_request(f"l{n}", n_week=n))
+    seen = []
+    token = ""
+    while True:
+        page = await quota.stub.ListLedger(
+            pb.ListLedgerRequest(account=account(AGENCY, "PT-HR"), page_size=2, page_token=token)
+        )
+        seen.extend(page.entries)
+        token = page.next_page_token
+        if not token:
+            break
+    assert [e.kind for e in seen] == ["BUDGET_TOPUP"] + ["HOLD"] * 5
+    assert sum(e.delta_held for e in seen) == 5 * 2000
+    assert all(e.actor == "dev" for e in seen)
+    error = await refused(quota.stub.ListLedger(pb.ListLedgerRequest(page_token="garbage")))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_usage_summary_counts_spent_sessions_per_agency_category_month(
+    quota: QuotaClient,
+) -> None:
+    await seed(quota.stub)
+    for key, employee, category, n_week in (
+        ("u1", "E1", "official", 2),
+        ("u2", "E2", "official", 2),
+        ("u3", "T1", "teacher", 10),
+    ):
+        hold = (
+            await quota.stub.Reserve(
+                reserve_request(key, employee=employee, category=category, n_week=n_week)
+            )
+        ).hold
+        await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+    await quota.stub.Reserve(reserve_request("u4", employee="E3", n_week=2))  # held only
+    rows = (await quota.stub.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=YEAR))).rows
+    assert [
+        (r.agency_id, r.staff_category, r.month, r.sessions, r.minutes, r.amount_ntd) for r in rows
+    ] == [
+        ("PT-HR", "official", 1, 2, 120, 4000),
+        ("PT-HR", "teacher", 3, 1, 60, 2000),
+    ]
+
+
+async def test_top_up_and_transfer(quota: QuotaClient) -> None:
+    await seed(quota.stub, budget=10_000)
+    moved = await quota.stub.TransferBudget(
+        pb.TransferBudgetRequest(
+            idempotency_key="t1",
+            from_agency_id="PT-HR",
+            to_agency_id="PT-EDU",
+            fiscal_year=YEAR,
+            amount_ntd=4000,
+            reason="mid-year rebalancing",
+        )
+    )
+    assert (moved.from_balance.entitled, moved.to_balance.entitled) == (6000, 14_000)
+    error = await refused(
+        quota.stub.TransferBudget(
+            pb.TransferBudgetRequest(
+                idempotency_key="t2",
+                from_agency_id="PT-HR",
+                to_agency_id="PT-EDU",
+                fiscal_year=YEAR,
+                amount_ntd=7000,
+                reason="too much",
+            )
+        )
+    )
+    assert details(error)["ErrorInfo"].reason == "AGENCY_BUDGET"  # type: ignore[attr-defined]
+    topped = await quota.stub.TopUpBudget(
+        pb.TopUpBudgetRequest(
+            idempotency_key="top",
+            agency_id="PT-HR",
+            fiscal_year=YEAR,
+            amount_ntd=500,
+            reason="supplementary budget",
+        )
+    )
+    assert topped.balance.entitled == 6500
+    error = await refused(
+        quota.stub.TopUpBudget(
+            pb.TopUpBudgetRequest(
+                idempotency_key="top2",
+                agency_id="PT-NONE",
+                fiscal_year=YEAR,
+                amount_ntd=500,
+                reason="x",
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_contract_cap_cannot_drop_below_use(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    await quota.stub.Reserve(reserve_request("c", minutes=120))
+    error = await refused(
+        quota.stub.SetProviderContract(
+            pb.SetProviderContractRequest(
+                provider_id="P1",
+                fiscal_year=YEAR,
+                hourly_rate_ntd=RATE,
+                cap_minutes=100,
+                reason="cut",
+            )
+        )
+    )
+    assert details(error)["ErrorInfo"].reason == "CAP_BELOW_USE"  # type: ignore[attr-defined]
+    raised = await quota.stub.SetProviderContract(
+        pb.SetProviderContractRequest(
+            provider_id="P1",
+            fiscal_year=YEAR,
+            hourly_rate_ntd=RATE,
+            cap_minutes=9000,
+            reason="extension",
+        )
+    )
+    assert raised.balance.entitled == 9000 and raised.balance.held == 120
+
+
+async def test_refusals_without_setup(quota: QuotaClient) -> None:
+    error = await refused(quota.stub.Reserve(reserve_request("k")))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    error = await refused(
+        quota.stub.GetBalance(
+            pb.GetBalanceRequest(account=pb.AccountRef(kind=pb.ACCOUNT_KIND_UNSPECIFIED, id="x"))
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    await quota.stub.UpsertAgency(
+        pb.UpsertAgencyRequest(agency_id="A", organisation="o", display_name="A")
+    )
+    error = await refused(quota.stub.Reserve(reserve_request("k", agency="A")))
+    assert details(error)["ErrorInfo"].reason == "NO_CONTRACT"  # type: ignore[attr-defined]
+
+
+async def test_ping(quota: QuotaClient) -> None:
+    assert await quota.stub.Ping(pb.PingRequest()) == pb.PingResponse()
