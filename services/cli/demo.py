@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import replace
@@ -20,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from eap.quota.v1 import quota_pb2 as pb
-from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
 from services.runtime.config import Settings
 from services.runtime.server import start
@@ -85,14 +86,12 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     finally:
         await server.stop(1)
     if not keep:
-        for path in scratch.iterdir():
-            path.unlink()
-        scratch.rmdir()
+        shutil.rmtree(scratch)
     print("\nDemo finished; the suite shut down cleanly.")
     return 0
 
 
-async def _story(quota: quota_pb2_grpc.QuotaServiceStub) -> None:
+async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
     county = _load_county()
     org, year = county["organisation"], county["fiscal_year"]
 
@@ -278,5 +277,6 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceStub) -> None:
     for row in usage:
         print(
             f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
-            f"{row.sessions} session{'s' if row.sessions != 1 else ''}, {_hours(row.minutes)}, NT${row.amount_ntd:,}"
+            f"{row.sessions} session{'s' if row.sessions != 1 else ''}, "
+            f"{_hours(row.minutes)}, NT${row.amount_ntd:,}"
         )

@@ -237,6 +237,11 @@ class QuotaLedger:
                 Rule.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
             )
         accounts = await store.lock_accounts([employee_key, provider_key, agency_key])
+        # A twin of this request (a retry on another replica) may have committed
+        # while we waited for the locks: its answer is ours, not WEEKLY_LIMIT.
+        previous = await store.idempotency("reserve", command.idempotency_key)
+        if previous is not None:
+            return await self._replay_reservation(store, previous, fingerprint)
         if agency_key not in accounts:
             raise FailedPrecondition(
                 Rule.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"

@@ -29,12 +29,14 @@ class ReplayCache:
         if self._redis is None:
             return None
         try:
-            raw: bytes | None = await self._redis.get(PREFIX + key)
+            raw = await self._redis.get(PREFIX + key)
         except RedisError:
             metrics.STORE_ERRORS.labels("quota", "redis").inc()
             return None
         if raw is None:
             return None
+        if isinstance(raw, str):
+            raw = raw.encode("latin-1")
         fingerprint, _, body = raw.partition(b"\n")
         return fingerprint.decode(), pb.ReserveResponse.FromString(body)
 

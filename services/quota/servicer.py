@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC
 from typing import Any
 
@@ -21,6 +20,7 @@ from services.quota.ledger import (
     reserve_fingerprint,
 )
 from services.quota.replay import ReplayCache
+from services.runtime import paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
 
@@ -88,20 +88,13 @@ def hold_pb(hold: orm.Hold) -> pb.Hold:
     )
 
 
-def _page_token(entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"after:{entry_id}".encode()).decode()
-
-
-def _after(token: str) -> int:
-    if not token:
+def _after_entry(token: str) -> int:
+    key = paging.after(token)
+    if key is None:
         return 0
-    try:
-        prefix, _, number = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if prefix != "after":
-            raise ValueError
-        return int(number)
-    except ValueError:
-        raise InvalidArgument.single("page_token", "not a token this service gave") from None
+    if not key.isdigit():
+        raise InvalidArgument.single("page_token", "not a token this service gave")
+    return int(key)
 
 
 class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
@@ -173,11 +166,9 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def ListLedger(
         self, request: pb.ListLedgerRequest, context: Context
     ) -> pb.ListLedgerResponse:
-        if not 0 <= request.page_size <= MAX_PAGE:
-            raise InvalidArgument.single("page_size", f"0 (100) to {MAX_PAGE}")
+        size = paging.page_size(request.page_size, 100, MAX_PAGE)
         key = account_key(request.account) if request.HasField("account") else None
-        size = request.page_size or 100
-        entries = await self._ledger.ledger(key, _after(request.page_token), size + 1)
+        entries = await self._ledger.ledger(key, _after_entry(request.page_token), size + 1)
         page = entries[:size]
         return pb.ListLedgerResponse(
             entries=[
@@ -199,7 +190,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                 )
                 for e in page
             ],
-            next_page_token=_page_token(page[-1].entry_id) if len(entries) > size else "",
+            next_page_token=paging.page_token(page[-1].entry_id) if len(entries) > size else "",
         )
 
     async def GetUsageSummary(

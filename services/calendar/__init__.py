@@ -1,0 +1,1 @@
+"""The calendar service: the programme's year of meetings, trainings and group sessions."""

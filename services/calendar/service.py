@@ -1,0 +1,29 @@
+"""The calendar service as the runtime starts it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eap.calendar.v1 import calendar_pb2_grpc
+from grpc import aio
+
+from services.calendar.office_days import OfficeDays
+from services.calendar.servicer import CalendarServicer
+from services.runtime.server import Runtime
+from services.runtime.service_base import DatabaseService
+
+
+class CalendarService(DatabaseService):
+    name = "calendar"
+    full_name = "eap.calendar.v1.CalendarService"
+    migrations = Path(__file__).parent / "migrations"
+    version_table = "alembic_version_calendar"
+
+    async def started(self, runtime: Runtime) -> None:
+        self.office_days = OfficeDays(self.engine)
+        await self.office_days.seed_shipped_years()
+
+    def register(self, server: aio.Server) -> None:
+        calendar_pb2_grpc.add_CalendarServiceServicer_to_server(
+            CalendarServicer(self.office_days), server
+        )

@@ -1,0 +1,1 @@
+"""The matcher service: counselor registry, online booking, optimized matching."""

@@ -1,0 +1,152 @@
+"""The counselor registry: who can counsel on what, how, and when each week."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from datetime import time
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.matcher.orm import CounselorRow
+from services.quota.domain import check_id
+from services.runtime.errors import FieldChecker, NotFound
+
+
+class Category(StrEnum):
+    PSYCHOLOGICAL = "psychological"
+    LEGAL = "legal"
+    FINANCIAL = "financial"
+    FAMILY = "family"
+    HEALTH = "health"
+    MANAGEMENT = "management"
+
+
+class Modality(StrEnum):
+    IN_PERSON = "in_person"
+    VIDEO = "video"
+    PHONE = "phone"
+
+
+@dataclass(frozen=True)
+class WeeklyWindow:
+    weekday: int  # ISO: 1 Monday ... 7 Sunday
+    start: time
+    end: time
+
+
+@dataclass(frozen=True)
+class Counselor:
+    counselor_id: str
+    provider_id: str
+    display_name: str
+    specialties: tuple[Category, ...]
+    modalities: tuple[Modality, ...]
+    location: str
+    max_sessions_per_day: int
+    weekly_availability: tuple[WeeklyWindow, ...]
+
+
+def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counselor") -> None:
+    check_id(checker, counselor.counselor_id, f"{prefix}.counselor_id")
+    check_id(checker, counselor.provider_id, f"{prefix}.provider_id")
+    checker.require(
+        0 < len(counselor.display_name) <= 200, f"{prefix}.display_name", "1-200 characters"
+    )
+    checker.require(bool(counselor.specialties), f"{prefix}.specialties", "at least one")
+    checker.require(bool(counselor.modalities), f"{prefix}.modalities", "at least one")
+    checker.require(len(counselor.location) <= 200, f"{prefix}.location", "at most 200 characters")
+    checker.require(
+        1 <= counselor.max_sessions_per_day <= 12, f"{prefix}.max_sessions_per_day", "1 to 12"
+    )
+    checker.require(
+        len(counselor.weekly_availability) <= 50,
+        f"{prefix}.weekly_availability",
+        "at most 50 windows",
+    )
+    by_day: dict[int, list[WeeklyWindow]] = {}
+    for n, window in enumerate(counselor.weekly_availability):
+        field = f"{prefix}.weekly_availability[{n}]"
+        checker.require(1 <= window.weekday <= 7, f"{field}.weekday", "1 (Monday) to 7 (Sunday)")
+        checker.require(window.start < window.end, f"{field}.end_time", "after start_time")
+        by_day.setdefault(window.weekday, []).append(window)
+    for windows in by_day.values():
+        windows.sort(key=lambda w: w.start)
+        for earlier, later in itertools.pairwise(windows):
+            if later.start < earlier.end:
+                n = counselor.weekly_availability.index(later)
+                checker.require(
+                    False,
+                    f"{prefix}.weekly_availability[{n}]",
+                    "overlaps another window on the same weekday",
+                )
+
+
+def _row(counselor: Counselor) -> CounselorRow:
+    return CounselorRow(
+        counselor_id=counselor.counselor_id,
+        provider_id=counselor.provider_id,
+        display_name=counselor.display_name,
+        specialties=[s.value for s in counselor.specialties],
+        modalities=[m.value for m in counselor.modalities],
+        location=counselor.location,
+        max_sessions_per_day=counselor.max_sessions_per_day,
+        weekly_availability=[
+            [w.weekday, w.start.strftime("%H:%M"), w.end.strftime("%H:%M")]
+            for w in counselor.weekly_availability
+        ],
+    )
+
+
+def _counselor(row: CounselorRow) -> Counselor:
+    return Counselor(
+        counselor_id=row.counselor_id,
+        provider_id=row.provider_id,
+        display_name=row.display_name,
+        specialties=tuple(Category(s) for s in row.specialties),
+        modalities=tuple(Modality(m) for m in row.modalities),
+        location=row.location,
+        max_sessions_per_day=row.max_sessions_per_day,
+        weekly_availability=tuple(
+            WeeklyWindow(int(str(d)), time.fromisoformat(str(s)), time.fromisoformat(str(e)))
+            for d, s, e in row.weekly_availability
+        ),
+    )
+
+
+class CounselorRegistry:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def upsert(self, counselor: Counselor) -> bool:
+        """Stores the counselor; True when it is new."""
+        checker = FieldChecker()
+        validate(counselor, checker)
+        checker.raise_if_any()
+        async with self._sessions() as session, session.begin():
+            existed = await session.get(CounselorRow, counselor.counselor_id) is not None
+            await session.merge(_row(counselor))
+        return not existed
+
+    async def get(self, counselor_id: str) -> Counselor:
+        async with self._sessions() as session:
+            row = await session.get(CounselorRow, counselor_id)
+        if row is None:
+            raise NotFound("counselor_id names no counselor")
+        return _counselor(row)
+
+    async def list(
+        self, provider_id: str, specialty: Category | None, after: str | None, limit: int
+    ) -> list[Counselor]:
+        query = select(CounselorRow).order_by(CounselorRow.counselor_id)
+        if provider_id:
+            query = query.where(CounselorRow.provider_id == provider_id)
+        if after is not None:
+            query = query.where(CounselorRow.counselor_id > after)
+        async with self._sessions() as session:
+            rows = (await session.scalars(query)).all()
+        counselors = (_counselor(row) for row in rows)
+        chosen = [c for c in counselors if specialty is None or specialty in c.specialties]
+        return chosen[:limit]

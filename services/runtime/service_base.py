@@ -1,0 +1,54 @@
+"""What every database-backed service does the same way when it starts and stops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.runtime import database
+from services.runtime.server import Runtime
+
+
+class DatabaseService:
+    """Opens the service's database, migrates it and probes it (and Redis, if
+    the service uses it) for the health status. Subclasses set the names and
+    add their own start-up in `started`."""
+
+    name: str
+    full_name: str
+    migrations: Path
+    version_table: str
+    uses_redis = False
+
+    def __init__(self) -> None:
+        self._engine: AsyncEngine | None = None
+        self._redis: Redis | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError(f"the {self.name} service has not started")
+        return self._engine
+
+    @property
+    def redis(self) -> Redis | None:
+        return self._redis
+
+    async def start(self, runtime: Runtime) -> None:
+        self._engine = database.create_engine(runtime.settings.database_url_for(self.name))
+        await database.migrate(self._engine, self.migrations, self.version_table)
+        if self.uses_redis:
+            self._redis = runtime.redis
+        await self.started(runtime)
+
+    async def started(self, runtime: Runtime) -> None:
+        """The service's own start-up, after its database is ready."""
+
+    async def probe(self) -> dict[str, bool]:
+        return await database.probe_stores(self.engine, self._redis)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
