@@ -7,8 +7,8 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
-from eap.quota.v1 import quota_pb2_grpc
 
+from eap.quota.v1 import quota_pb2_grpc
 from services.quota.service import QuotaService
 from services.runtime.config import Settings
 from services.runtime.server import RunningServer, start

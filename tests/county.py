@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 YEAR = 2027
 RATE = 2000  # NT$ per hour

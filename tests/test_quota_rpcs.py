@@ -7,10 +7,10 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from eap.quota.v1 import quota_pb2 as pb
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from eap.quota.v1 import quota_pb2 as pb
 from services.quota import clock
 from tests.conftest import QuotaClient
 from tests.county import RATE, YEAR, account, reserve_request, seed

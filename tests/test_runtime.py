@@ -15,13 +15,13 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
-from eap.quota.v1 import quota_pb2 as pb
-from eap.quota.v1 import quota_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
 from services.quota.service import QuotaService
 from services.runtime.auth import Authenticator

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eap.calendar.v1 import calendar_pb2_grpc
 from grpc import aio
 
+from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.office_days import OfficeDays
 from services.calendar.servicer import CalendarServicer
 from services.runtime.server import Runtime

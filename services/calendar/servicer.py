@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from eap.calendar.v1 import calendar_pb2 as pb
-from eap.calendar.v1 import calendar_pb2_grpc
 from grpc import aio
 
+from eap.calendar.v1 import calendar_pb2 as pb
+from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.office_days import OfficeDays
 
 Context = aio.ServicerContext[Any, Any]

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from eap.quota.v1 import quota_pb2 as pb
-from eap.quota.v1 import quota_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
 from services.runtime.config import Settings
 from services.runtime.server import start

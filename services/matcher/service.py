@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eap.matcher.v1 import matcher_pb2_grpc
 from grpc import aio
 
+from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.registry import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
 from services.runtime.server import Runtime

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import time
 from typing import Any
 
-from eap.matcher.v1 import matcher_pb2 as pb
-from eap.matcher.v1 import matcher_pb2_grpc
 from grpc import aio
 
+from eap.matcher.v1 import matcher_pb2 as pb
+from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.registry import (
     Category,
     Counselor,

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 
 import redis.asyncio as redis_asyncio
-from eap.quota.v1 import quota_pb2 as pb
 from redis.exceptions import RedisError
 
+from eap.quota.v1 import quota_pb2 as pb
 from services.runtime import metrics
 
 log = logging.getLogger("eap.quota")

@@ -6,9 +6,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from eap.quota.v1 import quota_pb2_grpc
 from grpc import aio
 
+from eap.quota.v1 import quota_pb2_grpc
 from services.quota.ledger import QuotaLedger
 from services.quota.replay import ReplayCache
 from services.quota.servicer import QuotaServicer

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC
 from typing import Any
 
-from eap.quota.v1 import quota_pb2 as pb
-from eap.quota.v1 import quota_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
+from eap.quota.v1 import quota_pb2 as pb
+from eap.quota.v1 import quota_pb2_grpc
 from services.quota import clock, orm
 from services.quota.domain import AccountKey, AccountKind, HoldState, current_fiscal_year
 from services.quota.ledger import (
