@@ -7,12 +7,14 @@ from datetime import timedelta
 
 import grpc
 import pytest
+import redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
 from services.quota import clock
-from tests.conftest import QuotaClient
+from services.quota.replay import PREFIX
+from tests.conftest import Backend, QuotaClient
 from tests.county import RATE, YEAR, account, reserve_request, seed
 
 EMPLOYEE = pb.ACCOUNT_KIND_EMPLOYEE
@@ -366,3 +368,22 @@ async def test_refusals_without_setup(quota: QuotaClient) -> None:
 
 async def test_ping(quota: QuotaClient) -> None:
     assert await quota.stub.Ping(pb.PingRequest()) == pb.PingResponse()
+
+
+async def test_retries_are_answered_from_redis_when_it_is_there(
+    quota: QuotaClient, backend: Backend
+) -> None:
+    if backend.settings.redis_url is None:
+        pytest.skip("the embedded default runs without Redis")
+    await seed(quota.stub)
+    first = await quota.stub.Reserve(reserve_request("cached"))
+    cached = redis.Redis.from_url(backend.settings.redis_url).get(PREFIX + "cached")
+    assert cached is not None and first.hold.hold_id.encode() in cached
+    # Redis answers the retry: the first answer, even after the hold moved on.
+    await quota.stub.Commit(pb.CommitRequest(hold_id=first.hold.hold_id))
+    again = await quota.stub.Reserve(reserve_request("cached"))
+    assert again == first
+    # Without the cache the database still answers the retry with the same hold.
+    redis.Redis.from_url(backend.settings.redis_url).delete(PREFIX + "cached")
+    again = await quota.stub.Reserve(reserve_request("cached"))
+    assert again.hold.hold_id == first.hold.hold_id
