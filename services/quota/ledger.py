@@ -12,7 +12,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import func, select
@@ -20,9 +20,9 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.quota import clock, orm
+from services.quota.batch import CommitOp, HoldBatcher, ReleaseOp, ReservationResult, ReserveOp
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
-    TAIPEI,
     AccountKey,
     AccountKind,
     HoldState,
@@ -33,18 +33,13 @@ from services.quota.domain import (
     check_key,
     check_session_minutes,
     check_text,
-    fiscal_year_of,
-    iso_week_of,
     require_room,
-    session_cost_ntd,
 )
 from services.quota.store import QuotaStore
 from services.runtime.errors import (
-    Aborted,
     AlreadyExists,
     FailedPrecondition,
     FieldChecker,
-    InvalidArgument,
     NotFound,
 )
 
@@ -148,7 +143,7 @@ def _is_retryable(error: DBAPIError) -> bool:
 class QuotaLedger:
     def __init__(self, engine: AsyncEngine, default_hold_ttl_seconds: int = 900) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._default_ttl = default_hold_ttl_seconds
+        self._batcher = HoldBatcher(engine, default_hold_ttl_seconds)
 
     async def _transaction(
         self, actor: str, work: Callable[[QuotaStore], Awaitable[T]], attempts: int = 5
@@ -186,148 +181,38 @@ class QuotaLedger:
         assert command.session_start is not None
         fingerprint = _fingerprint(command)
 
-        async def work(store: QuotaStore) -> Reservation:
-            previous = await store.idempotency("reserve", command.idempotency_key)
-            if previous is not None:
-                return await self._replay_reservation(store, previous, fingerprint)
-            return await self._reserve(store, command, fingerprint)
+        def submit() -> Awaitable[ReservationResult]:
+            assert command.session_start is not None
+            return self._batcher.submit(
+                ReserveOp(
+                    actor=actor,
+                    future=self._batcher.new_future(),
+                    idempotency_key=command.idempotency_key,
+                    fingerprint=fingerprint,
+                    employee_id=command.employee_id,
+                    agency_id=command.agency_id,
+                    staff_category=command.staff_category,
+                    provider_id=command.provider_id,
+                    session_start=command.session_start,
+                    minutes=command.minutes,
+                    ttl_seconds=command.hold_ttl_seconds,
+                    booking_ref=command.booking_ref,
+                )
+            )
 
         try:
-            return await self._transaction(actor, work)
-        except _ExpiredHoldsInTheWay as blocked:
+            result = await submit()
+        except FailedPrecondition as refusal:
             # Holds past their TTL that the sweeper has not reached yet would
             # refuse this request unfairly: give them back, then try again.
-            await self._expire(blocked.accounts)
-            return await self._transaction(actor, work)
-        except IntegrityError:
-            # Another replica committed the same key or the same employee-week
-            # between our check and our insert; the retry sees its result.
-            return await self._transaction(actor, work)
-
-    async def _replay_reservation(
-        self, store: QuotaStore, previous: orm.IdempotencyRecord, fingerprint: str
-    ) -> Reservation:
-        if previous.fingerprint != fingerprint:
-            raise AlreadyExists("idempotency_key was used for a different reservation")
-        hold = await store.hold(previous.result_id)
-        assert hold is not None
-        accounts = {key: await store.get_account(key) for key in _hold_accounts(hold)}
-        employee, provider, agency = (
-            _balance(key, account) for key, account in accounts.items() if account
-        )
-        return Reservation(hold, employee, provider, agency)
-
-    async def _reserve(
-        self, store: QuotaStore, command: ReserveCommand, fingerprint: str
-    ) -> Reservation:
-        assert command.session_start is not None
-        now = clock.now()
-        year = fiscal_year_of(command.session_start)
-        week = iso_week_of(command.session_start)
-        employee_key = AccountKey(AccountKind.EMPLOYEE, command.employee_id, year)
-        provider_key = AccountKey(AccountKind.PROVIDER, command.provider_id, year)
-        agency_key = AccountKey(AccountKind.AGENCY, command.agency_id, year)
-
-        agency = await store.agency(command.agency_id)
-        if agency is None:
-            raise NotFound("agency_id names no agency")
-        contract = await store.contract(command.provider_id, year)
-        if contract is None:
-            raise FailedPrecondition(
-                Rule.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
+            keys = ReserveOp.keys_of(
+                command.employee_id, command.provider_id, command.agency_id, command.session_start
             )
-        accounts = await store.lock_accounts([employee_key, provider_key, agency_key])
-        # A twin of this request (a retry on another replica) may have committed
-        # while we waited for the locks: its answer is ours, not WEEKLY_LIMIT.
-        previous = await store.idempotency("reserve", command.idempotency_key)
-        if previous is not None:
-            return await self._replay_reservation(store, previous, fingerprint)
-        if agency_key not in accounts:
-            raise FailedPrecondition(
-                Rule.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"
-            )
-        if provider_key not in accounts:
-            raise FailedPrecondition(
-                Rule.NO_CONTRACT, provider_key.subject, f"provider has no hour cap for {year}"
-            )
-        employee = accounts.get(employee_key)
-        if employee is None:
-            policy = await store.policy(agency.organisation, command.staff_category, year)
-            if policy is None:
-                raise FailedPrecondition(
-                    Rule.NO_ENTITLEMENT_POLICY,
-                    f"policy/{agency.organisation}/{command.staff_category}/{year}",
-                    "no entitlement policy for this organisation, staff category and year",
-                )
-            employee = store.open_account(
-                employee_key,
-                policy.minutes,
-                "entitlement by policy",
-                "policy",
-                staff_category=command.staff_category,
-                ledger_kind="ENTITLEMENT_OPEN",
-            )
-            await store.session.flush()
-            accounts[employee_key] = employee
-        elif employee.staff_category != command.staff_category:
-            raise FailedPrecondition(
-                Rule.STAFF_CATEGORY_MISMATCH,
-                employee_key.subject,
-                "staff_category differs from the one the employee's account was opened with",
-            )
-
-        amount = session_cost_ntd(contract.hourly_rate_ntd, command.minutes)
-        try:
-            same_week = await store.active_hold_in_week(command.employee_id, week)
-            if same_week is not None:
-                raise FailedPrecondition(
-                    Rule.WEEKLY_LIMIT,
-                    employee_key.subject,
-                    f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
-                    left={"iso_week": week},
-                )
-            require_room(employee_key, _totals(employee), command.minutes)
-            require_room(provider_key, _totals(accounts[provider_key]), command.minutes)
-            require_room(agency_key, _totals(accounts[agency_key]), amount)
-        except FailedPrecondition:
-            keys = (employee_key, provider_key, agency_key)
-            if await store.due_holds(now, 1, keys):
-                raise _ExpiredHoldsInTheWay(keys) from None
-            raise
-
-        ttl = command.hold_ttl_seconds or self._default_ttl
-        hold = orm.Hold(
-            hold_id=uuid.uuid4().hex,
-            employee_id=command.employee_id,
-            agency_id=command.agency_id,
-            provider_id=command.provider_id,
-            staff_category=command.staff_category,
-            fiscal_year=year,
-            session_month=command.session_start.astimezone(TAIPEI).month,
-            iso_week=week,
-            session_start=command.session_start,
-            hourly_rate_ntd=contract.hourly_rate_ntd,
-            minutes=command.minutes,
-            amount_ntd=amount,
-            state=HoldState.HELD.value,
-            expires_at=now + timedelta(seconds=ttl),
-            booking_ref=command.booking_ref,
-            created_at=now,
-        )
-        store.session.add(hold)
-        for key, held in (
-            (employee_key, command.minutes),
-            (provider_key, command.minutes),
-            (agency_key, amount),
-        ):
-            store.change(key, accounts[key], "HOLD", hold.hold_id, held=held, at=now)
-        store.remember("reserve", command.idempotency_key, fingerprint, hold.hold_id)
-        return Reservation(
-            hold,
-            _balance(employee_key, employee),
-            _balance(provider_key, accounts[provider_key]),
-            _balance(agency_key, accounts[agency_key]),
-        )
+            if refusal.rule not in _LIMIT_RULES or not await self._expire(keys):
+                raise
+            result = await submit()
+        employee, provider, agency = (Balance(b.key, b.totals) for b in result.balances)
+        return Reservation(result.hold, employee, provider, agency)
 
     async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> orm.Hold:
         checker = FieldChecker()
@@ -336,47 +221,15 @@ class QuotaLedger:
             minutes == 0 or 1 <= minutes <= 120, "minutes", "0 (all held minutes) or 1-120"
         )
         checker.raise_if_any()
-
-        async def work(store: QuotaStore) -> orm.Hold:
-            hold = await self._locked_hold(store, hold_id)
-            state = HoldState(hold.state)
-            if state is HoldState.HELD and hold.expires_at <= clock.now():
-                await self._expire_holds(store, [hold])
-                return hold
-            if state is HoldState.EXPIRED or state is HoldState.RELEASED:
-                return hold
-            used = minutes or hold.minutes
-            if used > hold.minutes:
-                raise InvalidArgument.single("minutes", f"at most the {hold.minutes} minutes held")
-            if state is HoldState.COMPLETED:
-                if used == hold.minutes:
-                    return hold  # a retried completion
-                raise FailedPrecondition(
-                    Rule.SESSION_COMPLETED, "hold", "the session is already completed"
-                )
-            new_amount = session_cost_ntd(hold.hourly_rate_ntd, used)
-            accounts = await store.lock_accounts(_hold_accounts(hold))
-            kind = "COMPLETE" if completed else "COMMIT"
-            employee_key, provider_key, agency_key = _hold_accounts(hold)
-            for key, old, new in (
-                (employee_key, hold.minutes, used),
-                (provider_key, hold.minutes, used),
-                (agency_key, hold.amount_ntd, new_amount),
-            ):
-                if state is HoldState.HELD:
-                    store.change(key, accounts[key], kind, hold.hold_id, held=-old, spent=new)
-                elif old != new:
-                    store.change(key, accounts[key], kind, hold.hold_id, spent=new - old)
-            if state is HoldState.BOOKED and used == hold.minutes and not completed:
-                return hold  # a retried confirmation changes nothing
-            hold.minutes, hold.amount_ntd = used, new_amount
-            hold.state = (HoldState.COMPLETED if completed else HoldState.BOOKED).value
-            return hold
-
-        hold = await self._transaction(actor, work)
-        if hold.state in (HoldState.EXPIRED, HoldState.RELEASED):
-            rule = Rule.HOLD_EXPIRED if hold.state == HoldState.EXPIRED else Rule.HOLD_RELEASED
-            raise FailedPrecondition(rule, "hold", f"{rule.value}: the hold was given back")
+        hold: orm.Hold = await self._batcher.submit(
+            CommitOp(
+                actor=actor,
+                future=self._batcher.new_future(),
+                hold_id=hold_id,
+                minutes=minutes,
+                completed=completed,
+            )
+        )
         return hold
 
     async def release(self, hold_id: str, reason: str, actor: str) -> orm.Hold:
@@ -384,36 +237,11 @@ class QuotaLedger:
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         check_text(checker, reason, "reason")
         checker.raise_if_any()
-
-        async def work(store: QuotaStore) -> orm.Hold:
-            hold = await self._locked_hold(store, hold_id)
-            state = HoldState(hold.state)
-            if state in (HoldState.RELEASED, HoldState.EXPIRED):
-                return hold
-            if state is HoldState.COMPLETED:
-                raise FailedPrecondition(
-                    Rule.SESSION_COMPLETED, "hold", "a completed session cannot be released"
-                )
-            accounts = await store.lock_accounts(_hold_accounts(hold))
-            employee_key, provider_key, agency_key = _hold_accounts(hold)
-            for key, amount in (
-                (employee_key, hold.minutes),
-                (provider_key, hold.minutes),
-                (agency_key, hold.amount_ntd),
-            ):
-                if state is HoldState.HELD:
-                    store.change(key, accounts[key], "RELEASE", hold.hold_id, reason, held=-amount)
-                else:
-                    store.change(key, accounts[key], "RELEASE", hold.hold_id, reason, spent=-amount)
-            hold.state = HoldState.RELEASED.value
-            return hold
-
-        return await self._transaction(actor, work)
-
-    async def _locked_hold(self, store: QuotaStore, hold_id: str) -> orm.Hold:
-        hold = await store.hold(hold_id, lock=True)
-        if hold is None:
-            raise NotFound("hold_id names no hold")
+        hold: orm.Hold = await self._batcher.submit(
+            ReleaseOp(
+                actor=actor, future=self._batcher.new_future(), hold_id=hold_id, reason=reason
+            )
+        )
         return hold
 
     async def expire_due(self, limit: int = 200) -> int:
@@ -426,11 +254,15 @@ class QuotaLedger:
 
         return await self._transaction("system", work)
 
-    async def _expire(self, accounts: Sequence[AccountKey]) -> None:
-        async def work(store: QuotaStore) -> None:
-            await self._expire_holds(store, await store.due_holds(clock.now(), 1000, accounts))
+    async def _expire(self, accounts: Sequence[AccountKey]) -> int:
+        """Gives back the due holds on these accounts; returns how many."""
 
-        await self._transaction("system", work)
+        async def work(store: QuotaStore) -> int:
+            holds = await store.due_holds(clock.now(), 1000, accounts)
+            await self._expire_holds(store, holds)
+            return len(holds)
+
+        return await self._transaction("system", work)
 
     async def _expire_holds(self, store: QuotaStore, holds: Sequence[orm.Hold]) -> None:
         if not holds:
@@ -793,11 +625,10 @@ class QuotaLedger:
         return problems
 
 
+_LIMIT_RULES = frozenset(
+    {Rule.WEEKLY_LIMIT, Rule.EMPLOYEE_ENTITLEMENT, Rule.PROVIDER_CAP, Rule.AGENCY_BUDGET}
+)
+
+
 def _totals(account: orm.Account) -> Totals:
     return Totals(account.entitled, account.held, account.spent)
-
-
-class _ExpiredHoldsInTheWay(Aborted):
-    def __init__(self, accounts: Sequence[AccountKey]) -> None:
-        super().__init__("expired holds block this request")
-        self.accounts = accounts

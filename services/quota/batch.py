@@ -1,0 +1,641 @@
+"""The hot path, applied in batches: reservations, commits and releases.
+
+Every booking touches its agency's pool and its provider's cap, so under load
+every transaction queues for the same few rows. Here the requests that arrive
+while one transaction runs wait together and go in the next one: the rows are
+locked once and committed once for the whole batch (group commit). Within a
+batch each request is checked and applied on its own, in arrival order, as if
+the requests ran one after another; a refused request changes nothing.
+
+Locks are taken in one global order: hold rows by id, then account rows by
+(kind, owner, year). Every other writer (the sweeper, grants, top-ups) takes
+them in the same order, so transactions queue instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.quota import clock, orm
+from services.quota.domain import (
+    TAIPEI,
+    AccountKey,
+    AccountKind,
+    HoldState,
+    Rule,
+    Totals,
+    fiscal_year_of,
+    iso_week_of,
+    require_room,
+    session_cost_ntd,
+)
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+)
+
+log = logging.getLogger("eap.quota")
+
+MAX_BATCH = 256
+ATTEMPTS = 5
+
+ACCOUNTS = cast(Table, orm.Account.__table__)
+HOLDS = cast(Table, orm.Hold.__table__)
+LEDGER = cast(Table, orm.LedgerEntry.__table__)
+IDEMPOTENCY = cast(Table, orm.IdempotencyRecord.__table__)
+
+
+@dataclass(frozen=True)
+class BalanceView:
+    key: AccountKey
+    totals: Totals
+
+
+@dataclass(frozen=True)
+class ReservationResult:
+    hold: orm.Hold
+    balances: tuple[BalanceView, BalanceView, BalanceView]  # employee, provider, agency
+
+
+@dataclass(eq=False)
+class _Op:
+    actor: str
+    future: asyncio.Future[Any]
+
+
+@dataclass(eq=False)
+class ReserveOp(_Op):
+    idempotency_key: str
+    fingerprint: str
+    employee_id: str
+    agency_id: str
+    staff_category: str
+    provider_id: str
+    session_start: datetime
+    minutes: int
+    ttl_seconds: int
+    booking_ref: str
+
+    @property
+    def year(self) -> int:
+        return fiscal_year_of(self.session_start)
+
+    def account_keys(self) -> tuple[AccountKey, AccountKey, AccountKey]:
+        return self.keys_of(self.employee_id, self.provider_id, self.agency_id, self.session_start)
+
+    @staticmethod
+    def keys_of(
+        employee_id: str, provider_id: str, agency_id: str, session_start: datetime
+    ) -> tuple[AccountKey, AccountKey, AccountKey]:
+        """The accounts a reservation charges: employee, provider, agency."""
+        year = fiscal_year_of(session_start)
+        return (
+            AccountKey(AccountKind.EMPLOYEE, employee_id, year),
+            AccountKey(AccountKind.PROVIDER, provider_id, year),
+            AccountKey(AccountKind.AGENCY, agency_id, year),
+        )
+
+
+@dataclass(eq=False)
+class CommitOp(_Op):
+    hold_id: str
+    minutes: int
+    completed: bool
+
+
+@dataclass(eq=False)
+class ReleaseOp(_Op):
+    hold_id: str
+    reason: str
+
+
+@dataclass
+class _Account:
+    """An account's totals inside one batch; written back if `dirty`."""
+
+    key: AccountKey
+    entitled: int
+    held: int
+    spent: int
+    staff_category: str | None
+    new: bool = False
+    dirty: bool = False
+
+    @property
+    def totals(self) -> Totals:
+        return Totals(self.entitled, self.held, self.spent)
+
+    def view(self) -> BalanceView:
+        return BalanceView(self.key, self.totals)
+
+
+def hold_keys(hold: dict[str, Any]) -> tuple[AccountKey, AccountKey, AccountKey]:
+    year = hold["fiscal_year"]
+    return (
+        AccountKey(AccountKind.EMPLOYEE, hold["employee_id"], year),
+        AccountKey(AccountKind.PROVIDER, hold["provider_id"], year),
+        AccountKey(AccountKind.AGENCY, hold["agency_id"], year),
+    )
+
+
+def _pk(key: AccountKey) -> tuple[str, str, int]:
+    return (key.kind.value, key.owner_id, key.fiscal_year)
+
+
+@dataclass
+class _Batch:
+    """What one transaction read, and what it will write."""
+
+    now: datetime
+    holds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dirty_holds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    new_holds: list[dict[str, Any]] = field(default_factory=list)
+    accounts: dict[AccountKey, _Account] = field(default_factory=dict)
+    idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
+    new_idempotency: list[dict[str, Any]] = field(default_factory=list)
+    organisations: dict[str, str] = field(default_factory=dict)
+    rates: dict[tuple[str, int], int] = field(default_factory=dict)
+    policies: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    taken_weeks: set[tuple[str, str]] = field(default_factory=set)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def change(
+        self,
+        account: _Account,
+        kind: str,
+        reference: str,
+        actor: str,
+        reason: str = "",
+        *,
+        entitled: int = 0,
+        held: int = 0,
+        spent: int = 0,
+    ) -> None:
+        account.entitled += entitled
+        account.held += held
+        account.spent += spent
+        account.dirty = True
+        self.entries.append(
+            {
+                "recorded_at": self.now,
+                "account_kind": account.key.kind.value,
+                "account_owner": account.key.owner_id,
+                "fiscal_year": account.key.fiscal_year,
+                "kind": kind,
+                "delta_entitled": entitled,
+                "delta_held": held,
+                "delta_spent": spent,
+                "actor": actor,
+                "reason": reason,
+                "reference": reference,
+            }
+        )
+
+    def touch(self, hold: dict[str, Any]) -> None:
+        self.dirty_holds[hold["hold_id"]] = hold
+
+
+class HoldBatcher:
+    def __init__(self, engine: AsyncEngine, default_ttl_seconds: int) -> None:
+        self._engine = engine
+        self._default_ttl = default_ttl_seconds
+        self._pending: list[_Op] = []
+        self._drain: asyncio.Task[None] | None = None
+
+    async def submit(self, op: _Op) -> Any:
+        """Queues `op` and waits for its result; the first caller to find no
+        drain running starts one, which runs until the queue is empty. A
+        caller that gives up (deadline) does not stop the drain."""
+        self._pending.append(op)
+        if self._drain is None or self._drain.done():
+            self._drain = asyncio.ensure_future(self._drain_queue())
+        return await op.future
+
+    def new_future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _drain_queue(self) -> None:
+        while self._pending:
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            await self._run(batch)
+
+    async def _run(self, batch: list[_Op], attempt: int = 1) -> None:
+        try:
+            outcomes = await self._transaction(batch)
+        except IntegrityError:
+            # A replica committed the same idempotency key, employee-week or
+            # new account between our reads and our writes. Alone, each
+            # request re-reads and sees what the other replica did.
+            if len(batch) > 1:
+                for op in batch:
+                    await self._run([op])
+                return
+            if attempt < ATTEMPTS:
+                await self._run(batch, attempt + 1)
+                return
+            outcomes = [Aborted("a concurrent change kept winning; retry the request")]
+        except DBAPIError as error:
+            if attempt < ATTEMPTS and _retryable(error):
+                log.warning("batch retried", extra={"attempt": attempt, "size": len(batch)})
+                await self._run(batch, attempt + 1)
+                return
+            outcomes = [error] * len(batch)
+        except Exception as error:  # the whole batch failed: each caller hears why
+            outcomes = [error] * len(batch)
+        for op, outcome in zip(batch, outcomes, strict=True):
+            if op.future.done():
+                continue  # the caller gave up waiting
+            if isinstance(outcome, BaseException):
+                op.future.set_exception(outcome)
+            else:
+                op.future.set_result(outcome)
+
+    async def _transaction(self, batch: Sequence[_Op]) -> list[object]:
+        async with self._engine.begin() as connection:
+            work = _Batch(now=clock.now())
+            await _read(connection, work, batch)
+            outcomes: list[object] = []
+            for op in batch:
+                try:
+                    outcomes.append(self._apply(work, op))
+                except ServiceError as refusal:
+                    outcomes.append(refusal)
+            await _write(connection, work)
+        return outcomes
+
+    def _apply(self, work: _Batch, op: _Op) -> object:
+        if isinstance(op, ReserveOp):
+            return self._reserve(work, op)
+        if isinstance(op, CommitOp):
+            return _commit(work, op)
+        assert isinstance(op, ReleaseOp)
+        return _release(work, op)
+
+    def _reserve(self, work: _Batch, op: ReserveOp) -> ReservationResult:
+        employee_key, provider_key, agency_key = op.account_keys()
+        previous = work.idempotency.get(op.idempotency_key)
+        if previous is not None:
+            fingerprint, hold_id = previous
+            if fingerprint != op.fingerprint:
+                raise AlreadyExists("idempotency_key was used for a different reservation")
+            hold = work.holds[hold_id]
+            balances = tuple(work.accounts[key].view() for key in hold_keys(hold))
+            return ReservationResult(orm.Hold(**hold), balances)  # type: ignore[arg-type]
+
+        year = op.year
+        organisation = work.organisations.get(op.agency_id)
+        if organisation is None:
+            raise NotFound("agency_id names no agency")
+        rate = work.rates.get((op.provider_id, year))
+        if rate is None:
+            raise FailedPrecondition(
+                Rule.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
+            )
+        agency = work.accounts.get(agency_key)
+        if agency is None:
+            raise FailedPrecondition(
+                Rule.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"
+            )
+        provider = work.accounts.get(provider_key)
+        if provider is None:
+            raise FailedPrecondition(
+                Rule.NO_CONTRACT, provider_key.subject, f"provider has no hour cap for {year}"
+            )
+        employee = work.accounts.get(employee_key)
+        opening: int | None = None
+        if employee is None:
+            opening = work.policies.get((organisation, op.staff_category, year))
+            if opening is None:
+                raise FailedPrecondition(
+                    Rule.NO_ENTITLEMENT_POLICY,
+                    f"policy/{organisation}/{op.staff_category}/{year}",
+                    "no entitlement policy for this organisation, staff category and year",
+                )
+        elif employee.staff_category != op.staff_category:
+            raise FailedPrecondition(
+                Rule.STAFF_CATEGORY_MISMATCH,
+                employee_key.subject,
+                "staff_category differs from the one the employee's account was opened with",
+            )
+        week = iso_week_of(op.session_start)
+        if (op.employee_id, week) in work.taken_weeks:
+            raise FailedPrecondition(
+                Rule.WEEKLY_LIMIT,
+                employee_key.subject,
+                f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
+                left={"iso_week": week},
+            )
+        amount = session_cost_ntd(rate, op.minutes)
+        employee_totals = employee.totals if employee else Totals(opening or 0, 0, 0)
+        require_room(employee_key, employee_totals, op.minutes)
+        require_room(provider_key, provider.totals, op.minutes)
+        require_room(agency_key, agency.totals, amount)
+
+        # Every check passed: from here on the request changes things.
+        hold_id = uuid.uuid4().hex
+        if employee is None:
+            employee = _Account(employee_key, 0, 0, 0, op.staff_category, new=True)
+            work.accounts[employee_key] = employee
+            work.change(
+                employee,
+                "ENTITLEMENT_OPEN",
+                "policy",
+                op.actor,
+                "entitlement by policy",
+                entitled=opening or 0,
+            )
+        for account, held in ((employee, op.minutes), (provider, op.minutes), (agency, amount)):
+            work.change(account, "HOLD", hold_id, op.actor, held=held)
+        hold = {
+            "hold_id": hold_id,
+            "employee_id": op.employee_id,
+            "agency_id": op.agency_id,
+            "provider_id": op.provider_id,
+            "staff_category": op.staff_category,
+            "fiscal_year": year,
+            "session_month": op.session_start.astimezone(TAIPEI).month,
+            "iso_week": week,
+            "session_start": op.session_start,
+            "hourly_rate_ntd": rate,
+            "minutes": op.minutes,
+            "amount_ntd": amount,
+            "state": HoldState.HELD.value,
+            "expires_at": work.now + timedelta(seconds=op.ttl_seconds or self._default_ttl),
+            "booking_ref": op.booking_ref,
+            "created_at": work.now,
+        }
+        work.holds[hold_id] = hold
+        work.new_holds.append(hold)
+        work.taken_weeks.add((op.employee_id, week))
+        work.idempotency[op.idempotency_key] = (op.fingerprint, hold_id)
+        work.new_idempotency.append(
+            {
+                "operation": "reserve",
+                "key": op.idempotency_key,
+                "fingerprint": op.fingerprint,
+                "result_id": hold_id,
+                "created_at": work.now,
+            }
+        )
+        return ReservationResult(
+            orm.Hold(**hold), (employee.view(), provider.view(), agency.view())
+        )
+
+
+def _locked_hold(work: _Batch, hold_id: str) -> dict[str, Any]:
+    hold = work.holds.get(hold_id)
+    if hold is None:
+        raise NotFound("hold_id names no hold")
+    return hold
+
+
+def give_back(work: _Batch, hold: dict[str, Any], kind: str, actor: str, reason: str) -> None:
+    """Returns everything an active hold took, as `kind` (RELEASE or EXPIRE)."""
+    state = HoldState(hold["state"])
+    column = "held" if state is HoldState.HELD else "spent"
+    amounts = (hold["minutes"], hold["minutes"], hold["amount_ntd"])
+    for key, amount in zip(hold_keys(hold), amounts, strict=True):
+        work.change(work.accounts[key], kind, hold["hold_id"], actor, reason, **{column: -amount})
+    hold["state"] = (HoldState.EXPIRED if kind == "EXPIRE" else HoldState.RELEASED).value
+    work.taken_weeks.discard((hold["employee_id"], hold["iso_week"]))
+    work.touch(hold)
+
+
+def _commit(work: _Batch, op: CommitOp) -> orm.Hold:
+    hold = _locked_hold(work, op.hold_id)
+    state = HoldState(hold["state"])
+    if state is HoldState.HELD and hold["expires_at"] <= work.now:
+        give_back(work, hold, "EXPIRE", "system", "ttl passed")
+        state = HoldState.EXPIRED
+    if state in (HoldState.EXPIRED, HoldState.RELEASED):
+        rule = Rule.HOLD_EXPIRED if state is HoldState.EXPIRED else Rule.HOLD_RELEASED
+        raise FailedPrecondition(rule, "hold", f"{rule.value}: the hold was given back")
+    used = op.minutes or hold["minutes"]
+    if used > hold["minutes"]:
+        raise InvalidArgument.single("minutes", f"at most the {hold['minutes']} minutes held")
+    if state is HoldState.COMPLETED:
+        if used == hold["minutes"]:
+            return orm.Hold(**hold)  # a retried completion
+        raise FailedPrecondition(Rule.SESSION_COMPLETED, "hold", "the session is already completed")
+    if state is HoldState.BOOKED and used == hold["minutes"] and not op.completed:
+        return orm.Hold(**hold)  # a retried confirmation changes nothing
+    new_amount = session_cost_ntd(hold["hourly_rate_ntd"], used)
+    kind = "COMPLETE" if op.completed else "COMMIT"
+    changes = (
+        (hold["minutes"], used),
+        (hold["minutes"], used),
+        (hold["amount_ntd"], new_amount),
+    )
+    for key, (old, new) in zip(hold_keys(hold), changes, strict=True):
+        account = work.accounts[key]
+        if state is HoldState.HELD:
+            work.change(account, kind, hold["hold_id"], op.actor, held=-old, spent=new)
+        elif old != new:
+            work.change(account, kind, hold["hold_id"], op.actor, spent=new - old)
+    hold["minutes"], hold["amount_ntd"] = used, new_amount
+    hold["state"] = (HoldState.COMPLETED if op.completed else HoldState.BOOKED).value
+    work.touch(hold)
+    return orm.Hold(**hold)
+
+
+def _release(work: _Batch, op: ReleaseOp) -> orm.Hold:
+    hold = _locked_hold(work, op.hold_id)
+    state = HoldState(hold["state"])
+    if state is HoldState.COMPLETED:
+        raise FailedPrecondition(
+            Rule.SESSION_COMPLETED, "hold", "a completed session cannot be released"
+        )
+    if state in (HoldState.HELD, HoldState.BOOKED):
+        give_back(work, hold, "RELEASE", op.actor, op.reason)
+    return orm.Hold(**hold)
+
+
+async def _read(connection: AsyncConnection, work: _Batch, batch: Sequence[_Op]) -> None:
+    """Reads and locks everything the batch's requests may touch."""
+    reserves = [op for op in batch if isinstance(op, ReserveOp)]
+    hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
+
+    if reserves:
+        idempotency_rows = await connection.execute(
+            select(IDEMPOTENCY.c.key, IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.result_id).where(
+                IDEMPOTENCY.c.operation == "reserve",
+                IDEMPOTENCY.c.key.in_({op.idempotency_key for op in reserves}),
+            )
+        )
+        work.idempotency = {
+            key: (fingerprint, result) for key, fingerprint, result in idempotency_rows
+        }
+        hold_ids |= {result for _, result in work.idempotency.values()}
+
+    if hold_ids:
+        hold_rows = await connection.execute(
+            select(HOLDS)
+            .where(HOLDS.c.hold_id.in_(hold_ids))
+            .order_by(HOLDS.c.hold_id)
+            .with_for_update()
+        )
+        work.holds = {row.hold_id: dict(row._mapping) for row in hold_rows}
+
+    keys = {key for hold in work.holds.values() for key in hold_keys(hold)}
+    if reserves:
+        keys |= {key for op in reserves for key in op.account_keys()}
+        agencies = {op.agency_id for op in reserves}
+        agency_rows = await connection.execute(
+            select(orm.Agency.agency_id, orm.Agency.organisation).where(
+                orm.Agency.agency_id.in_(agencies)
+            )
+        )
+        work.organisations = {agency: organisation for agency, organisation in agency_rows}
+        contracts = {(op.provider_id, op.year) for op in reserves}
+        contract = orm.ProviderContract
+        contract_rows = await connection.execute(
+            select(contract.provider_id, contract.fiscal_year, contract.hourly_rate_ntd).where(
+                tuple_(contract.provider_id, contract.fiscal_year).in_(contracts)
+            )
+        )
+        work.rates = {(p, y): rate for p, y, rate in contract_rows}
+        wanted = {
+            (work.organisations[op.agency_id], op.staff_category, op.year)
+            for op in reserves
+            if op.agency_id in work.organisations
+        }
+        if wanted:
+            policy = orm.EntitlementPolicy
+            policy_rows = await connection.execute(
+                select(
+                    policy.organisation, policy.staff_category, policy.fiscal_year, policy.minutes
+                ).where(
+                    tuple_(policy.organisation, policy.staff_category, policy.fiscal_year).in_(
+                        wanted
+                    )
+                )
+            )
+            work.policies = {(o, c, y): minutes for o, c, y, minutes in policy_rows}
+
+    if keys:
+        work.accounts = await _lock_accounts(connection, keys)
+
+    if reserves:
+        # Read under the employees' account locks, so that another batch's
+        # booking of the same week is already committed and seen here.
+        weeks = {(op.employee_id, iso_week_of(op.session_start)) for op in reserves}
+        week_rows = await connection.execute(
+            select(HOLDS.c.employee_id, HOLDS.c.iso_week).where(
+                HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
+                tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(weeks),
+            )
+        )
+        work.taken_weeks = {(employee, week) for employee, week in week_rows}
+
+
+async def _lock_accounts(
+    connection: AsyncConnection, keys: Iterable[AccountKey]
+) -> dict[AccountKey, _Account]:
+    columns = (ACCOUNTS.c.kind, ACCOUNTS.c.owner_id, ACCOUNTS.c.fiscal_year)
+    rows = await connection.execute(
+        select(ACCOUNTS)
+        .where(tuple_(*columns).in_({_pk(key) for key in keys}))
+        .order_by(*columns)
+        .with_for_update()
+    )
+    accounts = {}
+    for row in rows:
+        key = AccountKey(AccountKind(row.kind), row.owner_id, row.fiscal_year)
+        accounts[key] = _Account(key, row.entitled, row.held, row.spent, row.staff_category)
+    return accounts
+
+
+async def _write(connection: AsyncConnection, work: _Batch) -> None:
+    new_accounts = [a for a in work.accounts.values() if a.new]
+    if new_accounts:
+        await connection.execute(
+            ACCOUNTS.insert(),
+            [
+                {
+                    "kind": a.key.kind.value,
+                    "owner_id": a.key.owner_id,
+                    "fiscal_year": a.key.fiscal_year,
+                    "entitled": a.entitled,
+                    "held": a.held,
+                    "spent": a.spent,
+                    "staff_category": a.staff_category,
+                }
+                for a in new_accounts
+            ],
+        )
+    changed = [a for a in work.accounts.values() if a.dirty and not a.new]
+    if changed:
+        await connection.execute(
+            update(ACCOUNTS)
+            .where(
+                ACCOUNTS.c.kind == bindparam("k_kind"),
+                ACCOUNTS.c.owner_id == bindparam("k_owner"),
+                ACCOUNTS.c.fiscal_year == bindparam("k_year"),
+            )
+            .values(
+                entitled=bindparam("v_entitled"),
+                held=bindparam("v_held"),
+                spent=bindparam("v_spent"),
+            ),
+            [
+                {
+                    "k_kind": a.key.kind.value,
+                    "k_owner": a.key.owner_id,
+                    "k_year": a.key.fiscal_year,
+                    "v_entitled": a.entitled,
+                    "v_held": a.held,
+                    "v_spent": a.spent,
+                }
+                for a in changed
+            ],
+        )
+    if work.new_holds:
+        await connection.execute(HOLDS.insert(), work.new_holds)
+    inserted = {h["hold_id"] for h in work.new_holds}
+    changed_holds = [h for i, h in work.dirty_holds.items() if i not in inserted]
+    if changed_holds:
+        await connection.execute(
+            update(HOLDS)
+            .where(HOLDS.c.hold_id == bindparam("k_hold"))
+            .values(
+                state=bindparam("v_state"),
+                minutes=bindparam("v_minutes"),
+                amount_ntd=bindparam("v_amount"),
+            ),
+            [
+                {
+                    "k_hold": h["hold_id"],
+                    "v_state": h["state"],
+                    "v_minutes": h["minutes"],
+                    "v_amount": h["amount_ntd"],
+                }
+                for h in changed_holds
+            ],
+        )
+    if work.entries:
+        await connection.execute(LEDGER.insert(), work.entries)
+    if work.new_idempotency:
+        await connection.execute(IDEMPOTENCY.insert(), work.new_idempotency)
+
+
+def _retryable(error: DBAPIError) -> bool:
+    text = str(error.orig).lower()
+    return any(
+        marker in text
+        for marker in ("deadlock", "could not serialize", "database is locked", "busy")
+    )
