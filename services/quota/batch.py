@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,6 +39,7 @@ from services.quota.domain import (
     require_room,
     session_cost_ntd,
 )
+from services.runtime.database import is_retryable
 from services.runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -225,6 +226,29 @@ class HoldBatcher:
             self._drain = asyncio.ensure_future(self._drain_queue())
         return await op.future
 
+    async def expire_due(self, limit: int, touching: Sequence[AccountKey] = ()) -> int:
+        """Gives back up to `limit` holds past their TTL (only those charging
+        `touching`, if given); returns how many. Replicas skip each other's
+        picks (SKIP LOCKED), so every replica can sweep."""
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                async with self._engine.begin() as connection:
+                    work = _Batch(now=clock.now())
+                    due = await _due_holds(connection, work.now, limit, touching)
+                    work.holds = {hold["hold_id"]: hold for hold in due}
+                    keys = {key for hold in due for key in hold_keys(hold)}
+                    work.accounts = await _lock_accounts(connection, keys) if keys else {}
+                    for hold in due:
+                        give_back(work, hold, "EXPIRE", "system", "ttl passed")
+                    await _write(connection, work)
+                if due:
+                    log.info("holds expired", extra={"count": len(due)})
+                return len(due)
+            except DBAPIError as error:
+                if attempt == ATTEMPTS or not is_retryable(error):
+                    raise
+        raise AssertionError("unreachable")
+
     def new_future(self) -> asyncio.Future[Any]:
         return asyncio.get_running_loop().create_future()
 
@@ -250,7 +274,7 @@ class HoldBatcher:
                 return
             outcomes = [Aborted("a concurrent change kept winning; retry the request")]
         except DBAPIError as error:
-            if attempt < ATTEMPTS and _retryable(error):
+            if attempt < ATTEMPTS and is_retryable(error):
                 log.warning("batch retried", extra={"attempt": attempt, "size": len(batch)})
                 await self._run(batch, attempt + 1)
                 return
@@ -543,6 +567,30 @@ async def _read(connection: AsyncConnection, work: _Batch, batch: Sequence[_Op])
         work.taken_weeks = {(employee, week) for employee, week in week_rows}
 
 
+async def _due_holds(
+    connection: AsyncConnection, now: datetime, limit: int, touching: Sequence[AccountKey]
+) -> list[dict[str, Any]]:
+    query = select(HOLDS).where(HOLDS.c.state == HoldState.HELD.value, HOLDS.c.expires_at <= now)
+    if touching:
+        column = {
+            AccountKind.EMPLOYEE: HOLDS.c.employee_id,
+            AccountKind.PROVIDER: HOLDS.c.provider_id,
+            AccountKind.AGENCY: HOLDS.c.agency_id,
+        }
+        query = query.where(
+            or_(
+                *(
+                    and_(column[k.kind] == k.owner_id, HOLDS.c.fiscal_year == k.fiscal_year)
+                    for k in touching
+                )
+            )
+        )
+    query = query.order_by(HOLDS.c.hold_id).limit(limit)
+    if connection.dialect.name != "sqlite":
+        query = query.with_for_update(skip_locked=True)
+    return [dict(row._mapping) for row in await connection.execute(query)]
+
+
 async def _lock_accounts(
     connection: AsyncConnection, keys: Iterable[AccountKey]
 ) -> dict[AccountKey, _Account]:
@@ -631,11 +679,3 @@ async def _write(connection: AsyncConnection, work: _Batch) -> None:
         await connection.execute(LEDGER.insert(), work.entries)
     if work.new_idempotency:
         await connection.execute(IDEMPOTENCY.insert(), work.new_idempotency)
-
-
-def _retryable(error: DBAPIError) -> bool:
-    text = str(error.orig).lower()
-    return any(
-        marker in text
-        for marker in ("deadlock", "could not serialize", "database is locked", "busy")
-    )

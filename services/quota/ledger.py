@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.quota import clock, orm
@@ -36,6 +36,7 @@ from services.quota.domain import (
     require_room,
 )
 from services.quota.store import QuotaStore
+from services.runtime.database import is_retryable
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -123,23 +124,6 @@ def _balance(key: AccountKey, account: orm.Account) -> Balance:
     return Balance(key, Totals(account.entitled, account.held, account.spent))
 
 
-def _hold_accounts(hold: orm.Hold) -> tuple[AccountKey, AccountKey, AccountKey]:
-    year = hold.fiscal_year
-    return (
-        AccountKey(AccountKind.EMPLOYEE, hold.employee_id, year),
-        AccountKey(AccountKind.PROVIDER, hold.provider_id, year),
-        AccountKey(AccountKind.AGENCY, hold.agency_id, year),
-    )
-
-
-def _is_retryable(error: DBAPIError) -> bool:
-    """Deadlocks, serialization failures and a busy SQLite are worth a retry."""
-    text = str(error.orig).lower()
-    return isinstance(error, OperationalError) or any(
-        marker in text for marker in ("deadlock", "could not serialize", "database is locked")
-    )
-
-
 class QuotaLedger:
     def __init__(self, engine: AsyncEngine, default_hold_ttl_seconds: int = 900) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -155,7 +139,7 @@ class QuotaLedger:
                     async with session.begin():
                         return await work(QuotaStore(session, actor))
                 except DBAPIError as error:
-                    if attempt + 1 == attempts or not _is_retryable(error):
+                    if attempt + 1 == attempts or not is_retryable(error):
                         raise
                     log.warning("transaction retried", extra={"attempt": attempt + 1})
         raise AssertionError("unreachable")
@@ -246,41 +230,11 @@ class QuotaLedger:
 
     async def expire_due(self, limit: int = 200) -> int:
         """Gives back holds past their TTL; returns how many. Safe on many replicas."""
-
-        async def work(store: QuotaStore) -> int:
-            holds = await store.due_holds(clock.now(), limit)
-            await self._expire_holds(store, holds)
-            return len(holds)
-
-        return await self._transaction("system", work)
+        return await self._batcher.expire_due(limit)
 
     async def _expire(self, accounts: Sequence[AccountKey]) -> int:
         """Gives back the due holds on these accounts; returns how many."""
-
-        async def work(store: QuotaStore) -> int:
-            holds = await store.due_holds(clock.now(), 1000, accounts)
-            await self._expire_holds(store, holds)
-            return len(holds)
-
-        return await self._transaction("system", work)
-
-    async def _expire_holds(self, store: QuotaStore, holds: Sequence[orm.Hold]) -> None:
-        if not holds:
-            return
-        keys = {key for hold in holds for key in _hold_accounts(hold)}
-        accounts = await store.lock_accounts(keys)
-        actor, store.actor = store.actor, "system"
-        for hold in holds:
-            employee_key, provider_key, agency_key = _hold_accounts(hold)
-            for key, amount in (
-                (employee_key, hold.minutes),
-                (provider_key, hold.minutes),
-                (agency_key, hold.amount_ntd),
-            ):
-                store.change(key, accounts[key], "EXPIRE", hold.hold_id, "ttl passed", held=-amount)
-            hold.state = HoldState.EXPIRED.value
-        store.actor = actor
-        log.info("holds expired", extra={"count": len(holds)})
+        return await self._batcher.expire_due(1000, accounts)
 
     # -- grants, budgets, contracts -------------------------------------------
 

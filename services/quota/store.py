@@ -7,21 +7,20 @@ transaction holds the database's write lock from BEGIN instead.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.quota import clock, orm
-from services.quota.domain import AccountKey, AccountKind, HoldState
+from services.quota.domain import AccountKey, AccountKind
 
 
 class QuotaStore:
     def __init__(self, session: AsyncSession, actor: str) -> None:
         self.session = session
         self.actor = actor
-        self._sqlite = session.get_bind().dialect.name == "sqlite"
 
     async def lock_accounts(self, keys: Iterable[AccountKey]) -> dict[AccountKey, orm.Account]:
         """Locks and returns the existing accounts among `keys`, in sorted order."""
@@ -103,56 +102,6 @@ class QuotaStore:
 
     async def agency(self, agency_id: str) -> orm.Agency | None:
         return await self.session.get(orm.Agency, agency_id)
-
-    async def contract(self, provider_id: str, fiscal_year: int) -> orm.ProviderContract | None:
-        return await self.session.get(orm.ProviderContract, (provider_id, fiscal_year))
-
-    async def policy(
-        self, organisation: str, staff_category: str, fiscal_year: int
-    ) -> orm.EntitlementPolicy | None:
-        return await self.session.get(
-            orm.EntitlementPolicy, (organisation, staff_category, fiscal_year)
-        )
-
-    async def hold(self, hold_id: str, lock: bool = False) -> orm.Hold | None:
-        query = select(orm.Hold).where(orm.Hold.hold_id == hold_id)
-        if lock:
-            query = query.with_for_update()
-        return (await self.session.scalars(query)).one_or_none()
-
-    async def active_hold_in_week(self, employee_id: str, iso_week: str) -> orm.Hold | None:
-        query = select(orm.Hold).where(
-            orm.Hold.employee_id == employee_id,
-            orm.Hold.iso_week == iso_week,
-            orm.Hold.state.in_(orm.ACTIVE_HOLD_STATES),
-        )
-        return (await self.session.scalars(query)).first()
-
-    async def due_holds(
-        self, now: datetime, limit: int, touching: Sequence[AccountKey] = ()
-    ) -> Sequence[orm.Hold]:
-        """Held holds past their expiry, locked; other replicas' picks are skipped."""
-        query = select(orm.Hold).where(
-            orm.Hold.state == HoldState.HELD.value, orm.Hold.expires_at <= now
-        )
-        if touching:
-            column = {
-                AccountKind.EMPLOYEE: orm.Hold.employee_id,
-                AccountKind.PROVIDER: orm.Hold.provider_id,
-                AccountKind.AGENCY: orm.Hold.agency_id,
-            }
-            query = query.where(
-                or_(
-                    *(
-                        and_(column[k.kind] == k.owner_id, orm.Hold.fiscal_year == k.fiscal_year)
-                        for k in touching
-                    )
-                )
-            )
-        query = query.order_by(orm.Hold.expires_at).limit(limit)
-        if not self._sqlite:
-            query = query.with_for_update(skip_locked=True)
-        return (await self.session.scalars(query)).all()
 
     async def idempotency(self, operation: str, key: str) -> orm.IdempotencyRecord | None:
         return await self.session.get(orm.IdempotencyRecord, (operation, key))

@@ -16,6 +16,7 @@ from alembic.config import Config
 from redis.asyncio import Redis
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 _DRIVERS = {
@@ -31,6 +32,16 @@ def async_url(url: str) -> str:
     if backend not in _DRIVERS:
         raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite:///")
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def is_retryable(error: DBAPIError) -> bool:
+    """Deadlocks, serialization failures and a busy SQLite: worth running the
+    transaction again."""
+    text = str(error.orig).lower()
+    return any(
+        marker in text
+        for marker in ("deadlock", "could not serialize", "database is locked", "busy")
+    )
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
