@@ -8,12 +8,13 @@ from datetime import timedelta
 import grpc
 import pytest
 import redis
+import redis.asyncio as redis_asyncio
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
 from services.quota import clock
-from services.quota.replay import PREFIX
+from services.runtime import lease
 from tests.conftest import Backend, QuotaClient
 from tests.county import RATE, YEAR, account, reserve_request, seed
 
@@ -370,20 +371,23 @@ async def test_ping(quota: QuotaClient) -> None:
     assert await quota.stub.Ping(pb.PingRequest()) == pb.PingResponse()
 
 
-async def test_retries_are_answered_from_redis_when_it_is_there(
+async def test_one_replica_at_a_time_sweeps_when_redis_is_there(
     quota: QuotaClient, backend: Backend
 ) -> None:
     if backend.settings.redis_url is None:
-        pytest.skip("the embedded default runs without Redis")
-    await seed(quota.stub)
-    first = await quota.stub.Reserve(reserve_request("cached"))
-    cached = redis.Redis.from_url(backend.settings.redis_url).get(PREFIX + "cached")
-    assert cached is not None and first.hold.hold_id.encode() in cached
-    # Redis answers the retry: the first answer, even after the hold moved on.
-    await quota.stub.Commit(pb.CommitRequest(hold_id=first.hold.hold_id))
-    again = await quota.stub.Reserve(reserve_request("cached"))
-    assert again == first
-    # Without the cache the database still answers the retry with the same hold.
-    redis.Redis.from_url(backend.settings.redis_url).delete(PREFIX + "cached")
-    again = await quota.stub.Reserve(reserve_request("cached"))
-    assert again.hold.hold_id == first.hold.hold_id
+        pytest.skip("the embedded default runs without Redis: every replica sweeps")
+    key = "eap:quota:lease:hold-sweep"
+    sync = redis.Redis.from_url(backend.settings.redis_url)
+    await asyncio.sleep(0.5)  # the sweeper runs every 0.2 s in tests
+    assert sync.get(key) == lease.OWNER.encode()
+    client = redis_asyncio.Redis.from_url(backend.settings.redis_url)
+    try:
+        sync.set(key, "another-replica:1", px=5000)
+        assert not await lease.take_turn(client, "quota", "hold-sweep", 1)
+        sync.delete(key)
+        assert await lease.take_turn(client, "quota", "hold-sweep", 1)
+    finally:
+        await client.aclose()
+    # Redis down: every replica sweeps, which is safe.
+    dead = redis_asyncio.Redis.from_url("redis://127.0.0.1:1/0")
+    assert await lease.take_turn(dead, "quota", "hold-sweep", 1)

@@ -105,11 +105,6 @@ class UsageRow:
     amount_ntd: int
 
 
-def reserve_fingerprint(command: ReserveCommand) -> str:
-    """What makes two reservations with one idempotency key the same request."""
-    return _fingerprint(command)
-
-
 def _fingerprint(command: object) -> str:
     return hashlib.sha256(
         json.dumps(

@@ -10,8 +10,8 @@ from grpc import aio
 
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota.ledger import QuotaLedger
-from services.quota.replay import ReplayCache
 from services.quota.servicer import QuotaServicer
+from services.runtime import lease
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
 
@@ -34,15 +34,16 @@ class QuotaService(DatabaseService):
         )
 
     def register(self, server: aio.Server) -> None:
-        quota_pb2_grpc.add_QuotaServiceServicer_to_server(
-            QuotaServicer(self.ledger, ReplayCache(self.redis)), server
-        )
+        quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(self.ledger), server)
 
     async def _sweep_forever(self, every: float) -> None:
-        """Gives back expired holds. Every replica sweeps; row locks with
-        SKIP LOCKED keep them from treading on each other."""
+        """Gives back expired holds. One replica at a time holds the sweep
+        lease in Redis; without Redis every replica sweeps, and SKIP LOCKED
+        keeps them from treading on each other."""
         while True:
             await asyncio.sleep(every)
+            if not await lease.take_turn(self.redis, self.name, "hold-sweep", every * 3):
+                continue
             try:
                 while await self.ledger.expire_due(SWEEP_BATCH) == SWEEP_BATCH:
                     pass

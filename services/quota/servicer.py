@@ -17,9 +17,7 @@ from services.quota.ledger import (
     GrantCommand,
     QuotaLedger,
     ReserveCommand,
-    reserve_fingerprint,
 )
-from services.quota.replay import ReplayCache
 from services.runtime import paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
@@ -98,9 +96,8 @@ def _after_entry(token: str) -> int:
 
 
 class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
-    def __init__(self, ledger: QuotaLedger, replays: ReplayCache) -> None:
+    def __init__(self, ledger: QuotaLedger) -> None:
         self._ledger = ledger
-        self._replays = replays
 
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
         command = ReserveCommand(
@@ -116,20 +113,13 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             hold_ttl_seconds=request.hold_ttl_seconds,
             booking_ref=request.booking_ref,
         )
-        fingerprint = reserve_fingerprint(command)
-        replay = await self._replays.get(request.idempotency_key)
-        if replay is not None and replay[0] == fingerprint:
-            return replay[1]
         result = await self._ledger.reserve(command, current_identity().subject)
-        response = pb.ReserveResponse(
+        return pb.ReserveResponse(
             hold=hold_pb(result.hold),
             employee=balance_pb(result.employee),
             provider=balance_pb(result.provider),
             agency=balance_pb(result.agency),
         )
-        ttl = int((result.hold.expires_at - clock.now()).total_seconds())
-        await self._replays.put(request.idempotency_key, fingerprint, response, ttl)
-        return response
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
         hold = await self._ledger.commit(
