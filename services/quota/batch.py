@@ -57,7 +57,6 @@ ATTEMPTS = 5
 ACCOUNTS = cast(Table, orm.Account.__table__)
 HOLDS = cast(Table, orm.Hold.__table__)
 LEDGER = cast(Table, orm.LedgerEntry.__table__)
-IDEMPOTENCY = cast(Table, orm.IdempotencyRecord.__table__)
 
 
 @dataclass(frozen=True)
@@ -166,8 +165,7 @@ class _Batch:
     dirty_holds: dict[str, dict[str, Any]] = field(default_factory=dict)
     new_holds: list[dict[str, Any]] = field(default_factory=list)
     accounts: dict[AccountKey, _Account] = field(default_factory=dict)
-    idempotency: dict[str, tuple[str, str]] = field(default_factory=dict)
-    new_idempotency: list[dict[str, Any]] = field(default_factory=list)
+    by_key: dict[str, dict[str, Any]] = field(default_factory=dict)  # holds by idempotency key
     organisations: dict[str, str] = field(default_factory=dict)
     rates: dict[tuple[str, int], int] = field(default_factory=dict)
     policies: dict[tuple[str, str, int], int] = field(default_factory=dict)
@@ -312,14 +310,12 @@ class HoldBatcher:
 
     def _reserve(self, work: _Batch, op: ReserveOp) -> ReservationResult:
         employee_key, provider_key, agency_key = op.account_keys()
-        previous = work.idempotency.get(op.idempotency_key)
+        previous = work.by_key.get(op.idempotency_key)
         if previous is not None:
-            fingerprint, hold_id = previous
-            if fingerprint != op.fingerprint:
+            if previous["fingerprint"] != op.fingerprint:
                 raise AlreadyExists("idempotency_key was used for a different reservation")
-            hold = work.holds[hold_id]
-            balances = tuple(work.accounts[key].view() for key in hold_keys(hold))
-            return ReservationResult(orm.Hold(**hold), balances)  # type: ignore[arg-type]
+            balances = tuple(work.accounts[key].view() for key in hold_keys(previous))
+            return ReservationResult(orm.Hold(**previous), balances)  # type: ignore[arg-type]
 
         year = op.year
         organisation = work.organisations.get(op.agency_id)
@@ -402,20 +398,13 @@ class HoldBatcher:
             "expires_at": work.now + timedelta(seconds=op.ttl_seconds or self._default_ttl),
             "booking_ref": op.booking_ref,
             "created_at": work.now,
+            "idempotency_key": op.idempotency_key,
+            "fingerprint": op.fingerprint,
         }
         work.holds[hold_id] = hold
         work.new_holds.append(hold)
         work.taken_weeks.add((op.employee_id, week))
-        work.idempotency[op.idempotency_key] = (op.fingerprint, hold_id)
-        work.new_idempotency.append(
-            {
-                "operation": "reserve",
-                "key": op.idempotency_key,
-                "fingerprint": op.fingerprint,
-                "result_id": hold_id,
-                "created_at": work.now,
-            }
-        )
+        work.by_key[op.idempotency_key] = hold
         return ReservationResult(
             orm.Hold(**hold), (employee.view(), provider.view(), agency.view())
         )
@@ -494,26 +483,21 @@ async def _read(connection: AsyncConnection, work: _Batch, batch: Sequence[_Op])
     reserves = [op for op in batch if isinstance(op, ReserveOp)]
     hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
 
-    if reserves:
-        idempotency_rows = await connection.execute(
-            select(IDEMPOTENCY.c.key, IDEMPOTENCY.c.fingerprint, IDEMPOTENCY.c.result_id).where(
-                IDEMPOTENCY.c.operation == "reserve",
-                IDEMPOTENCY.c.key.in_({op.idempotency_key for op in reserves}),
-            )
-        )
-        work.idempotency = {
-            key: (fingerprint, result) for key, fingerprint, result in idempotency_rows
-        }
-        hold_ids |= {result for _, result in work.idempotency.values()}
-
-    if hold_ids:
+    keys_wanted = {op.idempotency_key for op in reserves}
+    if hold_ids or keys_wanted:
+        # One read locks the holds to commit or release and finds the holds
+        # that earlier tries of these reservations made.
         hold_rows = await connection.execute(
             select(HOLDS)
-            .where(HOLDS.c.hold_id.in_(hold_ids))
+            .where(or_(HOLDS.c.hold_id.in_(hold_ids), HOLDS.c.idempotency_key.in_(keys_wanted)))
             .order_by(HOLDS.c.hold_id)
             .with_for_update()
         )
-        work.holds = {row.hold_id: dict(row._mapping) for row in hold_rows}
+        for row in hold_rows:
+            hold = dict(row._mapping)
+            work.holds[hold["hold_id"]] = hold
+            if hold["idempotency_key"] in keys_wanted:
+                work.by_key[hold["idempotency_key"]] = hold
 
     keys = {key for hold in work.holds.values() for key in hold_keys(hold)}
     if reserves:
@@ -677,5 +661,3 @@ async def _write(connection: AsyncConnection, work: _Batch) -> None:
         )
     if work.entries:
         await connection.execute(LEDGER.insert(), work.entries)
-    if work.new_idempotency:
-        await connection.execute(IDEMPOTENCY.insert(), work.new_idempotency)

@@ -110,6 +110,11 @@ class Hold(Base):
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     booking_ref: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The client's key for the reservation and a digest of its request: a
+    # retry with the same key gets this hold back, a different request with
+    # it is refused.
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (
         # The weekly rule, enforced by the database as well as by the check:
@@ -171,7 +176,8 @@ class Grant(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first answer to a client-keyed request: which request, and what it made."""
+    """The first answer to a client-keyed grant, top-up or transfer: which
+    request, and what it made. (Reservations keep theirs on the hold.)"""
 
     __tablename__ = "quota_idempotency"
     operation: Mapped[str] = mapped_column(String(24), primary_key=True)

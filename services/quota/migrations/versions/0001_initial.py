@@ -80,7 +80,10 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("booking_ref", sa.String(length=128), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("idempotency_key", sa.String(length=128), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("hold_id", name=op.f("pk_quota_holds")),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_quota_holds_idempotency_key")),
     )
     with op.batch_alter_table("quota_holds", schema=None) as batch_op:
         batch_op.create_index(
