@@ -39,6 +39,7 @@ from services.quota.domain import (
     require_room,
     session_cost_ntd,
 )
+from services.quota.reference import ReferenceData
 from services.runtime.database import is_retryable
 from services.runtime.errors import (
     Aborted,
@@ -212,6 +213,7 @@ class HoldBatcher:
     def __init__(self, engine: AsyncEngine, default_ttl_seconds: int) -> None:
         self._engine = engine
         self._default_ttl = default_ttl_seconds
+        self.reference = ReferenceData()
         self._pending: list[_Op] = []
         self._drain: asyncio.Task[None] | None = None
 
@@ -290,7 +292,7 @@ class HoldBatcher:
     async def _transaction(self, batch: Sequence[_Op]) -> list[object]:
         async with self._engine.begin() as connection:
             work = _Batch(now=clock.now())
-            await _read(connection, work, batch)
+            await _read(connection, work, batch, self.reference)
             outcomes: list[object] = []
             for op in batch:
                 try:
@@ -478,7 +480,9 @@ def _release(work: _Batch, op: ReleaseOp) -> orm.Hold:
     return orm.Hold(**hold)
 
 
-async def _read(connection: AsyncConnection, work: _Batch, batch: Sequence[_Op]) -> None:
+async def _read(
+    connection: AsyncConnection, work: _Batch, batch: Sequence[_Op], reference: ReferenceData
+) -> None:
     """Reads and locks everything the batch's requests may touch."""
     reserves = [op for op in batch if isinstance(op, ReserveOp)]
     hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
@@ -502,38 +506,19 @@ async def _read(connection: AsyncConnection, work: _Batch, batch: Sequence[_Op])
     keys = {key for hold in work.holds.values() for key in hold_keys(hold)}
     if reserves:
         keys |= {key for op in reserves for key in op.account_keys()}
-        agencies = {op.agency_id for op in reserves}
-        agency_rows = await connection.execute(
-            select(orm.Agency.agency_id, orm.Agency.organisation).where(
-                orm.Agency.agency_id.in_(agencies)
-            )
+        work.organisations = await reference.organisations(
+            connection, {op.agency_id for op in reserves}
         )
-        work.organisations = {agency: organisation for agency, organisation in agency_rows}
-        contracts = {(op.provider_id, op.year) for op in reserves}
-        contract = orm.ProviderContract
-        contract_rows = await connection.execute(
-            select(contract.provider_id, contract.fiscal_year, contract.hourly_rate_ntd).where(
-                tuple_(contract.provider_id, contract.fiscal_year).in_(contracts)
-            )
+        work.rates = await reference.rates(
+            connection, {(op.provider_id, op.year) for op in reserves}
         )
-        work.rates = {(p, y): rate for p, y, rate in contract_rows}
         wanted = {
             (work.organisations[op.agency_id], op.staff_category, op.year)
             for op in reserves
             if op.agency_id in work.organisations
         }
         if wanted:
-            policy = orm.EntitlementPolicy
-            policy_rows = await connection.execute(
-                select(
-                    policy.organisation, policy.staff_category, policy.fiscal_year, policy.minutes
-                ).where(
-                    tuple_(policy.organisation, policy.staff_category, policy.fiscal_year).in_(
-                        wanted
-                    )
-                )
-            )
-            work.policies = {(o, c, y): minutes for o, c, y, minutes in policy_rows}
+            work.policies = await reference.policies(connection, wanted)
 
     if keys:
         work.accounts = await _lock_accounts(connection, keys)

@@ -414,6 +414,7 @@ class QuotaLedger:
             )
 
         await self._retrying_unique(actor, work)
+        self._batcher.reference.clear()
 
     async def set_contract(
         self, provider_id: str, year: int, rate: int, cap_minutes: int, reason: str, actor: str
@@ -457,7 +458,9 @@ class QuotaLedger:
                 )
             return _balance(key, account)
 
-        return await self._retrying_unique(actor, work)
+        result = await self._retrying_unique(actor, work)
+        self._batcher.reference.clear()
+        return result
 
     async def set_policy(
         self, organisation: str, staff_category: str, year: int, minutes: int, actor: str
@@ -480,6 +483,7 @@ class QuotaLedger:
             )
 
         await self._retrying_unique(actor, work)
+        self._batcher.reference.clear()
 
     # -- reads -----------------------------------------------------------------
 
