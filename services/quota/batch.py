@@ -488,20 +488,36 @@ async def _read(
     hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
 
     keys_wanted = {op.idempotency_key for op in reserves}
-    if hold_ids or keys_wanted:
-        # One read locks the holds to commit or release and finds the holds
-        # that earlier tries of these reservations made.
+    weeks = {(op.employee_id, iso_week_of(op.session_start)) for op in reserves}
+    if hold_ids or reserves:
+        # One read locks the holds to commit or release, finds the holds that
+        # earlier tries of these reservations made, and the active holds
+        # that already take the weeks asked for. (A week booked by a batch
+        # still in flight elsewhere is caught by the unique index instead.)
         hold_rows = await connection.execute(
             select(HOLDS)
-            .where(or_(HOLDS.c.hold_id.in_(hold_ids), HOLDS.c.idempotency_key.in_(keys_wanted)))
+            .where(
+                or_(
+                    HOLDS.c.hold_id.in_(hold_ids),
+                    HOLDS.c.idempotency_key.in_(keys_wanted),
+                    and_(
+                        HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
+                        tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(weeks),
+                    ),
+                )
+            )
             .order_by(HOLDS.c.hold_id)
             .with_for_update()
         )
         for row in hold_rows:
             hold = dict(row._mapping)
-            work.holds[hold["hold_id"]] = hold
-            if hold["idempotency_key"] in keys_wanted:
-                work.by_key[hold["idempotency_key"]] = hold
+            week = (hold["employee_id"], hold["iso_week"])
+            if hold["state"] in orm.ACTIVE_HOLD_STATES and week in weeks:
+                work.taken_weeks.add(week)
+            if hold["hold_id"] in hold_ids or hold["idempotency_key"] in keys_wanted:
+                work.holds[hold["hold_id"]] = hold
+                if hold["idempotency_key"] in keys_wanted:
+                    work.by_key[hold["idempotency_key"]] = hold
 
     keys = {key for hold in work.holds.values() for key in hold_keys(hold)}
     if reserves:
@@ -522,18 +538,6 @@ async def _read(
 
     if keys:
         work.accounts = await _lock_accounts(connection, keys)
-
-    if reserves:
-        # Read under the employees' account locks, so that another batch's
-        # booking of the same week is already committed and seen here.
-        weeks = {(op.employee_id, iso_week_of(op.session_start)) for op in reserves}
-        week_rows = await connection.execute(
-            select(HOLDS.c.employee_id, HOLDS.c.iso_week).where(
-                HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
-                tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(weeks),
-            )
-        )
-        work.taken_weeks = {(employee, week) for employee, week in week_rows}
 
 
 async def _due_holds(
