@@ -252,3 +252,31 @@ def test_bad_configuration_is_reported_not_raised() -> None:
     )
     assert result.returncode == 2
     assert "EAP_METRICS_PORT must be a whole number" in result.stderr
+
+
+async def test_unexpected_errors_become_internal_with_a_correlation_id_only() -> None:
+    async def broken(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        raise RuntimeError("secret detail: employee E-1234 at 0912-345-678")
+
+    server = grpc.aio.server(interceptors=[RuntimeInterceptor(Authenticator(Settings()))])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "test.Broken", {"Call": grpc.unary_unary_rpc_method_handler(broken)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    labels = {"grpc_service": "test.Broken", "grpc_method": "Call"}
+    before = REGISTRY.get_sample_value("eap_unexpected_errors_total", labels) or 0.0
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary("/test.Broken/Call")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(b"", metadata=(("x-request-id", "req-42"),))
+        assert caught.value.code() == grpc.StatusCode.INTERNAL
+        assert caught.value.details() == "internal error; correlation id req-42"
+        assert REGISTRY.get_sample_value("eap_unexpected_errors_total", labels) == before + 1
+    finally:
+        await server.stop(0)

@@ -90,12 +90,16 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             set_identity(self._authenticator.identify(metadata))
 
     async def _fail(
-        self, call: _Call, context: aio.ServicerContext[Any, Any], error: BaseException
+        self,
+        call: _Call,
+        context: aio.ServicerContext[Any, Any],
+        error: BaseException,
+        deadline: asyncio.Timeout | None,
     ) -> None:
         """Aborts the call with the status that `error` deserves."""
         if isinstance(error, ServiceError):
             status = to_status(error)
-        elif isinstance(error, TimeoutError):
+        elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
             call.code = grpc.StatusCode.DEADLINE_EXCEEDED
             await context.abort(call.code, "deadline exceeded")
         else:
@@ -113,10 +117,11 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             call = _Call("unary", service, method)
+            deadline = None
             try:
                 self._enter(service, context)
-                remaining = context.time_remaining()
-                async with asyncio.timeout(remaining):
+                deadline = asyncio.timeout(context.time_remaining())
+                async with deadline:
                     return await behaviour(request, context)
             except aio.AbortError:
                 raise
@@ -124,7 +129,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 call.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
-                await self._fail(call, context, error)
+                await self._fail(call, context, error, deadline)
             finally:
                 call.finish()
 
@@ -135,9 +140,11 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call("server_stream", service, method)
+            deadline = None
             try:
                 self._enter(service, context)
-                async with asyncio.timeout(context.time_remaining()):
+                deadline = asyncio.timeout(context.time_remaining())
+                async with deadline:
                     async for response in behaviour(request, context):
                         yield response
             except aio.AbortError:
@@ -146,7 +153,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 call.code = grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
-                await self._fail(call, context, error)
+                await self._fail(call, context, error, deadline)
             finally:
                 call.finish()
 
