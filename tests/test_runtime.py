@@ -254,7 +254,9 @@ def test_bad_configuration_is_reported_not_raised() -> None:
     assert "EAP_METRICS_PORT must be a whole number" in result.stderr
 
 
-async def test_unexpected_errors_become_internal_with_a_correlation_id_only() -> None:
+async def test_unexpected_errors_become_internal_with_a_correlation_id_only(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     async def broken(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         raise RuntimeError("secret detail: employee E-1234 at 0912-345-678")
 
@@ -278,5 +280,8 @@ async def test_unexpected_errors_become_internal_with_a_correlation_id_only() ->
         assert caught.value.code() == grpc.StatusCode.INTERNAL
         assert caught.value.details() == "internal error; correlation id req-42"
         assert REGISTRY.get_sample_value("eap_unexpected_errors_total", labels) == before + 1
+        logged = [r for r in caplog.records if r.getMessage() == "unexpected error"]
+        assert logged and logged[0].error_type == "RuntimeError"  # type: ignore[attr-defined]
+        assert "E-1234" not in caplog.text and "0912" not in caplog.text
     finally:
         await server.stop(0)

@@ -54,10 +54,12 @@ def create_engine(url: str) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
         _serialize_sqlite_writers(engine)
         return engine
-    return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=False)
+    # hide_parameters: statement values (employee ids among them) stay out of
+    # error messages and so out of logs.
+    return create_async_engine(url, pool_size=20, max_overflow=20, hide_parameters=True)
 
 
 def _serialize_sqlite_writers(engine: AsyncEngine) -> None:

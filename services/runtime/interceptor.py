@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -105,10 +106,15 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         else:
             correlation_id = request_id_var.get() or uuid.uuid4().hex
             metrics.UNEXPECTED_ERRORS.labels(call.labels[1], call.labels[2]).inc()
+            # The stack and the exception's type, never its message: a
+            # database error's message quotes the row, personal data and all.
             log.error(
                 "unexpected error",
-                exc_info=error,
-                extra={"grpc_method": f"{call.labels[1]}/{call.labels[2]}"},
+                extra={
+                    "grpc_method": f"{call.labels[1]}/{call.labels[2]}",
+                    "error_type": type(error).__qualname__,
+                    "stack": "".join(traceback.format_tb(error.__traceback__)),
+                },
             )
             status = internal_status(correlation_id)
         call.code = status.code
