@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from services.calendar.orm import OfficeDayRow
 from services.office_calendar import CalendarFileError, OfficeCalendar, OfficeDay, parse_dgpa_csv
 from services.office_calendar.shipped import shipped_years
-from services.runtime.errors import FieldChecker, InvalidArgument
+from services.runtime.errors import InvalidArgument
+from services.runtime.fields import FieldChecker
 
 MAX_DAYS_PER_CALL = 731
 

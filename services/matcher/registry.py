@@ -11,8 +11,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.matcher.orm import CounselorRow
-from services.quota.domain import check_id
-from services.runtime.errors import FieldChecker, NotFound
+from services.runtime.errors import NotFound
+from services.runtime.fields import FieldChecker
 
 
 class Category(StrEnum):
@@ -50,8 +50,8 @@ class Counselor:
 
 
 def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counselor") -> None:
-    check_id(checker, counselor.counselor_id, f"{prefix}.counselor_id")
-    check_id(checker, counselor.provider_id, f"{prefix}.provider_id")
+    checker.identifier(counselor.counselor_id, f"{prefix}.counselor_id")
+    checker.identifier(counselor.provider_id, f"{prefix}.provider_id")
     checker.require(
         0 < len(counselor.display_name) <= 200, f"{prefix}.display_name", "1-200 characters"
     )

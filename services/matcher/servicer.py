@@ -17,7 +17,7 @@ from services.matcher.registry import (
     WeeklyWindow,
 )
 from services.runtime import paging
-from services.runtime.errors import FieldChecker
+from services.runtime.fields import FieldChecker
 
 Context = aio.ServicerContext[Any, Any]
 

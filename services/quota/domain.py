@@ -7,21 +7,19 @@ the Budget Act art. 12 (the fiscal year is the calendar year).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from services.runtime.errors import FailedPrecondition, FieldChecker
+from services.runtime.errors import FailedPrecondition
+from services.runtime.fields import FieldChecker
 
 TAIPEI = ZoneInfo("Asia/Taipei")
 
 MIN_SESSION_MINUTES = 60
 MAX_SESSION_MINUTES = 120
 MAX_HOLD_TTL_SECONDS = 86_400
-ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
-KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class AccountKind(StrEnum):
@@ -100,20 +98,6 @@ def session_cost_ntd(hourly_rate_ntd: int, minutes: int) -> int:
     return (hourly_rate_ntd * minutes + 30) // 60
 
 
-def check_id(checker: FieldChecker, value: str, field: str) -> None:
-    checker.require(
-        bool(ID_PATTERN.match(value)),
-        field,
-        "required: 1-64 letters, digits or . _ : - (starting with a letter or digit)",
-    )
-
-
-def check_key(checker: FieldChecker, value: str, field: str) -> None:
-    checker.require(
-        bool(KEY_PATTERN.match(value)), field, "required: 1-128 letters, digits or . _ : -"
-    )
-
-
 def check_session_minutes(checker: FieldChecker, minutes: int, field: str) -> None:
     checker.require(
         MIN_SESSION_MINUTES <= minutes <= MAX_SESSION_MINUTES,
@@ -124,10 +108,6 @@ def check_session_minutes(checker: FieldChecker, minutes: int, field: str) -> No
 
 def check_fiscal_year(checker: FieldChecker, year: int, field: str) -> None:
     checker.require(2000 <= year <= 2200, field, "a fiscal year between 2000 and 2200")
-
-
-def check_text(checker: FieldChecker, value: str, field: str, limit: int = 500) -> None:
-    checker.require(len(value) <= limit, field, f"at most {limit} characters")
 
 
 def require_room(key: AccountKey, totals: Totals, amount: int) -> None:

@@ -29,10 +29,7 @@ from services.quota.domain import (
     Rule,
     Totals,
     check_fiscal_year,
-    check_id,
-    check_key,
     check_session_minutes,
-    check_text,
     require_room,
 )
 from services.quota.store import QuotaStore
@@ -40,9 +37,9 @@ from services.runtime.database import is_retryable
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
-    FieldChecker,
     NotFound,
 )
+from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.quota")
 T = TypeVar("T")
@@ -143,11 +140,11 @@ class QuotaLedger:
 
     async def reserve(self, command: ReserveCommand, actor: str) -> Reservation:
         checker = FieldChecker()
-        check_key(checker, command.idempotency_key, "idempotency_key")
-        check_id(checker, command.employee_id, "employee_id")
-        check_id(checker, command.agency_id, "agency_id")
-        check_id(checker, command.staff_category, "staff_category")
-        check_id(checker, command.provider_id, "provider_id")
+        checker.idempotency_key(command.idempotency_key, "idempotency_key")
+        checker.identifier(command.employee_id, "employee_id")
+        checker.identifier(command.agency_id, "agency_id")
+        checker.identifier(command.staff_category, "staff_category")
+        checker.identifier(command.provider_id, "provider_id")
         checker.require(command.session_start is not None, "session_start", "required")
         check_session_minutes(checker, command.minutes, "minutes")
         checker.require(
@@ -155,7 +152,7 @@ class QuotaLedger:
             "hold_ttl_seconds",
             f"0 (the default) to {MAX_HOLD_TTL_SECONDS} seconds",
         )
-        check_text(checker, command.booking_ref, "booking_ref", 128)
+        checker.text(command.booking_ref, "booking_ref", 128)
         checker.raise_if_any()
         assert command.session_start is not None
         fingerprint = _fingerprint(command)
@@ -214,7 +211,7 @@ class QuotaLedger:
     async def release(self, hold_id: str, reason: str, actor: str) -> orm.Hold:
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
-        check_text(checker, reason, "reason")
+        checker.text(reason, "reason")
         checker.raise_if_any()
         hold: orm.Hold = await self._batcher.submit(
             ReleaseOp(
@@ -235,21 +232,21 @@ class QuotaLedger:
 
     async def grant(self, command: GrantCommand, actor: str) -> tuple[str, Balance]:
         checker = FieldChecker()
-        check_key(checker, command.idempotency_key, "idempotency_key")
+        checker.idempotency_key(command.idempotency_key, "idempotency_key")
         checker.require(
             command.account.kind in (AccountKind.EMPLOYEE, AccountKind.PROVIDER),
             "account.kind",
             "grants go to an employee or a provider",
         )
-        check_id(checker, command.account.owner_id, "account.id")
+        checker.identifier(command.account.owner_id, "account.id")
         check_fiscal_year(checker, command.account.fiscal_year, "account.fiscal_year")
         checker.require(0 < command.minutes <= 100_000, "minutes", "1 to 100000 minutes")
-        check_id(checker, command.approval_reference, "approval_reference")
+        checker.identifier(command.approval_reference, "approval_reference")
         checker.require(
             bool(command.approver) and len(command.approver) <= 128, "approver", "required"
         )
         checker.require(bool(command.reason), "reason", "required")
-        check_text(checker, command.reason, "reason")
+        checker.text(command.reason, "reason")
         checker.raise_if_any()
         fingerprint = _fingerprint(command)
         key = command.account
@@ -307,12 +304,12 @@ class QuotaLedger:
         actor: str,
     ) -> Balance:
         checker = FieldChecker()
-        check_key(checker, idempotency_key, "idempotency_key")
-        check_id(checker, agency_id, "agency_id")
+        checker.idempotency_key(idempotency_key, "idempotency_key")
+        checker.identifier(agency_id, "agency_id")
         check_fiscal_year(checker, year, "fiscal_year")
         checker.require(0 < amount <= 10**12, "amount_ntd", "positive, at most 10^12")
         checker.require(bool(reason), "reason", "required")
-        check_text(checker, reason, "reason")
+        checker.text(reason, "reason")
         checker.raise_if_any()
         fingerprint = _fingerprint((agency_id, year, amount, reason))
         key = AccountKey(AccountKind.AGENCY, agency_id, year)
@@ -350,14 +347,14 @@ class QuotaLedger:
         actor: str,
     ) -> tuple[Balance, Balance]:
         checker = FieldChecker()
-        check_key(checker, idempotency_key, "idempotency_key")
-        check_id(checker, from_agency, "from_agency_id")
-        check_id(checker, to_agency, "to_agency_id")
+        checker.idempotency_key(idempotency_key, "idempotency_key")
+        checker.identifier(from_agency, "from_agency_id")
+        checker.identifier(to_agency, "to_agency_id")
         checker.require(from_agency != to_agency, "to_agency_id", "differs from from_agency_id")
         check_fiscal_year(checker, year, "fiscal_year")
         checker.require(0 < amount <= 10**12, "amount_ntd", "positive, at most 10^12")
         checker.require(bool(reason), "reason", "required")
-        check_text(checker, reason, "reason")
+        checker.text(reason, "reason")
         checker.raise_if_any()
         fingerprint = _fingerprint((from_agency, to_agency, year, amount, reason))
         giver = AccountKey(AccountKind.AGENCY, from_agency, year)
@@ -399,8 +396,8 @@ class QuotaLedger:
         self, agency_id: str, organisation: str, display_name: str, actor: str
     ) -> None:
         checker = FieldChecker()
-        check_id(checker, agency_id, "agency_id")
-        check_id(checker, organisation, "organisation")
+        checker.identifier(agency_id, "agency_id")
+        checker.identifier(organisation, "organisation")
         checker.require(
             0 < len(display_name) <= 200, "display_name", "required, at most 200 characters"
         )
@@ -420,11 +417,11 @@ class QuotaLedger:
         self, provider_id: str, year: int, rate: int, cap_minutes: int, reason: str, actor: str
     ) -> Balance:
         checker = FieldChecker()
-        check_id(checker, provider_id, "provider_id")
+        checker.identifier(provider_id, "provider_id")
         check_fiscal_year(checker, year, "fiscal_year")
         checker.require(0 < rate <= 1_000_000, "hourly_rate_ntd", "1 to 1000000")
         checker.require(0 < cap_minutes <= 10_000_000, "cap_minutes", "1 to 10000000")
-        check_text(checker, reason, "reason")
+        checker.text(reason, "reason")
         checker.raise_if_any()
         key = AccountKey(AccountKind.PROVIDER, provider_id, year)
 
@@ -466,8 +463,8 @@ class QuotaLedger:
         self, organisation: str, staff_category: str, year: int, minutes: int, actor: str
     ) -> None:
         checker = FieldChecker()
-        check_id(checker, organisation, "organisation")
-        check_id(checker, staff_category, "staff_category")
+        checker.identifier(organisation, "organisation")
+        checker.identifier(staff_category, "staff_category")
         check_fiscal_year(checker, year, "fiscal_year")
         checker.require(0 <= minutes <= 100_000, "minutes", "0 to 100000")
         checker.raise_if_any()
@@ -490,7 +487,7 @@ class QuotaLedger:
     async def balance(self, key: AccountKey) -> Balance:
         checker = FieldChecker()
         checker.require(key.kind in AccountKind, "account.kind", "required")
-        check_id(checker, key.owner_id, "account.id")
+        checker.identifier(key.owner_id, "account.id")
         check_fiscal_year(checker, key.fiscal_year, "account.fiscal_year")
         checker.raise_if_any()
         async with self._sessions() as session:

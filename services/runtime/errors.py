@@ -7,7 +7,7 @@ amounts, never a person or an employee id.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class ConfigError(Exception):
@@ -42,21 +42,6 @@ class InvalidArgument(ServiceError):
     @classmethod
     def single(cls, field: str, description: str) -> InvalidArgument:
         return cls([FieldViolation(field, description)])
-
-
-@dataclass
-class FieldChecker:
-    """Collects every field violation of a request before refusing it."""
-
-    violations: list[FieldViolation] = field(default_factory=list)
-
-    def require(self, ok: bool, field: str, description: str) -> None:
-        if not ok:
-            self.violations.append(FieldViolation(field, description))
-
-    def raise_if_any(self) -> None:
-        if self.violations:
-            raise InvalidArgument(self.violations)
 
 
 class FailedPrecondition(ServiceError):
