@@ -376,16 +376,17 @@ async def test_one_replica_at_a_time_sweeps_when_redis_is_there(
 ) -> None:
     if backend.settings.redis_url is None:
         pytest.skip("the embedded default runs without Redis: every replica sweeps")
-    key = "eap:quota:lease:hold-sweep"
+    key = f"eap:quota:lease:hold-sweep:{quota.service.lease_scope}"
     sync = redis.Redis.from_url(backend.settings.redis_url)
     await asyncio.sleep(0.5)  # the sweeper runs every 0.2 s in tests
     assert sync.get(key) == lease.OWNER.encode()
     client = redis_asyncio.Redis.from_url(backend.settings.redis_url)
     try:
         sync.set(key, "another-replica:1", px=5000)
-        assert not await lease.take_turn(client, "quota", "hold-sweep", 1)
+        scope = quota.service.lease_scope
+        assert not await lease.take_turn(client, "quota", "hold-sweep", 1, scope)
         sync.delete(key)
-        assert await lease.take_turn(client, "quota", "hold-sweep", 1)
+        assert await lease.take_turn(client, "quota", "hold-sweep", 1, scope)
     finally:
         await client.aclose()
     # Redis down: every replica sweeps, which is safe.

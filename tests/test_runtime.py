@@ -285,3 +285,27 @@ async def test_unexpected_errors_become_internal_with_a_correlation_id_only(
         assert "E-1234" not in caplog.text and "0912" not in caplog.text
     finally:
         await server.stop(0)
+
+
+async def test_an_unreachable_database_answers_unavailable() -> None:
+    async def no_database(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        raise ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 5432)")
+
+    server = grpc.aio.server(interceptors=[RuntimeInterceptor(Authenticator(Settings()))])
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                "eap.test.v1.Down", {"Call": grpc.unary_unary_rpc_method_handler(no_database)}
+            ),
+        )
+    )
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/eap.test.v1.Down/Call")(b"")
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "5432" not in caught.value.details()
+    finally:
+        await server.stop(0)

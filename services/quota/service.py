@@ -42,7 +42,9 @@ class QuotaService(DatabaseService):
         keeps them from treading on each other."""
         while True:
             await asyncio.sleep(every)
-            if not await lease.take_turn(self.redis, self.name, "hold-sweep", every * 3):
+            if not await lease.take_turn(
+                self.redis, self.name, "hold-sweep", every * 3, self.lease_scope
+            ):
                 continue
             try:
                 while await self.ledger.expire_due(SWEEP_BATCH) == SWEEP_BATCH:

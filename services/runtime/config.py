@@ -22,6 +22,7 @@ service its own database.
 | EAP_HOLD_TTL_SECONDS | 900 | default lifetime of a quota hold |
 | EAP_HOLD_SWEEP_SECONDS | 2 | how often expired holds are given back |
 | EAP_HEALTH_PROBE_SECONDS | 5 | how often stores are probed for the health status |
+| EAP_DATABASE_POOL_SIZE | 5 | PostgreSQL connections per service process (twice that in bursts) |
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class Settings:
     hold_ttl_seconds: int = 900
     hold_sweep_seconds: float = 2.0
     health_probe_seconds: float = 5.0
+    database_pool_size: int = 5
 
     def database_url_for(self, service: str) -> str:
         return (self.service_database_urls or {}).get(service, self.database_url)
@@ -89,6 +91,7 @@ class Settings:
             hold_ttl_seconds=_int(env, "EAP_HOLD_TTL_SECONDS", cls.hold_ttl_seconds),
             hold_sweep_seconds=_float(env, "EAP_HOLD_SWEEP_SECONDS", cls.hold_sweep_seconds),
             health_probe_seconds=_float(env, "EAP_HEALTH_PROBE_SECONDS", cls.health_probe_seconds),
+            database_pool_size=_int(env, "EAP_DATABASE_POOL_SIZE", cls.database_pool_size),
         )
 
 

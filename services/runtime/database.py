@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 _DRIVERS = {
@@ -34,6 +35,26 @@ def async_url(url: str) -> str:
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
 
 
+def is_unavailable(error: BaseException) -> bool:
+    """The database could not be reached or gave no connection in time: the
+    caller may retry later (UNAVAILABLE), nothing was done."""
+    if isinstance(error, SATimeoutError | ConnectionError):
+        return True
+    if isinstance(error, DBAPIError):
+        text = f"{type(error.orig).__name__} {error.orig}".lower()
+        return error.connection_invalidated or any(
+            marker in text
+            for marker in (
+                "toomanyconnections",
+                "connection refused",
+                "cannot connect",
+                "connection is closed",
+                "unable to open database",
+            )
+        )
+    return False
+
+
 def is_retryable(error: DBAPIError) -> bool:
     """Deadlocks, serialization failures and a busy SQLite: worth running the
     transaction again."""
@@ -48,7 +69,7 @@ def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     url = async_url(url)
     if url.startswith("sqlite"):
         database = make_url(url).database
@@ -59,7 +80,12 @@ def create_engine(url: str) -> AsyncEngine:
         return engine
     # hide_parameters: statement values (employee ids among them) stay out of
     # error messages and so out of logs.
-    return create_async_engine(url, pool_size=20, max_overflow=20, hide_parameters=True)
+    # Writes go through one batch at a time per service, so a few connections
+    # serve a busy replica; replicas x 2 x pool_size must stay under the
+    # server's max_connections.
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10, hide_parameters=True
+    )
 
 
 def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
@@ -80,6 +106,13 @@ def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def scope_of(url: str) -> str:
+    """A short name for one database, so that services on different databases
+    sharing one Redis keep their leases apart."""
+    rendered = make_url(url).render_as_string(hide_password=True)
+    return f"{zlib.crc32(rendered.encode()):08x}"
 
 
 async def probe_stores(engine: AsyncEngine, redis: Redis | None) -> dict[str, bool]:

@@ -16,7 +16,8 @@ from grpc import aio
 
 from services.runtime import metrics
 from services.runtime.auth import Authenticator, set_identity
-from services.runtime.errors import ServiceError
+from services.runtime.database import is_unavailable
+from services.runtime.errors import ServiceError, Unavailable
 from services.runtime.logs import request_id_var
 from services.runtime.status import internal_status, to_status
 
@@ -100,6 +101,10 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         """Aborts the call with the status that `error` deserves."""
         if isinstance(error, ServiceError):
             status = to_status(error)
+        elif is_unavailable(error):
+            service = call.labels[1].split(".")[1] if "." in call.labels[1] else call.labels[1]
+            metrics.STORE_ERRORS.labels(service, "database").inc()
+            status = to_status(Unavailable("a store the service needs is unreachable; retry"))
         elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
             call.code = grpc.StatusCode.DEADLINE_EXCEEDED
             await context.abort(call.code, "deadline exceeded")

@@ -18,12 +18,15 @@ from services.runtime import metrics
 OWNER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-async def take_turn(redis: Redis | None, service: str, chore: str, seconds: float) -> bool:
+async def take_turn(
+    redis: Redis | None, service: str, chore: str, seconds: float, scope: str = ""
+) -> bool:
     """True when this process should do `chore` now: it holds the lease, or
-    there is no Redis to hold one in."""
+    there is no Redis to hold one in. `scope` tells apart deployments (or
+    tests) that share one Redis but not one database."""
     if redis is None:
         return True
-    key = f"eap:{service}:lease:{chore}"
+    key = f"eap:{service}:lease:{chore}" + (f":{scope}" if scope else "")
     try:
         if await redis.set(key, OWNER, nx=True, px=int(seconds * 1000)):
             return True

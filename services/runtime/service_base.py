@@ -25,6 +25,7 @@ class DatabaseService:
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None
         self._redis: Redis | None = None
+        self.lease_scope = ""
 
     @property
     def engine(self) -> AsyncEngine:
@@ -37,7 +38,10 @@ class DatabaseService:
         return self._redis
 
     async def start(self, runtime: Runtime) -> None:
-        self._engine = database.create_engine(runtime.settings.database_url_for(self.name))
+        settings = runtime.settings
+        url = settings.database_url_for(self.name)
+        self._engine = database.create_engine(url, settings.database_pool_size)
+        self.lease_scope = database.scope_of(url)
         await database.migrate(self._engine, self.migrations, self.version_table)
         if self.uses_redis:
             self._redis = runtime.redis
