@@ -40,7 +40,7 @@ from services.quota.domain import (
     session_cost_ntd,
 )
 from services.quota.reference import ReferenceData
-from services.runtime.database import is_retryable
+from services.runtime.database import is_retryable, padded
 from services.runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -66,9 +66,42 @@ class BalanceView:
     totals: Totals
 
 
+@dataclass(frozen=True, slots=True)
+class HoldView:
+    """A hold as it stands after a request; what the API shows of it."""
+
+    hold_id: str
+    state: str
+    employee_id: str
+    agency_id: str
+    provider_id: str
+    fiscal_year: int
+    iso_week: str
+    minutes: int
+    amount_ntd: int
+    expires_at: datetime
+    booking_ref: str
+
+    @classmethod
+    def of(cls, hold: dict[str, Any]) -> HoldView:
+        return cls(
+            hold["hold_id"],
+            hold["state"],
+            hold["employee_id"],
+            hold["agency_id"],
+            hold["provider_id"],
+            hold["fiscal_year"],
+            hold["iso_week"],
+            hold["minutes"],
+            hold["amount_ntd"],
+            hold["expires_at"],
+            hold["booking_ref"],
+        )
+
+
 @dataclass(frozen=True)
 class ReservationResult:
-    hold: orm.Hold
+    hold: HoldView
     balances: tuple[BalanceView, BalanceView, BalanceView]  # employee, provider, agency
 
 
@@ -317,7 +350,7 @@ class HoldBatcher:
             if previous["fingerprint"] != op.fingerprint:
                 raise AlreadyExists("idempotency_key was used for a different reservation")
             balances = tuple(work.accounts[key].view() for key in hold_keys(previous))
-            return ReservationResult(orm.Hold(**previous), balances)  # type: ignore[arg-type]
+            return ReservationResult(HoldView.of(previous), balances)  # type: ignore[arg-type]
 
         year = op.year
         organisation = work.organisations.get(op.agency_id)
@@ -408,7 +441,7 @@ class HoldBatcher:
         work.taken_weeks.add((op.employee_id, week))
         work.by_key[op.idempotency_key] = hold
         return ReservationResult(
-            orm.Hold(**hold), (employee.view(), provider.view(), agency.view())
+            HoldView.of(hold), (employee.view(), provider.view(), agency.view())
         )
 
 
@@ -431,7 +464,7 @@ def give_back(work: _Batch, hold: dict[str, Any], kind: str, actor: str, reason:
     work.touch(hold)
 
 
-def _commit(work: _Batch, op: CommitOp) -> orm.Hold:
+def _commit(work: _Batch, op: CommitOp) -> HoldView:
     hold = _locked_hold(work, op.hold_id)
     state = HoldState(hold["state"])
     if state is HoldState.HELD and hold["expires_at"] <= work.now:
@@ -445,10 +478,10 @@ def _commit(work: _Batch, op: CommitOp) -> orm.Hold:
         raise InvalidArgument.single("minutes", f"at most the {hold['minutes']} minutes held")
     if state is HoldState.COMPLETED:
         if used == hold["minutes"]:
-            return orm.Hold(**hold)  # a retried completion
+            return HoldView.of(hold)  # a retried completion
         raise FailedPrecondition(Rule.SESSION_COMPLETED, "hold", "the session is already completed")
     if state is HoldState.BOOKED and used == hold["minutes"] and not op.completed:
-        return orm.Hold(**hold)  # a retried confirmation changes nothing
+        return HoldView.of(hold)  # a retried confirmation changes nothing
     new_amount = session_cost_ntd(hold["hourly_rate_ntd"], used)
     kind = "COMPLETE" if op.completed else "COMMIT"
     changes = (
@@ -465,10 +498,10 @@ def _commit(work: _Batch, op: CommitOp) -> orm.Hold:
     hold["minutes"], hold["amount_ntd"] = used, new_amount
     hold["state"] = (HoldState.COMPLETED if op.completed else HoldState.BOOKED).value
     work.touch(hold)
-    return orm.Hold(**hold)
+    return HoldView.of(hold)
 
 
-def _release(work: _Batch, op: ReleaseOp) -> orm.Hold:
+def _release(work: _Batch, op: ReleaseOp) -> HoldView:
     hold = _locked_hold(work, op.hold_id)
     state = HoldState(hold["state"])
     if state is HoldState.COMPLETED:
@@ -477,7 +510,7 @@ def _release(work: _Batch, op: ReleaseOp) -> orm.Hold:
         )
     if state in (HoldState.HELD, HoldState.BOOKED):
         give_back(work, hold, "RELEASE", op.actor, op.reason)
-    return orm.Hold(**hold)
+    return HoldView.of(hold)
 
 
 async def _read(
@@ -498,11 +531,11 @@ async def _read(
             select(HOLDS)
             .where(
                 or_(
-                    HOLDS.c.hold_id.in_(hold_ids),
-                    HOLDS.c.idempotency_key.in_(keys_wanted),
+                    HOLDS.c.hold_id.in_(padded(hold_ids)),
+                    HOLDS.c.idempotency_key.in_(padded(keys_wanted)),
                     and_(
                         HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
-                        tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(weeks),
+                        tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(padded(weeks)),
                     ),
                 )
             )
@@ -570,7 +603,7 @@ async def _lock_accounts(
     columns = (ACCOUNTS.c.kind, ACCOUNTS.c.owner_id, ACCOUNTS.c.fiscal_year)
     rows = await connection.execute(
         select(ACCOUNTS)
-        .where(tuple_(*columns).in_({_pk(key) for key in keys}))
+        .where(tuple_(*columns).in_(padded({_pk(key) for key in keys})))
         .order_by(*columns)
         .with_for_update()
     )

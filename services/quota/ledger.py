@@ -7,11 +7,10 @@ nothing here knows about gRPC.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, is_dataclass
+from dataclasses import astuple, dataclass, is_dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -20,7 +19,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.quota import clock, orm
-from services.quota.batch import CommitOp, HoldBatcher, ReleaseOp, ReservationResult, ReserveOp
+from services.quota.batch import (
+    CommitOp,
+    HoldBatcher,
+    HoldView,
+    ReleaseOp,
+    ReservationResult,
+    ReserveOp,
+)
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
     AccountKey,
@@ -76,7 +82,7 @@ class ReserveCommand:
 
 @dataclass(frozen=True)
 class Reservation:
-    hold: orm.Hold
+    hold: HoldView
     employee: Balance
     provider: Balance
     agency: Balance
@@ -103,13 +109,12 @@ class UsageRow:
 
 
 def _fingerprint(command: object) -> str:
-    return hashlib.sha256(
-        json.dumps(
-            asdict(command) if is_dataclass(command) else command,  # type: ignore[arg-type]
-            default=str,
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
+    """A digest of a request's fields: the same request always gives the
+    same one (fields are plain values, datetimes and account keys)."""
+    fields = (
+        astuple(command) if is_dataclass(command) and not isinstance(command, type) else command
+    )
+    return hashlib.sha256(repr(fields).encode()).hexdigest()
 
 
 def _balance(key: AccountKey, account: orm.Account) -> Balance:
@@ -190,14 +195,14 @@ class QuotaLedger:
         employee, provider, agency = (Balance(b.key, b.totals) for b in result.balances)
         return Reservation(result.hold, employee, provider, agency)
 
-    async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> orm.Hold:
+    async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> HoldView:
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         checker.require(
             minutes == 0 or 1 <= minutes <= 120, "minutes", "0 (all held minutes) or 1-120"
         )
         checker.raise_if_any()
-        hold: orm.Hold = await self._batcher.submit(
+        hold: HoldView = await self._batcher.submit(
             CommitOp(
                 actor=actor,
                 future=self._batcher.new_future(),
@@ -208,12 +213,12 @@ class QuotaLedger:
         )
         return hold
 
-    async def release(self, hold_id: str, reason: str, actor: str) -> orm.Hold:
+    async def release(self, hold_id: str, reason: str, actor: str) -> HoldView:
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         checker.text(reason, "reason")
         checker.raise_if_any()
-        hold: orm.Hold = await self._batcher.submit(
+        hold: HoldView = await self._batcher.submit(
             ReleaseOp(
                 actor=actor, future=self._batcher.new_future(), hold_id=hold_id, reason=reason
             )

@@ -19,6 +19,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.quota import orm
+from services.runtime.database import padded
 
 TTL_SECONDS = 2.0
 K = TypeVar("K")
@@ -57,7 +58,7 @@ class ReferenceData:
             self._organisations,
             agencies,
             lambda missing: sql_select(agency.agency_id, agency.organisation).where(
-                agency.agency_id.in_(missing)
+                agency.agency_id.in_(padded(missing))
             ),
         )
 
@@ -71,7 +72,7 @@ class ReferenceData:
             contracts,
             lambda missing: sql_select(
                 contract.provider_id, contract.fiscal_year, contract.hourly_rate_ntd
-            ).where(tuple_(contract.provider_id, contract.fiscal_year).in_(missing)),
+            ).where(tuple_(contract.provider_id, contract.fiscal_year).in_(padded(missing))),
         )
 
     async def policies(
@@ -84,7 +85,7 @@ class ReferenceData:
             self._policies,
             wanted,
             lambda missing: sql_select(*columns, policy.minutes).where(
-                tuple_(*columns).in_(missing)
+                tuple_(*columns).in_(padded(missing))
             ),
         )
 

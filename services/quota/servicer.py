@@ -10,7 +10,8 @@ from grpc import aio
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from services.quota import clock, orm
+from services.quota import clock
+from services.quota.batch import HoldView
 from services.quota.domain import AccountKey, AccountKind, HoldState, current_fiscal_year
 from services.quota.ledger import (
     Balance,
@@ -71,7 +72,7 @@ def balance_pb(balance: Balance) -> pb.Balance:
     )
 
 
-def hold_pb(hold: orm.Hold) -> pb.Hold:
+def hold_pb(hold: HoldView) -> pb.Hold:
     return pb.Hold(
         hold_id=hold.hold_id,
         state=_STATES[HoldState(hold.state)],

@@ -8,8 +8,9 @@ driver is chosen here.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -19,6 +20,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
 
 _DRIVERS = {
     "postgresql": "postgresql+asyncpg",
@@ -33,6 +36,18 @@ def async_url(url: str) -> str:
     if backend not in _DRIVERS:
         raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite:///")
     return parsed.set(drivername=_DRIVERS[backend]).render_as_string(hide_password=False)
+
+
+def padded(values: Collection[T]) -> list[T]:
+    """`values` repeated up to the next power of two (at least one; empty
+    stays empty). An IN list's length is part of its SQL text, and every new
+    text costs a compile and a server-side prepare; this way a statement has
+    a handful of texts, all cached, whatever the batch size."""
+    items = list(values)
+    if not items:
+        return items
+    size = 1 << (len(items) - 1).bit_length()
+    return items + [items[0]] * (size - len(items))
 
 
 def is_unavailable(error: BaseException) -> bool:
