@@ -53,6 +53,7 @@ from services.runtime.errors import (
 log = logging.getLogger("eap.quota")
 
 MAX_BATCH = 256
+DRAINS = 2
 ATTEMPTS = 5
 
 ACCOUNTS = cast(Table, orm.Account.__table__)
@@ -248,15 +249,17 @@ class HoldBatcher:
         self._default_ttl = default_ttl_seconds
         self.reference = ReferenceData()
         self._pending: list[_Op] = []
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def submit(self, op: _Op) -> Any:
-        """Queues `op` and waits for its result; the first caller to find no
-        drain running starts one, which runs until the queue is empty. A
-        caller that gives up (deadline) does not stop the drain."""
+        """Queues `op` and waits for its result. Up to DRAINS drains take
+        batches off the queue, each one transaction at a time, so that one
+        batch's reads overlap another's wait for the database; a caller that
+        gives up (deadline) does not stop them."""
         self._pending.append(op)
-        if self._drain is None or self._drain.done():
-            self._drain = asyncio.ensure_future(self._drain_queue())
+        self._drains = {drain for drain in self._drains if not drain.done()}
+        if len(self._drains) < DRAINS:
+            self._drains.add(asyncio.ensure_future(self._drain_queue()))
         return await op.future
 
     async def expire_due(self, limit: int, touching: Sequence[AccountKey] = ()) -> int:
