@@ -12,7 +12,11 @@ Each client is an asyncio task running pairs back to back (closed loop). The
 clients are spread over several spawned client processes, since one Python
 grpc.aio process tops out near 2,500 calls/s. A cell warms up, then measures
 for a fixed window: pairs/s counts the pairs that completed inside the window,
-latency is the wall time of one pair. Every failed call is counted as an error.
+latency is the wall time of one pair. A pair with a failed call counts as an
+error. Before each cell the bench waits (briefly) for the machine to be quiet,
+and runs a cell again when other work took a quarter core or more during it.
+CPU of the server, PostgreSQL backends, Redis and the clients is reported per
+cell, and pg_stat_activity is sampled during PostgreSQL R+C cells.
 
 Each Reserve uses a distinct employee-week (one session per employee per ISO
 week is a rule): a client's n-th reservation is for employee
@@ -20,7 +24,7 @@ week is a rule): a client's n-th reservation is for employee
 Reserve in 52 also opens an employee account, as a year of weekly sessions
 would. Clients are spread round-robin over the seeded agencies and providers.
 
-Usage:  .venv/bin/python bench/quota_bench.py [--duration 8] [--clients 1,16,64,256]
+Usage:  .venv/bin/python bench/quota_bench.py [--duration 6] [--clients 1,16,64,256]
 Writes its section of bench/RESULTS.md (between quota-bench markers) unless
 --no-write is given.
 """
@@ -36,12 +40,14 @@ import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,9 +57,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "RESULTS.md"
@@ -76,6 +83,7 @@ ENTITLEMENT_MINUTES = 100_000  # the largest policy: far above 52 weekly hours
 SESSION_MINUTES = 60
 CALL_TIMEOUT = 60.0
 TARGET_CLIENTS = 64
+DISTURBED_CORES = 0.25  # other work above this during a cell makes it run again
 
 
 # -- client processes -----------------------------------------------------------
@@ -124,7 +132,10 @@ async def _client(
     _, measure_from, measure_to = window
     global_task = spec.first_task + task
     agency = spec.agencies[global_task % len(spec.agencies)]
-    provider = spec.providers[(global_task // len(spec.agencies)) % len(spec.providers)]
+    # (g, g + g // A) walks every agency x provider pair as g grows
+    provider = spec.providers[
+        (global_task + global_task // len(spec.agencies)) % len(spec.providers)
+    ]
     starts = _session_starts()
     prefix = f"{spec.cell}-{spec.proc}-{task}"
     ping = pb.PingRequest()
@@ -228,16 +239,17 @@ def _proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime + stime
 
 
-def _cpu_by_comm(names: tuple[str, ...]) -> dict[int, float]:
+def _cpu_of(match: str) -> dict[int, float]:
+    """CPU seconds of every process whose command line contains `match`."""
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if comm in names:
+        if match in cmdline:
             cpu = _proc_cpu(int(entry))
             if cpu is not None:
                 found[int(entry)] = cpu
@@ -259,14 +271,114 @@ class CpuSnapshot:
     machine: tuple[int, int]
 
     @classmethod
-    def take(cls, server_pid: int) -> CpuSnapshot:
+    def take(cls, server_pid: int, database: str) -> CpuSnapshot:
         return cls(
             time.monotonic(),
             _proc_cpu(server_pid) or 0.0,
-            _cpu_by_comm(("postgres",)),
-            _cpu_by_comm(("redis-server",)),
+            # the backends serving the bench's own database, not other clients'
+            _postgres_backends(database),
+            _cpu_of("redis-server"),
             _machine_ticks(),
         )
+
+
+def _postgres_backends(database: str) -> dict[int, float]:
+    if not database:
+        return {}
+    return {
+        pid: cpu
+        for pid, cpu in _cpu_of(f" {database} ").items()
+        if Path(f"/proc/{pid}/comm").exists() and "postgres" in _comm(pid)
+    }
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def machine_busy(seconds: float) -> float:
+    """The share of all CPUs busy over the next `seconds`."""
+    busy0, total0 = _machine_ticks()
+    time.sleep(seconds)
+    busy1, total1 = _machine_ticks()
+    return (busy1 - busy0) / max(1, total1 - total0)
+
+
+def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
+    """Waits (up to `max_wait` s) until other work leaves the machine nearly idle,
+    so that a cell does not share the CPUs with, say, a test run."""
+    deadline = time.monotonic() + max_wait
+    busy = machine_busy(0.5)
+    warned = False
+    while busy > threshold and time.monotonic() < deadline:
+        if not warned:
+            print(f"  machine {100 * busy:.0f}% busy before the cell; waiting", flush=True)
+            warned = True
+        busy = machine_busy(1.0)
+    return busy
+
+
+class PgActivity:
+    """Samples pg_stat_activity for the bench's database every 100 ms in a thread:
+    how many sessions are running a statement, waiting for a lock, or sitting
+    idle inside a transaction (waiting for the server process to send the next
+    statement) on average."""
+
+    def __init__(self, database: str, until: float) -> None:
+        self.database = database
+        self.until = until
+        self.samples = 0
+        self.totals: dict[str, float] = {}
+        self.transactions_per_s = math.nan
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._sample()
+        except Exception as error:  # e.g. max_connections reached: report, don't fail
+            self.totals = {f"(sampling failed: {type(error).__name__})": 0.0}
+
+    def _sample(self) -> None:
+        import psycopg
+
+        query = (
+            "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()"
+        )
+        commits = "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            first = connection.execute(commits, (self.database,)).fetchone()
+            started = time.monotonic()
+            while time.monotonic() < self.until:
+                rows = connection.execute(query, (self.database,)).fetchall()
+                self.samples += 1
+                for state, wait_type, wait in rows:
+                    if state == "active" and wait_type == "Lock":
+                        key = f"waiting on a lock ({wait})"
+                    elif state == "active" and wait_type not in (None, "Client"):
+                        key = f"active, {wait_type}/{wait}"
+                    elif state == "active":
+                        key = "active (on CPU)"
+                    else:
+                        key = str(state)
+                    self.totals[key] = self.totals.get(key, 0) + 1
+                time.sleep(0.1)
+            # statistics reach pg_stat_database when a backend goes idle; close enough
+            connection.execute("SELECT pg_stat_clear_snapshot()")
+            last = connection.execute(commits, (self.database,)).fetchone()
+            if first and last:
+                self.transactions_per_s = (last[0] - first[0]) / (time.monotonic() - started)
+
+    def averages(self) -> dict[str, float]:
+        self.thread.join(5)
+        return {
+            key: count / max(1, self.samples)
+            for key, count in sorted(self.totals.items(), key=lambda item: -item[1])
+        }
 
 
 def _delta(after: dict[int, float], before: dict[int, float]) -> float:
@@ -293,6 +405,15 @@ class Cell:
     redis_cores: float
     client_cores: float
     machine_busy: float  # fraction of all CPUs busy
+    other_cores: float  # machine busy minus the above: other work on the machine
+    busy_before: float  # machine busy share just before the cell started
+    pg_sessions: dict[str, float]  # average PostgreSQL sessions by state, in the window
+    pg_transactions_per_s: float  # transactions committed or rolled back, in the window
+
+    @property
+    def disturbed(self) -> bool:
+        """Other work on the machine took a quarter of a core or more."""
+        return self.other_cores >= DISTURBED_CORES
 
     @property
     def pairs_per_s(self) -> float:
@@ -321,11 +442,15 @@ def run_cell(
     warmup: float,
     duration: float,
     profile_to: Path | None = None,
+    database: str = "",
+    quiet_wait: float = 10.0,
 ) -> Cell:
+    busy_before = wait_for_quiet(quiet_wait)
     n_procs = min(procs, clients)
     split = [clients // n_procs + (1 if i < clients % n_procs else 0) for i in range(n_procs)]
     ctx = mp.get_context("spawn")
     workers = []
+    activity: PgActivity | None = None
     first = 0
     for proc, tasks in enumerate(split):
         parent_end, child_end = ctx.Pipe()
@@ -347,10 +472,11 @@ def run_cell(
         for _, conn in workers:
             conn.send(window)
         time.sleep(max(0.0, window[1] - time.monotonic()))
-        before = CpuSnapshot.take(server_pid)
+        before = CpuSnapshot.take(server_pid, database)
+        activity = PgActivity(database, window[2]) if database and mode == "rc" else None
         spy = _start_py_spy(server_pid, duration, profile_to) if profile_to else None
         time.sleep(max(0.0, window[2] - time.monotonic()))
-        after = CpuSnapshot.take(server_pid)
+        after = CpuSnapshot.take(server_pid, database)
         if spy is not None:
             spy.wait(60)
         results: list[WorkerResult] = []
@@ -370,9 +496,17 @@ def run_cell(
                 process.terminate()
                 process.join(5)
     latencies = sorted(x for r in results for x in r.latencies)
+    pg_sessions = activity.averages() if activity else {}
+    pg_tps = activity.transactions_per_s if activity else math.nan
     elapsed = after.at - before.at
     busy = after.machine[0] - before.machine[0]
     total = after.machine[1] - before.machine[1]
+    ncpu = len(os.sched_getaffinity(0))
+    server_cores = (after.server - before.server) / elapsed
+    postgres_cores = _delta(after.postgres, before.postgres) / elapsed
+    redis_cores = _delta(after.redis, before.redis) / elapsed
+    client_cores = sum(r.cpu_seconds for r in results) / duration
+    machine = busy / total if total else math.nan
     return Cell(
         mode=mode,
         clients=clients,
@@ -384,11 +518,17 @@ def run_cell(
         error_samples=[s for r in results for s in r.error_samples][:5],
         p50_ms=1000 * _percentile(latencies, 0.50),
         p99_ms=1000 * _percentile(latencies, 0.99),
-        server_cores=(after.server - before.server) / elapsed,
-        postgres_cores=_delta(after.postgres, before.postgres) / elapsed,
-        redis_cores=_delta(after.redis, before.redis) / elapsed,
-        client_cores=sum(r.cpu_seconds for r in results) / duration,
-        machine_busy=busy / total if total else math.nan,
+        server_cores=server_cores,
+        postgres_cores=postgres_cores,
+        redis_cores=redis_cores,
+        client_cores=client_cores,
+        machine_busy=machine,
+        other_cores=max(
+            0.0, machine * ncpu - server_cores - postgres_cores - redis_cores - client_cores
+        ),
+        busy_before=busy_before,
+        pg_sessions=pg_sessions,
+        pg_transactions_per_s=pg_tps,
     )
 
 
@@ -577,6 +717,8 @@ class BackendRun:
     verify: str = ""
     booked: int = 0
     rc_ok_total: int = 0
+    server_errors: list[str] = field(default_factory=list)
+    retried: int = 0
 
 
 def run_backend(name: str, args: argparse.Namespace, log_dir: Path) -> BackendRun:
@@ -600,20 +742,34 @@ def run_backend(name: str, args: argparse.Namespace, log_dir: Path) -> BackendRu
             for index, clients in enumerate(args.clients):
                 pair = []
                 for mode in ("noop", "rc"):
-                    cell = run_cell(
-                        server.target,
-                        server.pid,
-                        mode,
-                        clients,
-                        args.procs,
-                        f"{tag}{index}{mode[0]}",
-                        agencies,
-                        providers,
-                        args.warmup,
-                        args.duration,
-                        _profile_path(args, name, mode, clients),
-                    )
-                    _print_cell(name, cell)
+                    for attempt in range(args.retries + 1):
+                        cell = run_cell(
+                            server.target,
+                            server.pid,
+                            mode,
+                            clients,
+                            args.procs,
+                            f"{tag}{index}{mode[0]}{attempt}",
+                            agencies,
+                            providers,
+                            args.warmup,
+                            args.duration,
+                            _profile_path(args, name, mode, clients),
+                            database_url.rsplit("/", 1)[1] if name == "postgres" else "",
+                            args.quiet_wait,
+                        )
+                        _print_cell(name, cell)
+                        run.retried += attempt > 0
+                        if not cell.disturbed:
+                            break
+                        if time.monotonic() > args.retry_until:
+                            print("  no time left to run it again", flush=True)
+                            break
+                        print(
+                            f"  other work took {cell.other_cores:.2f} cores during the cell"
+                            + ("; running it again" if attempt < args.retries else ""),
+                            flush=True,
+                        )
                     pair.append(cell)
                 run.rows.append((pair[0], pair[1]))
             run.booked = booked_sessions(server.target)
@@ -638,16 +794,33 @@ def _profile_path(args: argparse.Namespace, backend: str, mode: str, clients: in
     return path
 
 
+def _server_errors(log: Path) -> list[str]:
+    """The server's log lines at level error (unexpected exceptions)."""
+    if not log.exists():
+        return []
+    return [line for line in log.read_text().splitlines() if '"level": "error"' in line]
+
+
 def _print_cell(backend: str, cell: Cell) -> None:
     print(
         f"[{backend}] {cell.mode:>4} clients={cell.clients:<3} procs={cell.procs} "
         f"pairs/s={cell.pairs_per_s:8.1f} p50={cell.p50_ms:7.2f} ms p99={cell.p99_ms:7.2f} ms "
         f"errors={cell.errors} server={cell.server_cores:.2f} cores "
         f"postgres={cell.postgres_cores:.2f} clients={cell.client_cores:.2f} "
-        f"machine busy={100 * cell.machine_busy:.0f}%"
+        f"other={cell.other_cores:.2f} machine busy={100 * cell.machine_busy:.0f}%"
         + (f" first errors: {cell.error_samples}" if cell.error_samples else ""),
         flush=True,
     )
+    if cell.pg_sessions:
+        print(
+            f"    postgres sessions (average): {_sessions(cell)}; "
+            f"{cell.pg_transactions_per_s:,.0f} transactions/s",
+            flush=True,
+        )
+
+
+def _sessions(cell: Cell) -> str:
+    return ", ".join(f"{key} {value:.1f}" for key, value in cell.pg_sessions.items())
 
 
 # -- the report -------------------------------------------------------------------
@@ -705,6 +878,10 @@ def machine_info() -> dict[str, str]:
     return info
 
 
+def _mark(cell: Cell) -> str:
+    return " \\*" if cell.disturbed else ""
+
+
 def _ms(cell: Cell) -> str:
     return f"{cell.p50_ms:.2f} / {cell.p99_ms:.2f}"
 
@@ -744,7 +921,12 @@ def render(
         f"providers with a {CAP_MINUTES:,}-minute cap, entitlement policy "
         f"{ENTITLEMENT_MINUTES:,} minutes; clients spread round-robin over agency x "
         "provider. Every Reserve is a distinct employee-week in 2027 (one employee per "
-        f"client per {WEEKS} weeks, so 1 Reserve in {WEEKS} opens an employee account).",
+        f"client per {WEEKS} weeks, so 1 Reserve in {WEEKS} opens an employee account). "
+        f"Before each cell the bench waits up to {args.quiet_wait:g} s for the machine to "
+        "be under 15% busy, and runs a cell again (up to "
+        f"{args.retries} times) when other work took {DISTURBED_CORES} cores or more "
+        "during it; the `other` CPU column shows what other work (e.g. a test run) took "
+        "during the window.",
         "",
     ]
     ceiling = max(
@@ -763,18 +945,28 @@ def render(
         for noop, rc in run.rows:
             ratio = rc.pairs_per_s / noop.pairs_per_s if noop.pairs else math.nan
             out.append(
-                f"| {noop.clients} | {noop.pairs_per_s:,.0f} | {_ms(noop)} | "
-                f"{rc.pairs_per_s:,.0f} | {_ms(rc)} | {ratio:.2f} | {noop.errors} / {rc.errors} |"
+                f"| {noop.clients} | {noop.pairs_per_s:,.0f}{_mark(noop)} | {_ms(noop)} | "
+                f"{rc.pairs_per_s:,.0f}{_mark(rc)} | {_ms(rc)} | {ratio:.2f} | "
+                f"{noop.errors} / {rc.errors} |"
             )
+        if any(c.disturbed for row in run.rows for c in row):
+            out += [
+                "",
+                f"\\* other work on the machine took {DISTURBED_CORES} cores or more during "
+                f"this cell even after {args.retries} more tries; read it with care.",
+            ]
+        if run.retried:
+            out += ["", f"{run.retried} cells were run again because other work disturbed them."]
         out += [
             "",
             "CPU during the measured window, in cores (the machine has "
-            f"{info['nproc']}): server process, PostgreSQL backends, Redis, client "
-            "processes, and the whole machine's busy share; server CPU per pair.",
+            f"{info['nproc']}): the server process, the PostgreSQL backends of the bench's "
+            "database, Redis, the client processes, other work on the machine (busy "
+            "minus those), and the whole machine's busy share; server CPU per pair.",
             "",
-            "| clients | cell | server | postgres | redis | clients | machine busy "
+            "| clients | cell | server | postgres | redis | clients | other | machine busy "
             "| server ms CPU/pair |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for noop, rc in run.rows:
             for cell in (noop, rc):
@@ -782,8 +974,27 @@ def render(
                     f"| {cell.clients} | {'no-op' if cell.mode == 'noop' else 'R+C'} | "
                     f"{cell.server_cores:.2f} | {cell.postgres_cores:.2f} | "
                     f"{cell.redis_cores:.2f} | {cell.client_cores:.2f} | "
-                    f"{100 * cell.machine_busy:.0f}% | {cell.server_cpu_ms_per_pair:.2f} |"
+                    f"{cell.other_cores:.2f} | {100 * cell.machine_busy:.0f}% | "
+                    f"{cell.server_cpu_ms_per_pair:.2f} |"
                 )
+        if any(rc.pg_sessions for _, rc in run.rows):
+            out += [
+                "",
+                "PostgreSQL sessions of the bench's database during the R+C window "
+                "(pg_stat_activity every 100 ms, average count by state): `idle in "
+                "transaction` = a transaction is open, holding its row locks, while "
+                "PostgreSQL waits for the server process's next statement. Transactions/s "
+                "from pg_stat_database over the window; RPCs per transaction = 2 x R+C "
+                "pairs/s / transactions/s (how many requests one transaction carries).",
+                "",
+                "| clients | sessions by state | transactions/s | RPCs per transaction |",
+                "|---:|---|---:|---:|",
+            ]
+            out += [
+                f"| {rc.clients} | {_sessions(rc)} | {rc.pg_transactions_per_s:,.0f} | "
+                f"{2 * rc.pairs_per_s / rc.pg_transactions_per_s:.1f} |"
+                for _, rc in run.rows
+            ]
         samples = sorted({s for row in run.rows for c in row for s in c.error_samples})
         out += [
             "",
@@ -793,6 +1004,11 @@ def render(
         ]
         if samples:
             out.append(f"First errors: {'; '.join(samples[:5])}")
+        if run.server_errors:
+            out.append(
+                f"The server logged {len(run.server_errors)} unexpected errors; the first: "
+                f"`{_exception_summary(run.server_errors[0])}`"
+            )
         out.append("")
     if ceiling is not None:
         name, cell = ceiling
@@ -807,6 +1023,16 @@ def render(
     out += _verdict(runs)
     out.append(END_MARK)
     return "\n".join(out) + "\n"
+
+
+def _exception_summary(line: str) -> str:
+    import json
+
+    with contextlib.suppress(ValueError):
+        entry = json.loads(line)
+        trace = str(entry.get("exc", "")).strip().splitlines()
+        return f"{entry.get('msg')} in {entry.get('grpc_method')}: {trace[-1] if trace else ''}"
+    return line[:300]
 
 
 def _verdict(runs: list[BackendRun]) -> list[str]:
@@ -828,6 +1054,8 @@ def _verdict(runs: list[BackendRun]) -> list[str]:
     latency_ok = rc.p99_ms < 50
     errors_ok = rc.errors == 0
     verdict = "PASS" if throughput_ok and latency_ok and errors_ok else "FAIL"
+    if noop.disturbed or rc.disturbed:
+        verdict += " (but other work disturbed this row; run again on a quiet machine)"
     return [
         f"{target} **{verdict}**: R+C {rc.pairs_per_s:,.0f} pairs/s vs half of no-op "
         f"{half:,.0f} pairs/s ({'met' if throughput_ok else 'missed'}: ratio "
@@ -842,7 +1070,8 @@ def write_results(section: str) -> None:
         text = RESULTS.read_text()
         start, end = text.find(START_MARK), text.find(END_MARK)
         if start != -1 and end > start:
-            text = text[:start] + section + text[end + len(END_MARK) :].lstrip("\n")
+            rest = text[end + len(END_MARK) :].lstrip("\n")
+            text = text[:start] + section + ("\n" + rest if rest else "")
         else:
             text = text.rstrip("\n") + "\n\n" + section
     else:
@@ -863,9 +1092,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", default="postgres,sqlite")
     parser.add_argument("--procs", type=int, default=3, help="client processes (at most)")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--duration", type=float, default=8.0)
+    parser.add_argument("--duration", type=float, default=6.0)
     parser.add_argument("--agencies", type=int, default=2)
     parser.add_argument("--providers", type=int, default=2)
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=10.0,
+        help="before each cell, wait up to this many seconds for other work to stop",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run a cell again (up to this many times) when other work disturbed it",
+    )
+    parser.add_argument(
+        "--retry-budget",
+        type=float,
+        default=360.0,
+        help="seconds into the run after which disturbed cells are no longer run again",
+    )
+    parser.add_argument("--keep-logs", help="copy the server logs to this directory")
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     parser.add_argument(
         "--py-spy",
@@ -876,6 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile-dir", default=tempfile.gettempdir() + "/quota-bench-profiles")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
+    args.retry_until = time.monotonic() + args.retry_budget
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M")
     info = machine_info()
     runs = []
@@ -888,10 +1137,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"--- {log.name} (tail)", file=sys.stderr)
                     print(log.read_text()[-3000:], file=sys.stderr)
                 raise
-            for log in sorted(Path(logs).glob("*.log")):
-                tail = log.read_text()[-2000:]
-                if '"level": "error"' in tail or "Traceback" in tail:
-                    print(f"--- {log.name} has errors (tail):\n{tail}", file=sys.stderr)
+            runs[-1].server_errors = _server_errors(Path(logs) / f"server-{name}.log")
+            for line in runs[-1].server_errors[:3]:
+                print(f"--- server error: {line[:4000]}", file=sys.stderr)
+            if args.keep_logs:
+                Path(args.keep_logs).mkdir(parents=True, exist_ok=True)
+                shutil.copy(Path(logs) / f"server-{name}.log", args.keep_logs)
     section = render(runs, args, info, started)
     print()
     print(section)

@@ -8,7 +8,10 @@ scratch PostgreSQL database + Redis, or on a SQLite file, and then:
    (one write is one request on the wire, so writes ~ round trips);
 2. times N sequential pairs (wall and CPU per pair, client included) and
    N sequential no-op pairs (Ping + Ping) beside them;
-3. runs cProfile over N more pairs and prints the top functions.
+3. runs cProfile over N more pairs and prints the top functions;
+4. serves --concurrency clients in spawned client processes (as quota_bench.py
+   does) and times the phases of the hold batcher's transactions, if the
+   service batches, and counts the distinct SQL texts they send.
 
 Usage:  .venv/bin/python bench/quota_profile.py [--backend postgres|sqlite] [--pairs 300]
 
@@ -23,27 +26,31 @@ import collections
 import contextlib
 import cProfile
 import io
+import os
 import pstats
+import re
 import sys
 import time
 from asyncio import selector_events
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import grpc
+from sqlalchemy import event
+
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import quota_bench as bench  # noqa: E402
-from services.quota.service import QuotaService  # noqa: E402
-from services.runtime.config import Settings  # noqa: E402
-from services.runtime.server import start  # noqa: E402
+import quota_bench as bench
+
+from services.quota.service import QuotaService
+from services.runtime.config import Settings
+from services.runtime.server import start
 
 PORTS = {5432: "postgres", 6379: "redis"}
 
@@ -161,8 +168,11 @@ async def _timed(label: str, pair: Any, count: int) -> float:
     return cpu / count
 
 
-async def profile(backend: str, database_url: str, pairs: int, top: int) -> None:
+async def profile(
+    backend: str, database_url: str, pairs: int, top: int, width: int = 160, concurrency: int = 0
+) -> None:
     wire = WireCounter()
+    timer = BatchTimer()
     settings = Settings(
         grpc_address="127.0.0.1:0",
         metrics_port=-1,
@@ -195,7 +205,7 @@ async def profile(backend: str, database_url: str, pairs: int, top: int) -> None
                 f"{dict(wire.writes)}, reads {dict(wire.reads)}"
             )
             for statement in statements:
-                print(f"   {statement[:160]}")
+                print(f"   {statement[:width]}")
         print()
         noop_cpu = await _timed("no-op", runner.noop, pairs)
         rc_cpu = await _timed("R+C", runner.rc, pairs)
@@ -206,15 +216,181 @@ async def profile(backend: str, database_url: str, pairs: int, top: int) -> None
         for _ in range(pairs):
             await runner.rc()
         profiler.disable()
+        print(f"== self time of {pairs} R+C pairs by package (cProfile; shares are what count)")
+        by_package = _self_time_by_package(profiler)
+        total = sum(by_package.values())
+        for package, seconds in sorted(by_package.items(), key=lambda item: -item[1]):
+            if seconds / total >= 0.005:
+                print(f"   {100 * seconds / total:5.1f}%  {package}")
+        small = sum(v for v in by_package.values() if v / total < 0.005)
+        print(f"   {100 * small / total:5.1f}%  (everything under 0.5% each)")
         for order in ("cumulative", "tottime"):
             text = io.StringIO()
             stats = pstats.Stats(profiler, stream=text).strip_dirs().sort_stats(order)
             stats.print_stats(top)
             print(f"== cProfile of {pairs} R+C pairs, by {order} (per-pair: divide by {pairs})")
             print("\n".join(line for line in text.getvalue().splitlines() if line.strip())[:20000])
+        if concurrency:
+            print()
+            print(
+                f"== {concurrency} concurrent clients in separate processes against this "
+                "in-process server (Reserve+Commit pairs, 2 agencies x 2 providers)"
+            )
+            await asyncio.get_running_loop().run_in_executor(
+                None, bench.seed, target, ["BA0", "BA1"], ["BP0", "BP1"], "prof2"
+            )
+            timer.reset()
+            with wire.counting(), trace.tracing() as statements:
+                cell = await asyncio.get_running_loop().run_in_executor(
+                    None,
+                    bench.run_cell,
+                    target,
+                    os.getpid(),
+                    "rc",
+                    concurrency,
+                    3,
+                    "pc",
+                    ["BA0", "BA1"],
+                    ["BP0", "BP1"],
+                    1.0,
+                    6.0,
+                )
+            bench._print_cell(backend, cell)
+            timer.report()
+            batches = max(1, len(timer.sizes))
+            sql = [s for s in statements if not s.endswith("(driver)")]
+            print(
+                f"per transaction: {len(sql) / batches:.1f} SQL statements besides BEGIN/COMMIT, "
+                f"{wire.writes['postgres'] / batches:.1f} socket writes to PostgreSQL; "
+                f"{len(set(sql))} distinct SQL texts over {len(sql)} statements "
+                "(each new text is a new prepared statement: one more round trip and a plan)"
+            )
+            shapes = collections.Counter(s.split(" FROM ")[0][:40] for s in set(sql))
+            for shape, count in shapes.most_common(6):
+                print(f"   {count:5d} texts  {shape}...")
     finally:
         await channel.close()
         await server.stop(0.5)
+
+
+class BatchTimer:
+    """Times the phases of the hold batcher's transactions (services/quota/batch.py,
+    if the service has one): reads and locks, checks in Python, writes, commit."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+        self.phases: dict[str, float] = collections.defaultdict(float)
+        self.installed = False
+        try:
+            from services.quota import batch
+        except ImportError:
+            return
+        batcher = getattr(batch, "HoldBatcher", None)
+        if batcher is None or not all(hasattr(batch, f) for f in ("_read", "_write")):
+            return
+        self.installed = True
+        timer = self
+        read, write = batch._read, batch._write
+        transaction, apply = batcher._transaction, batcher._apply
+
+        async def timed_read(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return await read(*args, **kwargs)
+            finally:
+                timer.phases["read + lock (SELECT ... FOR UPDATE)"] += time.perf_counter() - began
+
+        async def timed_write(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return await write(*args, **kwargs)
+            finally:
+                timer.phases["write (UPDATE/INSERT)"] += time.perf_counter() - began
+
+        def timed_apply(self: Any, *args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return apply(self, *args, **kwargs)
+            finally:
+                timer.phases["checks and changes in Python"] += time.perf_counter() - began
+
+        async def timed_transaction(self: Any, ops: Sequence[Any]) -> Any:
+            began = time.perf_counter()
+            try:
+                return await transaction(self, ops)
+            finally:
+                timer.sizes.append(len(ops))
+                timer.phases["whole transaction"] += time.perf_counter() - began
+
+        batch._read = timed_read
+        batch._write = timed_write
+        batcher._apply = timed_apply
+        batcher._transaction = timed_transaction
+
+    def reset(self) -> None:
+        self.sizes.clear()
+        self.phases.clear()
+
+    def report(self) -> None:
+        if not self.installed:
+            print("(no services.quota.batch.HoldBatcher to time)")
+            return
+        count = len(self.sizes)
+        if not count:
+            print("no batches ran")
+            return
+        total = self.phases["whole transaction"]
+        parts = {k: v for k, v in self.phases.items() if k != "whole transaction"}
+        parts["BEGIN, COMMIT and the rest"] = total - sum(parts.values())
+        print(
+            f"{count} batch transactions (warm-up and drain included), "
+            f"{sum(self.sizes) / count:.1f} requests each (max {max(self.sizes)}); one lasts "
+            f"{1000 * total / count:.1f} ms on average (wall time, event-loop waits included):"
+        )
+        for name, spent in parts.items():
+            print(f"   {1000 * spent / count:6.2f} ms  {name}")
+
+
+def _package(filename: str, function: str) -> str:
+    if filename == "~":  # a builtin: name it by what it is
+        if "epoll" in function or "select" in function:
+            return "epoll wait (idle, not CPU)"
+        if "socket" in function:
+            return "socket send/recv (syscalls)"
+        owner = re.search(r"of '([^']+)'", function)
+        if owner:
+            return f"builtin methods of {owner.group(1)}"
+        return "builtin functions (" + function.strip("{}").replace("built-in method ", "") + ")"
+    path = filename.replace("\\", "/")
+    for marker, name in (
+        ("/sqlalchemy/orm/", "sqlalchemy.orm (unit of work, identity map, loading)"),
+        ("/sqlalchemy/sql/", "sqlalchemy.sql (statement building, cache keys, compiling)"),
+        ("/sqlalchemy/engine/", "sqlalchemy.engine (execution, results)"),
+        ("/sqlalchemy/dialects/", "sqlalchemy asyncpg/aiosqlite adapter"),
+        ("/sqlalchemy/", "sqlalchemy (other: pool, util, greenlet bridge)"),
+        ("/asyncpg/", "asyncpg"),
+        ("/aiosqlite/", "aiosqlite"),
+        ("/redis/", "redis client"),
+        ("/grpc/", "grpc (python side)"),
+        ("/google/protobuf/", "protobuf"),
+        ("/asyncio/", "asyncio event loop"),
+        ("/services/runtime/", "services.runtime (interceptor, auth, metrics)"),
+        ("/services/quota/", "services.quota (servicer, ledger, store, domain)"),
+        ("/prometheus_client/", "prometheus_client"),
+        ("/bench/", "benchmark client (this process)"),
+        ("/eap/", "generated protobuf code"),
+    ):
+        if marker in path:
+            return name
+    return "other: " + path.rsplit("/", 1)[-1]
+
+
+def _self_time_by_package(profiler: cProfile.Profile) -> dict[str, float]:
+    totals: dict[str, float] = collections.defaultdict(float)
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    for (filename, _line, function), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        totals[_package(filename, function)] += tottime
+    return totals
 
 
 def main() -> int:
@@ -222,12 +398,19 @@ def main() -> int:
     parser.add_argument("--backend", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--pairs", type=int, default=300)
     parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--width", type=int, default=160, help="characters of SQL to show")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=64,
+        help="then time the batcher's transactions under this many clients (0: skip)",
+    )
     args = parser.parse_args()
     store = bench.postgres_database() if args.backend == "postgres" else bench.sqlite_database()
     with store as url:
         if args.backend == "postgres":
             bench._flush_redis()
-        asyncio.run(profile(args.backend, url, args.pairs, args.top))
+        asyncio.run(profile(args.backend, url, args.pairs, args.top, args.width, args.concurrency))
         if args.backend == "postgres":
             bench._flush_redis()
     return 0
