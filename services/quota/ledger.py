@@ -10,7 +10,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import astuple, dataclass, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -111,10 +111,9 @@ class UsageRow:
 def _fingerprint(command: object) -> str:
     """A digest of a request's fields: the same request always gives the
     same one (fields are plain values, datetimes and account keys)."""
-    fields = (
-        astuple(command) if is_dataclass(command) and not isinstance(command, type) else command
-    )
-    return hashlib.sha256(repr(fields).encode()).hexdigest()
+    if is_dataclass(command) and not isinstance(command, type):
+        command = tuple(getattr(command, field.name) for field in fields(command))
+    return hashlib.sha256(repr(command).encode()).hexdigest()
 
 
 def _balance(key: AccountKey, account: orm.Account) -> Balance:
