@@ -4,6 +4,7 @@ deadline, metrics, logging, and translation of errors into statuses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import traceback
@@ -125,24 +126,34 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         call.code = status.code
         await context.abort(status.code, status.details, status.trailing_metadata)
 
+    @contextlib.asynccontextmanager
+    async def _guarded(
+        self, grpc_type: str, service: str, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[None]:
+        """Runs a handler's body with the caller identified, under the call's
+        deadline, counted, and with any error turned into its status."""
+        call = _Call(grpc_type, service, method)
+        deadline = None
+        try:
+            self._enter(service, context)
+            deadline = asyncio.timeout(context.time_remaining())
+            async with deadline:
+                yield
+        except aio.AbortError:
+            raise
+        except asyncio.CancelledError:
+            call.code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as error:
+            await self._fail(call, context, error, deadline)
+        finally:
+            call.finish()
+
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            call = _Call("unary", service, method)
-            deadline = None
-            try:
-                self._enter(service, context)
-                deadline = asyncio.timeout(context.time_remaining())
-                async with deadline:
-                    return await behaviour(request, context)
-            except aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                await self._fail(call, context, error, deadline)
-            finally:
-                call.finish()
+            async with self._guarded("unary", service, method, context):
+                return await behaviour(request, context)
+            raise AssertionError("unreachable: _guarded aborts the call on error")
 
         return wrapped
 
@@ -150,22 +161,8 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         async def wrapped(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            call = _Call("server_stream", service, method)
-            deadline = None
-            try:
-                self._enter(service, context)
-                deadline = asyncio.timeout(context.time_remaining())
-                async with deadline:
-                    async for response in behaviour(request, context):
-                        yield response
-            except aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                call.code = grpc.StatusCode.CANCELLED
-                raise
-            except Exception as error:
-                await self._fail(call, context, error, deadline)
-            finally:
-                call.finish()
+            async with self._guarded("server_stream", service, method, context):
+                async for response in behaviour(request, context):
+                    yield response
 
         return wrapped
