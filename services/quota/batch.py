@@ -530,23 +530,8 @@ async def _read(
         # earlier tries of these reservations made, and the active holds
         # that already take the weeks asked for. (A week booked by a batch
         # still in flight elsewhere is caught by the unique index instead.)
-        hold_rows = await connection.execute(
-            select(HOLDS)
-            .where(
-                or_(
-                    HOLDS.c.hold_id.in_(padded(hold_ids)),
-                    HOLDS.c.idempotency_key.in_(padded(keys_wanted)),
-                    and_(
-                        HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
-                        tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(padded(weeks)),
-                    ),
-                )
-            )
-            .order_by(HOLDS.c.hold_id)
-            .with_for_update()
-        )
-        for row in hold_rows:
-            hold = dict(row._mapping)
+        hold_rows = await _read_holds(connection, hold_ids, keys_wanted, weeks)
+        for hold in hold_rows:
             week = (hold["employee_id"], hold["iso_week"])
             if hold["state"] in orm.ACTIVE_HOLD_STATES and week in weeks:
                 work.taken_weeks.add(week)
@@ -600,16 +585,65 @@ async def _due_holds(
     return [dict(row._mapping) for row in await connection.execute(query)]
 
 
+async def _read_holds(
+    connection: AsyncConnection,
+    hold_ids: set[str],
+    keys_wanted: set[str],
+    weeks: set[tuple[str, str]],
+) -> list[dict[str, Any]]:
+    """Locks and returns the holds with these ids or idempotency keys, and the
+    active holds of these employee-weeks."""
+    if connection.dialect.name == "postgresql":
+        # One SQL text with array parameters: no compiling, no IN lists.
+        rows = await connection.exec_driver_sql(
+            _POSTGRES_READ_HOLDS,
+            (
+                list(hold_ids),
+                list(keys_wanted),
+                [employee for employee, _ in weeks],
+                [week for _, week in weeks],
+            ),
+        )
+        return [dict(row._mapping) for row in rows]
+    rows = await connection.execute(
+        select(HOLDS)
+        .where(
+            or_(
+                HOLDS.c.hold_id.in_(padded(hold_ids)),
+                HOLDS.c.idempotency_key.in_(padded(keys_wanted)),
+                and_(
+                    HOLDS.c.state.in_(orm.ACTIVE_HOLD_STATES),
+                    tuple_(HOLDS.c.employee_id, HOLDS.c.iso_week).in_(padded(weeks)),
+                ),
+            )
+        )
+        .order_by(HOLDS.c.hold_id)
+        .with_for_update()
+    )
+    return [dict(row._mapping) for row in rows]
+
+
 async def _lock_accounts(
     connection: AsyncConnection, keys: Iterable[AccountKey]
 ) -> dict[AccountKey, _Account]:
-    columns = (ACCOUNTS.c.kind, ACCOUNTS.c.owner_id, ACCOUNTS.c.fiscal_year)
-    rows = await connection.execute(
-        select(ACCOUNTS)
-        .where(tuple_(*columns).in_(padded({_pk(key) for key in keys})))
-        .order_by(*columns)
-        .with_for_update()
-    )
+    if connection.dialect.name == "postgresql":
+        wanted = list(keys)
+        rows = await connection.exec_driver_sql(
+            _POSTGRES_LOCK_ACCOUNTS,
+            (
+                [key.kind.value for key in wanted],
+                [key.owner_id for key in wanted],
+                [key.fiscal_year for key in wanted],
+            ),
+        )
+    else:
+        columns = (ACCOUNTS.c.kind, ACCOUNTS.c.owner_id, ACCOUNTS.c.fiscal_year)
+        rows = await connection.execute(
+            select(ACCOUNTS)
+            .where(tuple_(*columns).in_(padded({_pk(key) for key in keys})))
+            .order_by(*columns)
+            .with_for_update()
+        )
     accounts = {}
     for row in rows:
         key = AccountKey(AccountKind(row.kind), row.owner_id, row.fiscal_year)
@@ -779,6 +813,22 @@ SELECT (SELECT count(*) FROM new_accounts), (SELECT count(*) FROM changed_accoun
 
 
 _POSTGRES_WRITE = _postgres_write_sql()
+
+_ACTIVE = ", ".join(f"'{state}'" for state in orm.ACTIVE_HOLD_STATES)
+_POSTGRES_READ_HOLDS = f"""
+SELECT {", ".join(HOLDS.c.keys())} FROM quota_holds
+WHERE hold_id = ANY($1::text[]) OR idempotency_key = ANY($2::text[])
+   OR (state IN ({_ACTIVE})
+       AND (employee_id, iso_week) IN (SELECT * FROM unnest($3::text[], $4::text[])))
+ORDER BY hold_id
+FOR UPDATE
+"""
+_POSTGRES_LOCK_ACCOUNTS = """
+SELECT kind, owner_id, fiscal_year, entitled, held, spent, staff_category FROM quota_accounts
+WHERE (kind, owner_id, fiscal_year) IN (SELECT * FROM unnest($1::text[], $2::text[], $3::int[]))
+ORDER BY kind, owner_id, fiscal_year
+FOR UPDATE
+"""
 
 
 def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
