@@ -4,7 +4,6 @@ deadline, metrics, logging, and translation of errors into statuses."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import traceback
@@ -31,24 +30,44 @@ Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamHandler = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
 
 
-class _Call:
-    """Bookkeeping of one call: its labels, clock and outcome."""
+class _Method:
+    """One RPC method's metric children, bound once: `labels()` per call is a
+    lock and a dict lookup each."""
 
     def __init__(self, grpc_type: str, service: str, method: str) -> None:
-        self.labels = (grpc_type, service, method)
+        self.service = service
+        self.method = method
+        labels = (grpc_type, service, method)
+        self.started = metrics.GRPC_STARTED.labels(*labels)
+        self.seconds = metrics.GRPC_HANDLING_SECONDS.labels(*labels)
+        self._handled = {
+            code: metrics.GRPC_HANDLED.labels(*labels, code.name) for code in grpc.StatusCode
+        }
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        return self._handled[code]
+
+
+class _Call:
+    """Bookkeeping of one call: its method, clock and outcome."""
+
+    __slots__ = ("code", "method", "started")
+
+    def __init__(self, method: _Method) -> None:
+        self.method = method
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
-        metrics.GRPC_STARTED.labels(*self.labels).inc()
+        method.started.inc()
 
     def finish(self) -> None:
         elapsed = time.perf_counter() - self.started
-        metrics.GRPC_HANDLED.labels(*self.labels, self.code.name).inc()
-        metrics.GRPC_HANDLING_SECONDS.labels(*self.labels).observe(elapsed)
+        self.method.handled(self.code).inc()
+        self.method.seconds.observe(elapsed)
         if self.code is not grpc.StatusCode.OK:
             log.info(
                 "rpc refused",
                 extra={
-                    "grpc_method": f"{self.labels[1]}/{self.labels[2]}",
+                    "grpc_method": f"{self.method.service}/{self.method.method}",
                     "grpc_code": self.code.name,
                     "ms": round(elapsed * 1000, 2),
                 },
@@ -58,6 +77,7 @@ class _Call:
 class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -68,6 +88,15 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         full_method = handler_call_details.method
+        cached = self._wrapped.get(full_method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, full_method)
+        self._wrapped[full_method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, full_method: str) -> Any:
+        """The method's handler inside the runtime's guard; built once per method."""
         service, _, method = full_method.lstrip("/").rpartition("/")
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -103,7 +132,8 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if isinstance(error, ServiceError):
             status = to_status(error)
         elif is_unavailable(error):
-            service = call.labels[1].split(".")[1] if "." in call.labels[1] else call.labels[1]
+            full = call.method.service
+            service = full.split(".")[1] if "." in full else full
             metrics.STORE_ERRORS.labels(service, "database").inc()
             status = to_status(Unavailable("a store the service needs is unreachable; retry"))
         elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
@@ -111,13 +141,13 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             await context.abort(call.code, "deadline exceeded")
         else:
             correlation_id = request_id_var.get() or uuid.uuid4().hex
-            metrics.UNEXPECTED_ERRORS.labels(call.labels[1], call.labels[2]).inc()
+            metrics.UNEXPECTED_ERRORS.labels(call.method.service, call.method.method).inc()
             # The stack and the exception's type, never its message: a
             # database error's message quotes the row, personal data and all.
             log.error(
                 "unexpected error",
                 extra={
-                    "grpc_method": f"{call.labels[1]}/{call.labels[2]}",
+                    "grpc_method": f"{call.method.service}/{call.method.method}",
                     "error_type": type(error).__qualname__,
                     "stack": "".join(traceback.format_tb(error.__traceback__)),
                 },
@@ -126,43 +156,59 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         call.code = status.code
         await context.abort(status.code, status.details, status.trailing_metadata)
 
-    @contextlib.asynccontextmanager
-    async def _guarded(
-        self, grpc_type: str, service: str, method: str, context: aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[None]:
-        """Runs a handler's body with the caller identified, under the call's
-        deadline, counted, and with any error turned into its status."""
-        call = _Call(grpc_type, service, method)
-        deadline = None
-        try:
-            self._enter(service, context)
-            deadline = asyncio.timeout(context.time_remaining())
-            async with deadline:
-                yield
-        except aio.AbortError:
-            raise
-        except asyncio.CancelledError:
-            call.code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception as error:
-            await self._fail(call, context, error, deadline)
-        finally:
-            call.finish()
-
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
+        bound = _Method("unary", service, method)
+
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
-            async with self._guarded("unary", service, method, context):
-                return await behaviour(request, context)
-            raise AssertionError("unreachable: _guarded aborts the call on error")
+            call = _Call(bound)
+            deadline = None
+            try:
+                self._enter(service, context)
+                deadline = asyncio.timeout(context.time_remaining())
+                async with deadline:
+                    return await behaviour(request, context)
+            except BaseException as error:
+                await self._handle(call, context, error, deadline)
+            finally:
+                call.finish()
 
         return wrapped
 
     def _server_stream(self, behaviour: StreamHandler, service: str, method: str) -> StreamHandler:
+        bound = _Method("server_stream", service, method)
+
         async def wrapped(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
-            async with self._guarded("server_stream", service, method, context):
-                async for response in behaviour(request, context):
-                    yield response
+            call = _Call(bound)
+            deadline = None
+            try:
+                self._enter(service, context)
+                deadline = asyncio.timeout(context.time_remaining())
+                async with deadline:
+                    async for response in behaviour(request, context):
+                        yield response
+            except BaseException as error:
+                await self._handle(call, context, error, deadline)
+            finally:
+                call.finish()
 
         return wrapped
+
+    async def _handle(
+        self,
+        call: _Call,
+        context: aio.ServicerContext[Any, Any],
+        error: BaseException,
+        deadline: asyncio.Timeout | None,
+    ) -> None:
+        """Re-raises what gRPC must see (an abort, a cancellation); turns
+        every other error into its status."""
+        if isinstance(error, aio.AbortError):
+            raise error
+        if isinstance(error, asyncio.CancelledError):
+            call.code = grpc.StatusCode.CANCELLED
+            raise error
+        if not isinstance(error, Exception):
+            raise error
+        await self._fail(call, context, error, deadline)
