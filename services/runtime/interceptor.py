@@ -40,12 +40,14 @@ class _Method:
         labels = (grpc_type, service, method)
         self.started = metrics.GRPC_STARTED.labels(*labels)
         self.seconds = metrics.GRPC_HANDLING_SECONDS.labels(*labels)
-        self._handled = {
-            code: metrics.GRPC_HANDLED.labels(*labels, code.name) for code in grpc.StatusCode
-        }
+        self._labels = labels
+        self._handled: dict[grpc.StatusCode, Any] = {}
 
     def handled(self, code: grpc.StatusCode) -> Any:
-        return self._handled[code]
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = metrics.GRPC_HANDLED.labels(*self._labels, code.name)
+        return child
 
 
 class _Call:
