@@ -1,0 +1,317 @@
+"""First-come-first-served booking: the baseline an optimizer has to beat.
+
+    python -m services.matcher.greedy INSTANCE.json [--order crisis-first|submitted] > SCHEDULE.json
+
+FORMAT.md calls the baseline "the first-come-first-served booking that most
+appointment systems do today", and gives crisis cases a deadline (rule 7)
+after which a session is worth nothing. The suite's programmes take crisis
+cases first, so the default order is: crisis cases first, by when they came
+in, then every other case by submission time (ties by case id).
+`--order submitted` is the strict queue, crisis cases included.
+
+Each case in turn books what a person clicking "earliest available" would
+get, and never looks back: one session a week (the counselling cadence),
+each in the earliest ISO week that still has a slot. Within that week the
+case's anchor counselor (the preferred one, else whoever held its first
+session) is tried first, then the earliest slot with anyone qualified
+(ties: cheaper provider, then counselor id). A crisis case's first session
+must start within the deadline or the case is left unserved. Nothing is
+booked before the case was submitted. Every hard rule of FORMAT.md is kept
+as it books, so the schedule is feasible by construction; the output
+depends on the instance alone (no clock, no randomness).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+
+from services.matcher.instance import (
+    Case,
+    CaseKind,
+    Counselor,
+    FormatError,
+    Instance,
+    Interval,
+    Schedule,
+    Session,
+    Unserved,
+    dump_schedule,
+    load_instance,
+)
+
+ORDERS = ("crisis-first", "submitted")
+ONE_MINUTE = timedelta(minutes=1)
+
+
+def booking_order(inst: Instance, order: str = "crisis-first") -> list[Case]:
+    def queue_key(c: Case) -> tuple[datetime, str]:
+        return (c.submitted, c.id)
+
+    if order == "submitted":
+        return sorted(inst.cases, key=queue_key)
+    if order != "crisis-first":
+        raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
+    return sorted(inst.cases, key=lambda c: (c.kind is not CaseKind.CRISIS, *queue_key(c)))
+
+
+def _days(interval: Interval) -> Iterator[date]:
+    day, last = interval.start.date(), (interval.end - ONE_MINUTE).date()
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def _align_up(moment: datetime, slot: int) -> datetime:
+    """The first slot boundary at or after `moment` (the format's times are
+    whole minutes, so seconds never need rounding)."""
+    past_midnight = moment.hour * 60 + moment.minute
+    return moment + timedelta(minutes=-past_midnight % slot)
+
+
+@dataclass(frozen=True)
+class _Offer:
+    start: datetime
+    counselor: Counselor
+    rate: Fraction
+
+    def key(self) -> tuple[datetime, Fraction, str]:
+        return (self.start, self.rate, self.counselor.id)
+
+
+@dataclass
+class _Ledger:
+    """What has been booked so far, and what is left to book with."""
+
+    inst: Instance
+    provider_minutes_left: dict[str, Fraction]
+    agency_left: dict[str, Fraction]
+    counselor_busy: dict[tuple[str, date], list[tuple[datetime, datetime]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    employee_busy: dict[str, list[tuple[datetime, datetime]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    employee_week: Counter[tuple[str, int, int]] = field(default_factory=Counter)
+    employee_minutes: Counter[str] = field(default_factory=Counter)
+    sessions: list[Session] = field(default_factory=list)
+
+    @classmethod
+    def fresh(cls, inst: Instance) -> _Ledger:
+        return cls(
+            inst,
+            provider_minutes_left={p.id: p.hours_cap * 60 for p in inst.providers},
+            agency_left={a.id: a.budget_ntd for a in inst.agencies},
+        )
+
+    def week_full(self, case: Case, week_start: datetime) -> bool:
+        iso = week_start.isocalendar()
+        taken = self.employee_week[(case.employee, iso.year, iso.week)]
+        return taken >= self.inst.rules.max_sessions_per_week
+
+    def entitled(self, case: Case) -> bool:
+        used = self.employee_minutes[case.employee] + case.minutes
+        return used <= case.employee_remaining_hours * 60
+
+    def affordable(self, case: Case, counselor: Counselor) -> bool:
+        cost = self.inst.rate_of(counselor) * case.minutes / 60
+        return (
+            self.provider_minutes_left[counselor.provider] >= case.minutes
+            and self.agency_left[case.agency] >= cost
+        )
+
+    def free(self, case: Case, counselor: Counselor, start: datetime, end: datetime) -> bool:
+        if len(self.counselor_busy[(counselor.id, start.date())]) >= counselor.max_sessions_per_day:
+            return False
+        # Sessions are filed by the day they start, so one that began the
+        # day before (and ran past midnight) has to be looked up there too.
+        earliest = (start - timedelta(minutes=self.inst.rules.max_session_minutes)).date()
+        day = earliest
+        while day <= end.date():
+            if any(a < end and start < b for a, b in self.counselor_busy[(counselor.id, day)]):
+                return False
+            day += timedelta(days=1)
+        # Not a hard rule, but one person cannot sit in two sessions at once.
+        return not any(a < end and start < b for a, b in self.employee_busy[case.employee])
+
+    def book(self, case: Case, counselor: Counselor, start: datetime) -> Session:
+        end = start + timedelta(minutes=case.minutes)
+        modality = next(m for m in case.modalities if m in counselor.modalities)
+        session = Session(case.id, counselor.id, start, case.minutes, modality)
+        self.counselor_busy[(counselor.id, start.date())].append((start, end))
+        self.employee_busy[case.employee].append((start, end))
+        iso = start.isocalendar()
+        self.employee_week[(case.employee, iso.year, iso.week)] += 1
+        self.employee_minutes[case.employee] += case.minutes
+        self.provider_minutes_left[counselor.provider] -= case.minutes
+        self.agency_left[case.agency] -= self.inst.rate_of(counselor) * case.minutes / 60
+        self.sessions.append(session)
+        return session
+
+
+class _Booker:
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.ledger = _Ledger.fresh(inst)
+        # Who is available on a day, by every day an interval touches, so a
+        # candidate start meets only that day's counselor intervals.
+        self.on_day: dict[date, list[tuple[Interval, Counselor]]] = defaultdict(list)
+        for k in inst.counselors:
+            for iv in k.availability:
+                for d in _days(iv):
+                    self.on_day[d].append((iv, k))
+
+    def _grid_starts(
+        self, case: Case, lo: datetime, hi: datetime, last_start: datetime
+    ) -> list[datetime]:
+        """Slot starts in [lo, hi), up to `last_start`, where the session fits
+        inside one interval of the case's availability (rule 2)."""
+        length = timedelta(minutes=case.minutes)
+        starts: set[datetime] = set()
+        for iv in case.availability:
+            t, end = _align_up(max(iv.start, lo), self.inst.slot_minutes), min(iv.end, hi)
+            while t + length <= end and t <= last_start:
+                starts.add(t)
+                t = _align_up(t + ONE_MINUTE, self.inst.slot_minutes)
+        return sorted(starts)
+
+    def _earliest(
+        self, case: Case, counselors: Sequence[Counselor], starts: Sequence[datetime]
+    ) -> _Offer | None:
+        """The earliest start some counselor can take; ties to the cheaper."""
+        wanted = {k.id for k in counselors}
+        length = timedelta(minutes=case.minutes)
+        for t in starts:
+            end = t + length
+            offers = [
+                _Offer(t, k, self.inst.rate_of(k))
+                for iv, k in self.on_day.get(t.date(), ())
+                if k.id in wanted and iv.holds(t, end) and self.ledger.free(case, k, t, end)
+            ]
+            if offers:
+                return min(offers, key=_Offer.key)
+        return None
+
+    def _in_week(
+        self,
+        case: Case,
+        counselors: Sequence[Counselor],
+        anchor: str | None,
+        lo: datetime,
+        hi: datetime,
+        last_start: datetime,
+    ) -> _Offer | None:
+        starts = self._grid_starts(case, lo, hi, last_start)
+        if not starts:
+            return None
+        usable = [k for k in counselors if self.ledger.affordable(case, k)]
+        mine = [k for k in usable if k.id == anchor]
+        return self._earliest(case, mine, starts) or self._earliest(case, usable, starts)
+
+    def next_session(
+        self,
+        case: Case,
+        counselors: Sequence[Counselor],
+        anchor: str | None,
+        not_before: datetime,
+        last_start: datetime,
+    ) -> _Offer | None:
+        """The earliest week from `not_before` with a slot, anchor first."""
+        h = self.inst.horizon
+        week = h.start + timedelta(weeks=max(0, (not_before - h.start) // timedelta(weeks=1)))
+        while week < h.end and week <= last_start:
+            next_week = week + timedelta(weeks=1)
+            if not self.ledger.week_full(case, week):
+                offer = self._in_week(
+                    case, counselors, anchor, max(week, not_before), next_week, last_start
+                )
+                if offer is not None:
+                    return offer
+            week = next_week
+        return None
+
+    def serve(self, case: Case) -> Unserved | None:
+        inst = self.inst
+        counselors = inst.qualified(case)
+        if case.sessions == 0:
+            return None
+        if not inst.rules.min_session_minutes <= case.minutes <= inst.rules.max_session_minutes:
+            return Unserved(case.id, case.sessions, "the case's session length is not allowed")
+        ref = inst.reference_time(case)
+        anchor = case.preferred_counselor
+        not_before = ref
+        got = 0
+        while got < case.sessions and self.ledger.entitled(case):
+            last_start = inst.horizon.end
+            if case.kind is CaseKind.CRISIS and got == 0:
+                last_start = ref + inst.rules.crisis_deadline
+            offer = self.next_session(case, counselors, anchor, not_before, last_start)
+            if offer is None:
+                break
+            session = self.ledger.book(case, offer.counselor, offer.start)
+            anchor = anchor or offer.counselor.id
+            got += 1
+            # one session a week: the next one no earlier than next Monday
+            monday = session.start.date() - timedelta(days=session.start.weekday())
+            not_before = datetime.combine(
+                monday + timedelta(weeks=1), datetime.min.time(), tzinfo=session.start.tzinfo
+            )
+        if got == case.sessions:
+            return None
+        return Unserved(case.id, case.sessions - got, self._why(case, counselors, got))
+
+    def _why(self, case: Case, counselors: Sequence[Counselor], got: int) -> str:
+        """The likeliest reason a case stopped short, for people to read."""
+        ledger = self.ledger
+        if not counselors:
+            return "no counselor offers this category in a modality the case accepts"
+        if not ledger.entitled(case):
+            return "the employee's entitlement is used up"
+        if case.kind is CaseKind.CRISIS and got == 0:
+            hours = self.inst.rules.crisis_deadline_hours
+            return f"no qualified slot free within the crisis deadline ({hours} h)"
+        cheapest = min(self.inst.rate_of(k) for k in counselors) * case.minutes / 60
+        if ledger.agency_left[case.agency] < cheapest:
+            return "the agency's budget is spent"
+        if all(ledger.provider_minutes_left[k.provider] < case.minutes for k in counselors):
+            return "the qualified providers' contracted hours are used up"
+        return "no free slot with a qualified counselor when this case's turn came"
+
+
+def solve(inst: Instance, order: str = "crisis-first") -> Schedule:
+    booker = _Booker(inst)
+    unserved = [u for c in booking_order(inst, order) if (u := booker.serve(c)) is not None]
+    return Schedule(
+        instance=inst.name,
+        sessions=tuple(sorted(booker.ledger.sessions, key=lambda s: (s.start, s.counselor))),
+        unserved=tuple(sorted(unserved, key=lambda u: u.case)),
+        solver={"name": "fcfs-greedy", "order": order, "status": "heuristic"},
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.matcher.greedy",
+        description="First-come-first-served booking of an instance; the schedule on stdout.",
+    )
+    parser.add_argument("instance")
+    parser.add_argument("--order", choices=ORDERS, default="crisis-first")
+    args = parser.parse_args(argv)
+    try:
+        inst = load_instance(args.instance)
+    except (OSError, FormatError) as e:
+        print(f"greedy: cannot read input: {e}", file=sys.stderr)
+        return 2
+    json.dump(dump_schedule(solve(inst, args.order)), sys.stdout, ensure_ascii=False, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
