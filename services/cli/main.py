@@ -57,6 +57,13 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _match(args: argparse.Namespace, settings: Settings) -> int:
+    from services.matcher import generate, greedy, verify
+
+    tool = {"generate": generate.main, "baseline": greedy.main, "verify": verify.main}
+    return tool[args.match_command](args.rest)
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.demo import run_demo
 
@@ -82,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         "verify", help="prove that every balance equals the sum of its ledger entries"
     )
     verify.set_defaults(run=_quota_verify)
+
+    match = commands.add_parser(
+        "match",
+        help="the matching benchmark format: generate instances, book them first-come-"
+        "first-served, verify and score schedules",
+    )
+    match.add_argument("match_command", choices=["generate", "baseline", "verify"])
+    match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
+    match.set_defaults(run=_match)
 
     demo = commands.add_parser("demo", help="tell the suite's story on embedded defaults")
     demo.add_argument("--keep", action="store_true", help="keep the demo's database")
