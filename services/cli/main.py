@@ -58,9 +58,14 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from services.matcher import generate, greedy, verify
+    from services.matcher import generate, greedy, solver, verify
 
-    tool = {"generate": generate.main, "baseline": greedy.main, "verify": verify.main}
+    tool = {
+        "generate": generate.main,
+        "baseline": greedy.main,
+        "solve": solver.main,
+        "verify": verify.main,
+    }
     return tool[args.match_command](args.rest)
 
 
@@ -93,9 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     match = commands.add_parser(
         "match",
         help="the matching benchmark format: generate instances, book them first-come-"
-        "first-served, verify and score schedules",
+        "first-served, solve them with CP-SAT, verify and score schedules",
     )
-    match.add_argument("match_command", choices=["generate", "baseline", "verify"])
+    match.add_argument("match_command", choices=["generate", "baseline", "solve", "verify"])
     match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     match.set_defaults(run=_match)
 

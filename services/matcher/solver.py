@@ -1,0 +1,388 @@
+"""Optimized matching of cases to counselor slots with OR-Tools CP-SAT.
+
+    python -m services.matcher.solver INSTANCE.json [--time-limit S] [-o SCHEDULE.json]
+
+The model is built in one place (`build_model`), one boolean per candidate
+session (case, counselor, start), with the constraints grouped by the hard
+rule of FORMAT.md they encode and the objective term by term. Candidates
+are pruned before the model is built: per case, counselor and day only the
+earliest few starts are kept (waiting costs, so later starts on the same day
+rarely win), plus every session of the first-come-first-served schedule,
+which is also given to CP-SAT as its hint. The schedule returned is the
+better, by our verifier's exact score, of the solver's and the baseline's:
+never worse than first-come-first-served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+
+from ortools.sat.python import cp_model
+
+from services.matcher import greedy
+from services.matcher.instance import (
+    Case,
+    CaseKind,
+    Counselor,
+    FormatError,
+    Instance,
+    Schedule,
+    Session,
+    Unserved,
+    dump_schedule,
+    load_instance,
+)
+from services.matcher.verify import verify
+
+STARTS_PER_DAY = 3  # earliest candidate starts kept per case, counselor and day
+SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
+
+
+@dataclass(frozen=True)
+class Candidate:
+    case: Case
+    counselor: Counselor
+    start: datetime
+    modality: str
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(minutes=self.case.minutes)
+
+    def session(self) -> Session:
+        return Session(
+            self.case.id, self.counselor.id, self.start, self.case.minutes, self.modality
+        )
+
+
+@dataclass
+class Model:
+    model: cp_model.CpModel
+    chosen: dict[Candidate, cp_model.IntVar] = field(default_factory=dict)
+    # The objective's helpers, kept to hint them too: a partial hint leaves
+    # CP-SAT to complete it, which it often fails to do in time.
+    first: dict[Candidate, cp_model.IntVar] = field(default_factory=dict)
+    with_anchor: dict[Candidate, cp_model.IntVar] = field(default_factory=dict)
+    anchor: dict[tuple[str, str], cp_model.IntVar] = field(default_factory=dict)
+
+
+def _modality(case: Case, counselor: Counselor) -> str:
+    return next(m for m in case.modalities if m in counselor.modalities)
+
+
+def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
+    """Slot-aligned starts where the whole session fits inside one interval
+    of the counselor and one of the case, within the horizon, not before the
+    case was submitted (rule 2)."""
+    length = timedelta(minutes=case.minutes)
+    step = timedelta(minutes=inst.slot_minutes)
+    starts = []
+    for mine in counselor.availability:
+        for theirs in case.availability:
+            begin = max(mine.start, theirs.start, inst.horizon.start, case.submitted)
+            end = min(mine.end, theirs.end, inst.horizon.end)
+            midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
+            offset = (begin - midnight) % step
+            start = begin if not offset else begin + (step - offset)
+            while start + length <= end:
+                starts.append(start)
+                start += step
+    return sorted(set(starts))
+
+
+def candidates(inst: Instance, baseline: Schedule) -> list[Candidate]:
+    chosen: dict[tuple[str, str, datetime], Candidate] = {}
+    for case in inst.cases:
+        for counselor in inst.qualified(case):
+            per_day: dict[date, int] = defaultdict(int)
+            for start in _starts(inst, case, counselor):
+                if per_day[start.date()] < STARTS_PER_DAY:
+                    per_day[start.date()] += 1
+                    chosen[(case.id, counselor.id, start)] = Candidate(
+                        case, counselor, start, _modality(case, counselor)
+                    )
+    for session in baseline.sessions:
+        case = inst.case_by_id[session.case]
+        counselor = inst.counselor_by_id[session.counselor]
+        chosen[(case.id, counselor.id, session.start)] = Candidate(
+            case, counselor, session.start, session.modality
+        )
+    return list(chosen.values())
+
+
+def _iso_week(moment: datetime) -> tuple[int, int]:
+    year, week, _ = moment.isocalendar()
+    return year, week
+
+
+def _scaled(value: Fraction) -> int:
+    return round(value * SCALE)
+
+
+def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
+    m = Model(cp_model.CpModel())
+    model = m.model
+    for cand in cands:
+        m.chosen[cand] = model.new_bool_var(f"x[{cand.case.id},{cand.counselor.id},{cand.start}]")
+    by_case: dict[str, list[Candidate]] = defaultdict(list)
+    by_counselor: dict[str, list[Candidate]] = defaultdict(list)
+    for cand in cands:
+        by_case[cand.case.id].append(cand)
+        by_counselor[cand.counselor.id].append(cand)
+    x = m.chosen
+
+    # Rule 3: a counselor's sessions never overlap; at most max_sessions_per_day a day.
+    for counselor_id, own in by_counselor.items():
+        origin = inst.horizon.start
+        intervals = []
+        per_day: dict[date, list[cp_model.IntVar]] = defaultdict(list)
+        for cand in own:
+            begin = int((cand.start - origin).total_seconds() // 60)
+            intervals.append(
+                model.new_optional_fixed_size_interval_var(
+                    begin, cand.case.minutes, x[cand], f"busy[{counselor_id},{cand.start}]"
+                )
+            )
+            per_day[cand.start.date()].append(x[cand])
+        model.add_no_overlap(intervals)
+        limit = inst.counselor_by_id[counselor_id].max_sessions_per_day
+        for day_vars in per_day.values():
+            if len(day_vars) > limit:
+                model.add(sum(day_vars) <= limit)
+
+    # Rule 4: a case gets at most its sessions; an employee at most
+    # max_sessions_per_week a week and their remaining hours in all.
+    weekly: dict[tuple[str, tuple[int, int]], list[cp_model.IntVar]] = defaultdict(list)
+    employee_minutes: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
+    entitlement: dict[str, Fraction] = {}
+    for case_id, own in by_case.items():
+        case = inst.case_by_id[case_id]
+        model.add(sum(x[c] for c in own) <= case.sessions)
+        for cand in own:
+            weekly[(case.employee, _iso_week(cand.start))].append(x[cand])
+            employee_minutes[case.employee].append((x[cand], case.minutes))
+        entitlement[case.employee] = case.employee_remaining_hours
+    for week_vars in weekly.values():
+        if len(week_vars) > inst.rules.max_sessions_per_week:
+            model.add(sum(week_vars) <= inst.rules.max_sessions_per_week)
+    for employee, terms in employee_minutes.items():
+        model.add(sum(v * minutes for v, minutes in terms) <= int(entitlement[employee] * 60))
+
+    # Rule 5: a provider's counselors hold at most its hours cap.
+    provider_minutes: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
+    for cand in cands:
+        provider_minutes[cand.counselor.provider].append((x[cand], cand.case.minutes))
+    for provider_id, terms in provider_minutes.items():
+        cap = inst.provider_by_id[provider_id].hours_cap
+        model.add(sum(v * minutes for v, minutes in terms) <= int(cap * 60))
+
+    # Rule 6: an agency's cases cost at most its budget (in NT$ x 60, whole numbers
+    # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
+    agency_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
+    for cand in cands:
+        sixtieths = inst.rate_of(cand.counselor) * cand.case.minutes
+        agency_cost[cand.case.agency].append((x[cand], -int(-sixtieths // 1)))
+    for agency_id, terms in agency_cost.items():
+        budget = inst.agency_by_id[agency_id].budget_ntd
+        model.add(sum(v * cost for v, cost in terms) <= int(budget * 60))
+
+    # Rule 7: a crisis case with sessions has its first one inside the deadline.
+    deadline = timedelta(hours=float(inst.rules.crisis_deadline_hours))
+    for case_id, own in by_case.items():
+        case = inst.case_by_id[case_id]
+        if case.kind is not CaseKind.CRISIS:
+            continue
+        early = [x[c] for c in own if c.start <= inst.reference_time(case) + deadline]
+        for cand in own:
+            model.add(sum(early) >= 1).only_enforce_if(x[cand])
+
+    # Objective, term by term as FORMAT.md states it, in SCALE units.
+    weights = inst.weights
+    objective: list[cp_model.LinearExprT] = []
+    for cand in cands:
+        per_session = (
+            weights.crisis_session if cand.case.kind is CaseKind.CRISIS else weights.session
+        )
+        cost = inst.rate_of(cand.counselor) * cand.case.minutes / 60
+        objective.append(_scaled(per_session - weights.cost_per_kntd * cost / 1000) * x[cand])
+    for case_id, own in by_case.items():
+        case = inst.case_by_id[case_id]
+        # Continuity: sessions with the anchor counselor, who is the preferred
+        # one if set, else whichever holds most of the case's sessions: a
+        # chosen anchor per case, so the maximum falls out of the optimum.
+        counselors = sorted({c.counselor.id for c in own})
+        if case.preferred_counselor is not None:
+            anchors = {case.preferred_counselor: 1}
+        else:
+            anchor = {k: model.new_bool_var(f"anchor[{case_id},{k}]") for k in counselors}
+            model.add_at_most_one(anchor.values())
+            m.anchor.update(((case_id, k), var) for k, var in anchor.items())
+            anchors = anchor  # type: ignore[assignment]
+        for cand in own:
+            if cand.counselor.id not in anchors:
+                continue
+            with_anchor = m.with_anchor[cand] = model.new_bool_var(
+                f"continuity[{case_id},{cand.start}]"
+            )
+            model.add_implication(with_anchor, x[cand])
+            flag = anchors[cand.counselor.id]
+            if not isinstance(flag, int):
+                model.add_implication(with_anchor, flag)
+            objective.append(_scaled(weights.continuity) * with_anchor)
+        # Waiting: from the reference time to the first session, or to the
+        # horizon's end without one. `first` marks the session that counts.
+        reference = inst.reference_time(case)
+        unserved_wait = max(inst.horizon.end - reference, timedelta())
+        wait_minutes = int(unserved_wait.total_seconds() // 60)
+        objective.append(-_scaled(weights.wait_day * Fraction(wait_minutes, 1440)))
+        firsts = []
+        for cand in own:
+            first = m.first[cand] = model.new_bool_var(f"first[{case_id},{cand.start}]")
+            model.add_implication(first, x[cand])
+            firsts.append(first)
+            waited = max(int((cand.start - reference).total_seconds() // 60), 0)
+            saved = Fraction(wait_minutes - waited, 1440)
+            objective.append(_scaled(weights.wait_day * saved) * first)
+        model.add_at_most_one(firsts)
+    # Cases no counselor can take wait the whole horizon: a constant, kept so
+    # that the objective and its bound read as the score FORMAT.md defines.
+    for case in inst.cases:
+        if case.id not in by_case:
+            idle = max(inst.horizon.end - inst.reference_time(case), timedelta())
+            minutes = int(idle.total_seconds() // 60)
+            objective.append(-_scaled(weights.wait_day * Fraction(minutes, 1440)))
+    model.maximize(sum(objective))
+    return m
+
+
+def _unserved(inst: Instance, sessions: Sequence[Session]) -> tuple[Unserved, ...]:
+    booked: dict[str, int] = defaultdict(int)
+    for session in sessions:
+        booked[session.case] += 1
+    return tuple(
+        Unserved(
+            case.id,
+            case.sessions - booked[case.id],
+            "the optimum under the weekly, hour-cap and budget rules leaves these out",
+        )
+        for case in inst.cases
+        if booked[case.id] < case.sessions
+    )
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    schedule: Schedule
+    status: str
+    objective: float
+    bound: float
+    seconds: float
+    used: str  # "cp-sat" or "baseline"
+
+
+def _hint(inst: Instance, built: Model, baseline: Schedule) -> None:
+    """Gives CP-SAT the baseline as a complete starting solution."""
+    booked = {(s.case, s.counselor, s.start) for s in baseline.sessions}
+    earliest: dict[str, datetime] = {}
+    held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for s in baseline.sessions:
+        earliest[s.case] = min(earliest.get(s.case, s.start), s.start)
+        held[s.case][s.counselor] += 1
+    anchors = {}
+    for case in inst.cases:
+        counts = held.get(case.id)
+        if case.preferred_counselor is not None:
+            anchors[case.id] = case.preferred_counselor
+        elif counts:
+            anchors[case.id] = max(sorted(counts), key=lambda k: counts[k])
+    for cand, var in built.chosen.items():
+        on = (cand.case.id, cand.counselor.id, cand.start) in booked
+        built.model.add_hint(var, on)
+        if cand in built.first:
+            built.model.add_hint(built.first[cand], on and earliest[cand.case.id] == cand.start)
+        if cand in built.with_anchor:
+            built.model.add_hint(
+                built.with_anchor[cand], on and anchors.get(cand.case.id) == cand.counselor.id
+            )
+    for (case_id, counselor_id), var in built.anchor.items():
+        built.model.add_hint(var, anchors.get(case_id) == counselor_id)
+
+
+def solve(inst: Instance, time_limit: float = 30.0, workers: int = 2) -> SolveReport:
+    began = time.monotonic()
+    baseline = greedy.solve(inst)
+    cands = candidates(inst, baseline)
+    built = build_model(inst, cands)
+    _hint(inst, built, baseline)
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = max(time_limit - (time.monotonic() - began), 1.0)
+    solver.parameters.num_workers = workers
+    status = solver.solve(built.model)
+    name = solver.status_name(status)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        return SolveReport(baseline, name, 0.0, 0.0, time.monotonic() - began, "baseline")
+    sessions = tuple(
+        sorted(
+            (cand.session() for cand, var in built.chosen.items() if solver.value(var)),
+            key=lambda s: (s.start, s.counselor),
+        )
+    )
+    found = Schedule(inst.name, sessions, _unserved(inst, sessions))
+    ours, theirs = verify(inst, found), verify(inst, baseline)
+    better = not ours.violations and ours.score >= theirs.score
+    chosen = found if better else baseline
+    return SolveReport(
+        chosen,
+        name,
+        solver.objective_value / SCALE,
+        solver.best_objective_bound / SCALE,
+        time.monotonic() - began,
+        "cp-sat" if better else "baseline",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="eapctl match solve", description="Optimized matching of an instance with CP-SAT."
+    )
+    parser.add_argument("instance")
+    parser.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
+    parser.add_argument("-o", "--output", help="schedule file (default: stdout)")
+    args = parser.parse_args(argv)
+    try:
+        inst = load_instance(args.instance)
+    except (OSError, FormatError) as error:
+        print(f"solve: cannot read input: {error}", file=sys.stderr)
+        return 2
+    report = solve(inst, args.time_limit)
+    schedule = Schedule(
+        report.schedule.instance,
+        report.schedule.sessions,
+        report.schedule.unserved,
+        {
+            "engine": report.used,
+            "status": report.status,
+            "objective": round(report.objective, 2),
+            "bound": round(report.bound, 2),
+            "wall_seconds": round(report.seconds, 2),
+        },
+    )
+    text = json.dumps(dump_schedule(schedule), ensure_ascii=False, indent=1) + "\n"
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as out:
+            out.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
