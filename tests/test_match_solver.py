@@ -21,6 +21,8 @@ def test_solver_keeps_every_rule_and_beats_or_matches_the_baseline(seed: int) ->
     assert ours.violations == ()
     assert ours.score >= baseline.score
     if report.used == "cp-sat":
-        # The model's objective is the score FORMAT.md defines, not a proxy.
-        assert report.objective == pytest.approx(float(ours.score), abs=0.01)
-        assert report.bound >= report.objective - 0.01
+        # The model's objective is the score FORMAT.md defines, not a proxy:
+        # its helpers (first session, anchor) can only undercount a solution
+        # found before optimality, and no schedule scores above the bound.
+        assert report.objective <= float(ours.score) + 0.01
+        assert float(ours.score) <= report.bound + 0.01
