@@ -123,41 +123,6 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if service not in _UNAUTHENTICATED_SERVICES:
             set_identity(self._authenticator.identify(metadata))
 
-    async def _fail(
-        self,
-        call: _Call,
-        context: aio.ServicerContext[Any, Any],
-        error: BaseException,
-        deadline: asyncio.Timeout | None,
-    ) -> None:
-        """Aborts the call with the status that `error` deserves."""
-        if isinstance(error, ServiceError):
-            status = to_status(error)
-        elif is_unavailable(error):
-            full = call.method.service
-            service = full.split(".")[1] if "." in full else full
-            metrics.STORE_ERRORS.labels(service, "database").inc()
-            status = to_status(Unavailable("a store the service needs is unreachable; retry"))
-        elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
-            call.code = grpc.StatusCode.DEADLINE_EXCEEDED
-            await context.abort(call.code, "deadline exceeded")
-        else:
-            correlation_id = request_id_var.get() or uuid.uuid4().hex
-            metrics.UNEXPECTED_ERRORS.labels(call.method.service, call.method.method).inc()
-            # The stack and the exception's type, never its message: a
-            # database error's message quotes the row, personal data and all.
-            log.error(
-                "unexpected error",
-                extra={
-                    "grpc_method": f"{call.method.service}/{call.method.method}",
-                    "error_type": type(error).__qualname__,
-                    "stack": "".join(traceback.format_tb(error.__traceback__)),
-                },
-            )
-            status = internal_status(correlation_id)
-        call.code = status.code
-        await context.abort(status.code, status.details, status.trailing_metadata)
-
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
         bound = _Method("unary", service, method)
 
@@ -213,4 +178,29 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             raise error
         if not isinstance(error, Exception):
             raise error
-        await self._fail(call, context, error, deadline)
+        if isinstance(error, ServiceError):
+            status = to_status(error)
+        elif is_unavailable(error):
+            full = call.method.service
+            service = full.split(".")[1] if "." in full else full
+            metrics.STORE_ERRORS.labels(service, "database").inc()
+            status = to_status(Unavailable("a store the service needs is unreachable; retry"))
+        elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
+            call.code = grpc.StatusCode.DEADLINE_EXCEEDED
+            await context.abort(call.code, "deadline exceeded")
+        else:
+            correlation_id = request_id_var.get() or uuid.uuid4().hex
+            metrics.UNEXPECTED_ERRORS.labels(call.method.service, call.method.method).inc()
+            # The stack and the exception's type, never its message: a
+            # database error's message quotes the row, personal data and all.
+            log.error(
+                "unexpected error",
+                extra={
+                    "grpc_method": f"{call.method.service}/{call.method.method}",
+                    "error_type": type(error).__qualname__,
+                    "stack": "".join(traceback.format_tb(error.__traceback__)),
+                },
+            )
+            status = internal_status(correlation_id)
+        call.code = status.code
+        await context.abort(status.code, status.details, status.trailing_metadata)
