@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.matcher import greedy
+from services.matcher import greedy, solver
 from services.matcher.generate import generate
 from services.matcher.instance import load_instance
 from services.matcher.solver import solve
@@ -26,3 +26,18 @@ def test_solver_keeps_every_rule_and_beats_or_matches_the_baseline(seed: int) ->
         # found before optimality, and no schedule scores above the bound.
         assert report.objective <= float(ours.score) + 0.01
         assert float(ours.score) <= report.bound + 0.01
+
+
+def test_neighbourhood_search_keeps_every_rule_and_never_loses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Force the path large instances take, on an instance small enough to test.
+    monkeypatch.setattr(solver, "WHOLE_MODEL_CASES", 10)
+    monkeypatch.setattr(solver, "NEIGHBOURHOOD_CASES", 20)
+    inst = load_instance(generate("S", 2))
+    report = solver.solve(inst, time_limit=6)
+    assert report.used in ("cp-sat-lns", "baseline") and report.bound is None
+    ours = verify(inst, report.schedule)
+    assert ours.violations == ()
+    assert ours.score >= verify(inst, greedy.solve(inst)).score
+    assert float(ours.score) == pytest.approx(report.objective, abs=0.01)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from collections import defaultdict
@@ -43,6 +44,10 @@ from services.matcher.instance import (
 from services.matcher.verify import verify
 
 STARTS_PER_DAY = 3  # earliest candidate starts kept per case, counselor and day
+# Up to this many cases, one model of the whole instance; beyond, neighbourhoods.
+WHOLE_MODEL_CASES = 150
+NEIGHBOURHOOD_CASES = 40  # cases re-planned together, about an S instance
+NEIGHBOURHOOD_SECONDS = 1.5
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
 
 
@@ -98,9 +103,13 @@ def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
     return sorted(set(starts))
 
 
-def candidates(inst: Instance, baseline: Schedule) -> list[Candidate]:
+def candidates(inst: Instance, baseline: Schedule, free: set[str] | None = None) -> list[Candidate]:
+    """Candidate sessions of the `free` cases (all when None), plus the
+    baseline's sessions of those cases."""
     chosen: dict[tuple[str, str, datetime], Candidate] = {}
     for case in inst.cases:
+        if free is not None and case.id not in free:
+            continue
         for counselor in inst.qualified(case):
             per_day: dict[date, int] = defaultdict(int)
             for start in _starts(inst, case, counselor):
@@ -110,12 +119,38 @@ def candidates(inst: Instance, baseline: Schedule) -> list[Candidate]:
                         case, counselor, start, _modality(case, counselor)
                     )
     for session in baseline.sessions:
+        if free is not None and session.case not in free:
+            continue
         case = inst.case_by_id[session.case]
         counselor = inst.counselor_by_id[session.counselor]
         chosen[(case.id, counselor.id, session.start)] = Candidate(
             case, counselor, session.start, session.modality
         )
     return list(chosen.values())
+
+
+class _Held:
+    """What fixed sessions already take of each limit."""
+
+    def __init__(self, inst: Instance, fixed: Sequence[Session]) -> None:
+        self.cases = {s.case for s in fixed}
+        self.busy: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.per_day: dict[tuple[str, date], int] = defaultdict(int)
+        self.weekly: dict[tuple[str, tuple[int, int]], int] = defaultdict(int)
+        self.employee_minutes: dict[str, int] = defaultdict(int)
+        self.provider_minutes: dict[str, int] = defaultdict(int)
+        self.agency_sixtieths: dict[str, int] = defaultdict(int)
+        for session in fixed:
+            case = inst.case_by_id[session.case]
+            counselor = inst.counselor_by_id[session.counselor]
+            begin = int((session.start - inst.horizon.start).total_seconds() // 60)
+            self.busy[counselor.id].append((begin, session.minutes))
+            self.per_day[(counselor.id, session.start.date())] += 1
+            self.weekly[(case.employee, _iso_week(session.start))] += 1
+            self.employee_minutes[case.employee] += session.minutes
+            self.provider_minutes[counselor.provider] += session.minutes
+            sixtieths = inst.rate_of(counselor) * session.minutes
+            self.agency_sixtieths[case.agency] += -int(-sixtieths // 1)
 
 
 def _iso_week(moment: datetime) -> tuple[int, int]:
@@ -127,7 +162,9 @@ def _scaled(value: Fraction) -> int:
     return round(value * SCALE)
 
 
-def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
+def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Session] = ()) -> Model:
+    """The model over `cands`; `fixed` sessions (of other cases) stay as they
+    are and only take their share of every limit."""
     m = Model(cp_model.CpModel())
     model = m.model
     for cand in cands:
@@ -138,6 +175,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
         by_case[cand.case.id].append(cand)
         by_counselor[cand.counselor.id].append(cand)
     x = m.chosen
+    held = _Held(inst, fixed)
 
     # Rule 3: a counselor's sessions never overlap; at most max_sessions_per_day a day.
     for counselor_id, own in by_counselor.items():
@@ -152,11 +190,14 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
                 )
             )
             per_day[cand.start.date()].append(x[cand])
+        for begin, size in held.busy[counselor_id]:
+            intervals.append(model.new_fixed_size_interval_var(begin, size, "fixed"))
         model.add_no_overlap(intervals)
         limit = inst.counselor_by_id[counselor_id].max_sessions_per_day
-        for day_vars in per_day.values():
-            if len(day_vars) > limit:
-                model.add(sum(day_vars) <= limit)
+        for day, day_vars in per_day.items():
+            room = limit - held.per_day[(counselor_id, day)]
+            if len(day_vars) > room:
+                model.add(sum(day_vars) <= room)
 
     # Rule 4: a case gets at most its sessions; an employee at most
     # max_sessions_per_week a week and their remaining hours in all.
@@ -170,11 +211,13 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
             weekly[(case.employee, _iso_week(cand.start))].append(x[cand])
             employee_minutes[case.employee].append((x[cand], case.minutes))
         entitlement[case.employee] = case.employee_remaining_hours
-    for week_vars in weekly.values():
-        if len(week_vars) > inst.rules.max_sessions_per_week:
-            model.add(sum(week_vars) <= inst.rules.max_sessions_per_week)
+    for key, week_vars in weekly.items():
+        room = inst.rules.max_sessions_per_week - held.weekly[key]
+        if len(week_vars) > room:
+            model.add(sum(week_vars) <= room)
     for employee, terms in employee_minutes.items():
-        model.add(sum(v * minutes for v, minutes in terms) <= int(entitlement[employee] * 60))
+        room_minutes = int(entitlement[employee] * 60) - held.employee_minutes[employee]
+        model.add(sum(v * minutes for v, minutes in terms) <= room_minutes)
 
     # Rule 5: a provider's counselors hold at most its hours cap.
     provider_minutes: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
@@ -182,7 +225,8 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
         provider_minutes[cand.counselor.provider].append((x[cand], cand.case.minutes))
     for provider_id, terms in provider_minutes.items():
         cap = inst.provider_by_id[provider_id].hours_cap
-        model.add(sum(v * minutes for v, minutes in terms) <= int(cap * 60))
+        room_minutes = int(cap * 60) - held.provider_minutes[provider_id]
+        model.add(sum(v * minutes for v, minutes in terms) <= room_minutes)
 
     # Rule 6: an agency's cases cost at most its budget (in NT$ x 60, whole numbers
     # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
@@ -192,7 +236,8 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
         agency_cost[cand.case.agency].append((x[cand], -int(-sixtieths // 1)))
     for agency_id, terms in agency_cost.items():
         budget = inst.agency_by_id[agency_id].budget_ntd
-        model.add(sum(v * cost for v, cost in terms) <= int(budget * 60))
+        room_cost = int(budget * 60) - held.agency_sixtieths[agency_id]
+        model.add(sum(v * cost for v, cost in terms) <= room_cost)
 
     # Rule 7: a crisis case with sessions has its first one inside the deadline.
     deadline = timedelta(hours=float(inst.rules.crisis_deadline_hours))
@@ -255,7 +300,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate]) -> Model:
     # Cases no counselor can take wait the whole horizon: a constant, kept so
     # that the objective and its bound read as the score FORMAT.md defines.
     for case in inst.cases:
-        if case.id not in by_case:
+        if case.id not in by_case and case.id not in held.cases:
             idle = max(inst.horizon.end - inst.reference_time(case), timedelta())
             minutes = int(idle.total_seconds() // 60)
             objective.append(-_scaled(weights.wait_day * Fraction(minutes, 1440)))
@@ -283,9 +328,20 @@ class SolveReport:
     schedule: Schedule
     status: str
     objective: float
-    bound: float
+    bound: float | None  # None when the search proves no bound (neighbourhoods)
     seconds: float
-    used: str  # "cp-sat" or "baseline"
+    used: str  # "cp-sat", "cp-sat-lns" or "baseline"
+
+
+def solve(inst: Instance, time_limit: float = 30.0, workers: int = 2, seed: int = 1) -> SolveReport:
+    """The best schedule found within `time_limit` seconds: one model of the
+    whole instance when it is small, else large-neighbourhood search (free a
+    few dozen cases, keep the rest, re-solve, keep what improves)."""
+    began = time.monotonic()
+    baseline = greedy.solve(inst)
+    if len(inst.cases) <= WHOLE_MODEL_CASES:
+        return _solve_whole(inst, baseline, began, time_limit, workers)
+    return _solve_by_neighbourhoods(inst, baseline, began, time_limit, workers, seed)
 
 
 def _hint(inst: Instance, built: Model, baseline: Schedule) -> None:
@@ -316,37 +372,103 @@ def _hint(inst: Instance, built: Model, baseline: Schedule) -> None:
         built.model.add_hint(var, anchors.get(case_id) == counselor_id)
 
 
-def solve(inst: Instance, time_limit: float = 30.0, workers: int = 2) -> SolveReport:
-    began = time.monotonic()
-    baseline = greedy.solve(inst)
-    cands = candidates(inst, baseline)
-    built = build_model(inst, cands)
+def _solve_whole(
+    inst: Instance, baseline: Schedule, began: float, time_limit: float, workers: int
+) -> SolveReport:
+    built = build_model(inst, candidates(inst, baseline))
     _hint(inst, built, baseline)
-    solver = cp_model.CpSolver()
-    solver.parameters.max_time_in_seconds = max(time_limit - (time.monotonic() - began), 1.0)
-    solver.parameters.num_workers = workers
+    solver = _solver(max(time_limit - (time.monotonic() - began), 1.0), workers)
     status = solver.solve(built.model)
     name = solver.status_name(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return SolveReport(baseline, name, 0.0, 0.0, time.monotonic() - began, "baseline")
-    sessions = tuple(
-        sorted(
-            (cand.session() for cand, var in built.chosen.items() if solver.value(var)),
-            key=lambda s: (s.start, s.counselor),
-        )
-    )
-    found = Schedule(inst.name, sessions, _unserved(inst, sessions))
+        return SolveReport(baseline, name, 0.0, None, time.monotonic() - began, "baseline")
+    found = _schedule(inst, [], built, solver)
     ours, theirs = verify(inst, found), verify(inst, baseline)
     better = not ours.violations and ours.score >= theirs.score
-    chosen = found if better else baseline
     return SolveReport(
-        chosen,
+        found if better else baseline,
         name,
         solver.objective_value / SCALE,
         solver.best_objective_bound / SCALE,
         time.monotonic() - began,
         "cp-sat" if better else "baseline",
     )
+
+
+def _solve_by_neighbourhoods(
+    inst: Instance,
+    baseline: Schedule,
+    began: float,
+    time_limit: float,
+    workers: int,
+    seed: int,
+) -> SolveReport:
+    rng = random.Random(seed)
+    current, score = baseline, verify(inst, baseline).score
+    rounds = improved = 0
+    while (left := time_limit - (time.monotonic() - began)) > 1.0:
+        free = _neighbourhood(inst, current, rng)
+        fixed = [s for s in current.sessions if s.case not in free]
+        built = build_model(inst, candidates(inst, current, free), fixed)
+        _hint(inst, built, current)
+        solver = _solver(min(NEIGHBOURHOOD_SECONDS, left - 0.5), workers)
+        status = solver.solve(built.model)
+        rounds += 1
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            continue
+        trial = _schedule(inst, fixed, built, solver)
+        verdict = verify(inst, trial)
+        if not verdict.violations and verdict.score > score:
+            current, score = trial, verdict.score
+            improved += 1
+    return SolveReport(
+        current,
+        f"{improved} of {rounds} neighbourhoods improved",
+        float(score),
+        None,
+        time.monotonic() - began,
+        "cp-sat-lns" if improved else "baseline",
+    )
+
+
+def _neighbourhood(inst: Instance, current: Schedule, rng: random.Random) -> set[str]:
+    """Cases to re-plan together: some not fully served, and served cases
+    that hold sessions with the counselors those could see."""
+    booked: dict[str, int] = defaultdict(int)
+    by_counselor: dict[str, set[str]] = defaultdict(set)
+    for session in current.sessions:
+        booked[session.case] += 1
+        by_counselor[session.counselor].add(session.case)
+    short = [c for c in inst.cases if booked[c.id] < c.sessions]
+    free = {c.id for c in rng.sample(short, min(NEIGHBOURHOOD_CASES // 2, len(short)))}
+    rivals = sorted(
+        {
+            rival
+            for c in free
+            for k in inst.qualified(inst.case_by_id[c])
+            for rival in by_counselor[k.id]
+        }
+        - free
+    )
+    free |= set(rng.sample(rivals, min(NEIGHBOURHOOD_CASES - len(free), len(rivals))))
+    others = sorted({c.id for c in inst.cases} - free)
+    free |= set(rng.sample(others, min(NEIGHBOURHOOD_CASES - len(free), len(others))))
+    return free
+
+
+def _solver(seconds: float, workers: int) -> cp_model.CpSolver:
+    solver = cp_model.CpSolver()
+    solver.parameters.max_time_in_seconds = seconds
+    solver.parameters.num_workers = workers
+    return solver
+
+
+def _schedule(
+    inst: Instance, fixed: Sequence[Session], built: Model, solver: cp_model.CpSolver
+) -> Schedule:
+    chosen = [cand.session() for cand, var in built.chosen.items() if solver.value(var)]
+    sessions = tuple(sorted([*fixed, *chosen], key=lambda s: (s.start, s.counselor, s.case)))
+    return Schedule(inst.name, sessions, _unserved(inst, sessions))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "engine": report.used,
             "status": report.status,
             "objective": round(report.objective, 2),
-            "bound": round(report.bound, 2),
+            "bound": None if report.bound is None else round(report.bound, 2),
             "wall_seconds": round(report.seconds, 2),
         },
     )
