@@ -69,7 +69,7 @@ class Horizon:
     start: datetime  # midnight of a Monday
     weeks: int
 
-    @property
+    @cached_property
     def end(self) -> datetime:
         return self.start + timedelta(weeks=self.weeks)
 

@@ -51,7 +51,9 @@ NEIGHBOURHOOD_SECONDS = 1.5
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
 
 
-@dataclass(frozen=True)
+# Compared and hashed by identity: the model keys dicts by candidate, and
+# hashing the case and counselor inside (availability and all) cost seconds.
+@dataclass(frozen=True, eq=False)
 class Candidate:
     case: Case
     counselor: Counselor
@@ -90,10 +92,14 @@ def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
     length = timedelta(minutes=case.minutes)
     step = timedelta(minutes=inst.slot_minutes)
     starts = []
+    floor = max(inst.horizon.start, case.submitted)
+    ceiling = inst.horizon.end
     for mine in counselor.availability:
         for theirs in case.availability:
-            begin = max(mine.start, theirs.start, inst.horizon.start, case.submitted)
-            end = min(mine.end, theirs.end, inst.horizon.end)
+            begin = max(mine.start, theirs.start, floor)
+            end = min(mine.end, theirs.end, ceiling)
+            if begin + length > end:
+                continue
             midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
             offset = (begin - midnight) % step
             start = begin if not offset else begin + (step - offset)
@@ -252,12 +258,19 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     # Objective, term by term as FORMAT.md states it, in SCALE units.
     weights = inst.weights
     objective: list[cp_model.LinearExprT] = []
+    # A session's value depends only on the case's kind and length and the
+    # provider's rate: computed once per combination, in exact fractions.
+    value: dict[tuple[bool, int, Fraction], int] = {}
     for cand in cands:
-        per_session = (
-            weights.crisis_session if cand.case.kind is CaseKind.CRISIS else weights.session
-        )
-        cost = inst.rate_of(cand.counselor) * cand.case.minutes / 60
-        objective.append(_scaled(per_session - weights.cost_per_kntd * cost / 1000) * x[cand])
+        crisis = cand.case.kind is CaseKind.CRISIS
+        rate = inst.rate_of(cand.counselor)
+        kind = (crisis, cand.case.minutes, rate)
+        if kind not in value:
+            per_session = weights.crisis_session if crisis else weights.session
+            cost = rate * cand.case.minutes / 60
+            value[kind] = _scaled(per_session - weights.cost_per_kntd * cost / 1000)
+        objective.append(value[kind] * x[cand])
+    per_minute_waited = _scaled(weights.wait_day / 1440)  # exact: SCALE is 6 x 1440
     for case_id, own in by_case.items():
         case = inst.case_by_id[case_id]
         # Continuity: sessions with the anchor counselor, who is the preferred
@@ -294,8 +307,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
             model.add_implication(first, x[cand])
             firsts.append(first)
             waited = max(int((cand.start - reference).total_seconds() // 60), 0)
-            saved = Fraction(wait_minutes - waited, 1440)
-            objective.append(_scaled(weights.wait_day * saved) * first)
+            objective.append(per_minute_waited * (wait_minutes - waited) * first)
         model.add_at_most_one(firsts)
     # Cases no counselor can take wait the whole horizon: a constant, kept so
     # that the objective and its bound read as the score FORMAT.md defines.
