@@ -418,7 +418,10 @@ def _solve_by_neighbourhoods(
     rng = random.Random(seed)
     current, score = baseline, verify(inst, baseline).score
     rounds = improved = 0
-    while (left := time_limit - (time.monotonic() - began)) > 1.0:
+    last_round = 1.0
+    # Start a round only when one as long as the last fits in what is left.
+    while (left := time_limit - (time.monotonic() - began)) > last_round:
+        round_began = time.monotonic()
         free = _neighbourhood(inst, current, rng)
         fixed = [s for s in current.sessions if s.case not in free]
         built = build_model(inst, candidates(inst, current, free), fixed)
@@ -426,13 +429,13 @@ def _solve_by_neighbourhoods(
         solver = _solver(min(NEIGHBOURHOOD_SECONDS, left - 0.5), workers)
         status = solver.solve(built.model)
         rounds += 1
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            continue
-        trial = _schedule(inst, fixed, built, solver)
-        verdict = verify(inst, trial)
-        if not verdict.violations and verdict.score > score:
-            current, score = trial, verdict.score
-            improved += 1
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            trial = _schedule(inst, fixed, built, solver)
+            verdict = verify(inst, trial)
+            if not verdict.violations and verdict.score > score:
+                current, score = trial, verdict.score
+                improved += 1
+        last_round = time.monotonic() - round_began
     return SolveReport(
         current,
         f"{improved} of {rounds} neighbourhoods improved",
