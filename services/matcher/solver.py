@@ -48,6 +48,7 @@ STARTS_PER_DAY = 3  # earliest candidate starts kept per case, counselor and day
 WHOLE_MODEL_CASES = 150
 NEIGHBOURHOOD_CASES = 40  # cases re-planned together, about an S instance
 NEIGHBOURHOOD_SECONDS = 1.5
+NEIGHBOURHOOD_CANDIDATES = 150  # per case: large instances offer hundreds
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
 
 
@@ -109,21 +110,36 @@ def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
     return sorted(set(starts))
 
 
-def candidates(inst: Instance, baseline: Schedule, free: set[str] | None = None) -> list[Candidate]:
-    """Candidate sessions of the `free` cases (all when None), plus the
-    baseline's sessions of those cases."""
+def candidates(
+    inst: Instance,
+    baseline: Schedule,
+    free: set[str] | None = None,
+    per_case: int | None = None,
+) -> list[Candidate]:
+    """Candidate sessions of the `free` cases (all when None), at most
+    `per_case` of each (the earliest: waiting costs, and an early start
+    leaves later weeks for more sessions), plus the baseline's sessions of
+    those cases."""
     chosen: dict[tuple[str, str, datetime], Candidate] = {}
     for case in inst.cases:
         if free is not None and case.id not in free:
             continue
+        own: list[Candidate] = []
         for counselor in inst.qualified(case):
             per_day: dict[date, int] = defaultdict(int)
             for start in _starts(inst, case, counselor):
                 if per_day[start.date()] < STARTS_PER_DAY:
                     per_day[start.date()] += 1
-                    chosen[(case.id, counselor.id, start)] = Candidate(
-                        case, counselor, start, _modality(case, counselor)
-                    )
+                    own.append(Candidate(case, counselor, start, _modality(case, counselor)))
+        if per_case is not None and len(own) > per_case:
+            preferred = [c for c in own if c.counselor.id == case.preferred_counselor]
+            rest = sorted(
+                (c for c in own if c.counselor.id != case.preferred_counselor),
+                key=lambda c: (c.start, c.counselor.id),
+            )
+            own = preferred + rest[: max(per_case - len(preferred), 0)]
+        for cand in own:
+            chosen[(case.id, cand.counselor.id, cand.start)] = cand
     for session in baseline.sessions:
         if free is not None and session.case not in free:
             continue
@@ -424,7 +440,7 @@ def _solve_by_neighbourhoods(
         round_began = time.monotonic()
         free = _neighbourhood(inst, current, rng)
         fixed = [s for s in current.sessions if s.case not in free]
-        built = build_model(inst, candidates(inst, current, free), fixed)
+        built = build_model(inst, candidates(inst, current, free, NEIGHBOURHOOD_CANDIDATES), fixed)
         _hint(inst, built, current)
         solver = _solver(min(NEIGHBOURHOOD_SECONDS, left - 0.5), workers)
         status = solver.solve(built.model)
