@@ -330,11 +330,6 @@ def _by_case(placed: Iterable[_Placed]) -> dict[str, list[_Placed]]:
     return out
 
 
-def check_rules(inst: Instance, schedule: Schedule) -> list[Violation]:
-    """Every hard rule of FORMAT.md, in rule order."""
-    return _violations(inst, *_place(inst, schedule.sessions))
-
-
 def _violations(
     inst: Instance, placed: Sequence[_Placed], unknown: Sequence[Violation]
 ) -> list[Violation]:

@@ -47,9 +47,3 @@ class OfficeCalendar:
         while day <= last:
             yield self.day(day)
             day += timedelta(days=1)
-
-    def replace_year(self, year: int, days: Iterable[OfficeDay]) -> None:
-        """A reload replaces a whole year: the DGPA revises years in flight."""
-        self._days = {d: v for d, v in self._days.items() if d.year != year}
-        self._days.update((d.day, d) for d in days)
-        self._years.add(year)
