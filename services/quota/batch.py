@@ -31,6 +31,7 @@ from services.quota.domain import (
     TAIPEI,
     AccountKey,
     AccountKind,
+    Balance,
     HoldState,
     Rule,
     Totals,
@@ -58,12 +59,6 @@ ATTEMPTS = 5
 ACCOUNTS = cast(Table, orm.Account.__table__)
 HOLDS = cast(Table, orm.Hold.__table__)
 LEDGER = cast(Table, orm.LedgerEntry.__table__)
-
-
-@dataclass(frozen=True)
-class BalanceView:
-    key: AccountKey
-    totals: Totals
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +95,11 @@ class HoldView:
 
 
 @dataclass(frozen=True)
-class ReservationResult:
+class Reservation:
     hold: HoldView
-    balances: tuple[BalanceView, BalanceView, BalanceView]  # employee, provider, agency
+    employee: Balance
+    provider: Balance
+    agency: Balance
 
 
 @dataclass(eq=False)
@@ -173,8 +170,8 @@ class _Account:
     def totals(self) -> Totals:
         return Totals(self.entitled, self.held, self.spent)
 
-    def view(self) -> BalanceView:
-        return BalanceView(self.key, self.totals)
+    def view(self) -> Balance:
+        return Balance(self.key, self.totals)
 
 
 def hold_keys(hold: dict[str, Any]) -> tuple[AccountKey, AccountKey, AccountKey]:
@@ -346,14 +343,14 @@ class HoldBatcher:
         assert isinstance(op, ReleaseOp)
         return _release(work, op)
 
-    def _reserve(self, work: _Batch, op: ReserveOp) -> ReservationResult:
+    def _reserve(self, work: _Batch, op: ReserveOp) -> Reservation:
         employee_key, provider_key, agency_key = op.account_keys()
         previous = work.by_key.get(op.idempotency_key)
         if previous is not None:
             if previous["fingerprint"] != op.fingerprint:
                 raise AlreadyExists("idempotency_key was used for a different reservation")
-            balances = tuple(work.accounts[key].view() for key in hold_keys(previous))
-            return ReservationResult(HoldView.of(previous), balances)  # type: ignore[arg-type]
+            charged = (work.accounts[key].view() for key in hold_keys(previous))
+            return Reservation(HoldView.of(previous), *charged)
 
         year = op.year
         organisation = work.organisations.get(op.agency_id)
@@ -443,9 +440,7 @@ class HoldBatcher:
         work.new_holds.append(hold)
         work.taken_weeks.add((op.employee_id, week))
         work.by_key[op.idempotency_key] = hold
-        return ReservationResult(
-            HoldView.of(hold), (employee.view(), provider.view(), agency.view())
-        )
+        return Reservation(HoldView.of(hold), employee.view(), provider.view(), agency.view())
 
 
 def _locked_hold(work: _Batch, hold_id: str) -> dict[str, Any]:

@@ -78,6 +78,25 @@ class Totals:
         return self.entitled - self.held - self.spent
 
 
+UNITS = {
+    AccountKind.EMPLOYEE: "minutes",
+    AccountKind.PROVIDER: "minutes",
+    AccountKind.AGENCY: "ntd",
+}
+
+
+@dataclass(frozen=True)
+class Balance:
+    """An account's totals at one moment."""
+
+    key: AccountKey
+    totals: Totals
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.key.kind]
+
+
 def fiscal_year_of(moment: datetime | date, start_month: int = 1) -> int:
     """The fiscal year a day belongs to; the calendar year unless configured."""
     day = moment.astimezone(TAIPEI).date() if isinstance(moment, datetime) else moment

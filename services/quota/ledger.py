@@ -24,13 +24,14 @@ from services.quota.batch import (
     HoldBatcher,
     HoldView,
     ReleaseOp,
-    ReservationResult,
+    Reservation,
     ReserveOp,
 )
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
     AccountKey,
     AccountKind,
+    Balance,
     HoldState,
     Rule,
     Totals,
@@ -50,22 +51,6 @@ from services.runtime.fields import FieldChecker
 log = logging.getLogger("eap.quota")
 T = TypeVar("T")
 
-UNITS = {
-    AccountKind.EMPLOYEE: "minutes",
-    AccountKind.PROVIDER: "minutes",
-    AccountKind.AGENCY: "ntd",
-}
-
-
-@dataclass(frozen=True)
-class Balance:
-    key: AccountKey
-    totals: Totals
-
-    @property
-    def unit(self) -> str:
-        return UNITS[self.key.kind]
-
 
 @dataclass(frozen=True)
 class ReserveCommand:
@@ -78,14 +63,6 @@ class ReserveCommand:
     minutes: int
     hold_ttl_seconds: int = 0
     booking_ref: str = ""
-
-
-@dataclass(frozen=True)
-class Reservation:
-    hold: HoldView
-    employee: Balance
-    provider: Balance
-    agency: Balance
 
 
 @dataclass(frozen=True)
@@ -161,7 +138,7 @@ class QuotaLedger:
         assert command.session_start is not None
         fingerprint = _fingerprint(command)
 
-        def submit() -> Awaitable[ReservationResult]:
+        def submit() -> Awaitable[Reservation]:
             assert command.session_start is not None
             return self._batcher.submit(
                 ReserveOp(
@@ -181,7 +158,7 @@ class QuotaLedger:
             )
 
         try:
-            result = await submit()
+            result: Reservation = await submit()
         except FailedPrecondition as refusal:
             # Holds past their TTL that the sweeper has not reached yet would
             # refuse this request unfairly: give them back, then try again.
@@ -191,8 +168,7 @@ class QuotaLedger:
             if refusal.rule not in _LIMIT_RULES or not await self._expire(keys):
                 raise
             result = await submit()
-        employee, provider, agency = (Balance(b.key, b.totals) for b in result.balances)
-        return Reservation(result.hold, employee, provider, agency)
+        return result
 
     async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> HoldView:
         checker = FieldChecker()

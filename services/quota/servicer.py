@@ -12,9 +12,8 @@ from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota import clock
 from services.quota.batch import HoldView
-from services.quota.domain import AccountKey, AccountKind, HoldState, current_fiscal_year
+from services.quota.domain import AccountKey, AccountKind, Balance, HoldState, current_fiscal_year
 from services.quota.ledger import (
-    Balance,
     GrantCommand,
     QuotaLedger,
     ReserveCommand,
