@@ -185,7 +185,15 @@ class Instance:
         return self.provider_by_id[counselor.provider].hourly_rate_ntd
 
     def qualified(self, case: Case) -> list[Counselor]:
-        return [k for k in self.counselors if case.can_see(k)]
+        """The counselors rule 1 allows for `case` (worked out once per case)."""
+        found = self._qualified.get(case.id)
+        if found is None:
+            found = self._qualified[case.id] = [k for k in self.counselors if case.can_see(k)]
+        return found
+
+    @cached_property
+    def _qualified(self) -> dict[str, list[Counselor]]:
+        return {}
 
     def reference_time(self, case: Case) -> datetime:
         """Where waiting and the crisis deadline count from."""

@@ -16,6 +16,7 @@ never worse than first-come-first-served.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -41,14 +42,15 @@ from services.matcher.instance import (
     dump_schedule,
     load_instance,
 )
-from services.matcher.verify import verify
+from services.matcher.verify import verify, violations_and_score
 
 STARTS_PER_DAY = 3  # earliest candidate starts kept per case, counselor and day
 # Up to this many cases, one model of the whole instance; beyond, neighbourhoods.
 WHOLE_MODEL_CASES = 150
-NEIGHBOURHOOD_CASES = 40  # cases re-planned together, about an S instance
-NEIGHBOURHOOD_SECONDS = 1.5
+NEIGHBOURHOOD_CASES = 15  # cases re-planned together: small, so that rounds are many
+NEIGHBOURHOOD_SECONDS = 0.3
 NEIGHBOURHOOD_CANDIDATES = 150  # per case: large instances offer hundreds
+CHECK_EVERY_SECONDS = 5.0  # how often the search verifies its schedule
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
 
 
@@ -80,6 +82,15 @@ class Model:
     first: dict[Candidate, cp_model.IntVar] = field(default_factory=dict)
     with_anchor: dict[Candidate, cp_model.IntVar] = field(default_factory=dict)
     anchor: dict[tuple[str, str], cp_model.IntVar] = field(default_factory=dict)
+    # The objective as a weighted sum plus a constant, to value a hint.
+    objective_vars: list[cp_model.IntVar] = field(default_factory=list)
+    objective_coefficients: list[int] = field(default_factory=list)
+    objective_constant: int = 0
+
+    def value_of(self, hint: dict[int, bool]) -> int:
+        """The objective (in SCALE units) of the hinted assignment."""
+        pairs = zip(self.objective_vars, self.objective_coefficients, strict=True)
+        return self.objective_constant + sum(c for v, c in pairs if hint.get(v.index))
 
 
 def _modality(case: Case, counselor: Counselor) -> str:
@@ -110,44 +121,63 @@ def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
     return sorted(set(starts))
 
 
-def candidates(
-    inst: Instance,
-    baseline: Schedule,
-    free: set[str] | None = None,
-    per_case: int | None = None,
-) -> list[Candidate]:
-    """Candidate sessions of the `free` cases (all when None), at most
-    `per_case` of each (the earliest: waiting costs, and an early start
-    leaves later weeks for more sessions), plus the baseline's sessions of
-    those cases."""
-    chosen: dict[tuple[str, str, datetime], Candidate] = {}
-    for case in inst.cases:
-        if free is not None and case.id not in free:
-            continue
+class CandidatePool:
+    """Every case's candidate sessions, worked out once and reused by each
+    neighbourhood: at most `per_case` of each case (its preferred
+    counselor's, then the earliest: waiting costs, and an early start leaves
+    later weeks for more sessions)."""
+
+    def __init__(self, inst: Instance, per_case: int | None = None) -> None:
+        self._inst = inst
+        self._per_case = per_case
+        self._cached: dict[str, list[Candidate]] = {}
+
+    def of(self, case: Case) -> list[Candidate]:
+        own = self._cached.get(case.id)
+        if own is None:
+            own = self._cached[case.id] = self._build(case)
+        return own
+
+    def _build(self, case: Case) -> list[Candidate]:
         own: list[Candidate] = []
-        for counselor in inst.qualified(case):
+        for counselor in self._inst.qualified(case):
             per_day: dict[date, int] = defaultdict(int)
-            for start in _starts(inst, case, counselor):
+            modality = _modality(case, counselor)
+            for start in _starts(self._inst, case, counselor):
                 if per_day[start.date()] < STARTS_PER_DAY:
                     per_day[start.date()] += 1
-                    own.append(Candidate(case, counselor, start, _modality(case, counselor)))
-        if per_case is not None and len(own) > per_case:
+                    own.append(Candidate(case, counselor, start, modality))
+        if self._per_case is not None and len(own) > self._per_case:
             preferred = [c for c in own if c.counselor.id == case.preferred_counselor]
             rest = sorted(
                 (c for c in own if c.counselor.id != case.preferred_counselor),
                 key=lambda c: (c.start, c.counselor.id),
             )
-            own = preferred + rest[: max(per_case - len(preferred), 0)]
-        for cand in own:
-            chosen[(case.id, cand.counselor.id, cand.start)] = cand
-    for session in baseline.sessions:
+            own = preferred + rest[: max(self._per_case - len(preferred), 0)]
+        return own
+
+
+def candidates(
+    inst: Instance, pool: CandidatePool, current: Schedule, free: set[str] | None = None
+) -> list[Candidate]:
+    """Candidate sessions of the `free` cases (all when None) from `pool`,
+    plus the sessions `current` gives them, so that it is a complete hint."""
+    chosen: dict[tuple[str, str, datetime], Candidate] = {}
+    for case in inst.cases:
+        if free is None or case.id in free:
+            for cand in pool.of(case):
+                chosen[(case.id, cand.counselor.id, cand.start)] = cand
+    for session in current.sessions:
         if free is not None and session.case not in free:
             continue
-        case = inst.case_by_id[session.case]
-        counselor = inst.counselor_by_id[session.counselor]
-        chosen[(case.id, counselor.id, session.start)] = Candidate(
-            case, counselor, session.start, session.modality
-        )
+        key = (session.case, session.counselor, session.start)
+        if key not in chosen:
+            chosen[key] = Candidate(
+                inst.case_by_id[session.case],
+                inst.counselor_by_id[session.counselor],
+                session.start,
+                session.modality,
+            )
     return list(chosen.values())
 
 
@@ -171,8 +201,22 @@ class _Held:
             self.weekly[(case.employee, _iso_week(session.start))] += 1
             self.employee_minutes[case.employee] += session.minutes
             self.provider_minutes[counselor.provider] += session.minutes
-            sixtieths = inst.rate_of(counselor) * session.minutes
-            self.agency_sixtieths[case.agency] += -int(-sixtieths // 1)
+            self.agency_sixtieths[case.agency] += _sixtieths(inst, counselor, session.minutes)
+
+
+@functools.cache
+def _cost_in_sixtieths(rate: Fraction, minutes: int) -> int:
+    """A session's cost in NT$ x 60: whole for whole-NT$ rates; a fractional
+    rate is rounded up, erring on the safe side of the budget."""
+    return -int(-(rate * minutes) // 1)
+
+
+def _sixtieths(inst: Instance, counselor: Counselor, minutes: int) -> int:
+    return _cost_in_sixtieths(inst.rate_of(counselor), minutes)
+
+
+def _weighted(terms: Sequence[tuple[cp_model.IntVar, int]]) -> cp_model.LinearExpr:
+    return cp_model.LinearExpr.weighted_sum([v for v, _ in terms], [c for _, c in terms])
 
 
 def _iso_week(moment: datetime) -> tuple[int, int]:
@@ -219,7 +263,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
         for day, day_vars in per_day.items():
             room = limit - held.per_day[(counselor_id, day)]
             if len(day_vars) > room:
-                model.add(sum(day_vars) <= room)
+                model.add(cp_model.LinearExpr.sum(day_vars) <= room)
 
     # Rule 4: a case gets at most its sessions; an employee at most
     # max_sessions_per_week a week and their remaining hours in all.
@@ -228,7 +272,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     entitlement: dict[str, Fraction] = {}
     for case_id, own in by_case.items():
         case = inst.case_by_id[case_id]
-        model.add(sum(x[c] for c in own) <= case.sessions)
+        model.add(cp_model.LinearExpr.sum([x[c] for c in own]) <= case.sessions)
         for cand in own:
             weekly[(case.employee, _iso_week(cand.start))].append(x[cand])
             employee_minutes[case.employee].append((x[cand], case.minutes))
@@ -236,10 +280,10 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     for key, week_vars in weekly.items():
         room = inst.rules.max_sessions_per_week - held.weekly[key]
         if len(week_vars) > room:
-            model.add(sum(week_vars) <= room)
+            model.add(cp_model.LinearExpr.sum(week_vars) <= room)
     for employee, terms in employee_minutes.items():
         room_minutes = int(entitlement[employee] * 60) - held.employee_minutes[employee]
-        model.add(sum(v * minutes for v, minutes in terms) <= room_minutes)
+        model.add(_weighted(terms) <= room_minutes)
 
     # Rule 5: a provider's counselors hold at most its hours cap.
     provider_minutes: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
@@ -248,18 +292,18 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     for provider_id, terms in provider_minutes.items():
         cap = inst.provider_by_id[provider_id].hours_cap
         room_minutes = int(cap * 60) - held.provider_minutes[provider_id]
-        model.add(sum(v * minutes for v, minutes in terms) <= room_minutes)
+        model.add(_weighted(terms) <= room_minutes)
 
     # Rule 6: an agency's cases cost at most its budget (in NT$ x 60, whole numbers
     # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
     agency_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     for cand in cands:
-        sixtieths = inst.rate_of(cand.counselor) * cand.case.minutes
-        agency_cost[cand.case.agency].append((x[cand], -int(-sixtieths // 1)))
+        cost = _sixtieths(inst, cand.counselor, cand.case.minutes)
+        agency_cost[cand.case.agency].append((x[cand], cost))
     for agency_id, terms in agency_cost.items():
         budget = inst.agency_by_id[agency_id].budget_ntd
         room_cost = int(budget * 60) - held.agency_sixtieths[agency_id]
-        model.add(sum(v * cost for v, cost in terms) <= room_cost)
+        model.add(_weighted(terms) <= room_cost)
 
     # Rule 7: a crisis case with sessions has its first one inside the deadline.
     deadline = timedelta(hours=float(inst.rules.crisis_deadline_hours))
@@ -269,11 +313,15 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
             continue
         early = [x[c] for c in own if c.start <= inst.reference_time(case) + deadline]
         for cand in own:
-            model.add(sum(early) >= 1).only_enforce_if(x[cand])
+            model.add_bool_or(early).only_enforce_if(x[cand])
 
     # Objective, term by term as FORMAT.md states it, in SCALE units.
     weights = inst.weights
-    objective: list[cp_model.LinearExprT] = []
+    # Terms as (variable, coefficient) pairs plus a constant: one weighted
+    # sum, far cheaper to build than an expression of thousands of terms.
+    objective_vars = m.objective_vars
+    objective_coefficients = m.objective_coefficients
+    constant = 0
     # A session's value depends only on the case's kind and length and the
     # provider's rate: computed once per combination, in exact fractions.
     value: dict[tuple[bool, int, Fraction], int] = {}
@@ -285,7 +333,9 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
             per_session = weights.crisis_session if crisis else weights.session
             cost = rate * cand.case.minutes / 60
             value[kind] = _scaled(per_session - weights.cost_per_kntd * cost / 1000)
-        objective.append(value[kind] * x[cand])
+        objective_vars.append(x[cand])
+        objective_coefficients.append(value[kind])
+    per_continuity = _scaled(weights.continuity)
     per_minute_waited = _scaled(weights.wait_day / 1440)  # exact: SCALE is 6 x 1440
     for case_id, own in by_case.items():
         case = inst.case_by_id[case_id]
@@ -310,29 +360,32 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
             flag = anchors[cand.counselor.id]
             if not isinstance(flag, int):
                 model.add_implication(with_anchor, flag)
-            objective.append(_scaled(weights.continuity) * with_anchor)
+            objective_vars.append(with_anchor)
+            objective_coefficients.append(per_continuity)
         # Waiting: from the reference time to the first session, or to the
         # horizon's end without one. `first` marks the session that counts.
         reference = inst.reference_time(case)
         unserved_wait = max(inst.horizon.end - reference, timedelta())
         wait_minutes = int(unserved_wait.total_seconds() // 60)
-        objective.append(-_scaled(weights.wait_day * Fraction(wait_minutes, 1440)))
+        constant -= per_minute_waited * wait_minutes
         firsts = []
         for cand in own:
             first = m.first[cand] = model.new_bool_var(f"first[{case_id},{cand.start}]")
             model.add_implication(first, x[cand])
             firsts.append(first)
             waited = max(int((cand.start - reference).total_seconds() // 60), 0)
-            objective.append(per_minute_waited * (wait_minutes - waited) * first)
+            objective_vars.append(first)
+            objective_coefficients.append(per_minute_waited * (wait_minutes - waited))
         model.add_at_most_one(firsts)
     # Cases no counselor can take wait the whole horizon: a constant, kept so
     # that the objective and its bound read as the score FORMAT.md defines.
     for case in inst.cases:
         if case.id not in by_case and case.id not in held.cases:
             idle = max(inst.horizon.end - inst.reference_time(case), timedelta())
-            minutes = int(idle.total_seconds() // 60)
-            objective.append(-_scaled(weights.wait_day * Fraction(minutes, 1440)))
-    model.maximize(sum(objective))
+            constant -= per_minute_waited * int(idle.total_seconds() // 60)
+    objective = cp_model.LinearExpr.weighted_sum(objective_vars, objective_coefficients)
+    model.maximize(objective + constant)
+    m.objective_constant = constant
     return m
 
 
@@ -372,8 +425,9 @@ def solve(inst: Instance, time_limit: float = 30.0, workers: int = 2, seed: int 
     return _solve_by_neighbourhoods(inst, baseline, began, time_limit, workers, seed)
 
 
-def _hint(inst: Instance, built: Model, baseline: Schedule) -> None:
-    """Gives CP-SAT the baseline as a complete starting solution."""
+def _hint(inst: Instance, built: Model, baseline: Schedule) -> dict[int, bool]:
+    """Gives CP-SAT the baseline as a complete starting solution; returns
+    the hinted value of each variable, by index."""
     booked = {(s.case, s.counselor, s.start) for s in baseline.sessions}
     earliest: dict[str, datetime] = {}
     held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -387,23 +441,28 @@ def _hint(inst: Instance, built: Model, baseline: Schedule) -> None:
             anchors[case.id] = case.preferred_counselor
         elif counts:
             anchors[case.id] = max(sorted(counts), key=lambda k: counts[k])
+    hint: dict[int, bool] = {}
+
+    def give(var: cp_model.IntVar, value: bool) -> None:
+        built.model.add_hint(var, value)
+        hint[var.index] = value
+
     for cand, var in built.chosen.items():
         on = (cand.case.id, cand.counselor.id, cand.start) in booked
-        built.model.add_hint(var, on)
+        give(var, on)
         if cand in built.first:
-            built.model.add_hint(built.first[cand], on and earliest[cand.case.id] == cand.start)
+            give(built.first[cand], on and earliest[cand.case.id] == cand.start)
         if cand in built.with_anchor:
-            built.model.add_hint(
-                built.with_anchor[cand], on and anchors.get(cand.case.id) == cand.counselor.id
-            )
+            give(built.with_anchor[cand], on and anchors.get(cand.case.id) == cand.counselor.id)
     for (case_id, counselor_id), var in built.anchor.items():
-        built.model.add_hint(var, anchors.get(case_id) == counselor_id)
+        give(var, anchors.get(case_id) == counselor_id)
+    return hint
 
 
 def _solve_whole(
     inst: Instance, baseline: Schedule, began: float, time_limit: float, workers: int
 ) -> SolveReport:
-    built = build_model(inst, candidates(inst, baseline))
+    built = build_model(inst, candidates(inst, CandidatePool(inst), baseline))
     _hint(inst, built, baseline)
     solver = _solver(max(time_limit - (time.monotonic() - began), 1.0), workers)
     status = solver.solve(built.model)
@@ -432,58 +491,94 @@ def _solve_by_neighbourhoods(
     seed: int,
 ) -> SolveReport:
     rng = random.Random(seed)
-    current, score = baseline, verify(inst, baseline).score
+    pool = CandidatePool(inst, NEIGHBOURHOOD_CANDIDATES)
+    # The model keeps every rule, so a round that beats its hint is taken
+    # on the model's word; the verifier, too slow to run every round on
+    # large instances, checks the schedule every few seconds and at the end,
+    # and a schedule it rejects is dropped for the last one it passed.
+    current = verified = baseline
+    score = violations_and_score(inst, baseline)[1]
     rounds = improved = 0
     last_round = 1.0
+    last_check = time.monotonic()
+
+    def check() -> None:
+        nonlocal current, verified, score, last_check
+        violations, checked = violations_and_score(inst, current)
+        if violations or checked < score:
+            current = verified  # a modelling slip: never hand it out
+        else:
+            verified, score = current, checked
+        last_check = time.monotonic()
+
     # Start a round only when one as long as the last fits in what is left.
     while (left := time_limit - (time.monotonic() - began)) > last_round:
         round_began = time.monotonic()
         free = _neighbourhood(inst, current, rng)
         fixed = [s for s in current.sessions if s.case not in free]
-        built = build_model(inst, candidates(inst, current, free, NEIGHBOURHOOD_CANDIDATES), fixed)
-        _hint(inst, built, current)
+        built = build_model(inst, candidates(inst, pool, current, free), fixed)
+        hinted = built.value_of(_hint(inst, built, current))
         solver = _solver(min(NEIGHBOURHOOD_SECONDS, left - 0.5), workers)
         status = solver.solve(built.model)
         rounds += 1
-        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            trial = _schedule(inst, fixed, built, solver)
-            verdict = verify(inst, trial)
-            if not verdict.violations and verdict.score > score:
-                current, score = trial, verdict.score
-                improved += 1
+        if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.objective_value > hinted:
+            current = _schedule(inst, fixed, built, solver)
+            improved += 1
+            if time.monotonic() - last_check > CHECK_EVERY_SECONDS:
+                check()
         last_round = time.monotonic() - round_began
+    if current is not verified:
+        check()
     return SolveReport(
-        current,
+        verified,
         f"{improved} of {rounds} neighbourhoods improved",
         float(score),
         None,
         time.monotonic() - began,
-        "cp-sat-lns" if improved else "baseline",
+        "cp-sat-lns" if verified is not baseline else "baseline",
     )
 
 
 def _neighbourhood(inst: Instance, current: Schedule, rng: random.Random) -> set[str]:
-    """Cases to re-plan together: some not fully served, and served cases
-    that hold sessions with the counselors those could see."""
+    """Cases to re-plan together, by one of three views of what holds the
+    schedule back, taken in turn at random: cases left short and the cases
+    holding the counselors they could see; one counselor's cases and those
+    who could take their place; one agency's cases, whose shared budget a
+    cheaper counselor could stretch to more sessions."""
     booked: dict[str, int] = defaultdict(int)
     by_counselor: dict[str, set[str]] = defaultdict(set)
     for session in current.sessions:
         booked[session.case] += 1
         by_counselor[session.counselor].add(session.case)
     short = [c for c in inst.cases if booked[c.id] < c.sessions]
-    free = {c.id for c in rng.sample(short, min(NEIGHBOURHOOD_CASES // 2, len(short)))}
-    rivals = sorted(
-        {
+    size = NEIGHBOURHOOD_CASES
+    view = rng.random()
+    if view < 0.4 or not current.sessions:
+        free = {c.id for c in rng.sample(short, min(size // 2, len(short)))}
+        rivals = {
             rival
             for c in free
             for k in inst.qualified(inst.case_by_id[c])
             for rival in by_counselor[k.id]
         }
-        - free
-    )
-    free |= set(rng.sample(rivals, min(NEIGHBOURHOOD_CASES - len(free), len(rivals))))
+    elif view < 0.7:
+        counselor = rng.choice(sorted(by_counselor))
+        free = set(
+            rng.sample(
+                sorted(by_counselor[counselor]), min(size // 2, len(by_counselor[counselor]))
+            )
+        )
+        rivals = {c.id for c in short if any(k.id == counselor for k in inst.qualified(c))}
+    else:
+        agency = rng.choice(inst.agencies).id
+        own = [c.id for c in inst.cases if c.agency == agency]
+        free = {c.id for c in short if c.agency == agency}
+        free = set(rng.sample(sorted(free), min(size // 2, len(free))))
+        rivals = set(own)
+    rivals -= free
+    free |= set(rng.sample(sorted(rivals), min(size - len(free), len(rivals))))
     others = sorted({c.id for c in inst.cases} - free)
-    free |= set(rng.sample(others, min(NEIGHBOURHOOD_CASES - len(free), len(others))))
+    free |= set(rng.sample(others, min(size - len(free), len(others))))
     return free
 
 

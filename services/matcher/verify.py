@@ -471,6 +471,13 @@ def _warnings(inst: Instance, schedule: Schedule, placed: Sequence[_Placed]) -> 
     return out
 
 
+def violations_and_score(inst: Instance, schedule: Schedule) -> tuple[list[Violation], Fraction]:
+    """The hard-rule violations and the score, without the rest of a
+    verdict: what a search needs to accept a schedule, many times over."""
+    placed, unknown = _place(inst, schedule.sessions)
+    return _violations(inst, placed, unknown), score_of(inst, _terms(inst, placed))
+
+
 def verify(inst: Instance, schedule: Schedule) -> Verdict:
     placed, unknown = _place(inst, schedule.sessions)
     terms = _terms(inst, placed)
