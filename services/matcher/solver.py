@@ -298,8 +298,8 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
     agency_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     for cand in cands:
-        cost = _sixtieths(inst, cand.counselor, cand.case.minutes)
-        agency_cost[cand.case.agency].append((x[cand], cost))
+        sixtieths = _sixtieths(inst, cand.counselor, cand.case.minutes)
+        agency_cost[cand.case.agency].append((x[cand], sixtieths))
     for agency_id, terms in agency_cost.items():
         budget = inst.agency_by_id[agency_id].budget_ntd
         room_cost = int(budget * 60) - held.agency_sixtieths[agency_id]
