@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup proto demo test lint run bench-quota clean
+.PHONY: setup proto demo test lint run bench-quota bench-match clean
 
 setup: $(STAMP)
 
@@ -38,6 +38,9 @@ lint: setup
 bench-quota: setup  ## Reserve+Commit vs no-op over gRPC; writes bench/RESULTS.md
 	-@bash tools/ensure-stores.sh
 	$(BIN)/python bench/quota_bench.py
+
+bench-match: setup  ## eapctl match solve on S, M, L x seeds 1-3 beside greedy; writes bench/RESULTS.md
+	$(BIN)/python bench/match_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

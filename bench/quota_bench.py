@@ -35,11 +35,9 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 import math
 import multiprocessing as mp
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -58,14 +56,13 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from results import RESULTS, machine_facts, marks, write_section
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "RESULTS.md"
-START_MARK = "<!-- quota-bench:start -->"
-END_MARK = "<!-- quota-bench:end -->"
+START_MARK, END_MARK = marks("quota-bench")
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "EAP_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -826,24 +823,10 @@ def _sessions(cell: Cell) -> str:
 # -- the report -------------------------------------------------------------------
 
 
-def _first_line(path: str, prefix: str) -> str:
-    with contextlib.suppress(OSError):
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(prefix):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def machine_info() -> dict[str, str]:
-    info = {
-        "nproc": str(len(os.sched_getaffinity(0))),
-        "cpu": _first_line("/proc/cpuinfo", "model name"),
-        "memory": _first_line("/proc/meminfo", "MemTotal"),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "grpcio": grpc.__version__,
-        "sqlite": sqlite3.sqlite_version,
-    }
+    info = machine_facts()
+    info["grpcio"] = grpc.__version__
+    info["sqlite"] = sqlite3.sqlite_version
     with contextlib.suppress(Exception):
         import psycopg
 
@@ -862,19 +845,6 @@ def machine_info() -> dict[str, str]:
         import redis
 
         info["redis"] = str(redis.Redis.from_url(REDIS_URL).info("server")["redis_version"])
-    with contextlib.suppress(Exception):
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        diff = subprocess.run(
-            ["git", "diff", "HEAD", "--", "services"], cwd=ROOT, capture_output=True
-        ).stdout
-        info["code"] = f"commit {head}" + (
-            f" with uncommitted changes under services/ (diff sha1 "
-            f"{hashlib.sha1(diff).hexdigest()[:10]})"
-            if diff
-            else ", services/ clean"
-        )
     return info
 
 
@@ -1065,20 +1035,6 @@ def _verdict(runs: list[BackendRun]) -> list[str]:
     ]
 
 
-def write_results(section: str) -> None:
-    if RESULTS.exists():
-        text = RESULTS.read_text()
-        start, end = text.find(START_MARK), text.find(END_MARK)
-        if start != -1 and end > start:
-            rest = text[end + len(END_MARK) :].lstrip("\n")
-            text = text[:start] + section + ("\n" + rest if rest else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-    else:
-        text = "# Benchmark results\n\n" + section
-    RESULTS.write_text(text)
-
-
 # -- main -------------------------------------------------------------------------
 
 
@@ -1147,7 +1103,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(section)
     if not args.no_write:
-        write_results(section)
+        write_section("quota-bench", section)
         print(f"wrote {RESULTS.relative_to(ROOT)}")
     return 0
 

@@ -447,6 +447,33 @@ def sessions_budget_bound(inst: Instance) -> int:
     return total
 
 
+def score_upper_bound(inst: Instance) -> Fraction:
+    """A score no schedule can beat: each case on its own, as if no other
+    case, budget, cap or clash were there, gets its ceiling of sessions,
+    all with its anchor, at its cheapest qualified rate, starting the moment
+    it may; a case that can have none waits the whole horizon. Loose, but
+    proven, and cheap enough for any instance."""
+    w = inst.weights
+    total = Fraction(0)
+    for case in inst.cases:
+        reference = inst.reference_time(case)
+        idle = max(inst.horizon.end - reference, timedelta())
+        unserved = -w.wait_day * Fraction(int(idle.total_seconds() // 60), MINUTES_PER_DAY)
+        n = _case_ceiling(inst, case)
+        if n and case.kind is CaseKind.CRISIS:
+            deadline = reference + inst.rules.crisis_deadline
+            if not any(iv.start <= deadline and iv.end > reference for iv in case.availability):
+                n = 0
+        if not n:
+            total += unserved
+            continue
+        per_session = w.crisis_session if case.kind is CaseKind.CRISIS else w.session
+        cheapest = min(inst.rate_of(k) for k in inst.qualified(case)) * case.minutes / 60
+        served = n * (per_session + w.continuity - w.cost_per_kntd * cheapest / 1000)
+        total += max(served, unserved)
+    return total
+
+
 # --- putting it together -------------------------------------------------------
 
 
