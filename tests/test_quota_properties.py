@@ -31,11 +31,11 @@ from hypothesis.stateful import (
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.quota import clock, orm
+from services.quota import orm
 from services.quota.domain import TAIPEI, AccountKey, AccountKind
 from services.quota.ledger import GrantCommand, QuotaLedger, ReserveCommand
 from services.quota.service import QuotaService
-from services.runtime import database
+from services.runtime import clock, database
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 
 T = TypeVar("T")

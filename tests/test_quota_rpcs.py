@@ -13,8 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
-from services.quota import clock
-from services.runtime import lease
+from services.runtime import clock, lease
 from tests.conftest import Backend, QuotaClient
 from tests.county import RATE, YEAR, account, reserve_request, seed
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Integer, MetaData, String
+from datetime import datetime
+
+from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.runtime.columns import UtcDateTime
 
 
 class Base(DeclarativeBase):
@@ -23,3 +27,52 @@ class CounselorRow(Base):
     max_sessions_per_day: Mapped[int] = mapped_column(Integer)
     # [[weekday, "HH:MM", "HH:MM"], ...], Asia/Taipei wall-clock times.
     weekly_availability: Mapped[list[list[object]]] = mapped_column(JSON)
+
+
+class CaseRow(Base):
+    __tablename__ = "matcher_cases"
+    case_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    employee_id: Mapped[str] = mapped_column(String(64), index=True)  # pseudonymous
+    agency_id: Mapped[str] = mapped_column(String(64))
+    staff_category: Mapped[str] = mapped_column(String(64))
+    category: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    referral_reference: Mapped[str] = mapped_column(String(64), default="")
+    sessions_wanted: Mapped[int] = mapped_column(Integer)
+    minutes: Mapped[int] = mapped_column(Integer)
+    modalities: Mapped[list[str]] = mapped_column(JSON)
+    # [["start ISO", "end ISO"], ...], aware times.
+    availability: Mapped[list[list[str]]] = mapped_column(JSON)
+    preferred_counselor_id: Mapped[str] = mapped_column(String(64), default="")
+    excluded_counselor_ids: Mapped[list[str]] = mapped_column(JSON)
+    time_off: Mapped[str] = mapped_column(String(16))
+    submitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+# A booking's life: held -> booked -> completed, or -> released (a hold that
+# lapsed or was given up) / cancelled. Held ones count only until they lapse.
+LIVE_STATES = ("held", "booked", "completed")
+
+
+class BookingRow(Base):
+    __tablename__ = "matcher_bookings"
+    booking_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(64), index=True)
+    employee_id: Mapped[str] = mapped_column(String(64), index=True)
+    counselor_id: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[str] = mapped_column(String(64))
+    start: Mapped[datetime] = mapped_column(UtcDateTime())
+    end: Mapped[datetime] = mapped_column(UtcDateTime())
+    minutes: Mapped[int] = mapped_column(Integer)
+    modality: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    hold_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    quota_hold_id: Mapped[str] = mapped_column(String(64), default="")
+    # True while the quota service holds this booking's spending: set once
+    # Commit succeeded, cleared once Release did. A booking whose flag
+    # disagrees with its state is a step a crash interrupted; the reconciler
+    # finishes it.
+    funded: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)

@@ -100,7 +100,7 @@ def _row(counselor: Counselor) -> CounselorRow:
     )
 
 
-def _counselor(row: CounselorRow) -> Counselor:
+def counselor_of(row: CounselorRow) -> Counselor:
     return Counselor(
         counselor_id=row.counselor_id,
         provider_id=row.provider_id,
@@ -135,7 +135,7 @@ class CounselorRegistry:
             row = await session.get(CounselorRow, counselor_id)
         if row is None:
             raise NotFound("counselor_id names no counselor")
-        return _counselor(row)
+        return counselor_of(row)
 
     async def list(
         self, provider_id: str, specialty: Category | None, after: str | None, limit: int
@@ -147,6 +147,6 @@ class CounselorRegistry:
             query = query.where(CounselorRow.counselor_id > after)
         async with self._sessions() as session:
             rows = (await session.scalars(query)).all()
-        counselors = (_counselor(row) for row in rows)
+        counselors = (counselor_of(row) for row in rows)
         chosen = [c for c in counselors if specialty is None or specialty in c.specialties]
         return chosen[:limit]

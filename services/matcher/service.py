@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.booking import Bookings
+from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
+from services.office_calendar.shipped import load_shipped
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
+
+log = logging.getLogger("eap.matcher")
+UPKEEP_SECONDS = 30.0
 
 
 class MatcherService(DatabaseService):
@@ -20,9 +28,34 @@ class MatcherService(DatabaseService):
     version_table = "alembic_version_matcher"
 
     async def started(self, runtime: Runtime) -> None:
+        settings = runtime.settings
         self.registry = CounselorRegistry(self.engine)
+        self.quota = QuotaPort(lambda: settings.quota_address or f"127.0.0.1:{runtime.port}")
+        self.bookings = Bookings(
+            self.engine,
+            self.quota,
+            load_shipped(),
+            settings.slot_hold_seconds,
+            settings.crisis_deadline_hours,
+        )
+        runtime.spawn(self._upkeep(), "matcher-upkeep")
+
+    async def _upkeep(self) -> None:
+        """Writes down lapsed holds and finishes bookings a crash cut short.
+        Both are safe on every replica at once."""
+        while True:
+            await asyncio.sleep(UPKEEP_SECONDS)
+            try:
+                await self.bookings.sweep()
+                await self.bookings.reconcile()
+            except Exception:  # a store is down: the health probe reports it
+                log.warning("booking upkeep failed", exc_info=True)
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(self.registry), server
+            MatcherServicer(self.registry, self.bookings), server
         )
+
+    async def close(self) -> None:
+        await self.quota.close()
+        await super().close()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import time
+from datetime import UTC, datetime, time
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.booking import Bookings, BookingView
+from services.matcher.cases import Case, CaseKind, TimeOff, TimeRange
 from services.matcher.registry import (
     Category,
     Counselor,
@@ -16,6 +19,7 @@ from services.matcher.registry import (
     Modality,
     WeeklyWindow,
 )
+from services.matcher.slots import Offer
 from services.runtime import paging
 from services.runtime.fields import FieldChecker
 
@@ -36,6 +40,39 @@ MODALITIES = {
 }
 _CATEGORY_PB = {v: k for k, v in CATEGORIES.items()}
 _MODALITY_PB = {v: k for k, v in MODALITIES.items()}
+KINDS = {
+    pb.CASE_KIND_GENERAL: CaseKind.GENERAL,
+    pb.CASE_KIND_CRISIS: CaseKind.CRISIS,
+    pb.CASE_KIND_INVOLUNTARY: CaseKind.INVOLUNTARY,
+}
+TIME_OFF = {pb.TIME_OFF_LEAVE: TimeOff.LEAVE, pb.TIME_OFF_OFFICIAL_LEAVE: TimeOff.OFFICIAL_LEAVE}
+_KIND_PB = {v: k for k, v in KINDS.items()}
+_TIME_OFF_PB = {v: k for k, v in TIME_OFF.items()}
+_STATE_PB = {
+    "held": pb.BOOKING_STATE_HELD,
+    "booked": pb.BOOKING_STATE_BOOKED,
+    "completed": pb.BOOKING_STATE_COMPLETED,
+    "cancelled": pb.BOOKING_STATE_CANCELLED,
+    "released": pb.BOOKING_STATE_RELEASED,
+}
+MAX_SLOTS = 200
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _moment(stamp: Timestamp) -> datetime:
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def _required_moment(checker: FieldChecker, message: Any, name: str, field: str) -> datetime:
+    if not message.HasField(name):
+        checker.require(False, field, "required")
+        return datetime.min.replace(tzinfo=UTC)
+    return _moment(getattr(message, name))
 
 
 def _clock(checker: FieldChecker, value: str, field: str) -> time:
@@ -96,9 +133,95 @@ def counselor_pb(counselor: Counselor) -> pb.Counselor:
     )
 
 
+def case_from_pb(message: pb.Case) -> Case:
+    """The domain case, or INVALID_ARGUMENT naming every bad field (the
+    rest of the checks are the domain's, in `cases.validate`)."""
+    checker = FieldChecker()
+    checker.require(message.category in CATEGORIES, "case.category", "a known category")
+    checker.require(message.kind in KINDS, "case.kind", "general, crisis or involuntary")
+    checker.require(message.time_off in TIME_OFF, "case.time_off", "leave or official leave")
+    for n, modality in enumerate(message.modalities):
+        checker.require(modality in MODALITIES, f"case.modalities[{n}]", "a known modality")
+    ranges = tuple(
+        TimeRange(
+            _required_moment(checker, r, "start", f"case.availability[{n}].start"),
+            _required_moment(checker, r, "end", f"case.availability[{n}].end"),
+        )
+        for n, r in enumerate(message.availability)
+    )
+    checker.raise_if_any()
+    return Case(
+        case_id=message.case_id,
+        employee_id=message.employee_id,
+        agency_id=message.agency_id,
+        staff_category=message.staff_category,
+        category=CATEGORIES[message.category],
+        kind=KINDS[message.kind],
+        referral_reference=message.referral_reference,
+        sessions_wanted=message.sessions_wanted,
+        minutes=message.minutes,
+        modalities=tuple(dict.fromkeys(MODALITIES[m] for m in message.modalities)),
+        availability=ranges,
+        preferred_counselor_id=message.preferred_counselor_id,
+        excluded_counselor_ids=tuple(dict.fromkeys(message.excluded_counselor_ids)),
+        time_off=TIME_OFF[message.time_off],
+        submitted_at=datetime.min.replace(tzinfo=UTC),
+    )
+
+
+def case_pb(case: Case) -> pb.Case:
+    return pb.Case(
+        case_id=case.case_id,
+        employee_id=case.employee_id,
+        agency_id=case.agency_id,
+        staff_category=case.staff_category,
+        category=_CATEGORY_PB[case.category],
+        kind=_KIND_PB[case.kind],
+        referral_reference=case.referral_reference,
+        sessions_wanted=case.sessions_wanted,
+        minutes=case.minutes,
+        modalities=[_MODALITY_PB[m] for m in case.modalities],
+        availability=[
+            pb.TimeRange(start=_stamp(r.start), end=_stamp(r.end)) for r in case.availability
+        ],
+        preferred_counselor_id=case.preferred_counselor_id,
+        excluded_counselor_ids=list(case.excluded_counselor_ids),
+        time_off=_TIME_OFF_PB[case.time_off],
+        submitted_at=_stamp(case.submitted_at),
+    )
+
+
+def booking_pb(booking: BookingView) -> pb.Booking:
+    message = pb.Booking(
+        booking_id=booking.booking_id,
+        case_id=booking.case_id,
+        counselor_id=booking.counselor_id,
+        start=_stamp(booking.start),
+        minutes=booking.minutes,
+        modality=_MODALITY_PB[booking.modality],
+        state=_STATE_PB[booking.state],
+    )
+    if booking.hold_expires_at is not None:
+        message.hold_expires_at.CopyFrom(_stamp(booking.hold_expires_at))
+    return message
+
+
+def slot_pb(offer: Offer) -> pb.Slot:
+    return pb.Slot(
+        counselor_id=offer.counselor.counselor_id,
+        counselor_name=offer.counselor.display_name,
+        start=_stamp(offer.start),
+        minutes=offer.minutes,
+        modality=_MODALITY_PB[offer.modality],
+        preferred=offer.preferred,
+        within_crisis_deadline=offer.within_deadline,
+    )
+
+
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
-    def __init__(self, registry: CounselorRegistry) -> None:
+    def __init__(self, registry: CounselorRegistry, bookings: Bookings) -> None:
         self._registry = registry
+        self._bookings = bookings
 
     async def UpsertCounselor(
         self, request: pb.UpsertCounselorRequest, context: Context
@@ -129,3 +252,64 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             if len(counselors) > size
             else "",
         )
+
+    async def SubmitCase(
+        self, request: pb.SubmitCaseRequest, context: Context
+    ) -> pb.SubmitCaseResponse:
+        case, created = await self._bookings.submit_case(case_from_pb(request.case))
+        return pb.SubmitCaseResponse(case=case_pb(case), created=created)
+
+    async def GetCase(self, request: pb.GetCaseRequest, context: Context) -> pb.GetCaseResponse:
+        case, bookings = await self._bookings.get_case(request.case_id)
+        return pb.GetCaseResponse(case=case_pb(case), bookings=[booking_pb(b) for b in bookings])
+
+    async def FindSlots(
+        self, request: pb.FindSlotsRequest, context: Context
+    ) -> pb.FindSlotsResponse:
+        checker = FieldChecker()
+        checker.require(0 <= request.max_slots <= MAX_SLOTS, "max_slots", f"0 to {MAX_SLOTS}")
+        checker.raise_if_any()
+        offers = await self._bookings.find_slots(
+            request.case_id,
+            _moment(request.window_start) if request.HasField("window_start") else None,
+            _moment(request.window_end) if request.HasField("window_end") else None,
+            request.max_slots or 20,
+        )
+        return pb.FindSlotsResponse(slots=[slot_pb(o) for o in offers])
+
+    async def HoldSlot(self, request: pb.HoldSlotRequest, context: Context) -> pb.HoldSlotResponse:
+        checker = FieldChecker()
+        start = _required_moment(checker, request, "start", "start")
+        checker.raise_if_any()
+        booking = await self._bookings.hold(
+            request.case_id, request.counselor_id, start, request.replaces_booking_id
+        )
+        return pb.HoldSlotResponse(booking=booking_pb(booking))
+
+    async def ConfirmBooking(
+        self, request: pb.ConfirmBookingRequest, context: Context
+    ) -> pb.ConfirmBookingResponse:
+        booking = await self._bookings.confirm(request.booking_id)
+        return pb.ConfirmBookingResponse(booking=booking_pb(booking))
+
+    async def CancelBooking(
+        self, request: pb.CancelBookingRequest, context: Context
+    ) -> pb.CancelBookingResponse:
+        booking = await self._bookings.cancel(request.booking_id, request.reason)
+        return pb.CancelBookingResponse(booking=booking_pb(booking))
+
+    async def RescheduleBooking(
+        self, request: pb.RescheduleBookingRequest, context: Context
+    ) -> pb.RescheduleBookingResponse:
+        booking, previous = await self._bookings.reschedule(
+            request.booking_id, request.new_booking_id
+        )
+        return pb.RescheduleBookingResponse(
+            booking=booking_pb(booking), previous=booking_pb(previous)
+        )
+
+    async def CompleteSession(
+        self, request: pb.CompleteSessionRequest, context: Context
+    ) -> pb.CompleteSessionResponse:
+        booking = await self._bookings.complete(request.booking_id, request.minutes)
+        return pb.CompleteSessionResponse(booking=booking_pb(booking))

@@ -26,7 +26,7 @@ from sqlalchemy import Table, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.quota import clock, orm
+from services.quota import orm
 from services.quota.domain import (
     TAIPEI,
     AccountKey,
@@ -41,6 +41,7 @@ from services.quota.domain import (
     session_cost_ntd,
 )
 from services.quota.reference import ReferenceData
+from services.runtime import clock
 from services.runtime.database import is_retryable, padded
 from services.runtime.errors import (
     Aborted,

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.quota import clock, orm
+from services.quota import orm
 from services.quota.batch import (
     CommitOp,
     HoldBatcher,
@@ -40,6 +40,7 @@ from services.quota.domain import (
     require_room,
 )
 from services.quota.store import QuotaStore
+from services.runtime import clock
 from services.runtime.database import is_retryable
 from services.runtime.errors import (
     AlreadyExists,

@@ -10,7 +10,6 @@ from grpc import aio
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from services.quota import clock
 from services.quota.batch import HoldView
 from services.quota.domain import AccountKey, AccountKind, Balance, HoldState, current_fiscal_year
 from services.quota.ledger import (
@@ -18,7 +17,7 @@ from services.quota.ledger import (
     QuotaLedger,
     ReserveCommand,
 )
-from services.runtime import paging
+from services.runtime import clock, paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
 

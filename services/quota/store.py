@@ -13,8 +13,9 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.quota import clock, orm
+from services.quota import orm
 from services.quota.domain import AccountKey, AccountKind
+from services.runtime import clock
 
 
 class QuotaStore:

@@ -23,6 +23,9 @@ service its own database.
 | EAP_HOLD_SWEEP_SECONDS | 2 | how often expired holds are given back |
 | EAP_HEALTH_PROBE_SECONDS | 5 | how often stores are probed for the health status |
 | EAP_DATABASE_POOL_SIZE | 5 | PostgreSQL connections per service process (twice that in bursts) |
+| EAP_QUOTA_ADDRESS | (this server) | where the matcher reaches the quota service, host:port |
+| EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
+| EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class Settings:
     hold_sweep_seconds: float = 2.0
     health_probe_seconds: float = 5.0
     database_pool_size: int = 5
+    quota_address: str | None = None
+    slot_hold_seconds: int = 600
+    crisis_deadline_hours: int = 72
 
     def database_url_for(self, service: str) -> str:
         return (self.service_database_urls or {}).get(service, self.database_url)
@@ -92,6 +98,9 @@ class Settings:
             hold_sweep_seconds=_float(env, "EAP_HOLD_SWEEP_SECONDS", cls.hold_sweep_seconds),
             health_probe_seconds=_float(env, "EAP_HEALTH_PROBE_SECONDS", cls.health_probe_seconds),
             database_pool_size=_int(env, "EAP_DATABASE_POOL_SIZE", cls.database_pool_size),
+            quota_address=env.get("EAP_QUOTA_ADDRESS") or None,
+            slot_hold_seconds=_int(env, "EAP_SLOT_HOLD_SECONDS", cls.slot_hold_seconds),
+            crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
         )
 
 

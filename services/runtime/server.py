@@ -41,6 +41,7 @@ class Runtime:
 
     settings: Settings
     redis: redis_asyncio.Redis | None = None
+    port: int = 0  # the gRPC port, once bound: services in one process call each other on it
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def spawn(self, coroutine: object, name: str) -> None:
@@ -125,6 +126,7 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
     port = server.add_insecure_port(settings.grpc_address)
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc_address}")
+    runtime.port = port
 
     metrics_port = None
     if settings.metrics_port >= 0:

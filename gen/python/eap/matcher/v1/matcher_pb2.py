@@ -22,35 +22,82 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x61p/matcher/v1/matcher.proto\x12\x0e\x65\x61p.matcher.v1\"E\n\x0cWeeklyWindow\x12\x0f\n\x07weekday\x18\x01 \x01(\x05\x12\x12\n\nstart_time\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x03 \x01(\t\"\x94\x02\n\tCounselor\x12\x14\n\x0c\x63ounselor_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x0bspecialties\x18\x04 \x03(\x0e\x32\x18.eap.matcher.v1.Category\x12,\n\nmodalities\x18\x05 \x03(\x0e\x32\x18.eap.matcher.v1.Modality\x12\x10\n\x08location\x18\x06 \x01(\t\x12\x1c\n\x14max_sessions_per_day\x18\x07 \x01(\x05\x12\x39\n\x13weekly_availability\x18\x08 \x03(\x0b\x32\x1c.eap.matcher.v1.WeeklyWindow\"F\n\x16UpsertCounselorRequest\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\"X\n\x17UpsertCounselorResponse\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"+\n\x13GetCounselorRequest\x12\x14\n\x0c\x63ounselor_id\x18\x01 \x01(\t\"D\n\x14GetCounselorResponse\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\"\x80\x01\n\x15ListCounselorsRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12+\n\tspecialty\x18\x02 \x01(\x0e\x32\x18.eap.matcher.v1.Category\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x16ListCounselorsResponse\x12-\n\ncounselors\x18\x01 \x03(\x0b\x32\x19.eap.matcher.v1.Counselor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\xaf\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41TEGORY_PSYCHOLOGICAL\x10\x01\x12\x12\n\x0e\x43\x41TEGORY_LEGAL\x10\x02\x12\x16\n\x12\x43\x41TEGORY_FINANCIAL\x10\x03\x12\x13\n\x0f\x43\x41TEGORY_FAMILY\x10\x04\x12\x13\n\x0f\x43\x41TEGORY_HEALTH\x10\x05\x12\x17\n\x13\x43\x41TEGORY_MANAGEMENT\x10\x06*d\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x16\n\x12MODALITY_IN_PERSON\x10\x01\x12\x12\n\x0eMODALITY_VIDEO\x10\x02\x12\x12\n\x0eMODALITY_PHONE\x10\x03\x32\xb0\x02\n\x0eMatcherService\x12\x62\n\x0fUpsertCounselor\x12&.eap.matcher.v1.UpsertCounselorRequest\x1a\'.eap.matcher.v1.UpsertCounselorResponse\x12Y\n\x0cGetCounselor\x12#.eap.matcher.v1.GetCounselorRequest\x1a$.eap.matcher.v1.GetCounselorResponse\x12_\n\x0eListCounselors\x12%.eap.matcher.v1.ListCounselorsRequest\x1a&.eap.matcher.v1.ListCounselorsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x65\x61p/matcher/v1/matcher.proto\x12\x0e\x65\x61p.matcher.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\x0cWeeklyWindow\x12\x0f\n\x07weekday\x18\x01 \x01(\x05\x12\x12\n\nstart_time\x18\x02 \x01(\t\x12\x10\n\x08\x65nd_time\x18\x03 \x01(\t\"\x94\x02\n\tCounselor\x12\x14\n\x0c\x63ounselor_id\x18\x01 \x01(\t\x12\x13\n\x0bprovider_id\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12-\n\x0bspecialties\x18\x04 \x03(\x0e\x32\x18.eap.matcher.v1.Category\x12,\n\nmodalities\x18\x05 \x03(\x0e\x32\x18.eap.matcher.v1.Modality\x12\x10\n\x08location\x18\x06 \x01(\t\x12\x1c\n\x14max_sessions_per_day\x18\x07 \x01(\x05\x12\x39\n\x13weekly_availability\x18\x08 \x03(\x0b\x32\x1c.eap.matcher.v1.WeeklyWindow\"F\n\x16UpsertCounselorRequest\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\"X\n\x17UpsertCounselorResponse\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"+\n\x13GetCounselorRequest\x12\x14\n\x0c\x63ounselor_id\x18\x01 \x01(\t\"D\n\x14GetCounselorResponse\x12,\n\tcounselor\x18\x01 \x01(\x0b\x32\x19.eap.matcher.v1.Counselor\"\x80\x01\n\x15ListCounselorsRequest\x12\x13\n\x0bprovider_id\x18\x01 \x01(\t\x12+\n\tspecialty\x18\x02 \x01(\x0e\x32\x18.eap.matcher.v1.Category\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x16ListCounselorsResponse\x12-\n\ncounselors\x18\x01 \x03(\x0b\x32\x19.eap.matcher.v1.Counselor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\tTimeRange\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xed\x03\n\x04\x43\x61se\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x13\n\x0b\x65mployee_id\x18\x02 \x01(\t\x12\x11\n\tagency_id\x18\x03 \x01(\t\x12\x16\n\x0estaff_category\x18\x04 \x01(\t\x12*\n\x08\x63\x61tegory\x18\x05 \x01(\x0e\x32\x18.eap.matcher.v1.Category\x12&\n\x04kind\x18\x06 \x01(\x0e\x32\x18.eap.matcher.v1.CaseKind\x12\x1a\n\x12referral_reference\x18\x07 \x01(\t\x12\x17\n\x0fsessions_wanted\x18\x08 \x01(\x05\x12\x0f\n\x07minutes\x18\t \x01(\x05\x12,\n\nmodalities\x18\n \x03(\x0e\x32\x18.eap.matcher.v1.Modality\x12/\n\x0c\x61vailability\x18\x0b \x03(\x0b\x32\x19.eap.matcher.v1.TimeRange\x12\x1e\n\x16preferred_counselor_id\x18\x0c \x01(\t\x12\x1e\n\x16\x65xcluded_counselor_ids\x18\r \x03(\t\x12)\n\x08time_off\x18\x0e \x01(\x0e\x32\x17.eap.matcher.v1.TimeOff\x12\x30\n\x0csubmitted_at\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8e\x02\n\x07\x42ooking\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63\x61se_id\x18\x02 \x01(\t\x12\x14\n\x0c\x63ounselor_id\x18\x03 \x01(\t\x12)\n\x05start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07minutes\x18\x05 \x01(\x05\x12*\n\x08modality\x18\x06 \x01(\x0e\x32\x18.eap.matcher.v1.Modality\x12+\n\x05state\x18\x07 \x01(\x0e\x32\x1c.eap.matcher.v1.BookingState\x12\x33\n\x0fhold_expires_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcf\x01\n\x04Slot\x12\x14\n\x0c\x63ounselor_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ounselor_name\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07minutes\x18\x04 \x01(\x05\x12*\n\x08modality\x18\x05 \x01(\x0e\x32\x18.eap.matcher.v1.Modality\x12\x11\n\tpreferred\x18\x06 \x01(\x08\x12\x1e\n\x16within_crisis_deadline\x18\x07 \x01(\x08\"7\n\x11SubmitCaseRequest\x12\"\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x14.eap.matcher.v1.Case\"I\n\x12SubmitCaseResponse\x12\"\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x14.eap.matcher.v1.Case\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"!\n\x0eGetCaseRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\"`\n\x0fGetCaseResponse\x12\"\n\x04\x63\x61se\x18\x01 \x01(\x0b\x32\x14.eap.matcher.v1.Case\x12)\n\x08\x62ookings\x18\x02 \x03(\x0b\x32\x17.eap.matcher.v1.Booking\"\x98\x01\n\x10\x46indSlotsRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tmax_slots\x18\x04 \x01(\x05\"8\n\x11\x46indSlotsResponse\x12#\n\x05slots\x18\x01 \x03(\x0b\x32\x14.eap.matcher.v1.Slot\"\x80\x01\n\x0fHoldSlotRequest\x12\x0f\n\x07\x63\x61se_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63ounselor_id\x18\x02 \x01(\t\x12)\n\x05start\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x13replaces_booking_id\x18\x04 \x01(\t\"<\n\x10HoldSlotResponse\x12(\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x17.eap.matcher.v1.Booking\"+\n\x15\x43onfirmBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\"B\n\x16\x43onfirmBookingResponse\x12(\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x17.eap.matcher.v1.Booking\":\n\x14\x43\x61ncelBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"A\n\x15\x43\x61ncelBookingResponse\x12(\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x17.eap.matcher.v1.Booking\"F\n\x18RescheduleBookingRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x16\n\x0enew_booking_id\x18\x02 \x01(\t\"p\n\x19RescheduleBookingResponse\x12(\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x17.eap.matcher.v1.Booking\x12)\n\x08previous\x18\x02 \x01(\x0b\x32\x17.eap.matcher.v1.Booking\"=\n\x16\x43ompleteSessionRequest\x12\x12\n\nbooking_id\x18\x01 \x01(\t\x12\x0f\n\x07minutes\x18\x02 \x01(\x05\"C\n\x17\x43ompleteSessionResponse\x12(\n\x07\x62ooking\x18\x01 \x01(\x0b\x32\x17.eap.matcher.v1.Booking*\xaf\x01\n\x08\x43\x61tegory\x12\x18\n\x14\x43\x41TEGORY_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x43\x41TEGORY_PSYCHOLOGICAL\x10\x01\x12\x12\n\x0e\x43\x41TEGORY_LEGAL\x10\x02\x12\x16\n\x12\x43\x41TEGORY_FINANCIAL\x10\x03\x12\x13\n\x0f\x43\x41TEGORY_FAMILY\x10\x04\x12\x13\n\x0f\x43\x41TEGORY_HEALTH\x10\x05\x12\x17\n\x13\x43\x41TEGORY_MANAGEMENT\x10\x06*d\n\x08Modality\x12\x18\n\x14MODALITY_UNSPECIFIED\x10\x00\x12\x16\n\x12MODALITY_IN_PERSON\x10\x01\x12\x12\n\x0eMODALITY_VIDEO\x10\x02\x12\x12\n\x0eMODALITY_PHONE\x10\x03*m\n\x08\x43\x61seKind\x12\x19\n\x15\x43\x41SE_KIND_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41SE_KIND_GENERAL\x10\x01\x12\x14\n\x10\x43\x41SE_KIND_CRISIS\x10\x02\x12\x19\n\x15\x43\x41SE_KIND_INVOLUNTARY\x10\x03*T\n\x07TimeOff\x12\x18\n\x14TIME_OFF_UNSPECIFIED\x10\x00\x12\x12\n\x0eTIME_OFF_LEAVE\x10\x01\x12\x1b\n\x17TIME_OFF_OFFICIAL_LEAVE\x10\x02*\xb5\x01\n\x0c\x42ookingState\x12\x1d\n\x19\x42OOKING_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12\x42OOKING_STATE_HELD\x10\x01\x12\x18\n\x14\x42OOKING_STATE_BOOKED\x10\x02\x12\x1b\n\x17\x42OOKING_STATE_COMPLETED\x10\x03\x12\x1b\n\x17\x42OOKING_STATE_CANCELLED\x10\x04\x12\x1a\n\x16\x42OOKING_STATE_RELEASED\x10\x05\x32\xff\x07\n\x0eMatcherService\x12\x62\n\x0fUpsertCounselor\x12&.eap.matcher.v1.UpsertCounselorRequest\x1a\'.eap.matcher.v1.UpsertCounselorResponse\x12Y\n\x0cGetCounselor\x12#.eap.matcher.v1.GetCounselorRequest\x1a$.eap.matcher.v1.GetCounselorResponse\x12_\n\x0eListCounselors\x12%.eap.matcher.v1.ListCounselorsRequest\x1a&.eap.matcher.v1.ListCounselorsResponse\x12S\n\nSubmitCase\x12!.eap.matcher.v1.SubmitCaseRequest\x1a\".eap.matcher.v1.SubmitCaseResponse\x12J\n\x07GetCase\x12\x1e.eap.matcher.v1.GetCaseRequest\x1a\x1f.eap.matcher.v1.GetCaseResponse\x12P\n\tFindSlots\x12 .eap.matcher.v1.FindSlotsRequest\x1a!.eap.matcher.v1.FindSlotsResponse\x12M\n\x08HoldSlot\x12\x1f.eap.matcher.v1.HoldSlotRequest\x1a .eap.matcher.v1.HoldSlotResponse\x12_\n\x0e\x43onfirmBooking\x12%.eap.matcher.v1.ConfirmBookingRequest\x1a&.eap.matcher.v1.ConfirmBookingResponse\x12\\\n\rCancelBooking\x12$.eap.matcher.v1.CancelBookingRequest\x1a%.eap.matcher.v1.CancelBookingResponse\x12h\n\x11RescheduleBooking\x12(.eap.matcher.v1.RescheduleBookingRequest\x1a).eap.matcher.v1.RescheduleBookingResponse\x12\x62\n\x0f\x43ompleteSession\x12&.eap.matcher.v1.CompleteSessionRequest\x1a\'.eap.matcher.v1.CompleteSessionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eap.matcher.v1.matcher_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CATEGORY']._serialized_start=905
-  _globals['_CATEGORY']._serialized_end=1080
-  _globals['_MODALITY']._serialized_start=1082
-  _globals['_MODALITY']._serialized_end=1182
-  _globals['_WEEKLYWINDOW']._serialized_start=48
-  _globals['_WEEKLYWINDOW']._serialized_end=117
-  _globals['_COUNSELOR']._serialized_start=120
-  _globals['_COUNSELOR']._serialized_end=396
-  _globals['_UPSERTCOUNSELORREQUEST']._serialized_start=398
-  _globals['_UPSERTCOUNSELORREQUEST']._serialized_end=468
-  _globals['_UPSERTCOUNSELORRESPONSE']._serialized_start=470
-  _globals['_UPSERTCOUNSELORRESPONSE']._serialized_end=558
-  _globals['_GETCOUNSELORREQUEST']._serialized_start=560
-  _globals['_GETCOUNSELORREQUEST']._serialized_end=603
-  _globals['_GETCOUNSELORRESPONSE']._serialized_start=605
-  _globals['_GETCOUNSELORRESPONSE']._serialized_end=673
-  _globals['_LISTCOUNSELORSREQUEST']._serialized_start=676
-  _globals['_LISTCOUNSELORSREQUEST']._serialized_end=804
-  _globals['_LISTCOUNSELORSRESPONSE']._serialized_start=806
-  _globals['_LISTCOUNSELORSRESPONSE']._serialized_end=902
-  _globals['_MATCHERSERVICE']._serialized_start=1185
-  _globals['_MATCHERSERVICE']._serialized_end=1489
+  _globals['_CATEGORY']._serialized_start=3243
+  _globals['_CATEGORY']._serialized_end=3418
+  _globals['_MODALITY']._serialized_start=3420
+  _globals['_MODALITY']._serialized_end=3520
+  _globals['_CASEKIND']._serialized_start=3522
+  _globals['_CASEKIND']._serialized_end=3631
+  _globals['_TIMEOFF']._serialized_start=3633
+  _globals['_TIMEOFF']._serialized_end=3717
+  _globals['_BOOKINGSTATE']._serialized_start=3720
+  _globals['_BOOKINGSTATE']._serialized_end=3901
+  _globals['_WEEKLYWINDOW']._serialized_start=81
+  _globals['_WEEKLYWINDOW']._serialized_end=150
+  _globals['_COUNSELOR']._serialized_start=153
+  _globals['_COUNSELOR']._serialized_end=429
+  _globals['_UPSERTCOUNSELORREQUEST']._serialized_start=431
+  _globals['_UPSERTCOUNSELORREQUEST']._serialized_end=501
+  _globals['_UPSERTCOUNSELORRESPONSE']._serialized_start=503
+  _globals['_UPSERTCOUNSELORRESPONSE']._serialized_end=591
+  _globals['_GETCOUNSELORREQUEST']._serialized_start=593
+  _globals['_GETCOUNSELORREQUEST']._serialized_end=636
+  _globals['_GETCOUNSELORRESPONSE']._serialized_start=638
+  _globals['_GETCOUNSELORRESPONSE']._serialized_end=706
+  _globals['_LISTCOUNSELORSREQUEST']._serialized_start=709
+  _globals['_LISTCOUNSELORSREQUEST']._serialized_end=837
+  _globals['_LISTCOUNSELORSRESPONSE']._serialized_start=839
+  _globals['_LISTCOUNSELORSRESPONSE']._serialized_end=935
+  _globals['_TIMERANGE']._serialized_start=937
+  _globals['_TIMERANGE']._serialized_end=1032
+  _globals['_CASE']._serialized_start=1035
+  _globals['_CASE']._serialized_end=1528
+  _globals['_BOOKING']._serialized_start=1531
+  _globals['_BOOKING']._serialized_end=1801
+  _globals['_SLOT']._serialized_start=1804
+  _globals['_SLOT']._serialized_end=2011
+  _globals['_SUBMITCASEREQUEST']._serialized_start=2013
+  _globals['_SUBMITCASEREQUEST']._serialized_end=2068
+  _globals['_SUBMITCASERESPONSE']._serialized_start=2070
+  _globals['_SUBMITCASERESPONSE']._serialized_end=2143
+  _globals['_GETCASEREQUEST']._serialized_start=2145
+  _globals['_GETCASEREQUEST']._serialized_end=2178
+  _globals['_GETCASERESPONSE']._serialized_start=2180
+  _globals['_GETCASERESPONSE']._serialized_end=2276
+  _globals['_FINDSLOTSREQUEST']._serialized_start=2279
+  _globals['_FINDSLOTSREQUEST']._serialized_end=2431
+  _globals['_FINDSLOTSRESPONSE']._serialized_start=2433
+  _globals['_FINDSLOTSRESPONSE']._serialized_end=2489
+  _globals['_HOLDSLOTREQUEST']._serialized_start=2492
+  _globals['_HOLDSLOTREQUEST']._serialized_end=2620
+  _globals['_HOLDSLOTRESPONSE']._serialized_start=2622
+  _globals['_HOLDSLOTRESPONSE']._serialized_end=2682
+  _globals['_CONFIRMBOOKINGREQUEST']._serialized_start=2684
+  _globals['_CONFIRMBOOKINGREQUEST']._serialized_end=2727
+  _globals['_CONFIRMBOOKINGRESPONSE']._serialized_start=2729
+  _globals['_CONFIRMBOOKINGRESPONSE']._serialized_end=2795
+  _globals['_CANCELBOOKINGREQUEST']._serialized_start=2797
+  _globals['_CANCELBOOKINGREQUEST']._serialized_end=2855
+  _globals['_CANCELBOOKINGRESPONSE']._serialized_start=2857
+  _globals['_CANCELBOOKINGRESPONSE']._serialized_end=2922
+  _globals['_RESCHEDULEBOOKINGREQUEST']._serialized_start=2924
+  _globals['_RESCHEDULEBOOKINGREQUEST']._serialized_end=2994
+  _globals['_RESCHEDULEBOOKINGRESPONSE']._serialized_start=2996
+  _globals['_RESCHEDULEBOOKINGRESPONSE']._serialized_end=3108
+  _globals['_COMPLETESESSIONREQUEST']._serialized_start=3110
+  _globals['_COMPLETESESSIONREQUEST']._serialized_end=3171
+  _globals['_COMPLETESESSIONRESPONSE']._serialized_start=3173
+  _globals['_COMPLETESESSIONRESPONSE']._serialized_end=3240
+  _globals['_MATCHERSERVICE']._serialized_start=3904
+  _globals['_MATCHERSERVICE']._serialized_end=4927
 # @@protoc_insertion_point(module_scope)

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -86,6 +87,102 @@ MODALITY_VIDEO: Modality.ValueType  # 2
 MODALITY_PHONE: Modality.ValueType  # 3
 """Telephone."""
 Global___Modality: _TypeAlias = Modality  # noqa: Y015
+
+class _CaseKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CaseKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CaseKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CASE_KIND_UNSPECIFIED: _CaseKind.ValueType  # 0
+    """Not set."""
+    CASE_KIND_GENERAL: _CaseKind.ValueType  # 1
+    """The employee asked for counseling."""
+    CASE_KIND_CRISIS: _CaseKind.ValueType  # 2
+    """Urgent: the first session must start within the crisis deadline
+    (EAP_CRISIS_DEADLINE_HOURS, 72 by default) of submission.
+    """
+    CASE_KIND_INVOLUNTARY: _CaseKind.ValueType  # 3
+    """Referred by a supervisor; needs a referral_reference. The referrer
+    learns nothing back beyond "received".
+    """
+
+class CaseKind(_CaseKind, metaclass=_CaseKindEnumTypeWrapper):
+    """What a case is about, as the programme classes it."""
+
+CASE_KIND_UNSPECIFIED: CaseKind.ValueType  # 0
+"""Not set."""
+CASE_KIND_GENERAL: CaseKind.ValueType  # 1
+"""The employee asked for counseling."""
+CASE_KIND_CRISIS: CaseKind.ValueType  # 2
+"""Urgent: the first session must start within the crisis deadline
+(EAP_CRISIS_DEADLINE_HOURS, 72 by default) of submission.
+"""
+CASE_KIND_INVOLUNTARY: CaseKind.ValueType  # 3
+"""Referred by a supervisor; needs a referral_reference. The referrer
+learns nothing back beyond "received".
+"""
+Global___CaseKind: _TypeAlias = CaseKind  # noqa: Y015
+
+class _TimeOff:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TimeOffEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TimeOff.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIME_OFF_UNSPECIFIED: _TimeOff.ValueType  # 0
+    """Not set."""
+    TIME_OFF_LEAVE: _TimeOff.ValueType  # 1
+    """Ordinary leave."""
+    TIME_OFF_OFFICIAL_LEAVE: _TimeOff.ValueType  # 2
+    """Official leave (公假), granted for EAP sessions in office hours."""
+
+class TimeOff(_TimeOff, metaclass=_TimeOffEnumTypeWrapper):
+    """How the employee takes the time of a session."""
+
+TIME_OFF_UNSPECIFIED: TimeOff.ValueType  # 0
+"""Not set."""
+TIME_OFF_LEAVE: TimeOff.ValueType  # 1
+"""Ordinary leave."""
+TIME_OFF_OFFICIAL_LEAVE: TimeOff.ValueType  # 2
+"""Official leave (公假), granted for EAP sessions in office hours."""
+Global___TimeOff: _TypeAlias = TimeOff  # noqa: Y015
+
+class _BookingState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BookingStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BookingState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BOOKING_STATE_UNSPECIFIED: _BookingState.ValueType  # 0
+    """Not set."""
+    BOOKING_STATE_HELD: _BookingState.ValueType  # 1
+    """A slot held while the person fills in the form; expires by itself."""
+    BOOKING_STATE_BOOKED: _BookingState.ValueType  # 2
+    """Confirmed, with its quota spent."""
+    BOOKING_STATE_COMPLETED: _BookingState.ValueType  # 3
+    """The session took place."""
+    BOOKING_STATE_CANCELLED: _BookingState.ValueType  # 4
+    """Cancelled; its quota went back."""
+    BOOKING_STATE_RELEASED: _BookingState.ValueType  # 5
+    """A hold that lapsed or was given up before it was confirmed."""
+
+class BookingState(_BookingState, metaclass=_BookingStateEnumTypeWrapper):
+    """Where a booking is in its life."""
+
+BOOKING_STATE_UNSPECIFIED: BookingState.ValueType  # 0
+"""Not set."""
+BOOKING_STATE_HELD: BookingState.ValueType  # 1
+"""A slot held while the person fills in the form; expires by itself."""
+BOOKING_STATE_BOOKED: BookingState.ValueType  # 2
+"""Confirmed, with its quota spent."""
+BOOKING_STATE_COMPLETED: BookingState.ValueType  # 3
+"""The session took place."""
+BOOKING_STATE_CANCELLED: BookingState.ValueType  # 4
+"""Cancelled; its quota went back."""
+BOOKING_STATE_RELEASED: BookingState.ValueType  # 5
+"""A hold that lapsed or was given up before it was confirmed."""
+Global___BookingState: _TypeAlias = BookingState  # noqa: Y015
 
 @_typing.final
 class WeeklyWindow(_message.Message):
@@ -334,3 +431,661 @@ class ListCounselorsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCounselorsResponse: _TypeAlias = ListCounselorsResponse  # noqa: Y015
+
+@_typing.final
+class TimeRange(_message.Message):
+    """A half-open time range [start, end)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End, after the start."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
+
+@_typing.final
+class Case(_message.Message):
+    """One employee's request for counseling."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    STAFF_CATEGORY_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REFERRAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    SESSIONS_WANTED_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    PREFERRED_COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    EXCLUDED_COUNSELOR_IDS_FIELD_NUMBER: _builtins.int
+    TIME_OFF_FIELD_NUMBER: _builtins.int
+    SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """Stable id chosen by the caller (e.g. a UUID); 1-64 letters, digits, "-",
+    "_" or ".".
+    """
+    employee_id: _builtins.str
+    """Pseudonymous employee id: never a name or national id."""
+    agency_id: _builtins.str
+    """The agency whose budget pays."""
+    staff_category: _builtins.str
+    """The employee's staff category (e.g. "official"), which picks the
+    entitlement policy in the quota service.
+    """
+    category: Global___Category.ValueType
+    """What the counseling is about."""
+    kind: Global___CaseKind.ValueType
+    """General, crisis or involuntary."""
+    referral_reference: _builtins.str
+    """For involuntary cases: the referral's reference number (no names)."""
+    sessions_wanted: _builtins.int
+    """Sessions wanted, 1-12; one a week at most."""
+    minutes: _builtins.int
+    """Length of each session, 60-120 minutes, a multiple of 30."""
+    preferred_counselor_id: _builtins.str
+    """A counselor the employee prefers, or empty."""
+    time_off: Global___TimeOff.ValueType
+    """Leave or official leave."""
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[Global___Modality.ValueType]:
+        """Acceptable ways to meet; at least one."""
+
+    @_builtins.property
+    def availability(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """When the employee can attend; at most 200 ranges, none longer than 31
+        days.
+        """
+
+    @_builtins.property
+    def excluded_counselor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Counselors the employee will not see."""
+
+    @_builtins.property
+    def submitted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the case came in; set by the server."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        employee_id: _builtins.str = ...,
+        agency_id: _builtins.str = ...,
+        staff_category: _builtins.str = ...,
+        category: Global___Category.ValueType = ...,
+        kind: Global___CaseKind.ValueType = ...,
+        referral_reference: _builtins.str = ...,
+        sessions_wanted: _builtins.int = ...,
+        minutes: _builtins.int = ...,
+        modalities: _abc.Iterable[Global___Modality.ValueType] | None = ...,
+        availability: _abc.Iterable[Global___TimeRange] | None = ...,
+        preferred_counselor_id: _builtins.str = ...,
+        excluded_counselor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        time_off: Global___TimeOff.ValueType = ...,
+        submitted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_at", b"submitted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "availability", b"availability", "case_id", b"case_id", "category", b"category", "employee_id", b"employee_id", "excluded_counselor_ids", b"excluded_counselor_ids", "kind", b"kind", "minutes", b"minutes", "modalities", b"modalities", "preferred_counselor_id", b"preferred_counselor_id", "referral_reference", b"referral_reference", "sessions_wanted", b"sessions_wanted", "staff_category", b"staff_category", "submitted_at", b"submitted_at", "time_off", b"time_off"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Case: _TypeAlias = Case  # noqa: Y015
+
+@_typing.final
+class Booking(_message.Message):
+    """A slot held or booked for a case. A hold's id stays the booking's id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    HOLD_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """Server-assigned id."""
+    case_id: _builtins.str
+    """The case."""
+    counselor_id: _builtins.str
+    """The counselor."""
+    minutes: _builtins.int
+    """Length in minutes (for a completed session, the minutes used)."""
+    modality: Global___Modality.ValueType
+    """How the session is held."""
+    state: Global___BookingState.ValueType
+    """Where it is in its life."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When the session starts."""
+
+    @_builtins.property
+    def hold_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When a HELD booking lapses."""
+
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        counselor_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        minutes: _builtins.int = ...,
+        modality: Global___Modality.ValueType = ...,
+        state: Global___BookingState.ValueType = ...,
+        hold_expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "hold_expires_at", b"hold_expires_at", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Booking: _TypeAlias = Booking  # noqa: Y015
+
+@_typing.final
+class Slot(_message.Message):
+    """A free slot FindSlots offers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    COUNSELOR_NAME_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    PREFERRED_FIELD_NUMBER: _builtins.int
+    WITHIN_CRISIS_DEADLINE_FIELD_NUMBER: _builtins.int
+    counselor_id: _builtins.str
+    """The counselor."""
+    counselor_name: _builtins.str
+    """The counselor's display name."""
+    minutes: _builtins.int
+    """Its length in minutes (the case's)."""
+    modality: Global___Modality.ValueType
+    """The first of the case's modalities the counselor offers."""
+    preferred: _builtins.bool
+    """True when the counselor is the case's preferred one."""
+    within_crisis_deadline: _builtins.bool
+    """For crisis cases: true when the slot starts inside the deadline."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When the session would start."""
+
+    def __init__(
+        self,
+        *,
+        counselor_id: _builtins.str = ...,
+        counselor_name: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        minutes: _builtins.int = ...,
+        modality: Global___Modality.ValueType = ...,
+        preferred: _builtins.bool = ...,
+        within_crisis_deadline: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "counselor_name", b"counselor_name", "minutes", b"minutes", "modality", b"modality", "preferred", b"preferred", "start", b"start", "within_crisis_deadline", b"within_crisis_deadline"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Slot: _TypeAlias = Slot  # noqa: Y015
+
+@_typing.final
+class SubmitCaseRequest(_message.Message):
+    """Request for SubmitCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case, complete (submitted_at is ignored)."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitCaseRequest: _TypeAlias = SubmitCaseRequest  # noqa: Y015
+
+@_typing.final
+class SubmitCaseResponse(_message.Message):
+    """Response of SubmitCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """True when the case was new."""
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case as stored."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "created", b"created"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitCaseResponse: _TypeAlias = SubmitCaseResponse  # noqa: Y015
+
+@_typing.final
+class GetCaseRequest(_message.Message):
+    """Request for GetCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case's id."""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCaseRequest: _TypeAlias = GetCaseRequest  # noqa: Y015
+
+@_typing.final
+class GetCaseResponse(_message.Message):
+    """Response of GetCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case."""
+
+    @_builtins.property
+    def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
+        """Its live holds and bookings (held, booked, completed), by start."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+        bookings: _abc.Iterable[Global___Booking] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "case", b"case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCaseResponse: _TypeAlias = GetCaseResponse  # noqa: Y015
+
+@_typing.final
+class FindSlotsRequest(_message.Message):
+    """Request for FindSlots."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    MAX_SLOTS_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case to find slots for."""
+    max_slots: _builtins.int
+    """At most this many slots, 1-200; zero means 20."""
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Search from here; unset means now."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """Search up to here; unset means 14 days after window_start. At most 62
+        days after window_start.
+        """
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        max_slots: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "max_slots", b"max_slots", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindSlotsRequest: _TypeAlias = FindSlotsRequest  # noqa: Y015
+
+@_typing.final
+class FindSlotsResponse(_message.Message):
+    """Response of FindSlots."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SLOTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
+        """Ranked best first."""
+
+    def __init__(
+        self,
+        *,
+        slots: _abc.Iterable[Global___Slot] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["slots", b"slots"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindSlotsResponse: _TypeAlias = FindSlotsResponse  # noqa: Y015
+
+@_typing.final
+class HoldSlotRequest(_message.Message):
+    """Request for HoldSlot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    REPLACES_BOOKING_ID_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    counselor_id: _builtins.str
+    """The counselor of the slot."""
+    replaces_booking_id: _builtins.str
+    """When rescheduling: the booking of the same case this hold will replace
+    (see RescheduleBooking). Its time and ISO week count as free.
+    """
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """The slot's start, as FindSlots gave it."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        counselor_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        replaces_booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "counselor_id", b"counselor_id", "replaces_booking_id", b"replaces_booking_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldSlotRequest: _TypeAlias = HoldSlotRequest  # noqa: Y015
+
+@_typing.final
+class HoldSlotResponse(_message.Message):
+    """Response of HoldSlot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking:
+        """The hold (state HELD), with when it lapses."""
+
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HoldSlotResponse: _TypeAlias = HoldSlotResponse  # noqa: Y015
+
+@_typing.final
+class ConfirmBookingRequest(_message.Message):
+    """Request for ConfirmBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """The id HoldSlot returned."""
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmBookingRequest: _TypeAlias = ConfirmBookingRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmBookingResponse(_message.Message):
+    """Response of ConfirmBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking:
+        """The booking (state BOOKED)."""
+
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmBookingResponse: _TypeAlias = ConfirmBookingResponse  # noqa: Y015
+
+@_typing.final
+class CancelBookingRequest(_message.Message):
+    """Request for CancelBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """The booking, or a hold to give up."""
+    reason: _builtins.str
+    """Why, in a few words (no personal data)."""
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBookingRequest: _TypeAlias = CancelBookingRequest  # noqa: Y015
+
+@_typing.final
+class CancelBookingResponse(_message.Message):
+    """Response of CancelBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking:
+        """The booking as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelBookingResponse: _TypeAlias = CancelBookingResponse  # noqa: Y015
+
+@_typing.final
+class RescheduleBookingRequest(_message.Message):
+    """Request for RescheduleBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    NEW_BOOKING_ID_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """The booking to move."""
+    new_booking_id: _builtins.str
+    """A live hold of the same case, on the new slot."""
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        new_booking_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "new_booking_id", b"new_booking_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RescheduleBookingRequest: _TypeAlias = RescheduleBookingRequest  # noqa: Y015
+
+@_typing.final
+class RescheduleBookingResponse(_message.Message):
+    """Response of RescheduleBooking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    PREVIOUS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking:
+        """The new booking (BOOKED)."""
+
+    @_builtins.property
+    def previous(self) -> Global___Booking:
+        """The old one (CANCELLED)."""
+
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+        previous: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking", "previous", b"previous"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking", "previous", b"previous"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RescheduleBookingResponse: _TypeAlias = RescheduleBookingResponse  # noqa: Y015
+
+@_typing.final
+class CompleteSessionRequest(_message.Message):
+    """Request for CompleteSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """The booking."""
+    minutes: _builtins.int
+    """Minutes the session actually took, at most those booked; zero means
+    as booked.
+    """
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "minutes", b"minutes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteSessionRequest: _TypeAlias = CompleteSessionRequest  # noqa: Y015
+
+@_typing.final
+class CompleteSessionResponse(_message.Message):
+    """Response of CompleteSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booking(self) -> Global___Booking:
+        """The booking (COMPLETED)."""
+
+    def __init__(
+        self,
+        *,
+        booking: Global___Booking | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking", b"booking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteSessionResponse: _TypeAlias = CompleteSessionResponse  # noqa: Y015

@@ -27,8 +27,20 @@ if _version_not_supported:
 
 class MatcherServiceStub:
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -52,12 +64,64 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsResponse.FromString,
                 _registered_method=True)
+        self.SubmitCase = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SubmitCase',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseResponse.FromString,
+                _registered_method=True)
+        self.GetCase = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetCase',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.FromString,
+                _registered_method=True)
+        self.FindSlots = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/FindSlots',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsResponse.FromString,
+                _registered_method=True)
+        self.HoldSlot = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/HoldSlot',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotResponse.FromString,
+                _registered_method=True)
+        self.ConfirmBooking = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ConfirmBooking',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingResponse.FromString,
+                _registered_method=True)
+        self.CancelBooking = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/CancelBooking',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingResponse.FromString,
+                _registered_method=True)
+        self.RescheduleBooking = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/RescheduleBooking',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingResponse.FromString,
+                _registered_method=True)
+        self.CompleteSession = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/CompleteSession',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     def UpsertCounselor(self, request, context):
@@ -82,6 +146,74 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitCase(self, request, context):
+        """Registers an employee's case, or returns the stored one when a case with
+        this id exists with the same content (a retried submission).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCase(self, request, context):
+        """One case by id, with what is booked for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindSlots(self, request, context):
+        """Ranked free slots for a case over a window: qualified counselors only,
+        inside both sides' availability on office days, clear of live bookings
+        and holds, the counselor's daily limit, the employee's one session a
+        week, and the quota left. A crisis case's slots inside its deadline
+        come first; then the preferred counselor's; then the earliest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HoldSlot(self, request, context):
+        """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
+        that nobody else, on any replica, can take it meanwhile. It expires by
+        itself unless confirmed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfirmBooking(self, request, context):
+        """Turns a live hold into a booking and spends the session's quota
+        (reserve and commit in the quota service) in one step: if either fails,
+        neither is left behind. Retrying a confirmed hold returns its booking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelBooking(self, request, context):
+        """Cancels a booking and gives its quota back. Cancelling a cancelled
+        booking is a no-op; a completed session cannot be cancelled.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RescheduleBooking(self, request, context):
+        """Moves a booking to the slot of a live hold of the same case: the new
+        booking is confirmed and the old one cancelled, or nothing changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteSession(self, request, context):
+        """Records that a booked session took place and commits the minutes
+        actually used (at most those booked) to the quota.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -100,6 +232,46 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsResponse.SerializeToString,
             ),
+            'SubmitCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitCase,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseResponse.SerializeToString,
+            ),
+            'GetCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCase,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.SerializeToString,
+            ),
+            'FindSlots': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSlots,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsResponse.SerializeToString,
+            ),
+            'HoldSlot': grpc.unary_unary_rpc_method_handler(
+                    servicer.HoldSlot,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotResponse.SerializeToString,
+            ),
+            'ConfirmBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmBooking,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingResponse.SerializeToString,
+            ),
+            'CancelBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelBooking,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingResponse.SerializeToString,
+            ),
+            'RescheduleBooking': grpc.unary_unary_rpc_method_handler(
+                    servicer.RescheduleBooking,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingResponse.SerializeToString,
+            ),
+            'CompleteSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteSession,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'eap.matcher.v1.MatcherService', rpc_method_handlers)
@@ -110,8 +282,20 @@ def add_MatcherServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class MatcherService:
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     @staticmethod
@@ -185,6 +369,222 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ListCounselors',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SubmitCase',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetCase',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSlots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/FindSlots',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldSlot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/HoldSlot',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.HoldSlotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ConfirmBooking',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ConfirmBookingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/CancelBooking',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelBookingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RescheduleBooking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/RescheduleBooking',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.RescheduleBookingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/CompleteSession',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -28,8 +28,20 @@ GRPC_VERSION: str
 
 class MatcherServiceStub:
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     @_typing.overload
@@ -44,12 +56,59 @@ class MatcherServiceStub:
     """Counselors, optionally of one provider or with one specialty, in pages
     ordered by id.
     """
+    SubmitCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SubmitCaseRequest, _matcher_pb2.SubmitCaseResponse]
+    """Registers an employee's case, or returns the stored one when a case with
+    this id exists with the same content (a retried submission).
+    """
+    GetCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]
+    """One case by id, with what is booked for it."""
+    FindSlots: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]
+    """Ranked free slots for a case over a window: qualified counselors only,
+    inside both sides' availability on office days, clear of live bookings
+    and holds, the counselor's daily limit, the employee's one session a
+    week, and the quota left. A crisis case's slots inside its deadline
+    come first; then the preferred counselor's; then the earliest.
+    """
+    HoldSlot: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.HoldSlotRequest, _matcher_pb2.HoldSlotResponse]
+    """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
+    that nobody else, on any replica, can take it meanwhile. It expires by
+    itself unless confirmed.
+    """
+    ConfirmBooking: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ConfirmBookingRequest, _matcher_pb2.ConfirmBookingResponse]
+    """Turns a live hold into a booking and spends the session's quota
+    (reserve and commit in the quota service) in one step: if either fails,
+    neither is left behind. Retrying a confirmed hold returns its booking.
+    """
+    CancelBooking: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.CancelBookingRequest, _matcher_pb2.CancelBookingResponse]
+    """Cancels a booking and gives its quota back. Cancelling a cancelled
+    booking is a no-op; a completed session cannot be cancelled.
+    """
+    RescheduleBooking: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.RescheduleBookingRequest, _matcher_pb2.RescheduleBookingResponse]
+    """Moves a booking to the slot of a live hold of the same case: the new
+    booking is confirmed and the old one cancelled, or nothing changes.
+    """
+    CompleteSession: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.CompleteSessionRequest, _matcher_pb2.CompleteSessionResponse]
+    """Records that a booked session took place and commits the minutes
+    actually used (at most those booked) to the quota.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -61,11 +120,58 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """Counselors, optionally of one provider or with one specialty, in pages
     ordered by id.
     """
+    SubmitCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SubmitCaseRequest, _matcher_pb2.SubmitCaseResponse]  # type: ignore[assignment]
+    """Registers an employee's case, or returns the stored one when a case with
+    this id exists with the same content (a retried submission).
+    """
+    GetCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]  # type: ignore[assignment]
+    """One case by id, with what is booked for it."""
+    FindSlots: _aio.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]  # type: ignore[assignment]
+    """Ranked free slots for a case over a window: qualified counselors only,
+    inside both sides' availability on office days, clear of live bookings
+    and holds, the counselor's daily limit, the employee's one session a
+    week, and the quota left. A crisis case's slots inside its deadline
+    come first; then the preferred counselor's; then the earliest.
+    """
+    HoldSlot: _aio.UnaryUnaryMultiCallable[_matcher_pb2.HoldSlotRequest, _matcher_pb2.HoldSlotResponse]  # type: ignore[assignment]
+    """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
+    that nobody else, on any replica, can take it meanwhile. It expires by
+    itself unless confirmed.
+    """
+    ConfirmBooking: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ConfirmBookingRequest, _matcher_pb2.ConfirmBookingResponse]  # type: ignore[assignment]
+    """Turns a live hold into a booking and spends the session's quota
+    (reserve and commit in the quota service) in one step: if either fails,
+    neither is left behind. Retrying a confirmed hold returns its booking.
+    """
+    CancelBooking: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CancelBookingRequest, _matcher_pb2.CancelBookingResponse]  # type: ignore[assignment]
+    """Cancels a booking and gives its quota back. Cancelling a cancelled
+    booking is a no-op; a completed session cannot be cancelled.
+    """
+    RescheduleBooking: _aio.UnaryUnaryMultiCallable[_matcher_pb2.RescheduleBookingRequest, _matcher_pb2.RescheduleBookingResponse]  # type: ignore[assignment]
+    """Moves a booking to the slot of a live hold of the same case: the new
+    booking is confirmed and the old one cancelled, or nothing changes.
+    """
+    CompleteSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CompleteSessionRequest, _matcher_pb2.CompleteSessionResponse]  # type: ignore[assignment]
+    """Records that a booked session took place and commits the minutes
+    actually used (at most those booked) to the quota.
+    """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     """MatcherService puts employees' cases in front of the right counselor at a
-    time both can make. This version holds the counselor registry; booking and
-    optimized matching build on it.
+    time both can make: the counselor registry, cases, and online booking.
+
+    Booking, as a frontend does it: SubmitCase once, FindSlots for ranked
+    slots, HoldSlot on the one the person picks (nobody else can take it while
+    they fill in the form; the hold expires by itself), ConfirmBooking (books
+    the slot and spends the quota in one step, or neither), and later
+    CancelBooking, RescheduleBooking or CompleteSession.
+
+    Errors: bad fields give INVALID_ARGUMENT with google.rpc.BadRequest field
+    violations; a rule that blocks a booking gives FAILED_PRECONDITION with a
+    google.rpc.PreconditionFailure naming it (SLOT_TAKEN, COUNSELOR_DAY_FULL,
+    WEEKLY_LIMIT, CASE_FULLY_BOOKED, HOLD_EXPIRED, NOT_BOOKABLE, or the quota
+    service's AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, ...); an
+    unknown id gives NOT_FOUND.
     """
 
     @_abc_1.abstractmethod
@@ -92,6 +198,89 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.ListCounselorsResponse, _abc.Awaitable[_matcher_pb2.ListCounselorsResponse]]:
         """Counselors, optionally of one provider or with one specialty, in pages
         ordered by id.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitCase(
+        self,
+        request: _matcher_pb2.SubmitCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.SubmitCaseResponse, _abc.Awaitable[_matcher_pb2.SubmitCaseResponse]]:
+        """Registers an employee's case, or returns the stored one when a case with
+        this id exists with the same content (a retried submission).
+        """
+
+    @_abc_1.abstractmethod
+    def GetCase(
+        self,
+        request: _matcher_pb2.GetCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.GetCaseResponse, _abc.Awaitable[_matcher_pb2.GetCaseResponse]]:
+        """One case by id, with what is booked for it."""
+
+    @_abc_1.abstractmethod
+    def FindSlots(
+        self,
+        request: _matcher_pb2.FindSlotsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.FindSlotsResponse, _abc.Awaitable[_matcher_pb2.FindSlotsResponse]]:
+        """Ranked free slots for a case over a window: qualified counselors only,
+        inside both sides' availability on office days, clear of live bookings
+        and holds, the counselor's daily limit, the employee's one session a
+        week, and the quota left. A crisis case's slots inside its deadline
+        come first; then the preferred counselor's; then the earliest.
+        """
+
+    @_abc_1.abstractmethod
+    def HoldSlot(
+        self,
+        request: _matcher_pb2.HoldSlotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.HoldSlotResponse, _abc.Awaitable[_matcher_pb2.HoldSlotResponse]]:
+        """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
+        that nobody else, on any replica, can take it meanwhile. It expires by
+        itself unless confirmed.
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmBooking(
+        self,
+        request: _matcher_pb2.ConfirmBookingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ConfirmBookingResponse, _abc.Awaitable[_matcher_pb2.ConfirmBookingResponse]]:
+        """Turns a live hold into a booking and spends the session's quota
+        (reserve and commit in the quota service) in one step: if either fails,
+        neither is left behind. Retrying a confirmed hold returns its booking.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelBooking(
+        self,
+        request: _matcher_pb2.CancelBookingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.CancelBookingResponse, _abc.Awaitable[_matcher_pb2.CancelBookingResponse]]:
+        """Cancels a booking and gives its quota back. Cancelling a cancelled
+        booking is a no-op; a completed session cannot be cancelled.
+        """
+
+    @_abc_1.abstractmethod
+    def RescheduleBooking(
+        self,
+        request: _matcher_pb2.RescheduleBookingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.RescheduleBookingResponse, _abc.Awaitable[_matcher_pb2.RescheduleBookingResponse]]:
+        """Moves a booking to the slot of a live hold of the same case: the new
+        booking is confirmed and the old one cancelled, or nothing changes.
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteSession(
+        self,
+        request: _matcher_pb2.CompleteSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.CompleteSessionResponse, _abc.Awaitable[_matcher_pb2.CompleteSessionResponse]]:
+        """Records that a booked session took place and commits the minutes
+        actually used (at most those booked) to the quota.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

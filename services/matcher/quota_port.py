@@ -1,0 +1,143 @@
+"""The matcher's way to the quota service: reserve, commit and release the
+hours and money a booking spends, over gRPC.
+
+Refusals come back as the runtime's own errors, so a rule the quota service
+names (AGENCY_BUDGET, PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, WEEKLY_LIMIT, ...)
+reaches the matcher's caller under the same name; an unreachable quota
+service is UNAVAILABLE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from eap.quota.v1 import quota_pb2 as qpb
+from eap.quota.v1 import quota_pb2_grpc
+from services.runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+    Unavailable,
+)
+
+CALL_SECONDS = 5.0
+
+
+def _timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
+    code = error.code()
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        for detail in status.details if status else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return FailedPrecondition(
+                    info.reason, "quota", error.details() or info.reason, dict(info.metadata)
+                )
+        return FailedPrecondition("QUOTA", "quota", error.details() or "refused by quota")
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(f"quota: {error.details()}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument.single("quota", error.details() or "refused by quota")
+    if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
+        return Aborted(f"quota: {error.details()}")
+    return Unavailable("the quota service did not answer; retry later")
+
+
+class QuotaPort:
+    """A gRPC client of the quota service, opened on first use (the address
+    may only be known once this process's own server is listening)."""
+
+    def __init__(self, address: Callable[[], str], metadata: tuple[tuple[str, str], ...] = ()):
+        self._address = address
+        self._metadata = metadata
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: quota_pb2_grpc.QuotaServiceAsyncStub | None = None
+
+    def _quota(self) -> quota_pb2_grpc.QuotaServiceAsyncStub:
+        if self._stub is None:
+            self._channel = grpc.aio.insecure_channel(self._address())
+            self._stub = quota_pb2_grpc.QuotaServiceStub(self._channel)
+        assert self._stub is not None
+        return self._stub
+
+    async def reserve(
+        self,
+        key: str,
+        employee_id: str,
+        agency_id: str,
+        staff_category: str,
+        provider_id: str,
+        start: datetime,
+        minutes: int,
+        ttl_seconds: int,
+        booking_ref: str,
+    ) -> str:
+        """Holds the session's quota; returns the quota hold id."""
+        request = qpb.ReserveRequest(
+            idempotency_key=key,
+            employee_id=employee_id,
+            agency_id=agency_id,
+            staff_category=staff_category,
+            provider_id=provider_id,
+            session_start=_timestamp(start),
+            minutes=minutes,
+            hold_ttl_seconds=ttl_seconds,
+            booking_ref=booking_ref,
+        )
+        try:
+            response = await self._quota().Reserve(
+                request, timeout=CALL_SECONDS, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _translated(error) from None
+        return response.hold.hold_id
+
+    async def commit(self, hold_id: str, minutes: int = 0, completed: bool = False) -> None:
+        request = qpb.CommitRequest(hold_id=hold_id, minutes=minutes, completed=completed)
+        try:
+            await self._quota().Commit(request, timeout=CALL_SECONDS, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise _translated(error) from None
+
+    async def release(self, hold_id: str, reason: str) -> None:
+        request = qpb.ReleaseRequest(hold_id=hold_id, reason=reason)
+        try:
+            await self._quota().Release(request, timeout=CALL_SECONDS, metadata=self._metadata)
+        except grpc.aio.AioRpcError as error:
+            raise _translated(error) from None
+
+    async def left(
+        self, kind: qpb.AccountKind.ValueType, owner_id: str, fiscal_year: int
+    ) -> int | None:
+        """What an account has left, or None when it has not opened yet."""
+        request = qpb.GetBalanceRequest(
+            account=qpb.AccountRef(kind=kind, id=owner_id, fiscal_year=fiscal_year)
+        )
+        try:
+            response = await self._quota().GetBalance(
+                request, timeout=CALL_SECONDS, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _translated(error) from None
+        return response.balance.left
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)

@@ -1,0 +1,223 @@
+"""Which slots a case can book: the hard rules of one online booking.
+
+A slot is a counselor and a start. It is bookable for a case when the
+counselor is qualified for it (category, not excluded, a modality both
+accept), the whole session lies inside one of the counselor's weekly windows
+on a day that is not a national holiday, inside one of the case's
+availability ranges, on the half hour, in the future and not before the
+case came in; and when the live appointments (holds and bookings) leave
+room: the counselor is free then and under their daily limit, the employee
+has no other session that ISO week, and the case still wants a session.
+Times are Asia/Taipei on the wall clock, as the programmes keep them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from services.matcher.cases import SLOT_MINUTES, Case, CaseKind
+from services.matcher.registry import Counselor, Modality
+from services.office_calendar.calendar import OfficeCalendar
+
+TAIPEI = ZoneInfo("Asia/Taipei")
+STEP = timedelta(minutes=SLOT_MINUTES)
+
+
+class Rule:
+    """Stable codes for why a slot cannot be held (FAILED_PRECONDITION)."""
+
+    NOT_BOOKABLE = "NOT_BOOKABLE"  # outside either side's availability, or not qualified
+    SLOT_TAKEN = "SLOT_TAKEN"
+    COUNSELOR_DAY_FULL = "COUNSELOR_DAY_FULL"
+    WEEKLY_LIMIT = "WEEKLY_LIMIT"
+    CASE_FULLY_BOOKED = "CASE_FULLY_BOOKED"
+    HOLD_EXPIRED = "HOLD_EXPIRED"
+    SESSION_COMPLETED = "SESSION_COMPLETED"
+
+
+@dataclass(frozen=True)
+class Appointment:
+    """A live hold or booking: what blocks a counselor's and an employee's time."""
+
+    booking_id: str
+    case_id: str
+    employee_id: str
+    counselor_id: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class Offer:
+    counselor: Counselor
+    start: datetime
+    minutes: int
+    modality: Modality
+    preferred: bool
+    within_deadline: bool
+
+
+def iso_week(moment: datetime) -> tuple[int, int]:
+    year, week, _ = moment.astimezone(TAIPEI).isocalendar()
+    return year, week
+
+
+def local_day(moment: datetime) -> date:
+    return moment.astimezone(TAIPEI).date()
+
+
+class Diary:
+    """The live appointments that bear on one case's booking."""
+
+    def __init__(self, appointments: Iterable[Appointment]) -> None:
+        self.appointments = list(appointments)
+
+    def clash(self, counselor_id: str, start: datetime, end: datetime) -> bool:
+        return any(
+            a.counselor_id == counselor_id and a.start < end and start < a.end
+            for a in self.appointments
+        )
+
+    def sessions_on(self, counselor_id: str, day: date) -> int:
+        return sum(
+            1
+            for a in self.appointments
+            if a.counselor_id == counselor_id and local_day(a.start) == day
+        )
+
+    def weeks_of(self, employee_id: str) -> set[tuple[int, int]]:
+        return {iso_week(a.start) for a in self.appointments if a.employee_id == employee_id}
+
+    def sessions_of(self, case_id: str) -> int:
+        return sum(1 for a in self.appointments if a.case_id == case_id)
+
+
+def counselor_windows(
+    counselor: Counselor, first: date, last: date, calendar: OfficeCalendar
+) -> Iterator[tuple[datetime, datetime]]:
+    """The counselor's weekly windows as times, day by day from `first` to
+    `last`. A weekday the office calendar marks as a holiday has none;
+    weekends keep whatever windows the counselor keeps on them."""
+    day = first
+    while day <= last:
+        holiday = day.isoweekday() <= 5 and calendar.known(day) and not calendar.is_office_day(day)
+        if not holiday:
+            for window in counselor.weekly_availability:
+                if window.weekday == day.isoweekday():
+                    yield (
+                        datetime.combine(day, window.start, TAIPEI),
+                        datetime.combine(day, window.end, TAIPEI),
+                    )
+        day += timedelta(days=1)
+
+
+def _align_up(moment: datetime) -> datetime:
+    """The first half hour at or after `moment` (Taipei is a whole-hour zone)."""
+    epoch = datetime(2000, 1, 1, tzinfo=TAIPEI)
+    offset = (moment - epoch) % STEP
+    return moment if not offset else moment + (STEP - offset)
+
+
+def crisis_deadline(case: Case, hours: int) -> datetime | None:
+    if case.kind is not CaseKind.CRISIS:
+        return None
+    return case.submitted_at + timedelta(hours=hours)
+
+
+def blocked_by(
+    case: Case, counselor: Counselor, start: datetime, diary: Diary
+) -> tuple[str, str] | None:
+    """What, among the live appointments, keeps the case from this slot:
+    (rule, message), or None when it is free."""
+    end = start + timedelta(minutes=case.minutes)
+    if diary.sessions_of(case.case_id) >= case.sessions_wanted:
+        return Rule.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
+    if iso_week(start) in diary.weeks_of(case.employee_id):
+        return Rule.WEEKLY_LIMIT, "WEEKLY_LIMIT: one session per person per week"
+    if diary.clash(counselor.counselor_id, start, end):
+        return Rule.SLOT_TAKEN, "the counselor is taken at that time"
+    if (
+        diary.sessions_on(counselor.counselor_id, local_day(start))
+        >= counselor.max_sessions_per_day
+    ):
+        return Rule.COUNSELOR_DAY_FULL, "the counselor's sessions for that day are full"
+    return None
+
+
+def unbookable(
+    case: Case, counselor: Counselor, start: datetime, calendar: OfficeCalendar, now: datetime
+) -> str | None:
+    """Why the slot breaks a rule of its own, whatever else is booked; None
+    when it is a slot the case could have."""
+    end = start + timedelta(minutes=case.minutes)
+    if not case.can_see(counselor):
+        return "the counselor does not take this category or modality, or is excluded"
+    if _align_up(start) != start:
+        return "sessions start on the hour or the half hour"
+    if start < max(now, case.submitted_at):
+        return "the slot is in the past"
+    if not any(r.holds(start, end) for r in case.availability):
+        return "the slot is outside the case's availability"
+    day = local_day(start)
+    if not any(
+        a <= start and end <= b for a, b in counselor_windows(counselor, day, day, calendar)
+    ):
+        return "the slot is outside the counselor's hours on office days"
+    return None
+
+
+def find(
+    case: Case,
+    counselors: Sequence[Counselor],
+    diary: Diary,
+    calendar: OfficeCalendar,
+    window: tuple[datetime, datetime],
+    now: datetime,
+    deadline_hours: int,
+) -> list[Offer]:
+    """Every free slot of the case in the window, best first: for a crisis
+    case those inside its deadline, then the preferred counselor's, then the
+    earliest (ties by counselor id)."""
+    if diary.sessions_of(case.case_id) >= case.sessions_wanted:
+        return []
+    length = timedelta(minutes=case.minutes)
+    floor = max(window[0], now, case.submitted_at)
+    deadline = crisis_deadline(case, deadline_hours)
+    taken_weeks = diary.weeks_of(case.employee_id)
+    offers: list[Offer] = []
+    for counselor in counselors:
+        if not case.can_see(counselor):
+            continue
+        modality = case.modality_with(counselor)
+        first, last = local_day(floor), local_day(window[1])
+        for begin, finish in counselor_windows(counselor, first, last, calendar):
+            for available in case.availability:
+                start = _align_up(max(begin, available.start, floor))
+                stop = min(finish, available.end, window[1])
+                while start + length <= stop:
+                    if iso_week(start) not in taken_weeks and not blocked_by(
+                        case, counselor, start, diary
+                    ):
+                        offers.append(
+                            Offer(
+                                counselor,
+                                start,
+                                case.minutes,
+                                modality,
+                                counselor.counselor_id == case.preferred_counselor_id,
+                                deadline is not None and start <= deadline,
+                            )
+                        )
+                    start += STEP
+    offers.sort(
+        key=lambda o: (
+            deadline is not None and not o.within_deadline,
+            not o.preferred,
+            o.start,
+            o.counselor.counselor_id,
+        )
+    )
+    return offers

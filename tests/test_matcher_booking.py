@@ -1,0 +1,351 @@
+"""Online booking over gRPC: cases, slots, holds, bookings, and the quota they spend.
+
+The quota and matcher services run in one server, as `eapctl serve all` does,
+on SQLite and on PostgreSQL + Redis. The clock is moved to Monday 8 March
+2027, 08:00 in Taipei, so that the county's 2027 budgets apply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eap.matcher.v1 import matcher_pb2 as pb
+from eap.matcher.v1 import matcher_pb2_grpc
+from eap.quota.v1 import quota_pb2 as qpb
+from eap.quota.v1 import quota_pb2_grpc
+from services.matcher.service import MatcherService
+from services.quota.service import QuotaService
+from services.runtime import clock
+from services.runtime.server import start
+from tests.conftest import Backend
+from tests.county import RATE, account, seed
+from tests.test_matcher_registry import counselor
+from tests.test_quota_rpcs import details, refused
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+MONDAY = dt.date(2027, 3, 8)  # ISO week 10; an office day (1 March is a holiday)
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=TAIPEI))
+    return stamp
+
+
+def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
+    return pb.TimeRange(start=at(day, start), end=at(day, end))
+
+
+def local(stamp: Timestamp) -> dt.datetime:
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI)
+
+
+@dataclass
+class Suite:
+    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub
+
+
+@pytest.fixture
+def march_2027() -> Iterator[None]:
+    with clock.moved_to(dt.datetime(2027, 3, 8, 8, tzinfo=TAIPEI)):
+        yield
+
+
+@pytest.fixture
+async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
+    server = await start([QuotaService(), MatcherService()], backend.settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        suite = Suite(
+            matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+            quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+        )
+        await seed(suite.quota)
+        await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+        await suite.matcher.UpsertCounselor(
+            pb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))
+        )
+        yield suite
+    await server.stop(0)
+
+
+def case(case_id: str = "K1", employee: str = "E1", **changes: object) -> pb.Case:
+    message = pb.Case(
+        case_id=case_id,
+        employee_id=employee,
+        agency_id="PT-HR",
+        staff_category="official",
+        category=pb.CATEGORY_PSYCHOLOGICAL,
+        kind=pb.CASE_KIND_GENERAL,
+        sessions_wanted=2,
+        minutes=60,
+        modalities=[pb.MODALITY_VIDEO],
+        availability=[
+            span(MONDAY, 9, 17),
+            span(MONDAY + dt.timedelta(weeks=1), 9, 17),
+        ],
+        time_off=pb.TIME_OFF_OFFICIAL_LEAVE,
+    )
+    for field, value in changes.items():
+        if isinstance(value, list):
+            message.ClearField(field)  # type: ignore[arg-type]
+            getattr(message, field).extend(value)
+        else:
+            setattr(message, field, value)
+    return message
+
+
+async def submit(suite: Suite, message: pb.Case) -> pb.Case:
+    return (await suite.matcher.SubmitCase(pb.SubmitCaseRequest(case=message))).case
+
+
+async def slots(suite: Suite, case_id: str = "K1", days: int = 14) -> list[pb.Slot]:
+    request = pb.FindSlotsRequest(
+        case_id=case_id,
+        window_start=at(MONDAY, 0),
+        window_end=at(MONDAY + dt.timedelta(days=days), 0),
+        max_slots=200,
+    )
+    return list((await suite.matcher.FindSlots(request)).slots)
+
+
+async def hold(suite: Suite, slot: pb.Slot, case_id: str = "K1") -> pb.Booking:
+    request = pb.HoldSlotRequest(case_id=case_id, counselor_id=slot.counselor_id, start=slot.start)
+    return (await suite.matcher.HoldSlot(request)).booking
+
+
+async def book(suite: Suite, slot: pb.Slot, case_id: str = "K1") -> pb.Booking:
+    held = await hold(suite, slot, case_id)
+    request = pb.ConfirmBookingRequest(booking_id=held.booking_id)
+    return (await suite.matcher.ConfirmBooking(request)).booking
+
+
+async def agency(suite: Suite) -> qpb.Balance:
+    request = qpb.GetBalanceRequest(account=account(qpb.ACCOUNT_KIND_AGENCY, "PT-HR"))
+    return (await suite.quota.GetBalance(request)).balance
+
+
+def rule(error: grpc.aio.AioRpcError) -> str:
+    failure = details(error)["PreconditionFailure"]
+    return str(failure.violations[0].type)  # type: ignore[attr-defined]
+
+
+async def test_find_hold_confirm_books_and_spends(suite: Suite) -> None:
+    stored = await submit(suite, case())
+    assert stored.submitted_at.seconds > 0
+    found = await slots(suite)
+    # Monday windows 09:00-12:00 and 13:30-17:00 of two counselors, two weeks.
+    first = found[0]
+    assert (local(first.start).hour, local(first.start).minute) == (9, 0)
+    assert first.modality == pb.MODALITY_VIDEO
+    assert {local(s.start).date() for s in found} == {MONDAY, MONDAY + dt.timedelta(weeks=1)}
+    assert all(local(s.start).weekday() == 0 for s in found)
+
+    booking = await book(suite, first)
+    assert booking.state == pb.BOOKING_STATE_BOOKED
+    spent = await agency(suite)
+    assert (spent.spent, spent.held) == (RATE, 0)
+    # One session a week: the case's next slots are in the following week only.
+    later = await slots(suite)
+    assert later and all(local(s.start).date() == MONDAY + dt.timedelta(weeks=1) for s in later)
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert [b.booking_id for b in got.bookings] == [booking.booking_id]
+    # A retried confirmation returns the booking and spends nothing more.
+    again = await suite.matcher.ConfirmBooking(
+        pb.ConfirmBookingRequest(booking_id=booking.booking_id)
+    )
+    assert again.booking.state == pb.BOOKING_STATE_BOOKED
+    assert (await agency(suite)).spent == RATE
+
+
+async def test_a_held_slot_is_nobody_elses(suite: Suite) -> None:
+    await submit(suite, case())
+    await submit(suite, case("K2", "E2"))
+    first = (await slots(suite))[0]
+    await hold(suite, first)
+    error = await refused(hold(suite, first, "K2"))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rule(error) == "SLOT_TAKEN"
+    # The other case is offered everything but that slot.
+    theirs = await slots(suite, "K2")
+    taken = (first.counselor_id, first.start.seconds)
+    assert taken not in {(s.counselor_id, s.start.seconds) for s in theirs}
+    # Overlapping, not equal, starts clash too.
+    half_past = pb.Slot(counselor_id=first.counselor_id, start=at(MONDAY, 9, 30))
+    assert rule(await refused(hold(suite, half_past, "K2"))) == "SLOT_TAKEN"
+
+
+async def test_a_lapsed_hold_frees_the_slot_and_cannot_be_confirmed(suite: Suite) -> None:
+    await submit(suite, case())
+    await submit(suite, case("K2", "E2"))
+    first = (await slots(suite))[0]
+    mine = await hold(suite, first)
+    clock.advance(dt.timedelta(seconds=601))
+    theirs = await hold(suite, first, "K2")
+    assert theirs.state == pb.BOOKING_STATE_HELD
+    error = await refused(
+        suite.matcher.ConfirmBooking(pb.ConfirmBookingRequest(booking_id=mine.booking_id))
+    )
+    assert rule(error) == "HOLD_EXPIRED"
+    balance = await agency(suite)
+    assert (balance.held, balance.spent) == (0, 0)
+
+
+async def test_a_quota_refusal_books_nothing_and_holds_nothing(suite: Suite) -> None:
+    # The employee's year is 360 minutes: three two-hour sessions use it up.
+    for week in range(3):
+        day = MONDAY + dt.timedelta(weeks=week)
+        await submit(suite, case(f"X{week}", minutes=120, availability=[span(day, 9, 12)]))
+        await book(suite, (await slots(suite, f"X{week}", days=21))[0], f"X{week}")
+    fourth = MONDAY + dt.timedelta(weeks=3)
+    await submit(suite, case(minutes=120, availability=[span(fourth, 9, 12)]))
+    assert await slots(suite, days=28) == []  # FindSlots knows the entitlement is spent
+    before = await agency(suite)
+    held = await hold(suite, pb.Slot(counselor_id="C001", start=at(fourth, 9)))
+    error = await refused(
+        suite.matcher.ConfirmBooking(pb.ConfirmBookingRequest(booking_id=held.booking_id))
+    )
+    assert rule(error) == "EMPLOYEE_ENTITLEMENT"
+    after = await agency(suite)
+    assert (after.held, after.spent) == (before.held, before.spent)
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert list(got.bookings) == []  # the hold was given up with the refusal
+
+
+async def test_cancel_gives_the_quota_back(suite: Suite) -> None:
+    await submit(suite, case())
+    booking = await book(suite, (await slots(suite))[0])
+    cancelled = await suite.matcher.CancelBooking(
+        pb.CancelBookingRequest(booking_id=booking.booking_id, reason="employee cancelled")
+    )
+    assert cancelled.booking.state == pb.BOOKING_STATE_CANCELLED
+    balance = await agency(suite)
+    assert (balance.held, balance.spent) == (0, 0)
+    # The week is free again.
+    assert any(local(s.start).date() == MONDAY for s in await slots(suite))
+
+
+async def test_complete_commits_the_minutes_used(suite: Suite) -> None:
+    await submit(suite, case(minutes=90))
+    booking = await book(suite, (await slots(suite))[0])
+    done = await suite.matcher.CompleteSession(
+        pb.CompleteSessionRequest(booking_id=booking.booking_id, minutes=60)
+    )
+    assert (done.booking.state, done.booking.minutes) == (pb.BOOKING_STATE_COMPLETED, 60)
+    assert (await agency(suite)).spent == RATE
+    error = await refused(
+        suite.matcher.CancelBooking(pb.CancelBookingRequest(booking_id=booking.booking_id))
+    )
+    assert rule(error) == "SESSION_COMPLETED"
+
+
+async def test_reschedule_within_the_week(suite: Suite) -> None:
+    await submit(suite, case())
+    found = await slots(suite)
+    booking = await book(suite, found[0])
+    later = next(s for s in found if local(s.start).hour == 14)
+    held = await suite.matcher.HoldSlot(
+        pb.HoldSlotRequest(
+            case_id="K1",
+            counselor_id=later.counselor_id,
+            start=later.start,
+            replaces_booking_id=booking.booking_id,
+        )
+    )
+    moved = await suite.matcher.RescheduleBooking(
+        pb.RescheduleBookingRequest(
+            booking_id=booking.booking_id, new_booking_id=held.booking.booking_id
+        )
+    )
+    assert moved.booking.state == pb.BOOKING_STATE_BOOKED
+    assert moved.previous.state == pb.BOOKING_STATE_CANCELLED
+    assert local(moved.booking.start).hour == 14
+    balance = await agency(suite)
+    assert (balance.held, balance.spent) == (0, RATE)
+
+
+async def test_crisis_slots_lead_with_the_deadline(suite: Suite) -> None:
+    # Submitted Monday 08:00; 72 hours reach Thursday 08:00. The preferred
+    # counselor is only free the next Monday; the other one on Wednesday.
+    wednesday = MONDAY + dt.timedelta(days=2)
+    crisis = case(
+        kind=pb.CASE_KIND_CRISIS,
+        preferred_counselor_id="C001",
+        availability=[span(wednesday, 18, 21), span(MONDAY + dt.timedelta(weeks=1), 9, 12)],
+    )
+    await submit(suite, crisis)
+    found = await slots(suite)
+    assert found[0].within_crisis_deadline
+    assert local(found[0].start).date() == wednesday
+    late = [s for s in found if not s.within_crisis_deadline]
+    assert late and late[0].preferred
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"minutes": 180}, "case.minutes"),
+        ({"minutes": 75}, "case.minutes"),
+        ({"availability": []}, "case.availability"),
+        ({"sessions_wanted": 0}, "case.sessions_wanted"),
+        ({"employee_id": ""}, "case.employee_id"),
+        ({"category": 0}, "case.category"),
+        ({"kind": pb.CASE_KIND_INVOLUNTARY}, "case.referral_reference"),
+        ({"modalities": []}, "case.modalities"),
+        (
+            {"availability": [pb.TimeRange(start=at(MONDAY, 12), end=at(MONDAY, 9))]},
+            "case.availability[0].end",
+        ),
+    ],
+)
+async def test_bad_cases_are_refused_field_by_field(
+    suite: Suite, changes: dict[str, object], field: str
+) -> None:
+    error = await refused(submit(suite, case(**changes)))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    bad = details(error)["BadRequest"]
+    assert field in [v.field for v in bad.field_violations]  # type: ignore[attr-defined]
+    missing = await refused(suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1")))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_bad_requests_get_clear_statuses_and_change_nothing(suite: Suite) -> None:
+    await submit(suite, case())
+    unknown = await refused(suite.matcher.FindSlots(pb.FindSlotsRequest(case_id="nope")))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND
+    too_long = pb.FindSlotsRequest(
+        case_id="K1", window_start=at(MONDAY, 0), window_end=at(MONDAY + dt.timedelta(90), 0)
+    )
+    error = await refused(suite.matcher.FindSlots(too_long))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    backwards = pb.FindSlotsRequest(
+        case_id="K1", window_start=at(MONDAY, 10), window_end=at(MONDAY, 9)
+    )
+    assert (await refused(suite.matcher.FindSlots(backwards))).code() == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+    off_grid = pb.Slot(counselor_id="C001", start=at(MONDAY, 9, 10))
+    assert rule(await refused(hold(suite, off_grid))) == "NOT_BOOKABLE"
+    outside = pb.Slot(counselor_id="C001", start=at(MONDAY, 12))  # the counselor's lunch
+    assert rule(await refused(hold(suite, outside))) == "NOT_BOOKABLE"
+    nobody = pb.Slot(counselor_id="C404", start=at(MONDAY, 9))
+    assert (await refused(hold(suite, nobody))).code() == grpc.StatusCode.NOT_FOUND
+    no_start = suite.matcher.HoldSlot(pb.HoldSlotRequest(case_id="K1", counselor_id="C001"))
+    assert (await refused(no_start)).code() == grpc.StatusCode.INVALID_ARGUMENT
+    ghost = suite.matcher.ConfirmBooking(pb.ConfirmBookingRequest(booking_id="nope"))
+    assert (await refused(ghost)).code() == grpc.StatusCode.NOT_FOUND
+    # A retried submission returns the stored case; a different one under its id is refused.
+    again = await suite.matcher.SubmitCase(pb.SubmitCaseRequest(case=case()))
+    assert not again.created
+    clash = await refused(submit(suite, case(minutes=90)))
+    assert clash.code() == grpc.StatusCode.ALREADY_EXISTS
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert list(got.bookings) == []
+    balance = await agency(suite)
+    assert (balance.held, balance.spent) == (0, 0)
