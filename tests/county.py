@@ -34,6 +34,7 @@ async def seed(
     budget: int = 100_000,
     cap_minutes: int = 6_000,
     entitlement_minutes: int = 360,
+    year: int = YEAR,
 ) -> None:
     for agency in ("PT-HR", "PT-EDU"):
         await stub.UpsertAgency(
@@ -43,7 +44,7 @@ async def seed(
             pb.TopUpBudgetRequest(
                 idempotency_key=f"budget-{agency}",
                 agency_id=agency,
-                fiscal_year=YEAR,
+                fiscal_year=year,
                 amount_ntd=budget,
                 reason="annual budget",
             )
@@ -53,7 +54,7 @@ async def seed(
             pb.SetEntitlementPolicyRequest(
                 organisation=ORG,
                 staff_category=category,
-                fiscal_year=YEAR,
+                fiscal_year=year,
                 minutes=entitlement_minutes,
             )
         )
@@ -61,7 +62,7 @@ async def seed(
         await stub.SetProviderContract(
             pb.SetProviderContractRequest(
                 provider_id=provider,
-                fiscal_year=YEAR,
+                fiscal_year=year,
                 hourly_rate_ntd=RATE,
                 cap_minutes=cap_minutes,
                 reason="contract",

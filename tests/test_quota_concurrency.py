@@ -11,32 +11,26 @@ round, room for five 90-minute sessions and 30 minutes to spare).
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
 from google.rpc import code_pb2, error_details_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from tests import county, stores
+from tests import county, replicas
+from tests.replicas import Cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
-EAPCTL = str(Path(sys.executable).with_name("eapctl"))
 SERVICE = "eap.quota.v1.QuotaService"
 REPLICAS = 3
 CLIENTS = 54  # 18 in flight per replica
@@ -49,105 +43,12 @@ SHORT_HOLDS = 9
 TIMEOUT = 30.0
 
 
-@dataclass
-class Replica:
-    address: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-@dataclass
-class Cluster:
-    database_url: str
-    env: dict[str, str]
-    replicas: list[Replica]
-
-    def logs(self) -> str:
-        """The replicas' last log lines above INFO, for a failure's report."""
-        report = []
-        for replica in self.replicas:
-            lines = [
-                line[:1500]
-                for line in replica.log.read_text().splitlines()
-                if '"level": "info"' not in line
-            ]
-            report.append(f"--- {replica.address} (exit {replica.process.poll()}) ---")
-            report.extend(lines[-10:])
-        return "\n".join(report)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_serving(replica: Replica, deadline: float) -> None:
-    with grpc.insecure_channel(replica.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if replica.process.poll() is not None:
-                raise AssertionError(
-                    f"replica {replica.address} exited with {replica.process.returncode}:\n"
-                    + replica.log.read_text()[-3000:]
-                )
-            try:
-                answer = health.Check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=1)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"replica {replica.address} not SERVING in time:\n"
-                    + replica.log.read_text()[-3000:]
-                )
-            time.sleep(0.1)
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with stores.fresh_postgres_database() as url:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not (key.startswith("EAP_") or key in ("DATABASE_URL", "REDIS_URL"))
-        }
-        env.update(
-            DATABASE_URL=url,
-            REDIS_URL=stores.redis_url(),
-            EAP_METRICS_PORT="-1",
-            EAP_HOLD_SWEEP_SECONDS="0.3",
-            EAP_AUTH_MODE="dev",
-            EAP_LOG_LEVEL="INFO",
-        )
-        migrated = subprocess.run(
-            [EAPCTL, "migrate"], env=env, capture_output=True, text=True, timeout=60
-        )
-        assert migrated.returncode == 0, migrated.stderr
-        replicas: list[Replica] = []
-        try:
-            for n in range(REPLICAS):
-                address = f"127.0.0.1:{_free_port()}"
-                log = tmp_path / f"replica-{n}.log"
-                with log.open("wb") as sink:
-                    process = subprocess.Popen(
-                        [EAPCTL, "serve", "quota"],
-                        env={**env, "EAP_GRPC_ADDRESS": address},
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                    )
-                replicas.append(Replica(address, process, log))
-            deadline = time.monotonic() + 30
-            for replica in replicas:
-                _wait_serving(replica, deadline)
-            yield Cluster(url, env, replicas)
-        finally:
-            print(Cluster(url, env, replicas).logs())  # pytest shows it when the test fails
-            for replica in replicas:
-                if replica.process.poll() is None:
-                    replica.process.kill()
-                    replica.process.wait(10)
+    with replicas.cluster(
+        tmp_path, ["quota"], REPLICAS, SERVICE, {"EAP_HOLD_SWEEP_SECONDS": "0.3"}
+    ) as running:
+        yield running
 
 
 def _refusal(error: grpc.aio.AioRpcError) -> tuple[str, tuple[tuple[str, str], ...]]:
@@ -389,7 +290,7 @@ async def test_replicas_share_one_pool_without_overrunning_it(cluster: Cluster) 
             await channel.close(None)
 
     verify = await asyncio.create_subprocess_exec(
-        EAPCTL,
+        replicas.EAPCTL,
         "quota",
         "verify",
         env=cluster.env,
