@@ -6,9 +6,11 @@ replaces one year whole.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.calendar.orm import OfficeDayRow
@@ -16,6 +18,8 @@ from services.office_calendar import CalendarFileError, OfficeCalendar, OfficeDa
 from services.office_calendar.shipped import shipped_years
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker
+
+log = logging.getLogger("eap.calendar")
 
 MAX_DAYS_PER_CALL = 731
 
@@ -25,11 +29,16 @@ class OfficeDays:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def seed_shipped_years(self) -> None:
-        async with self._sessions() as session, session.begin():
-            known = set((await session.scalars(select(OfficeDayRow.year).distinct())).all())
-            for year, days in shipped_years().items():
-                if year not in known:
-                    session.add_all(_rows(year, days))
+        """Adds the shipped years the database lacks. Replicas starting
+        together may race to do it; the loser finds the rows there."""
+        try:
+            async with self._sessions() as session, session.begin():
+                known = set((await session.scalars(select(OfficeDayRow.year).distinct())).all())
+                for year, days in shipped_years().items():
+                    if year not in known:
+                        session.add_all(_rows(year, days))
+        except IntegrityError:
+            log.info("office calendar already seeded by another replica")
 
     async def calendar(self, first: date, last: date) -> OfficeCalendar:
         async with self._sessions() as session:

@@ -1,9 +1,10 @@
 """`make demo`: the suite's story, told through gRPC on embedded defaults.
 
 It starts the services in this process on a scratch SQLite file, loads the
-sample county, books sessions the way a booking frontend does, shows a
-booking refused by a limit and allowed after a special approval, and prints
-the balances. Then it stops: `make run` is the server.
+sample county, registers counselors and books cases online the way a
+booking frontend does (find slots, hold one, confirm it), shows a booking
+refused by a limit and allowed after a special approval, and prints the
+balances. Then it stops: `make run` is the server.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from eap.matcher.v1 import matcher_pb2 as mpb
+from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
@@ -82,7 +85,8 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     )
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            await _story(quota_pb2_grpc.QuotaServiceStub(channel))
+            quota = quota_pb2_grpc.QuotaServiceStub(channel)
+            await _story(quota, matcher_pb2_grpc.MatcherServiceStub(channel))
     finally:
         await server.stop(1)
     if not keep:
@@ -91,7 +95,9 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     return 0
 
 
-async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
+async def _story(
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub, matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
+) -> None:
     county = _load_county()
     org, year = county["organisation"], county["fiscal_year"]
 
@@ -140,7 +146,9 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
         + ", ".join(f"{p['staff_category']} {p['hours']} h" for p in county["entitlement_policy"])
     )
 
-    print("\n2. A booking frontend books and completes sessions (Reserve -> Commit)")
+    await _online_booking(county, matcher, quota)
+
+    print("\n3. A partner's own booking system books and completes sessions (Reserve -> Commit)")
     bookings = [
         ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 3, 90, 75),
         ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 4, 90, 90),
@@ -170,7 +178,7 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
             f"took {used} min, spent NT${done.amount_ntd:,}"
         )
 
-    print("\n3. Limits hold")
+    print("\n4. Limits hold")
     try:
         await quota.Reserve(
             pb.ReserveRequest(
@@ -216,7 +224,7 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
     await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
     print(f"   the police booking goes through: {hold.iso_week}, NT${hold.amount_ntd:,}")
 
-    print("\n4. Beyond the entitlement, a special approval")
+    print("\n5. Beyond the entitlement, a special approval")
     worker = pb.ReserveRequest(
         idempotency_key=uuid.uuid4().hex,
         employee_id="emp-09be",
@@ -254,7 +262,7 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
     await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
     print(f"   now week {hold.iso_week} is booked")
 
-    print("\n5. Balances")
+    print("\n6. Balances")
     for kind, label, ids in (
         (pb.ACCOUNT_KIND_AGENCY, "agency", [a["id"] for a in county["agencies"]]),
         (pb.ACCOUNT_KIND_PROVIDER, "provider", [p["id"] for p in county["providers"]]),
@@ -273,10 +281,126 @@ async def _story(quota: quota_pb2_grpc.QuotaServiceAsyncStub) -> None:
                 f"held {unit(b.held):>9}  spent {unit(b.spent):>9}  left {unit(b.left):>11}"
             )
     usage = (await quota.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=year))).rows
-    print("\n6. HR's usage summary (no employee ids)")
+    print("\n7. HR's usage summary (no employee ids)")
     for row in usage:
         print(
             f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
             f"{row.sessions} session{'s' if row.sessions != 1 else ''}, "
             f"{_hours(row.minutes)}, NT${row.amount_ntd:,}"
         )
+
+
+_CATEGORIES = {name.lower(): value for name, value in mpb.Category.items()}
+_MODALITIES = {name.lower(): value for name, value in mpb.Modality.items()}
+
+
+def _local(text: str) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
+    return stamp
+
+
+def _when(stamp: Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).strftime("%a %d %b %H:%M")
+
+
+async def _online_booking(
+    county: dict[str, Any],
+    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub,
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub,
+) -> None:
+    print(
+        "\n2. Counselors register, and a frontend books online (FindSlots -> HoldSlot -> Confirm)"
+    )
+    for k in county["counselors"]:
+        await matcher.UpsertCounselor(
+            mpb.UpsertCounselorRequest(
+                counselor=mpb.Counselor(
+                    counselor_id=k["id"],
+                    provider_id=k["provider"],
+                    display_name=k["name"],
+                    specialties=[_CATEGORIES[f"category_{s}"] for s in k["specialties"]],
+                    modalities=[_MODALITIES[f"modality_{m}"] for m in k["modalities"]],
+                    location=k["location"],
+                    max_sessions_per_day=k["max_sessions_per_day"],
+                    weekly_availability=[
+                        mpb.WeeklyWindow(weekday=d, start_time=a, end_time=b)
+                        for d, a, b in k["weekly"]
+                    ],
+                )
+            )
+        )
+        print(f"   counselor {k['id']:<7} ({k['provider']}): {', '.join(k['specialties'])}")
+    for c in county["cases"]:
+        await matcher.SubmitCase(
+            mpb.SubmitCaseRequest(
+                case=mpb.Case(
+                    case_id=c["id"],
+                    employee_id=c["employee"],
+                    agency_id=c["agency"],
+                    staff_category=c["staff_category"],
+                    category=_CATEGORIES[f"category_{c['category']}"],
+                    kind=mpb.CASE_KIND_GENERAL,
+                    sessions_wanted=c["sessions"],
+                    minutes=c["minutes"],
+                    modalities=[_MODALITIES[f"modality_{m}"] for m in c["modalities"]],
+                    availability=[
+                        mpb.TimeRange(start=_local(a), end=_local(b)) for a, b in c["available"]
+                    ],
+                    time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
+                )
+            )
+        )
+    window = {"window_start": _local("2027-03-08T00:00"), "window_end": _local("2027-03-22T00:00")}
+    first, second, legal = (c["id"] for c in county["cases"])
+    found = (
+        await matcher.FindSlots(mpb.FindSlotsRequest(case_id=first, max_slots=3, **window))
+    ).slots
+    print(f"   {first} asks for slots; the best three:")
+    for slot in found:
+        print(f"     {_when(slot.start)}  {slot.counselor_name} ({slot.counselor_id})")
+    held = (
+        await matcher.HoldSlot(
+            mpb.HoldSlotRequest(
+                case_id=first, counselor_id=found[0].counselor_id, start=found[0].start
+            )
+        )
+    ).booking
+    print(f"   {first} holds {_when(held.start)} while filling in the form")
+    try:
+        await matcher.HoldSlot(
+            mpb.HoldSlotRequest(
+                case_id=second, counselor_id=found[0].counselor_id, start=found[0].start
+            )
+        )
+    except grpc.aio.AioRpcError as error:
+        print(f"   {second} tries the same slot: {_refusal(error)}")
+    booked = (
+        await matcher.ConfirmBooking(mpb.ConfirmBookingRequest(booking_id=held.booking_id))
+    ).booking
+    print(f"   {first} confirms: booked {_when(booked.start)}, quota spent in the same step")
+    for case_id in (second, legal):
+        slot = (
+            await matcher.FindSlots(mpb.FindSlotsRequest(case_id=case_id, max_slots=1, **window))
+        ).slots[0]
+        hold = (
+            await matcher.HoldSlot(
+                mpb.HoldSlotRequest(
+                    case_id=case_id, counselor_id=slot.counselor_id, start=slot.start
+                )
+            )
+        ).booking
+        await matcher.ConfirmBooking(mpb.ConfirmBookingRequest(booking_id=hold.booking_id))
+        print(f"   {case_id} books {_when(slot.start)} with {slot.counselor_name}")
+    education = (
+        await quota.GetBalance(
+            pb.GetBalanceRequest(
+                account=pb.AccountRef(
+                    kind=pb.ACCOUNT_KIND_AGENCY,
+                    id="PT-EDUCATION",
+                    fiscal_year=county["fiscal_year"],
+                )
+            )
+        )
+    ).balance
+    print(f"   PT-EDUCATION has spent NT${education.spent:,} on these bookings")
