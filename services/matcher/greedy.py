@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 
+from services.matcher import reasons
 from services.matcher.instance import (
     Case,
     CaseKind,
@@ -41,7 +42,6 @@ from services.matcher.instance import (
     Interval,
     Schedule,
     Session,
-    Unserved,
     dump_schedule,
     load_instance,
 )
@@ -236,13 +236,11 @@ class _Booker:
             week = next_week
         return None
 
-    def serve(self, case: Case) -> Unserved | None:
+    def serve(self, case: Case) -> None:
         inst = self.inst
         counselors = inst.qualified(case)
-        if case.sessions == 0:
-            return None
         if not inst.rules.min_session_minutes <= case.minutes <= inst.rules.max_session_minutes:
-            return Unserved(case.id, case.sessions, "the case's session length is not allowed")
+            return  # a length the rules forbid: never bookable
         ref = inst.reference_time(case)
         anchor = case.preferred_counselor
         not_before = ref
@@ -262,35 +260,17 @@ class _Booker:
             not_before = datetime.combine(
                 monday + timedelta(weeks=1), datetime.min.time(), tzinfo=session.start.tzinfo
             )
-        if got == case.sessions:
-            return None
-        return Unserved(case.id, case.sessions - got, self._why(case, counselors, got))
-
-    def _why(self, case: Case, counselors: Sequence[Counselor], got: int) -> str:
-        """The likeliest reason a case stopped short, for people to read."""
-        ledger = self.ledger
-        if not counselors:
-            return "no counselor offers this category in a modality the case accepts"
-        if not ledger.entitled(case):
-            return "the employee's entitlement is used up"
-        if case.kind is CaseKind.CRISIS and got == 0:
-            hours = self.inst.rules.crisis_deadline_hours
-            return f"no qualified slot free within the crisis deadline ({hours} h)"
-        cheapest = min(self.inst.rate_of(k) for k in counselors) * case.minutes / 60
-        if ledger.agency_left[case.agency] < cheapest:
-            return "the agency's budget is spent"
-        if all(ledger.provider_minutes_left[k.provider] < case.minutes for k in counselors):
-            return "the qualified providers' contracted hours are used up"
-        return "no free slot with a qualified counselor when this case's turn came"
 
 
 def solve(inst: Instance, order: str = "crisis-first") -> Schedule:
     booker = _Booker(inst)
-    unserved = [u for c in booking_order(inst, order) if (u := booker.serve(c)) is not None]
+    for case in booking_order(inst, order):
+        booker.serve(case)
+    sessions = tuple(sorted(booker.ledger.sessions, key=lambda s: (s.start, s.counselor)))
     return Schedule(
         instance=inst.name,
-        sessions=tuple(sorted(booker.ledger.sessions, key=lambda s: (s.start, s.counselor))),
-        unserved=tuple(sorted(unserved, key=lambda u: u.case)),
+        sessions=sessions,
+        unserved=reasons.unserved(inst, sessions),
         solver={"name": "fcfs-greedy", "order": order, "status": "heuristic"},
     )
 

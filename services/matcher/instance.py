@@ -195,6 +195,31 @@ class Instance:
     def _qualified(self) -> dict[str, list[Counselor]]:
         return {}
 
+    def starts(self, case: Case, counselor: Counselor) -> list[datetime]:
+        """Slot-aligned starts where the whole session fits inside one
+        interval of the counselor and one of the case, within the horizon,
+        not before the case was submitted (rule 2), earliest first."""
+        if not self.rules.min_session_minutes <= case.minutes <= self.rules.max_session_minutes:
+            return []  # a length the rules forbid fits nowhere
+        length = timedelta(minutes=case.minutes)
+        step = timedelta(minutes=self.slot_minutes)
+        starts = []
+        floor = max(self.horizon.start, case.submitted)
+        ceiling = self.horizon.end
+        for mine in counselor.availability:
+            for theirs in case.availability:
+                begin = max(mine.start, theirs.start, floor)
+                end = min(mine.end, theirs.end, ceiling)
+                if begin + length > end:
+                    continue
+                midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
+                offset = (begin - midnight) % step
+                start = begin if not offset else begin + (step - offset)
+                while start + length <= end:
+                    starts.append(start)
+                    start += step
+        return sorted(set(starts))
+
     def reference_time(self, case: Case) -> datetime:
         """Where waiting and the crisis deadline count from."""
         return max(case.submitted, self.horizon.start)
@@ -217,7 +242,8 @@ class Session:
 class Unserved:
     case: str
     missing: int
-    reason: str
+    reason: str  # plain words
+    code: str = ""  # a stable reason code (see reasons.py), when known
 
 
 @dataclass(frozen=True)
@@ -506,6 +532,7 @@ def _unserved(node: _Node) -> Unserved:
         case=node.get("case").text(),
         missing=node.get("missing").integer(minimum=1),
         reason="" if reason is None or reason.value is None else reason.text(),
+        code=node.get("code").text() if node.has("code") else "",
     )
 
 
@@ -548,7 +575,9 @@ def dump_schedule(schedule: Schedule) -> dict[str, object]:
             for s in schedule.sessions
         ],
         "unserved": [
-            {"case": u.case, "missing": u.missing, "reason": u.reason} for u in schedule.unserved
+            {"case": u.case, "missing": u.missing, "reason": u.reason}
+            | ({"code": u.code} if u.code else {})
+            for u in schedule.unserved
         ],
         "solver": dict(schedule.solver),
     }

@@ -37,7 +37,7 @@ from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
-from services.matcher import greedy
+from services.matcher import greedy, reasons
 from services.matcher.instance import (
     Case,
     CaseKind,
@@ -46,7 +46,6 @@ from services.matcher.instance import (
     Instance,
     Schedule,
     Session,
-    Unserved,
     dump_schedule,
     load_instance,
 )
@@ -105,30 +104,6 @@ def _modality(case: Case, counselor: Counselor) -> str:
     return next(m for m in case.modalities if m in counselor.modalities)
 
 
-def _starts(inst: Instance, case: Case, counselor: Counselor) -> list[datetime]:
-    """Slot-aligned starts where the whole session fits inside one interval
-    of the counselor and one of the case, within the horizon, not before the
-    case was submitted (rule 2)."""
-    length = timedelta(minutes=case.minutes)
-    step = timedelta(minutes=inst.slot_minutes)
-    starts = []
-    floor = max(inst.horizon.start, case.submitted)
-    ceiling = inst.horizon.end
-    for mine in counselor.availability:
-        for theirs in case.availability:
-            begin = max(mine.start, theirs.start, floor)
-            end = min(mine.end, theirs.end, ceiling)
-            if begin + length > end:
-                continue
-            midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
-            offset = (begin - midnight) % step
-            start = begin if not offset else begin + (step - offset)
-            while start + length <= end:
-                starts.append(start)
-                start += step
-    return sorted(set(starts))
-
-
 class CandidatePool:
     """Every case's candidate sessions, worked out once and reused by each
     neighbourhood: at most `per_case` of each case (its preferred
@@ -151,7 +126,7 @@ class CandidatePool:
         for counselor in self._inst.qualified(case):
             per_day: dict[date, int] = defaultdict(int)
             modality = _modality(case, counselor)
-            for start in _starts(self._inst, case, counselor):
+            for start in self._inst.starts(case, counselor):
                 if per_day[start.date()] < STARTS_PER_DAY:
                     per_day[start.date()] += 1
                     own.append(Candidate(case, counselor, start, modality))
@@ -434,21 +409,6 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     return m
 
 
-def _unserved(inst: Instance, sessions: Sequence[Session]) -> tuple[Unserved, ...]:
-    booked: dict[str, int] = defaultdict(int)
-    for session in sessions:
-        booked[session.case] += 1
-    return tuple(
-        Unserved(
-            case.id,
-            case.sessions - booked[case.id],
-            "the optimum under the weekly, hour-cap and budget rules leaves these out",
-        )
-        for case in inst.cases
-        if booked[case.id] < case.sessions
-    )
-
-
 @dataclass(frozen=True)
 class SolveReport:
     schedule: Schedule
@@ -646,7 +606,7 @@ def _schedule(
 ) -> Schedule:
     chosen = [cand.session() for cand, var in built.chosen.items() if solver.value(var)]
     sessions = tuple(sorted([*fixed, *chosen], key=lambda s: (s.start, s.counselor, s.case)))
-    return Schedule(inst.name, sessions, _unserved(inst, sessions))
+    return Schedule(inst.name, sessions, reasons.unserved(inst, sessions))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
