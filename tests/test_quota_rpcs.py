@@ -391,3 +391,19 @@ async def test_one_replica_at_a_time_sweeps_when_redis_is_there(
     # Redis down: every replica sweeps, which is safe.
     dead = redis_asyncio.Redis.from_url("redis://127.0.0.1:1/0")
     assert await lease.take_turn(dead, "quota", "hold-sweep", 1)
+
+
+async def test_get_provider_contract(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    await quota.stub.Reserve(reserve_request("c1", minutes=90))
+    contract = await quota.stub.GetProviderContract(
+        pb.GetProviderContractRequest(provider_id="P1", fiscal_year=YEAR)
+    )
+    assert contract.hourly_rate_ntd == RATE
+    assert (contract.balance.entitled, contract.balance.held) == (6_000, 90)
+    missing = await refused(
+        quota.stub.GetProviderContract(pb.GetProviderContractRequest(provider_id="P9"))
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+    bad = await refused(quota.stub.GetProviderContract(pb.GetProviderContractRequest()))
+    assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT

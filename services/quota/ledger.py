@@ -440,6 +440,20 @@ class QuotaLedger:
         self._batcher.reference.clear()
         return result
 
+    async def contract(self, provider_id: str, year: int) -> tuple[int, Balance]:
+        """The provider's hourly rate and cap balance for the year."""
+        checker = FieldChecker()
+        checker.identifier(provider_id, "provider_id")
+        check_fiscal_year(checker, year, "fiscal_year")
+        checker.raise_if_any()
+        key = AccountKey(AccountKind.PROVIDER, provider_id, year)
+        async with self._sessions() as session:
+            contract = await session.get(orm.ProviderContract, (provider_id, year))
+            account = await QuotaStore(session, "").get_account(key)
+        if contract is None or account is None:
+            raise NotFound(f"no contract for this provider in {year}")
+        return contract.hourly_rate_ntd, _balance(key, account)
+
     async def set_policy(
         self, organisation: str, staff_category: str, year: int, minutes: int, actor: str
     ) -> None:

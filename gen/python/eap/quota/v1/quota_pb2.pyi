@@ -907,6 +907,60 @@ class SetProviderContractResponse(_message.Message):
 Global___SetProviderContractResponse: _TypeAlias = SetProviderContractResponse  # noqa: Y015
 
 @_typing.final
+class GetProviderContractRequest(_message.Message):
+    """Request for GetProviderContract."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    FISCAL_YEAR_FIELD_NUMBER: _builtins.int
+    provider_id: _builtins.str
+    """Stable id of the provider."""
+    fiscal_year: _builtins.int
+    """Fiscal year of the contract; zero means the current one."""
+    def __init__(
+        self,
+        *,
+        provider_id: _builtins.str = ...,
+        fiscal_year: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fiscal_year", b"fiscal_year", "provider_id", b"provider_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderContractRequest: _TypeAlias = GetProviderContractRequest  # noqa: Y015
+
+@_typing.final
+class GetProviderContractResponse(_message.Message):
+    """Response of GetProviderContract."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOURLY_RATE_NTD_FIELD_NUMBER: _builtins.int
+    BALANCE_FIELD_NUMBER: _builtins.int
+    hourly_rate_ntd: _builtins.int
+    """NT$ per hour of counseling."""
+    @_builtins.property
+    def balance(self) -> Global___Balance:
+        """The hour cap's balance, in minutes."""
+
+    def __init__(
+        self,
+        *,
+        hourly_rate_ntd: _builtins.int = ...,
+        balance: Global___Balance | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "hourly_rate_ntd", b"hourly_rate_ntd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetProviderContractResponse: _TypeAlias = GetProviderContractResponse  # noqa: Y015
+
+@_typing.final
 class SetEntitlementPolicyRequest(_message.Message):
     """Request for SetEntitlementPolicy."""
 

@@ -91,6 +91,11 @@ class QuotaServiceStub:
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractRequest.SerializeToString,
                 response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractResponse.FromString,
                 _registered_method=True)
+        self.GetProviderContract = channel.unary_unary(
+                '/eap.quota.v1.QuotaService/GetProviderContract',
+                request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractRequest.SerializeToString,
+                response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractResponse.FromString,
+                _registered_method=True)
         self.SetEntitlementPolicy = channel.unary_unary(
                 '/eap.quota.v1.QuotaService/SetEntitlementPolicy',
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetEntitlementPolicyRequest.SerializeToString,
@@ -202,6 +207,14 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProviderContract(self, request, context):
+        """A provider's contract for a fiscal year: hourly rate, and the cap as a
+        balance (entitled = the cap, left = what can still be booked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetEntitlementPolicy(self, request, context):
         """Sets the annual entitlement in minutes for one organisation's staff
         category in a fiscal year. It applies to employees whose account for the
@@ -281,6 +294,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.SetProviderContract,
                     request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractRequest.FromString,
                     response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractResponse.SerializeToString,
+            ),
+            'GetProviderContract': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProviderContract,
+                    request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractRequest.FromString,
+                    response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractResponse.SerializeToString,
             ),
             'SetEntitlementPolicy': grpc.unary_unary_rpc_method_handler(
                     servicer.SetEntitlementPolicy,
@@ -558,6 +576,33 @@ class QuotaService:
             '/eap.quota.v1.QuotaService/SetProviderContract',
             eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractRequest.SerializeToString,
             eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProviderContract(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.quota.v1.QuotaService/GetProviderContract',
+            eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractRequest.SerializeToString,
+            eap_dot_quota_dot_v1_dot_quota__pb2.GetProviderContractResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,10 @@ class QuotaServiceStub:
     """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
     Lowering the cap below what is already held or spent is refused.
     """
+    GetProviderContract: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GetProviderContractRequest, _quota_pb2.GetProviderContractResponse]
+    """A provider's contract for a fiscal year: hourly rate, and the cap as a
+    balance (entitled = the cap, left = what can still be booked).
+    """
     SetEntitlementPolicy: _grpc.UnaryUnaryMultiCallable[_quota_pb2.SetEntitlementPolicyRequest, _quota_pb2.SetEntitlementPolicyResponse]
     """Sets the annual entitlement in minutes for one organisation's staff
     category in a fiscal year. It applies to employees whose account for the
@@ -149,6 +153,10 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     SetProviderContract: _aio.UnaryUnaryMultiCallable[_quota_pb2.SetProviderContractRequest, _quota_pb2.SetProviderContractResponse]  # type: ignore[assignment]
     """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
     Lowering the cap below what is already held or spent is refused.
+    """
+    GetProviderContract: _aio.UnaryUnaryMultiCallable[_quota_pb2.GetProviderContractRequest, _quota_pb2.GetProviderContractResponse]  # type: ignore[assignment]
+    """A provider's contract for a fiscal year: hourly rate, and the cap as a
+    balance (entitled = the cap, left = what can still be booked).
     """
     SetEntitlementPolicy: _aio.UnaryUnaryMultiCallable[_quota_pb2.SetEntitlementPolicyRequest, _quota_pb2.SetEntitlementPolicyResponse]  # type: ignore[assignment]
     """Sets the annual entitlement in minutes for one organisation's staff
@@ -269,6 +277,16 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_quota_pb2.SetProviderContractResponse, _abc.Awaitable[_quota_pb2.SetProviderContractResponse]]:
         """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
         Lowering the cap below what is already held or spent is refused.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProviderContract(
+        self,
+        request: _quota_pb2.GetProviderContractRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_pb2.GetProviderContractResponse, _abc.Awaitable[_quota_pb2.GetProviderContractResponse]]:
+        """A provider's contract for a fiscal year: hourly rate, and the cap as a
+        balance (entitled = the cap, left = what can still be booked).
         """
 
     @_abc_1.abstractmethod
