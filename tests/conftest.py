@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -7,12 +8,18 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from eap.matcher.v1 import matcher_pb2 as mpb
+from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2_grpc
+from services.matcher.service import MatcherService
 from services.quota.service import QuotaService
+from services.runtime import clock
 from services.runtime.config import Settings
 from services.runtime.server import RunningServer, start
 from tests import stores
+from tests.county import counselor, seed
 
 
 @dataclass
@@ -52,3 +59,45 @@ async def quota(backend: Backend) -> AsyncIterator[QuotaClient]:
     finally:
         await channel.close()
         await server.stop(0.5)
+
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+MONDAY = dt.date(2027, 3, 8)  # ISO week 10; an office day (1 March is a holiday)
+
+
+def at(day: dt.date, hour: int, minute: int = 0) -> Timestamp:
+    """A moment on `day` in Taipei."""
+    stamp = Timestamp()
+    stamp.FromDatetime(dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=TAIPEI))
+    return stamp
+
+
+@dataclass
+class Suite:
+    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub
+
+
+@pytest.fixture
+def march_2027() -> Iterator[None]:
+    with clock.moved_to(dt.datetime(2027, 3, 8, 8, tzinfo=TAIPEI)):
+        yield
+
+
+@pytest.fixture
+async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
+    """Quota and matcher in one server (as `eapctl serve all`), the test
+    county seeded, two counselors registered, the clock at MONDAY 08:00."""
+    server = await start([QuotaService(), MatcherService()], backend.settings)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        suite = Suite(
+            matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+            quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+        )
+        await seed(suite.quota)
+        await suite.matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))
+        await suite.matcher.UpsertCounselor(
+            mpb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))
+        )
+        yield suite
+    await server.stop(0)

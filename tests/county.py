@@ -6,6 +6,7 @@ import datetime as dt
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 
@@ -94,3 +95,27 @@ def reserve_request(
 
 def account(kind: int, owner: str) -> pb.AccountRef:
     return pb.AccountRef(kind=kind, id=owner, fiscal_year=YEAR)
+
+
+def counselor(counselor_id: str = "C001", provider: str = "P1", **changes: object) -> mpb.Counselor:
+    message = mpb.Counselor(
+        counselor_id=counselor_id,
+        provider_id=provider,
+        display_name="Counselor Lin",
+        specialties=[mpb.CATEGORY_PSYCHOLOGICAL, mpb.CATEGORY_FAMILY],
+        modalities=[mpb.MODALITY_IN_PERSON, mpb.MODALITY_VIDEO],
+        location="Pingtung office 3F",
+        max_sessions_per_day=4,
+        weekly_availability=[
+            mpb.WeeklyWindow(weekday=1, start_time="09:00", end_time="12:00"),
+            mpb.WeeklyWindow(weekday=1, start_time="13:30", end_time="17:00"),
+            mpb.WeeklyWindow(weekday=3, start_time="18:00", end_time="21:00"),
+        ],
+    )
+    for field, value in changes.items():
+        if isinstance(value, list):
+            message.ClearField(field)  # type: ignore[arg-type]
+            getattr(message, field).extend(value)
+        else:
+            setattr(message, field, value)
+    return message

@@ -8,34 +8,19 @@ on SQLite and on PostgreSQL + Redis. The clock is moved to Monday 8 March
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as pb
-from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as qpb
-from eap.quota.v1 import quota_pb2_grpc
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
 from services.runtime import clock
-from services.runtime.server import start
-from tests.conftest import Backend
-from tests.county import RATE, account, seed
-from tests.test_matcher_registry import counselor
+from tests.conftest import MONDAY, Suite, at
+from tests.county import RATE, account
 from tests.test_quota_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
-MONDAY = dt.date(2027, 3, 8)  # ISO week 10; an office day (1 March is a holiday)
-
-
-def at(day: dt.date, hour: int, minute: int = 0) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=TAIPEI))
-    return stamp
 
 
 def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
@@ -44,35 +29,6 @@ def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
 
 def local(stamp: Timestamp) -> dt.datetime:
     return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI)
-
-
-@dataclass
-class Suite:
-    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
-    quota: quota_pb2_grpc.QuotaServiceAsyncStub
-
-
-@pytest.fixture
-def march_2027() -> Iterator[None]:
-    with clock.moved_to(dt.datetime(2027, 3, 8, 8, tzinfo=TAIPEI)):
-        yield
-
-
-@pytest.fixture
-async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
-    server = await start([QuotaService(), MatcherService()], backend.settings)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        suite = Suite(
-            matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
-            quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
-        )
-        await seed(suite.quota)
-        await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
-        await suite.matcher.UpsertCounselor(
-            pb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))
-        )
-        yield suite
-    await server.stop(0)
 
 
 def case(case_id: str = "K1", employee: str = "E1", **changes: object) -> pb.Case:

@@ -12,6 +12,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.service import MatcherService
 from services.runtime.server import start
 from tests.conftest import Backend
+from tests.county import counselor
 from tests.test_quota_rpcs import details, refused
 
 
@@ -21,30 +22,6 @@ async def matcher(backend: Backend) -> AsyncIterator[matcher_pb2_grpc.MatcherSer
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield matcher_pb2_grpc.MatcherServiceStub(channel)
     await server.stop(0)
-
-
-def counselor(counselor_id: str = "C001", provider: str = "P1", **changes: object) -> pb.Counselor:
-    message = pb.Counselor(
-        counselor_id=counselor_id,
-        provider_id=provider,
-        display_name="Counselor Lin",
-        specialties=[pb.CATEGORY_PSYCHOLOGICAL, pb.CATEGORY_FAMILY],
-        modalities=[pb.MODALITY_IN_PERSON, pb.MODALITY_VIDEO],
-        location="Pingtung office 3F",
-        max_sessions_per_day=4,
-        weekly_availability=[
-            pb.WeeklyWindow(weekday=1, start_time="09:00", end_time="12:00"),
-            pb.WeeklyWindow(weekday=1, start_time="13:30", end_time="17:00"),
-            pb.WeeklyWindow(weekday=3, start_time="18:00", end_time="21:00"),
-        ],
-    )
-    for field, value in changes.items():
-        if isinstance(value, list):
-            message.ClearField(field)  # type: ignore[arg-type]
-            getattr(message, field).extend(value)
-        else:
-            setattr(message, field, value)
-    return message
 
 
 async def test_upsert_get_and_replace(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub) -> None:

@@ -80,7 +80,7 @@ class BookingView:
         )
 
 
-def _live(now: datetime) -> ColumnElement[bool]:
+def live(now: datetime) -> ColumnElement[bool]:
     """Rows that block time: booked, completed, or held and not lapsed."""
     return or_(
         BookingRow.state.in_([s for s in LIVE_STATES if s != "held"]),
@@ -114,7 +114,7 @@ def _case_row(case: Case) -> CaseRow:
     )
 
 
-def _case(row: CaseRow) -> Case:
+def case_of(row: CaseRow) -> Case:
     return Case(
         case_id=row.case_id,
         employee_id=row.employee_id,
@@ -162,7 +162,7 @@ class Bookings:
         async with self._sessions() as session, session.begin():
             existing = await session.get(CaseRow, case.case_id)
             if existing is not None:
-                stored = _case(existing)
+                stored = case_of(existing)
                 if not stored.same_request(case):
                     raise AlreadyExists("case_id names a different case")
                 return stored, False
@@ -176,7 +176,7 @@ class Bookings:
             case = await self._load_case(session, case_id)
             rows = await session.scalars(
                 select(BookingRow)
-                .where(BookingRow.case_id == case_id, _live(now))
+                .where(BookingRow.case_id == case_id, live(now))
                 .order_by(BookingRow.start)
             )
             return case, [BookingView.of(row, now) for row in rows]
@@ -204,7 +204,7 @@ class Bookings:
             qualified = [c for c in counselors if case.can_see(c)]
             rows = await session.scalars(
                 select(BookingRow).where(
-                    _live(now),
+                    live(now),
                     or_(
                         and_(
                             BookingRow.counselor_id.in_([c.counselor_id for c in qualified]),
@@ -298,6 +298,24 @@ class Bookings:
             )
             session.add(row)
         return BookingView.of(row, now)
+
+    async def check(self, case_id: str, counselor_id: str, start: datetime) -> None:
+        """What `hold` would refuse, without holding: FAILED_PRECONDITION
+        naming the rule, or nothing (a dry run)."""
+        now = clock.now()
+        async with self._sessions() as session:
+            case = await self._load_case(session, case_id)
+            row = await session.get(CounselorRow, counselor_id)
+            if row is None:
+                raise NotFound("counselor_id names no counselor")
+            counselor = counselor_of(row)
+            problem = slots.unbookable(case, counselor, start, self._calendar, now)
+            if problem is not None:
+                raise FailedPrecondition(Rule.NOT_BOOKABLE, "slot", problem)
+            diary = await self._diary(session, case, counselor_id, start, now)
+        blocked = slots.blocked_by(case, counselor, start, diary)
+        if blocked is not None:
+            raise FailedPrecondition(blocked[0], "slot", blocked[1])
 
     # -- confirming, cancelling, completing ----------------------------------------
 
@@ -478,7 +496,7 @@ class Bookings:
         row = await session.get(CaseRow, case_id)
         if row is None:
             raise NotFound("case_id names no case")
-        return _case(row)
+        return case_of(row)
 
     async def _load_booking(
         self, session: AsyncSession, booking_id: str, lock: bool = False
@@ -509,7 +527,7 @@ class Bookings:
         around = datetime.combine(day, datetime.min.time(), slots.TAIPEI)
         rows = await session.scalars(
             select(BookingRow).where(
-                _live(now),
+                live(now),
                 or_(
                     and_(
                         BookingRow.counselor_id == counselor_id,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import JSON, Boolean, Index, Integer, MetaData, String
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.runtime.columns import UtcDateTime
@@ -76,3 +77,28 @@ class BookingRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
+
+
+class JobRow(Base):
+    """A match job: queued, running (on `worker`, alive while `heartbeat_at`
+    moves), done or failed. The instance is a snapshot taken at submission,
+    in the benchmark format, so any replica can run it as it stood."""
+
+    __tablename__ = "matcher_jobs"
+    job_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    time_limit_seconds: Mapped[int] = mapped_column(Integer)
+    instance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # For a what-if job: the same instance without the budget changes.
+    unchanged: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    sessions_without_what_if: Mapped[int] = mapped_column(Integer, default=0)
+    best_score: Mapped[float] = mapped_column(Float, default=0.0)
+    bound: Mapped[float] = mapped_column(Float, default=0.0)
+    elapsed_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(String(500), default="")
+    worker: Mapped[str] = mapped_column(String(64), default="")
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    applied: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())

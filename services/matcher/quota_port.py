@@ -138,6 +138,20 @@ class QuotaPort:
             raise _translated(error) from None
         return response.balance.left
 
+    async def contract(self, provider_id: str, fiscal_year: int) -> tuple[int, int] | None:
+        """The provider's hourly rate and cap minutes left, or None without
+        a contract for the year."""
+        request = qpb.GetProviderContractRequest(provider_id=provider_id, fiscal_year=fiscal_year)
+        try:
+            response = await self._quota().GetProviderContract(
+                request, timeout=CALL_SECONDS, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise _translated(error) from None
+        return response.hourly_rate_ntd, response.balance.left
+
     async def close(self) -> None:
         if self._channel is not None:
             await self._channel.close(None)

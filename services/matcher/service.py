@@ -10,6 +10,7 @@ from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings
+from services.matcher.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
@@ -31,14 +32,21 @@ class MatcherService(DatabaseService):
         settings = runtime.settings
         self.registry = CounselorRegistry(self.engine)
         self.quota = QuotaPort(lambda: settings.quota_address or f"127.0.0.1:{runtime.port}")
+        calendar = load_shipped()
         self.bookings = Bookings(
             self.engine,
             self.quota,
-            load_shipped(),
+            calendar,
             settings.slot_hold_seconds,
             settings.crisis_deadline_hours,
         )
+        self.jobs = Jobs(
+            self.engine,
+            Snapshots(self.engine, self.quota, calendar, settings.crisis_deadline_hours),
+            self.bookings,
+        )
         runtime.spawn(self._upkeep(), "matcher-upkeep")
+        runtime.spawn(JobRunner(self.engine).run_forever(), "matcher-jobs")
 
     async def _upkeep(self) -> None:
         """Writes down lapsed holds and finishes bookings a crash cut short.
@@ -53,7 +61,7 @@ class MatcherService(DatabaseService):
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(self.registry, self.bookings), server
+            MatcherServicer(self.registry, self.bookings, self.jobs), server
         )
 
     async def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time
 from typing import Any
 
@@ -12,6 +13,8 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings, BookingView
 from services.matcher.cases import Case, CaseKind, TimeOff, TimeRange
+from services.matcher.jobs import JobRequest, Jobs, Proposed
+from services.matcher.orm import JobRow
 from services.matcher.registry import (
     Category,
     Counselor,
@@ -218,10 +221,68 @@ def slot_pb(offer: Offer) -> pb.Slot:
     )
 
 
+_JOB_STATE_PB = {
+    "queued": pb.MATCH_JOB_STATE_QUEUED,
+    "running": pb.MATCH_JOB_STATE_RUNNING,
+    "done": pb.MATCH_JOB_STATE_DONE,
+    "failed": pb.MATCH_JOB_STATE_FAILED,
+}
+WEIGHT_NAMES = ("crisis_session", "session", "continuity", "wait_day", "cost_per_kntd")
+
+
+def job_pb(job: JobRow) -> pb.MatchJob:
+    gap = max(job.bound - job.best_score, 0.0) / max(abs(job.best_score), 1.0)
+    return pb.MatchJob(
+        job_id=job.job_id,
+        state=_JOB_STATE_PB[job.state],
+        best_score=job.best_score,
+        bound=job.bound,
+        gap=gap if job.best_score else 0.0,
+        elapsed_seconds=job.elapsed_seconds,
+        time_limit_seconds=job.time_limit_seconds,
+        attempts=job.attempts,
+        error=job.error,
+    )
+
+
+def proposed_pb(session: Proposed) -> pb.ProposedSession:
+    return pb.ProposedSession(
+        case_id=session.case_id,
+        counselor_id=session.counselor_id,
+        start=_stamp(session.start),
+        minutes=session.minutes,
+        modality=_MODALITY_PB[Modality(session.modality)],
+    )
+
+
+def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
+    checker = FieldChecker()
+    start = _required_moment(checker, request, "horizon_start", "horizon_start")
+    what_if: dict[str, int] = {}
+    for n, change in enumerate(request.what_if):
+        checker.require(change.agency_id not in what_if, f"what_if[{n}].agency_id", "named twice")
+        what_if[change.agency_id] = change.extra_ntd
+    checker.raise_if_any()
+    weights = {
+        name: getattr(request.weights, name)
+        for name in WEIGHT_NAMES
+        if request.weights.HasField(name)  # type: ignore[arg-type]
+    }
+    return JobRequest(
+        horizon_start=start,
+        weeks=request.weeks,
+        case_ids=list(dict.fromkeys(request.case_ids)),
+        time_limit_seconds=request.time_limit_seconds or 30,
+        weights=weights,
+        what_if=what_if,
+    )
+
+
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
-    def __init__(self, registry: CounselorRegistry, bookings: Bookings) -> None:
+    def __init__(self, registry: CounselorRegistry, bookings: Bookings, jobs: Jobs) -> None:
         self._registry = registry
         self._bookings = bookings
+        self._jobs = jobs
 
     async def UpsertCounselor(
         self, request: pb.UpsertCounselorRequest, context: Context
@@ -313,3 +374,40 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     ) -> pb.CompleteSessionResponse:
         booking = await self._bookings.complete(request.booking_id, request.minutes)
         return pb.CompleteSessionResponse(booking=booking_pb(booking))
+
+    async def SubmitMatchJob(
+        self, request: pb.SubmitMatchJobRequest, context: Context
+    ) -> pb.SubmitMatchJobResponse:
+        job = await self._jobs.submit(job_request_from_pb(request))
+        return pb.SubmitMatchJobResponse(job=job_pb(job))
+
+    async def WatchMatchJob(
+        self, request: pb.WatchMatchJobRequest, context: Context
+    ) -> AsyncIterator[pb.WatchMatchJobResponse]:
+        async for job in self._jobs.watch(request.job_id):
+            yield pb.WatchMatchJobResponse(job=job_pb(job))
+
+    async def GetMatchResult(
+        self, request: pb.GetMatchResultRequest, context: Context
+    ) -> pb.GetMatchResultResponse:
+        result = await self._jobs.result(request.job_id)
+        return pb.GetMatchResultResponse(
+            job=job_pb(result.job),
+            sessions=[proposed_pb(s) for s in result.sessions],
+            unserved=[
+                pb.UnservedCase(case_id=case, missing=missing, reason=code, explanation=words)
+                for case, missing, code, words in result.unserved
+            ],
+            crisis_sessions=result.crisis_sessions,
+            sessions_without_what_if=result.job.sessions_without_what_if,
+        )
+
+    async def ApplyMatchResult(
+        self, request: pb.ApplyMatchResultRequest, context: Context
+    ) -> pb.ApplyMatchResultResponse:
+        booked, refused, ids = await self._jobs.apply(request.job_id, request.dry_run)
+        return pb.ApplyMatchResultResponse(
+            booked=[proposed_pb(s) for s in booked],
+            not_booked=[pb.NotBooked(session=proposed_pb(s), rule=rule) for s, rule in refused],
+            booking_ids=ids,
+        )

@@ -30,7 +30,7 @@ import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
@@ -419,15 +419,54 @@ class SolveReport:
     used: str  # "cp-sat", "cp-sat-lns" or "baseline"
 
 
-def solve(inst: Instance, time_limit: float = 30.0, workers: int = 2, seed: int = 1) -> SolveReport:
+@dataclass(frozen=True)
+class Progress:
+    """How a solve is going: the best score so far, the proven bound, and
+    the seconds since it began."""
+
+    best: float
+    bound: float
+    elapsed: float
+
+    @property
+    def gap(self) -> float:
+        return max(self.bound - self.best, 0.0) / max(abs(self.best), 1.0)
+
+
+ProgressSink = Callable[[Progress], None]
+
+
+def solve(
+    inst: Instance,
+    time_limit: float = 30.0,
+    workers: int = 2,
+    seed: int = 1,
+    on_progress: ProgressSink | None = None,
+) -> SolveReport:
     """The best schedule found within `time_limit` seconds: one model of the
     whole instance when it is small, else large-neighbourhood search (free a
-    few dozen cases, keep the rest, re-solve, keep what improves)."""
+    few dozen cases, keep the rest, re-solve, keep what improves).
+    `on_progress` hears of every better schedule."""
     began = time.monotonic()
     baseline = greedy.solve(inst)
+    ceiling = float(score_upper_bound(inst))
+    sink = on_progress or (lambda progress: None)
+    sink(Progress(float(verify(inst, baseline).score), ceiling, time.monotonic() - began))
     if len(inst.cases) <= WHOLE_MODEL_CASES:
-        return _solve_whole(inst, baseline, began, time_limit, workers)
-    return _solve_by_neighbourhoods(inst, baseline, began, time_limit, workers, seed)
+        return _solve_whole(inst, baseline, began, time_limit, workers, ceiling, sink)
+    return _solve_by_neighbourhoods(inst, baseline, began, time_limit, workers, seed, sink)
+
+
+class _Reporter(cp_model.CpSolverSolutionCallback):
+    """Passes each solution CP-SAT finds on as progress."""
+
+    def __init__(self, began: float, ceiling: float, sink: ProgressSink) -> None:
+        super().__init__()
+        self._began, self._ceiling, self._sink = began, ceiling, sink
+
+    def on_solution_callback(self) -> None:
+        bound = min(self.best_objective_bound / SCALE, self._ceiling)
+        self._sink(Progress(self.objective_value / SCALE, bound, time.monotonic() - self._began))
 
 
 def _hint(inst: Instance, built: Model, baseline: Schedule) -> dict[int, bool]:
@@ -465,12 +504,18 @@ def _hint(inst: Instance, built: Model, baseline: Schedule) -> dict[int, bool]:
 
 
 def _solve_whole(
-    inst: Instance, baseline: Schedule, began: float, time_limit: float, workers: int
+    inst: Instance,
+    baseline: Schedule,
+    began: float,
+    time_limit: float,
+    workers: int,
+    ceiling: float,
+    sink: ProgressSink,
 ) -> SolveReport:
     built = build_model(inst, candidates(inst, CandidatePool(inst), baseline))
     _hint(inst, built, baseline)
     solver = _solver(max(time_limit - (time.monotonic() - began), 1.0), workers, prove=True)
-    status = solver.solve(built.model)
+    status = solver.solve(built.model, _Reporter(began, ceiling, sink))
     name = solver.status_name(status)
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return SolveReport(baseline, name, 0.0, None, time.monotonic() - began, "baseline")
@@ -481,7 +526,7 @@ def _solve_whole(
         found if better else baseline,
         name,
         solver.objective_value / SCALE,
-        min(solver.best_objective_bound / SCALE, float(score_upper_bound(inst))),
+        min(solver.best_objective_bound / SCALE, ceiling),
         time.monotonic() - began,
         "cp-sat" if better else "baseline",
     )
@@ -494,8 +539,10 @@ def _solve_by_neighbourhoods(
     time_limit: float,
     workers: int,
     seed: int,
+    sink: ProgressSink,
 ) -> SolveReport:
     rng = random.Random(seed)
+    ceiling = float(score_upper_bound(inst))
     pool = CandidatePool(inst, NEIGHBOURHOOD_CANDIDATES)
     # The model keeps every rule, so a round that beats its hint is taken
     # on the model's word; the verifier, too slow to run every round on
@@ -503,17 +550,19 @@ def _solve_by_neighbourhoods(
     # and a schedule it rejects is dropped for the last one it passed.
     current = verified = baseline
     score = violations_and_score(inst, baseline)[1]
+    estimate = float(score)  # the model's word, between checks
     rounds = improved = 0
     last_round = 1.0
     last_check = time.monotonic()
 
     def check() -> None:
-        nonlocal current, verified, score, last_check
+        nonlocal current, verified, score, estimate, last_check
         violations, checked = violations_and_score(inst, current)
         if violations or checked < score:
             current = verified  # a modelling slip: never hand it out
         else:
             verified, score = current, checked
+        estimate = float(score)
         last_check = time.monotonic()
 
     # Start a round only when one as long as the last fits in what is left.
@@ -529,6 +578,8 @@ def _solve_by_neighbourhoods(
         if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) and solver.objective_value > hinted:
             current = _schedule(inst, fixed, built, solver)
             improved += 1
+            estimate += (solver.objective_value - hinted) / SCALE
+            sink(Progress(estimate, ceiling, time.monotonic() - began))
             if time.monotonic() - last_check > CHECK_EVERY_SECONDS:
                 check()
         last_round = time.monotonic() - round_began
@@ -538,7 +589,7 @@ def _solve_by_neighbourhoods(
         verified,
         f"{improved} of {rounds} neighbourhoods improved",
         float(score),
-        float(score_upper_bound(inst)),
+        ceiling,
         time.monotonic() - began,
         "cp-sat-lns" if verified is not baseline else "baseline",
     )
@@ -616,13 +667,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("instance")
     parser.add_argument("--time-limit", type=float, default=30.0, help="seconds (default 30)")
     parser.add_argument("-o", "--output", help="schedule file (default: stdout)")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="write each better score to stderr as a JSON line (best, bound, gap, elapsed)",
+    )
     args = parser.parse_args(argv)
     try:
         inst = load_instance(args.instance)
     except (OSError, FormatError) as error:
         print(f"solve: cannot read input: {error}", file=sys.stderr)
         return 2
-    report = solve(inst, args.time_limit)
+
+    def progress(p: Progress) -> None:
+        line = {"best": p.best, "bound": p.bound, "gap": p.gap, "elapsed": p.elapsed}
+        print(json.dumps(line), file=sys.stderr, flush=True)
+
+    report = solve(inst, args.time_limit, on_progress=progress if args.progress else None)
     schedule = Schedule(
         report.schedule.instance,
         report.schedule.sessions,

@@ -184,6 +184,38 @@ BOOKING_STATE_RELEASED: BookingState.ValueType  # 5
 """A hold that lapsed or was given up before it was confirmed."""
 Global___BookingState: _TypeAlias = BookingState  # noqa: Y015
 
+class _MatchJobState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MatchJobStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MatchJobState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MATCH_JOB_STATE_UNSPECIFIED: _MatchJobState.ValueType  # 0
+    """Not set."""
+    MATCH_JOB_STATE_QUEUED: _MatchJobState.ValueType  # 1
+    """Waiting for a replica to take it."""
+    MATCH_JOB_STATE_RUNNING: _MatchJobState.ValueType  # 2
+    """A replica is solving it."""
+    MATCH_JOB_STATE_DONE: _MatchJobState.ValueType  # 3
+    """Solved; GetMatchResult has the result."""
+    MATCH_JOB_STATE_FAILED: _MatchJobState.ValueType  # 4
+    """Could not be solved; `error` says why."""
+
+class MatchJobState(_MatchJobState, metaclass=_MatchJobStateEnumTypeWrapper):
+    """Where a match job is in its life."""
+
+MATCH_JOB_STATE_UNSPECIFIED: MatchJobState.ValueType  # 0
+"""Not set."""
+MATCH_JOB_STATE_QUEUED: MatchJobState.ValueType  # 1
+"""Waiting for a replica to take it."""
+MATCH_JOB_STATE_RUNNING: MatchJobState.ValueType  # 2
+"""A replica is solving it."""
+MATCH_JOB_STATE_DONE: MatchJobState.ValueType  # 3
+"""Solved; GetMatchResult has the result."""
+MATCH_JOB_STATE_FAILED: MatchJobState.ValueType  # 4
+"""Could not be solved; `error` says why."""
+Global___MatchJobState: _TypeAlias = MatchJobState  # noqa: Y015
+
 @_typing.final
 class WeeklyWindow(_message.Message):
     """A recurring weekly window in Asia/Taipei local time, [start, end)."""
@@ -1089,3 +1121,495 @@ class CompleteSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CompleteSessionResponse: _TypeAlias = CompleteSessionResponse  # noqa: Y015
+
+@_typing.final
+class ObjectiveWeights(_message.Message):
+    """The objective's weights (FORMAT.md); an unset weight keeps its default."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRISIS_SESSION_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
+    CONTINUITY_FIELD_NUMBER: _builtins.int
+    WAIT_DAY_FIELD_NUMBER: _builtins.int
+    COST_PER_KNTD_FIELD_NUMBER: _builtins.int
+    crisis_session: _builtins.float
+    """Per session of a crisis case; default 1000."""
+    session: _builtins.float
+    """Per session of any other case; default 100."""
+    continuity: _builtins.float
+    """Per session held by the case's anchor counselor; default 10."""
+    wait_day: _builtins.float
+    """Per day a case waits for its first session; default 1."""
+    cost_per_kntd: _builtins.float
+    """Per NT$1,000 spent; default 1."""
+    def __init__(
+        self,
+        *,
+        crisis_session: _builtins.float | None = ...,
+        session: _builtins.float | None = ...,
+        continuity: _builtins.float | None = ...,
+        wait_day: _builtins.float | None = ...,
+        cost_per_kntd: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_continuity", b"_continuity", "_cost_per_kntd", b"_cost_per_kntd", "_crisis_session", b"_crisis_session", "_session", b"_session", "_wait_day", b"_wait_day", "continuity", b"continuity", "cost_per_kntd", b"cost_per_kntd", "crisis_session", b"crisis_session", "session", b"session", "wait_day", b"wait_day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_continuity", b"_continuity", "_cost_per_kntd", b"_cost_per_kntd", "_crisis_session", b"_crisis_session", "_session", b"_session", "_wait_day", b"_wait_day", "continuity", b"continuity", "cost_per_kntd", b"cost_per_kntd", "crisis_session", b"crisis_session", "session", b"session", "wait_day", b"wait_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__continuity: _TypeAlias = _typing.Literal["continuity"]  # noqa: Y015
+    _WhichOneofArgType__continuity: _TypeAlias = _typing.Literal["_continuity", b"_continuity"]  # noqa: Y015
+    _WhichOneofReturnType__cost_per_kntd: _TypeAlias = _typing.Literal["cost_per_kntd"]  # noqa: Y015
+    _WhichOneofArgType__cost_per_kntd: _TypeAlias = _typing.Literal["_cost_per_kntd", b"_cost_per_kntd"]  # noqa: Y015
+    _WhichOneofReturnType__crisis_session: _TypeAlias = _typing.Literal["crisis_session"]  # noqa: Y015
+    _WhichOneofArgType__crisis_session: _TypeAlias = _typing.Literal["_crisis_session", b"_crisis_session"]  # noqa: Y015
+    _WhichOneofReturnType__session: _TypeAlias = _typing.Literal["session"]  # noqa: Y015
+    _WhichOneofArgType__session: _TypeAlias = _typing.Literal["_session", b"_session"]  # noqa: Y015
+    _WhichOneofReturnType__wait_day: _TypeAlias = _typing.Literal["wait_day"]  # noqa: Y015
+    _WhichOneofArgType__wait_day: _TypeAlias = _typing.Literal["_wait_day", b"_wait_day"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__continuity) -> _WhichOneofReturnType__continuity | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cost_per_kntd) -> _WhichOneofReturnType__cost_per_kntd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__crisis_session) -> _WhichOneofReturnType__crisis_session | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__session) -> _WhichOneofReturnType__session | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__wait_day) -> _WhichOneofReturnType__wait_day | None: ...
+
+Global___ObjectiveWeights: _TypeAlias = ObjectiveWeights  # noqa: Y015
+
+@_typing.final
+class BudgetChange(_message.Message):
+    """Extra budget for one agency, for a what-if run."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    EXTRA_NTD_FIELD_NUMBER: _builtins.int
+    agency_id: _builtins.str
+    """The agency."""
+    extra_ntd: _builtins.int
+    """NT$ added to what it has left (may be negative)."""
+    def __init__(
+        self,
+        *,
+        agency_id: _builtins.str = ...,
+        extra_ntd: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "extra_ntd", b"extra_ntd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetChange: _TypeAlias = BudgetChange  # noqa: Y015
+
+@_typing.final
+class MatchJob(_message.Message):
+    """A match job and how it is going."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    BEST_SCORE_FIELD_NUMBER: _builtins.int
+    BOUND_FIELD_NUMBER: _builtins.int
+    GAP_FIELD_NUMBER: _builtins.int
+    ELAPSED_SECONDS_FIELD_NUMBER: _builtins.int
+    TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Server-assigned id."""
+    state: Global___MatchJobState.ValueType
+    """Queued, running, done or failed."""
+    best_score: _builtins.float
+    """The best score found so far (FORMAT.md's objective)."""
+    bound: _builtins.float
+    """A proven upper bound on the score."""
+    gap: _builtins.float
+    """(bound - best) / best."""
+    elapsed_seconds: _builtins.float
+    """Seconds spent solving."""
+    time_limit_seconds: _builtins.int
+    """The time limit asked for."""
+    attempts: _builtins.int
+    """How many replicas started it (more than one: a replica died on it)."""
+    error: _builtins.str
+    """Why it failed, for people."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        state: Global___MatchJobState.ValueType = ...,
+        best_score: _builtins.float = ...,
+        bound: _builtins.float = ...,
+        gap: _builtins.float = ...,
+        elapsed_seconds: _builtins.float = ...,
+        time_limit_seconds: _builtins.int = ...,
+        attempts: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "best_score", b"best_score", "bound", b"bound", "elapsed_seconds", b"elapsed_seconds", "error", b"error", "gap", b"gap", "job_id", b"job_id", "state", b"state", "time_limit_seconds", b"time_limit_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MatchJob: _TypeAlias = MatchJob  # noqa: Y015
+
+@_typing.final
+class SubmitMatchJobRequest(_message.Message):
+    """Request for SubmitMatchJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HORIZON_START_FIELD_NUMBER: _builtins.int
+    WEEKS_FIELD_NUMBER: _builtins.int
+    CASE_IDS_FIELD_NUMBER: _builtins.int
+    TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    WEIGHTS_FIELD_NUMBER: _builtins.int
+    WHAT_IF_FIELD_NUMBER: _builtins.int
+    weeks: _builtins.int
+    """Length in ISO weeks, 1-8, inside one fiscal year."""
+    time_limit_seconds: _builtins.int
+    """Seconds the solver may take, 1-600; zero means 30."""
+    @_builtins.property
+    def horizon_start(self) -> _timestamp_pb2.Timestamp:
+        """First day of the horizon (its ISO week's Monday is used), Asia/Taipei."""
+
+    @_builtins.property
+    def case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cases to match; empty means every case still wanting sessions."""
+
+    @_builtins.property
+    def weights(self) -> Global___ObjectiveWeights:
+        """Objective weights; unset ones keep their defaults."""
+
+    @_builtins.property
+    def what_if(self) -> _containers.RepeatedCompositeFieldContainer[Global___BudgetChange]:
+        """What-if: budgets as if these agencies had this much more. The result
+        then also says how many sessions the unchanged budgets would give.
+        """
+
+    def __init__(
+        self,
+        *,
+        horizon_start: _timestamp_pb2.Timestamp | None = ...,
+        weeks: _builtins.int = ...,
+        case_ids: _abc.Iterable[_builtins.str] | None = ...,
+        time_limit_seconds: _builtins.int = ...,
+        weights: Global___ObjectiveWeights | None = ...,
+        what_if: _abc.Iterable[Global___BudgetChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["horizon_start", b"horizon_start", "weights", b"weights"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ids", b"case_ids", "horizon_start", b"horizon_start", "time_limit_seconds", b"time_limit_seconds", "weeks", b"weeks", "weights", b"weights", "what_if", b"what_if"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitMatchJobRequest: _TypeAlias = SubmitMatchJobRequest  # noqa: Y015
+
+@_typing.final
+class SubmitMatchJobResponse(_message.Message):
+    """Response of SubmitMatchJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___MatchJob:
+        """The job, queued."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___MatchJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubmitMatchJobResponse: _TypeAlias = SubmitMatchJobResponse  # noqa: Y015
+
+@_typing.final
+class WatchMatchJobRequest(_message.Message):
+    """Request for WatchMatchJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMatchJobRequest: _TypeAlias = WatchMatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchMatchJobResponse(_message.Message):
+    """One update of WatchMatchJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> Global___MatchJob:
+        """The job as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___MatchJob | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMatchJobResponse: _TypeAlias = WatchMatchJobResponse  # noqa: Y015
+
+@_typing.final
+class GetMatchResultRequest(_message.Message):
+    """Request for GetMatchResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMatchResultRequest: _TypeAlias = GetMatchResultRequest  # noqa: Y015
+
+@_typing.final
+class ProposedSession(_message.Message):
+    """A session a match job proposes."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    counselor_id: _builtins.str
+    """The counselor."""
+    minutes: _builtins.int
+    """Its length."""
+    modality: Global___Modality.ValueType
+    """How it is held."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it starts."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        counselor_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        minutes: _builtins.int = ...,
+        modality: Global___Modality.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "counselor_id", b"counselor_id", "minutes", b"minutes", "modality", b"modality", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposedSession: _TypeAlias = ProposedSession  # noqa: Y015
+
+@_typing.final
+class UnservedCase(_message.Message):
+    """A case a match job could not serve fully."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    missing: _builtins.int
+    """Sessions it wanted and did not get."""
+    reason: _builtins.str
+    """NO_QUALIFIED_COUNSELOR, NO_COMMON_AVAILABILITY, AGENCY_BUDGET_EXHAUSTED,
+    PROVIDER_CAP_REACHED, ENTITLEMENT_EXHAUSTED, WEEKLY_LIMIT,
+    CRISIS_DEADLINE_UNREACHABLE or OUTCOMPETED.
+    """
+    explanation: _builtins.str
+    """The reason in plain words."""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        missing: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "explanation", b"explanation", "missing", b"missing", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnservedCase: _TypeAlias = UnservedCase  # noqa: Y015
+
+@_typing.final
+class GetMatchResultResponse(_message.Message):
+    """Response of GetMatchResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    UNSERVED_FIELD_NUMBER: _builtins.int
+    CRISIS_SESSIONS_FIELD_NUMBER: _builtins.int
+    SESSIONS_WITHOUT_WHAT_IF_FIELD_NUMBER: _builtins.int
+    crisis_sessions: _builtins.int
+    """Sessions proposed for crisis cases."""
+    sessions_without_what_if: _builtins.int
+    """For a what-if job: sessions the unchanged budgets give."""
+    @_builtins.property
+    def job(self) -> Global___MatchJob:
+        """The job (DONE)."""
+
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedSession]:
+        """The proposed sessions, by start."""
+
+    @_builtins.property
+    def unserved(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnservedCase]:
+        """Cases not fully served, with why."""
+
+    def __init__(
+        self,
+        *,
+        job: Global___MatchJob | None = ...,
+        sessions: _abc.Iterable[Global___ProposedSession] | None = ...,
+        unserved: _abc.Iterable[Global___UnservedCase] | None = ...,
+        crisis_sessions: _builtins.int = ...,
+        sessions_without_what_if: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crisis_sessions", b"crisis_sessions", "job", b"job", "sessions", b"sessions", "sessions_without_what_if", b"sessions_without_what_if", "unserved", b"unserved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMatchResultResponse: _TypeAlias = GetMatchResultResponse  # noqa: Y015
+
+@_typing.final
+class ApplyMatchResultRequest(_message.Message):
+    """Request for ApplyMatchResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """A DONE job."""
+    dry_run: _builtins.bool
+    """True: change nothing, say what would be booked."""
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyMatchResultRequest: _TypeAlias = ApplyMatchResultRequest  # noqa: Y015
+
+@_typing.final
+class NotBooked(_message.Message):
+    """A proposed session that could not be booked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """The rule that refused it (e.g. SLOT_TAKEN, AGENCY_BUDGET)."""
+    @_builtins.property
+    def session(self) -> Global___ProposedSession:
+        """The session."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___ProposedSession | None = ...,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule", b"rule", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotBooked: _TypeAlias = NotBooked  # noqa: Y015
+
+@_typing.final
+class ApplyMatchResultResponse(_message.Message):
+    """Response of ApplyMatchResult."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKED_FIELD_NUMBER: _builtins.int
+    NOT_BOOKED_FIELD_NUMBER: _builtins.int
+    BOOKING_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def booked(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedSession]:
+        """Bookings made (or, in a dry run, the sessions that would be booked)."""
+
+    @_builtins.property
+    def not_booked(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotBooked]:
+        """Proposed sessions the live rules refused."""
+
+    @_builtins.property
+    def booking_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The bookings' ids, in the order of `booked` (empty in a dry run)."""
+
+    def __init__(
+        self,
+        *,
+        booked: _abc.Iterable[Global___ProposedSession] | None = ...,
+        not_booked: _abc.Iterable[Global___NotBooked] | None = ...,
+        booking_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booked", b"booked", "booking_ids", b"booking_ids", "not_booked", b"not_booked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyMatchResultResponse: _TypeAlias = ApplyMatchResultResponse  # noqa: Y015

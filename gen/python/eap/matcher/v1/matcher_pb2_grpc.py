@@ -104,6 +104,26 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
                 _registered_method=True)
+        self.SubmitMatchJob = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SubmitMatchJob',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobResponse.FromString,
+                _registered_method=True)
+        self.WatchMatchJob = channel.unary_stream(
+                '/eap.matcher.v1.MatcherService/WatchMatchJob',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobResponse.FromString,
+                _registered_method=True)
+        self.GetMatchResult = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetMatchResult',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultResponse.FromString,
+                _registered_method=True)
+        self.ApplyMatchResult = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ApplyMatchResult',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -214,6 +234,41 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitMatchJob(self, request, context):
+        """Queues an optimized matching of open cases over a horizon, for HR. The
+        cases, counselors' free time and the quota left are taken as they stand
+        now; any matcher replica runs the job. Returns at once with the job id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMatchJob(self, request, context):
+        """Streams a job's progress (best score so far, proven bound, gap, elapsed
+        time) until it is done or failed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMatchResult(self, request, context):
+        """A finished job's proposed sessions, and for every case not fully served
+        a reason code with plain words. FAILED_PRECONDITION (JOB_NOT_DONE) while
+        it runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyMatchResult(self, request, context):
+        """Books a finished job's sessions (hold and confirm each, crisis cases
+        first), or with dry_run says what would be booked and what no longer
+        fits. Sessions that the live rules refuse are reported, not forced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +326,26 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.CompleteSession,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.SerializeToString,
+            ),
+            'SubmitMatchJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitMatchJob,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobResponse.SerializeToString,
+            ),
+            'WatchMatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMatchJob,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobResponse.SerializeToString,
+            ),
+            'GetMatchResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMatchResult,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultResponse.SerializeToString,
+            ),
+            'ApplyMatchResult': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyMatchResult,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +660,114 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/CompleteSession',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitMatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SubmitMatchJob',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/WatchMatchJob',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.WatchMatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMatchResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetMatchResult',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetMatchResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyMatchResult(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ApplyMatchResult',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -91,6 +91,25 @@ class MatcherServiceStub:
     """Records that a booked session took place and commits the minutes
     actually used (at most those booked) to the quota.
     """
+    SubmitMatchJob: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]
+    """Queues an optimized matching of open cases over a horizon, for HR. The
+    cases, counselors' free time and the quota left are taken as they stand
+    now; any matcher replica runs the job. Returns at once with the job id.
+    """
+    WatchMatchJob: _grpc.UnaryStreamMultiCallable[_matcher_pb2.WatchMatchJobRequest, _matcher_pb2.WatchMatchJobResponse]
+    """Streams a job's progress (best score so far, proven bound, gap, elapsed
+    time) until it is done or failed.
+    """
+    GetMatchResult: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetMatchResultRequest, _matcher_pb2.GetMatchResultResponse]
+    """A finished job's proposed sessions, and for every case not fully served
+    a reason code with plain words. FAILED_PRECONDITION (JOB_NOT_DONE) while
+    it runs.
+    """
+    ApplyMatchResult: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ApplyMatchResultRequest, _matcher_pb2.ApplyMatchResultResponse]
+    """Books a finished job's sessions (hold and confirm each, crisis cases
+    first), or with dry_run says what would be booked and what no longer
+    fits. Sessions that the live rules refuse are reported, not forced.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -154,6 +173,25 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     CompleteSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CompleteSessionRequest, _matcher_pb2.CompleteSessionResponse]  # type: ignore[assignment]
     """Records that a booked session took place and commits the minutes
     actually used (at most those booked) to the quota.
+    """
+    SubmitMatchJob: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]  # type: ignore[assignment]
+    """Queues an optimized matching of open cases over a horizon, for HR. The
+    cases, counselors' free time and the quota left are taken as they stand
+    now; any matcher replica runs the job. Returns at once with the job id.
+    """
+    WatchMatchJob: _aio.UnaryStreamMultiCallable[_matcher_pb2.WatchMatchJobRequest, _matcher_pb2.WatchMatchJobResponse]  # type: ignore[assignment]
+    """Streams a job's progress (best score so far, proven bound, gap, elapsed
+    time) until it is done or failed.
+    """
+    GetMatchResult: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetMatchResultRequest, _matcher_pb2.GetMatchResultResponse]  # type: ignore[assignment]
+    """A finished job's proposed sessions, and for every case not fully served
+    a reason code with plain words. FAILED_PRECONDITION (JOB_NOT_DONE) while
+    it runs.
+    """
+    ApplyMatchResult: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ApplyMatchResultRequest, _matcher_pb2.ApplyMatchResultResponse]  # type: ignore[assignment]
+    """Books a finished job's sessions (hold and confirm each, crisis cases
+    first), or with dry_run says what would be booked and what no longer
+    fits. Sessions that the live rules refuse are reported, not forced.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -281,6 +319,49 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.CompleteSessionResponse, _abc.Awaitable[_matcher_pb2.CompleteSessionResponse]]:
         """Records that a booked session took place and commits the minutes
         actually used (at most those booked) to the quota.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitMatchJob(
+        self,
+        request: _matcher_pb2.SubmitMatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.SubmitMatchJobResponse, _abc.Awaitable[_matcher_pb2.SubmitMatchJobResponse]]:
+        """Queues an optimized matching of open cases over a horizon, for HR. The
+        cases, counselors' free time and the quota left are taken as they stand
+        now; any matcher replica runs the job. Returns at once with the job id.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchMatchJob(
+        self,
+        request: _matcher_pb2.WatchMatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_matcher_pb2.WatchMatchJobResponse], _abc.AsyncIterator[_matcher_pb2.WatchMatchJobResponse]]:
+        """Streams a job's progress (best score so far, proven bound, gap, elapsed
+        time) until it is done or failed.
+        """
+
+    @_abc_1.abstractmethod
+    def GetMatchResult(
+        self,
+        request: _matcher_pb2.GetMatchResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.GetMatchResultResponse, _abc.Awaitable[_matcher_pb2.GetMatchResultResponse]]:
+        """A finished job's proposed sessions, and for every case not fully served
+        a reason code with plain words. FAILED_PRECONDITION (JOB_NOT_DONE) while
+        it runs.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyMatchResult(
+        self,
+        request: _matcher_pb2.ApplyMatchResultRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ApplyMatchResultResponse, _abc.Awaitable[_matcher_pb2.ApplyMatchResultResponse]]:
+        """Books a finished job's sessions (hold and confirm each, crisis cases
+        first), or with dry_run says what would be booked and what no longer
+        fits. Sessions that the live rules refuse are reported, not forced.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
