@@ -147,8 +147,9 @@ async def _story(
     )
 
     await _online_booking(county, matcher, quota)
+    await _optimized_job(county, matcher)
 
-    print("\n3. A partner's own booking system books and completes sessions (Reserve -> Commit)")
+    print("\n4. A partner's own booking system books and completes sessions (Reserve -> Commit)")
     bookings = [
         ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 3, 90, 75),
         ("emp-7f3a", "PT-EDUCATION", "teacher", "mind-care-assoc", 4, 90, 90),
@@ -178,7 +179,7 @@ async def _story(
             f"took {used} min, spent NT${done.amount_ntd:,}"
         )
 
-    print("\n4. Limits hold")
+    print("\n5. Limits hold")
     try:
         await quota.Reserve(
             pb.ReserveRequest(
@@ -224,7 +225,7 @@ async def _story(
     await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
     print(f"   the police booking goes through: {hold.iso_week}, NT${hold.amount_ntd:,}")
 
-    print("\n5. Beyond the entitlement, a special approval")
+    print("\n6. Beyond the entitlement, a special approval")
     worker = pb.ReserveRequest(
         idempotency_key=uuid.uuid4().hex,
         employee_id="emp-09be",
@@ -262,7 +263,7 @@ async def _story(
     await quota.Commit(pb.CommitRequest(hold_id=hold.hold_id))
     print(f"   now week {hold.iso_week} is booked")
 
-    print("\n6. Balances")
+    print("\n7. Balances")
     for kind, label, ids in (
         (pb.ACCOUNT_KIND_AGENCY, "agency", [a["id"] for a in county["agencies"]]),
         (pb.ACCOUNT_KIND_PROVIDER, "provider", [p["id"] for p in county["providers"]]),
@@ -281,7 +282,7 @@ async def _story(
                 f"held {unit(b.held):>9}  spent {unit(b.spent):>9}  left {unit(b.left):>11}"
             )
     usage = (await quota.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=year))).rows
-    print("\n7. HR's usage summary (no employee ids)")
+    print("\n8. HR's usage summary (no employee ids)")
     for row in usage:
         print(
             f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
@@ -302,6 +303,58 @@ def _local(text: str) -> Timestamp:
 
 def _when(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).strftime("%a %d %b %H:%M")
+
+
+async def _submit_case(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub, c: Any) -> None:
+    await matcher.SubmitCase(
+        mpb.SubmitCaseRequest(
+            case=mpb.Case(
+                case_id=c["id"],
+                employee_id=c["employee"],
+                agency_id=c["agency"],
+                staff_category=c["staff_category"],
+                category=_CATEGORIES[f"category_{c['category']}"],
+                kind=mpb.CASE_KIND_GENERAL,
+                sessions_wanted=c["sessions"],
+                minutes=c["minutes"],
+                modalities=[_MODALITIES[f"modality_{m}"] for m in c["modalities"]],
+                availability=[
+                    mpb.TimeRange(start=_local(a), end=_local(b)) for a, b in c["available"]
+                ],
+                time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
+            )
+        )
+    )
+
+
+async def _optimized_job(
+    county: dict[str, Any], matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
+) -> None:
+    print("\n3. HR matches the open cases in one optimized job (CP-SAT), with progress")
+    for c in county["open_cases"]:
+        await _submit_case(matcher, c)
+    print(f"   {len(county['open_cases'])} more cases come in; K-1001 still wants its second")
+    job = (
+        await matcher.SubmitMatchJob(
+            mpb.SubmitMatchJobRequest(
+                horizon_start=_local("2027-03-15T00:00"), weeks=2, time_limit_seconds=3
+            )
+        )
+    ).job
+    async for update in matcher.WatchMatchJob(mpb.WatchMatchJobRequest(job_id=job.job_id)):
+        j = update.job
+        state = mpb.MatchJobState.Name(j.state).removeprefix("MATCH_JOB_STATE_").lower()
+        print(
+            f"   job {j.job_id[:8]} {state:<7} {j.elapsed_seconds:4.1f} s  "
+            f"best {j.best_score:,.2f}  bound {j.bound:,.2f}"
+        )
+    result = await matcher.GetMatchResult(mpb.GetMatchResultRequest(job_id=job.job_id))
+    for s in result.sessions:
+        print(f"   proposed: {s.case_id} with {s.counselor_id} {_when(s.start)}")
+    for u in result.unserved:
+        print(f"   not served: {u.case_id} ({u.reason}): {u.explanation}")
+    applied = await matcher.ApplyMatchResult(mpb.ApplyMatchResultRequest(job_id=job.job_id))
+    print(f"   HR applies it: {len(applied.booking_ids)} bookings made, quota spent for each")
 
 
 async def _online_booking(
@@ -332,25 +385,7 @@ async def _online_booking(
         )
         print(f"   counselor {k['id']:<7} ({k['provider']}): {', '.join(k['specialties'])}")
     for c in county["cases"]:
-        await matcher.SubmitCase(
-            mpb.SubmitCaseRequest(
-                case=mpb.Case(
-                    case_id=c["id"],
-                    employee_id=c["employee"],
-                    agency_id=c["agency"],
-                    staff_category=c["staff_category"],
-                    category=_CATEGORIES[f"category_{c['category']}"],
-                    kind=mpb.CASE_KIND_GENERAL,
-                    sessions_wanted=c["sessions"],
-                    minutes=c["minutes"],
-                    modalities=[_MODALITIES[f"modality_{m}"] for m in c["modalities"]],
-                    availability=[
-                        mpb.TimeRange(start=_local(a), end=_local(b)) for a, b in c["available"]
-                    ],
-                    time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
-                )
-            )
-        )
+        await _submit_case(matcher, c)
     window = {"window_start": _local("2027-03-08T00:00"), "window_end": _local("2027-03-22T00:00")}
     first, second, legal = (c["id"] for c in county["cases"])
     found = (

@@ -57,9 +57,14 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from services.matcher import generate, greedy, solver, verify
+JOB_COMMANDS = ("submit", "watch", "result", "apply")
 
+
+def _match(args: argparse.Namespace, settings: Settings) -> int:
+    from services.matcher import generate, greedy, jobs_cli, solver, verify
+
+    if args.match_command in JOB_COMMANDS:
+        return jobs_cli.main(args.match_command, args.rest)
     tool = {
         "generate": generate.main,
         "baseline": greedy.main,
@@ -97,10 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     match = commands.add_parser(
         "match",
-        help="the matching benchmark format: generate instances, book them first-come-"
-        "first-served, solve them with CP-SAT, verify and score schedules",
+        help="matching: generate benchmark instances, book them first-come-first-served, "
+        "solve them with CP-SAT, verify and score schedules; and, against a running "
+        "matcher, submit, watch, read and apply match jobs",
     )
-    match.add_argument("match_command", choices=["generate", "baseline", "solve", "verify"])
+    match.add_argument(
+        "match_command", choices=["generate", "baseline", "solve", "verify", *JOB_COMMANDS]
+    )
     match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     match.set_defaults(run=_match)
 

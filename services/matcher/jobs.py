@@ -454,6 +454,7 @@ class JobRunner:
             result=schedule,
             best_score=float(solver.get("objective") or 0.0),
             bound=float(solver.get("bound") or 0.0),
+            elapsed_seconds=float(solver.get("wall_seconds") or 0.0),
         )
         log.info("match job done", extra={"job": job.job_id})
         return True

@@ -227,9 +227,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def GetProviderContract(
         self, request: pb.GetProviderContractRequest, context: Context
     ) -> pb.GetProviderContractResponse:
-        rate, balance = await self._ledger.contract(
-            request.provider_id, _year(request.fiscal_year)
-        )
+        rate, balance = await self._ledger.contract(request.provider_id, _year(request.fiscal_year))
         return pb.GetProviderContractResponse(hourly_rate_ntd=rate, balance=balance_pb(balance))
 
     async def SetEntitlementPolicy(

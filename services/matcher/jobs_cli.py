@@ -1,0 +1,159 @@
+"""HR's side of match jobs, over gRPC: submit, watch with a progress bar,
+read the result, apply it.
+
+    eapctl match submit --start 2027-03-08 --weeks 2 [--time-limit 30] [--watch]
+    eapctl match watch JOB_ID
+    eapctl match result JOB_ID [-o RESULT.json]
+    eapctl match apply JOB_ID [--dry-run]
+
+The server is EAP_GRPC_ADDRESS (or --address); with EAP_AUTH_MODE=jwt on
+the server, pass a token in EAP_TOKEN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from eap.matcher.v1 import matcher_pb2 as pb
+from eap.matcher.v1 import matcher_pb2_grpc
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+BAR = 30
+STATES = {v: k.removeprefix("MATCH_JOB_STATE_").lower() for k, v in pb.MatchJobState.items()}
+
+
+def _metadata() -> tuple[tuple[str, str], ...]:
+    token = os.environ.get("EAP_TOKEN")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def _stub(address: str) -> tuple[grpc.aio.Channel, matcher_pb2_grpc.MatcherServiceAsyncStub]:
+    channel = grpc.aio.insecure_channel(address)
+    return channel, matcher_pb2_grpc.MatcherServiceStub(channel)
+
+
+def _line(job: pb.MatchJob) -> str:
+    limit = max(job.time_limit_seconds, 1)
+    done = BAR if job.state == pb.MATCH_JOB_STATE_DONE else int(BAR * job.elapsed_seconds / limit)
+    bar = "#" * min(done, BAR) + "." * (BAR - min(done, BAR))
+    return (
+        f"[{bar}] {STATES[job.state]:<7} {job.elapsed_seconds:5.1f}/{limit} s  "
+        f"best {job.best_score:,.2f}  bound {job.bound:,.2f}  gap {job.gap:.2%}"
+    )
+
+
+async def _watch(stub: matcher_pb2_grpc.MatcherServiceAsyncStub, job_id: str) -> int:
+    last = None
+    async for update in stub.WatchMatchJob(
+        pb.WatchMatchJobRequest(job_id=job_id), metadata=_metadata()
+    ):
+        last = update.job
+        end = "\n" if not sys.stderr.isatty() else "\r"
+        print(_line(last), end=end, file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    if last is not None and last.state == pb.MATCH_JOB_STATE_FAILED:
+        print(f"job failed: {last.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _time(stamp: Timestamp) -> str:
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).strftime("%Y-%m-%d %H:%M")
+
+
+async def _run(args: argparse.Namespace) -> int:
+    channel, stub = _stub(args.address)
+    try:
+        if args.command == "submit":
+            start = dt.datetime.combine(dt.date.fromisoformat(args.start), dt.time(), TAIPEI)
+            stamp = Timestamp()
+            stamp.FromDatetime(start)
+            what_if = [
+                pb.BudgetChange(agency_id=a, extra_ntd=int(n))
+                for a, n in (item.split("=", 1) for item in args.what_if)
+            ]
+            job = (
+                await stub.SubmitMatchJob(
+                    pb.SubmitMatchJobRequest(
+                        horizon_start=stamp,
+                        weeks=args.weeks,
+                        case_ids=args.case,
+                        time_limit_seconds=args.time_limit,
+                        what_if=what_if,
+                    ),
+                    metadata=_metadata(),
+                )
+            ).job
+            print(job.job_id)
+            return await _watch(stub, job.job_id) if args.watch else 0
+        if args.command == "watch":
+            return await _watch(stub, args.job_id)
+        if args.command == "apply":
+            applied = await stub.ApplyMatchResult(
+                pb.ApplyMatchResultRequest(job_id=args.job_id, dry_run=args.dry_run),
+                metadata=_metadata(),
+            )
+            verb = "would book" if args.dry_run else "booked"
+            print(f"{verb} {len(applied.booked)} sessions; {len(applied.not_booked)} refused")
+            for refused in applied.not_booked:
+                s = refused.session
+                print(f"  {s.case_id} {s.counselor_id} {_time(s.start)}: {refused.rule}")
+            return 0
+        result = await stub.GetMatchResult(
+            pb.GetMatchResultRequest(job_id=args.job_id), metadata=_metadata()
+        )
+        cases = len({s.case_id for s in result.sessions})
+        print(
+            f"{len(result.sessions)} sessions for {cases} cases "
+            f"({result.crisis_sessions} for crisis cases); score {result.job.best_score:,.2f}, "
+            f"bound {result.job.bound:,.2f}"
+        )
+        if result.sessions_without_what_if:
+            print(f"without the what-if budgets: {result.sessions_without_what_if} sessions")
+        reasons = Counter(u.reason for u in result.unserved)
+        for reason, count in reasons.most_common():
+            print(f"  {count} cases short: {reason}")
+        if args.output:
+            text = json.dumps(MessageToDict(result), ensure_ascii=False, indent=1)
+            await asyncio.to_thread(Path(args.output).write_text, text + "\n", "utf-8")
+        return 0
+    except grpc.aio.AioRpcError as error:
+        print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+        return 1
+    finally:
+        await channel.close(None)
+
+
+def main(command: str, argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog=f"eapctl match {command}")
+    parser.add_argument("--address", default=os.environ.get("EAP_GRPC_ADDRESS", "127.0.0.1:50051"))
+    if command == "submit":
+        parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD (Taipei)")
+        parser.add_argument("--weeks", type=int, default=4)
+        parser.add_argument("--time-limit", type=int, default=30, help="seconds")
+        parser.add_argument("--case", action="append", default=[], help="a case id (repeat)")
+        parser.add_argument(
+            "--what-if", action="append", default=[], help="AGENCY=NTD: extra budget (repeat)"
+        )
+        parser.add_argument("--watch", action="store_true", help="show progress until done")
+    else:
+        parser.add_argument("job_id")
+    if command == "result":
+        parser.add_argument("-o", "--output", help="write the whole result as JSON")
+    if command == "apply":
+        parser.add_argument("--dry-run", action="store_true")
+    args = parser.parse_args(argv)
+    args.command = command
+    return asyncio.run(_run(args))
