@@ -17,6 +17,7 @@ schedule keeps the hard rules is not a loading matter: that is `verify`.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 import os
@@ -206,8 +207,12 @@ class Instance:
         starts = []
         floor = max(self.horizon.start, case.submitted)
         ceiling = self.horizon.end
-        for mine in counselor.availability:
-            for theirs in case.availability:
+        windows, window_starts, longest = self._windows_of(counselor)
+        for theirs in case.availability:
+            # Only the counselor's intervals that can overlap this one.
+            first = bisect.bisect_left(window_starts, theirs.start - longest)
+            last = bisect.bisect_left(window_starts, theirs.end)
+            for mine in windows[first:last]:
                 begin = max(mine.start, theirs.start, floor)
                 end = min(mine.end, theirs.end, ceiling)
                 if begin + length > end:
@@ -219,6 +224,19 @@ class Instance:
                     starts.append(start)
                     start += step
         return sorted(set(starts))
+
+    def _windows_of(self, counselor: Counselor) -> tuple[list[Interval], list[datetime], timedelta]:
+        """The counselor's intervals by start, their starts, and the longest."""
+        found = self._windows.get(counselor.id)
+        if found is None:
+            ordered = sorted(counselor.availability, key=lambda iv: iv.start)
+            longest = max((iv.end - iv.start for iv in ordered), default=timedelta())
+            found = self._windows[counselor.id] = (ordered, [iv.start for iv in ordered], longest)
+        return found
+
+    @cached_property
+    def _windows(self) -> dict[str, tuple[list[Interval], list[datetime], timedelta]]:
+        return {}
 
     def reference_time(self, case: Case) -> datetime:
         """Where waiting and the crisis deadline count from."""
