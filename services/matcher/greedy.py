@@ -101,6 +101,7 @@ class _Ledger:
     employee_week: Counter[tuple[str, int, int]] = field(default_factory=Counter)
     employee_minutes: Counter[str] = field(default_factory=Counter)
     sessions: list[Session] = field(default_factory=list)
+    costs: dict[tuple[str, int], Fraction] = field(default_factory=dict)  # by provider, length
 
     @classmethod
     def fresh(cls, inst: Instance) -> _Ledger:
@@ -119,8 +120,15 @@ class _Ledger:
         used = self.employee_minutes[case.employee] + case.minutes
         return used <= case.employee_remaining_hours * 60
 
+    def cost(self, case: Case, counselor: Counselor) -> Fraction:
+        key = (counselor.provider, case.minutes)
+        cost = self.costs.get(key)
+        if cost is None:
+            cost = self.costs[key] = self.inst.rate_of(counselor) * case.minutes / 60
+        return cost
+
     def affordable(self, case: Case, counselor: Counselor) -> bool:
-        cost = self.inst.rate_of(counselor) * case.minutes / 60
+        cost = self.cost(case, counselor)
         return (
             self.provider_minutes_left[counselor.provider] >= case.minutes
             and self.agency_left[case.agency] >= cost
@@ -150,7 +158,7 @@ class _Ledger:
         self.employee_week[(case.employee, iso.year, iso.week)] += 1
         self.employee_minutes[case.employee] += case.minutes
         self.provider_minutes_left[counselor.provider] -= case.minutes
-        self.agency_left[case.agency] -= self.inst.rate_of(counselor) * case.minutes / 60
+        self.agency_left[case.agency] -= self.cost(case, counselor)
         self.sessions.append(session)
         return session
 
@@ -159,13 +167,13 @@ class _Booker:
     def __init__(self, inst: Instance) -> None:
         self.inst = inst
         self.ledger = _Ledger.fresh(inst)
-        # Who is available on a day, by every day an interval touches, so a
-        # candidate start meets only that day's counselor intervals.
-        self.on_day: dict[date, list[tuple[Interval, Counselor]]] = defaultdict(list)
+        # Each counselor's intervals by every day they touch, so a candidate
+        # start meets only that counselor's intervals of that day.
+        self.on_day: dict[tuple[str, date], list[Interval]] = defaultdict(list)
         for k in inst.counselors:
             for iv in k.availability:
                 for d in _days(iv):
-                    self.on_day[d].append((iv, k))
+                    self.on_day[(k.id, d)].append(iv)
 
     def _grid_starts(
         self, case: Case, lo: datetime, hi: datetime, last_start: datetime
@@ -185,14 +193,14 @@ class _Booker:
         self, case: Case, counselors: Sequence[Counselor], starts: Sequence[datetime]
     ) -> _Offer | None:
         """The earliest start some counselor can take; ties to the cheaper."""
-        wanted = {k.id for k in counselors}
         length = timedelta(minutes=case.minutes)
         for t in starts:
-            end = t + length
+            end, day = t + length, t.date()
             offers = [
                 _Offer(t, k, self.inst.rate_of(k))
-                for iv, k in self.on_day.get(t.date(), ())
-                if k.id in wanted and iv.holds(t, end) and self.ledger.free(case, k, t, end)
+                for k in counselors
+                if any(iv.holds(t, end) for iv in self.on_day.get((k.id, day), ()))
+                and self.ledger.free(case, k, t, end)
             ]
             if offers:
                 return min(offers, key=_Offer.key)

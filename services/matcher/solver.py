@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import functools
 import json
 import random
 import sys
@@ -168,7 +167,7 @@ def candidates(
 class _Held:
     """What fixed sessions already take of each limit."""
 
-    def __init__(self, inst: Instance, fixed: Sequence[Session]) -> None:
+    def __init__(self, inst: Instance, fixed: Sequence[Session], costs: _Costs) -> None:
         self.cases = {s.case for s in fixed}
         self.busy: dict[str, list[tuple[int, int]]] = defaultdict(list)
         self.sessions_of: dict[str, list[Session]] = defaultdict(list)
@@ -187,7 +186,7 @@ class _Held:
             self.weekly[(case.employee, _iso_week(session.start))] += 1
             self.employee_minutes[case.employee] += session.minutes
             self.provider_minutes[counselor.provider] += session.minutes
-            self.agency_sixtieths[case.agency] += _sixtieths(inst, counselor, session.minutes)
+            self.agency_sixtieths[case.agency] += costs.sixtieths(counselor, session.minutes)
 
     def minutes_inside(self, counselor_id: str, start: datetime, end: datetime) -> int:
         """Minutes of the counselor's fixed sessions inside [start, end)."""
@@ -198,15 +197,22 @@ class _Held:
         )
 
 
-@functools.cache
-def _cost_in_sixtieths(rate: Fraction, minutes: int) -> int:
-    """A session's cost in NT$ x 60: whole for whole-NT$ rates; a fractional
-    rate is rounded up, erring on the safe side of the budget."""
-    return -int(-(rate * minutes) // 1)
+class _Costs:
+    """Session costs in NT$ x 60: whole for whole-NT$ rates; a fractional
+    rate is rounded up, erring on the safe side of the budget. Kept by
+    provider id and length, since hashing Fraction rates costs more than
+    the arithmetic."""
 
+    def __init__(self, inst: Instance) -> None:
+        self._inst = inst
+        self._known: dict[tuple[str, int], int] = {}
 
-def _sixtieths(inst: Instance, counselor: Counselor, minutes: int) -> int:
-    return _cost_in_sixtieths(inst.rate_of(counselor), minutes)
+    def sixtieths(self, counselor: Counselor, minutes: int) -> int:
+        key = (counselor.provider, minutes)
+        cost = self._known.get(key)
+        if cost is None:
+            cost = self._known[key] = -int(-(self._inst.rate_of(counselor) * minutes) // 1)
+        return cost
 
 
 def _weighted(terms: Sequence[tuple[cp_model.IntVar, int]]) -> cp_model.LinearExpr:
@@ -261,7 +267,8 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
         by_case[cand.case.id].append(cand)
         by_counselor[cand.counselor.id].append(cand)
     x = m.chosen
-    held = _Held(inst, fixed)
+    costs = _Costs(inst)
+    held = _Held(inst, fixed, costs)
 
     # Rule 3: a counselor's sessions never overlap; at most max_sessions_per_day a day.
     for counselor_id, own in by_counselor.items():
@@ -319,7 +326,7 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
     agency_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     for cand in cands:
-        sixtieths = _sixtieths(inst, cand.counselor, cand.case.minutes)
+        sixtieths = costs.sixtieths(cand.counselor, cand.case.minutes)
         agency_cost[cand.case.agency].append((x[cand], sixtieths))
     for agency_id, terms in agency_cost.items():
         budget = inst.agency_by_id[agency_id].budget_ntd
@@ -345,14 +352,13 @@ def build_model(inst: Instance, cands: Sequence[Candidate], fixed: Sequence[Sess
     constant = 0
     # A session's value depends only on the case's kind and length and the
     # provider's rate: computed once per combination, in exact fractions.
-    value: dict[tuple[bool, int, Fraction], int] = {}
+    value: dict[tuple[bool, int, str], int] = {}
     for cand in cands:
         crisis = cand.case.kind is CaseKind.CRISIS
-        rate = inst.rate_of(cand.counselor)
-        kind = (crisis, cand.case.minutes, rate)
+        kind = (crisis, cand.case.minutes, cand.counselor.provider)
         if kind not in value:
             per_session = weights.crisis_session if crisis else weights.session
-            cost = rate * cand.case.minutes / 60
+            cost = inst.rate_of(cand.counselor) * cand.case.minutes / 60
             value[kind] = _scaled(per_session - weights.cost_per_kntd * cost / 1000)
         objective_vars.append(x[cand])
         objective_coefficients.append(value[kind])
