@@ -61,7 +61,7 @@ JOB_COMMANDS = ("submit", "watch", "result", "apply")
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from services.matcher import generate, greedy, jobs_cli, solver, verify
+    from services.matcher import generate, greedy, jobs_cli, report, solver, verify
 
     if args.match_command in JOB_COMMANDS:
         return jobs_cli.main(args.match_command, args.rest)
@@ -70,6 +70,7 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
         "baseline": greedy.main,
         "solve": solver.main,
         "verify": verify.main,
+        "report": report.main,
     }
     return tool[args.match_command](args.rest)
 
@@ -103,11 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     match = commands.add_parser(
         "match",
         help="matching: generate benchmark instances, book them first-come-first-served, "
-        "solve them with CP-SAT, verify and score schedules; and, against a running "
+        "solve them with CP-SAT, verify, score and report on schedules; and, against a running "
         "matcher, submit, watch, read and apply match jobs",
     )
     match.add_argument(
-        "match_command", choices=["generate", "baseline", "solve", "verify", *JOB_COMMANDS]
+        "match_command",
+        choices=["generate", "baseline", "solve", "verify", "report", *JOB_COMMANDS],
     )
     match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     match.set_defaults(run=_match)
