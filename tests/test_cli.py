@@ -48,6 +48,7 @@ def test_demo_tells_the_whole_story() -> None:
     for line in (
         "[SLOT_TAKEN]",  # a second person on a held slot
         "HR applies it:",  # the optimized job booked its result
+        "HTML report:",
         "[WEEKLY_LIMIT]",
         "[AGENCY_BUDGET]",
         "[EMPLOYEE_ENTITLEMENT]",

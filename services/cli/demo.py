@@ -31,6 +31,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
+from services.matcher.service import MatcherService
 from services.runtime.config import Settings
 from services.runtime.server import start
 
@@ -86,7 +87,14 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             quota = quota_pb2_grpc.QuotaServiceStub(channel)
-            await _story(quota, matcher_pb2_grpc.MatcherServiceStub(channel))
+            matcher = matcher_pb2_grpc.MatcherServiceStub(channel)
+            job_id = await _story(quota, matcher)
+            # The job's report, written where `make demo` leaves things.
+            (service,) = [s for s in server.services if isinstance(s, MatcherService)]
+            report = Path("var") / "demo-report.html"
+            report.parent.mkdir(exist_ok=True)
+            report.write_text(await service.jobs.report(job_id), encoding="utf-8")
+            print(f"\nThe optimized job's HTML report: {report.resolve()}")
     finally:
         await server.stop(1)
     if not keep:
@@ -97,7 +105,8 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
 
 async def _story(
     quota: quota_pb2_grpc.QuotaServiceAsyncStub, matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
-) -> None:
+) -> str:
+    """Tells the story; returns the optimized job's id."""
     county = _load_county()
     org, year = county["organisation"], county["fiscal_year"]
 
@@ -147,7 +156,7 @@ async def _story(
     )
 
     await _online_booking(county, matcher, quota)
-    await _optimized_job(county, matcher)
+    job_id = await _optimized_job(county, matcher)
 
     print("\n4. A partner's own booking system books and completes sessions (Reserve -> Commit)")
     bookings = [
@@ -289,6 +298,7 @@ async def _story(
             f"{row.sessions} session{'s' if row.sessions != 1 else ''}, "
             f"{_hours(row.minutes)}, NT${row.amount_ntd:,}"
         )
+    return job_id
 
 
 _CATEGORIES = {name.lower(): value for name, value in mpb.Category.items()}
@@ -329,7 +339,7 @@ async def _submit_case(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub, c: Any
 
 async def _optimized_job(
     county: dict[str, Any], matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
-) -> None:
+) -> str:
     print("\n3. HR matches the open cases in one optimized job (CP-SAT), with progress")
     for c in county["open_cases"]:
         await _submit_case(matcher, c)
@@ -355,6 +365,7 @@ async def _optimized_job(
         print(f"   not served: {u.case_id} ({u.reason}): {u.explanation}")
     applied = await matcher.ApplyMatchResult(mpb.ApplyMatchResultRequest(job_id=job.job_id))
     print(f"   HR applies it: {len(applied.booking_ids)} bookings made, quota spent for each")
+    return job.job_id
 
 
 async def _online_booking(

@@ -33,10 +33,11 @@ from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import slots
 from services.matcher.booking import Bookings, BookingView, case_of, live
 from services.matcher.cases import SLOT_MINUTES, Case, CaseKind
-from services.matcher.instance import INSTANCE_FORMAT, TIME_FORMAT, load_instance
+from services.matcher.instance import INSTANCE_FORMAT, TIME_FORMAT, load_instance, load_schedule
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of
+from services.matcher.report import render
 from services.office_calendar.calendar import OfficeCalendar
 from services.runtime import clock
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
@@ -369,6 +370,12 @@ class Jobs:
         ]
         crisis = sum(1 for s in sessions if kinds.get(s.case_id) == CaseKind.CRISIS.value)
         return Result(row, sessions, unserved, crisis)
+
+    async def report(self, job_id: str) -> str:
+        """The done job's result as a self-contained HTML report."""
+        result = await self.result(job_id)
+        inst = load_instance(result.job.instance)
+        return render(inst, load_schedule(result.job.result or {}, inst))
 
     async def apply(
         self, job_id: str, dry_run: bool
