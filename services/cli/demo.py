@@ -2,9 +2,11 @@
 
 It starts the services in this process on a scratch SQLite file, loads the
 sample county, registers counselors and books cases online the way a
-booking frontend does (find slots, hold one, confirm it), shows a booking
-refused by a limit and allowed after a special approval, and prints the
-balances. Then it stops: `make run` is the server.
+booking frontend does (find slots, hold one, confirm it), has HR match the
+open cases in an optimized job with progress shown and apply it, shows a
+booking refused by a limit and allowed after a special approval, prints the
+balances, and writes the job's HTML report to var/. Then it stops: `make
+run` is the server.
 """
 
 from __future__ import annotations
