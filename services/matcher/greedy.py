@@ -14,7 +14,8 @@ get, and never looks back: one session a week (the counselling cadence),
 each in the earliest ISO week that still has a slot. Within that week the
 case's anchor counselor (the preferred one, else whoever held its first
 session) is tried first, then the earliest slot with anyone qualified
-(ties: cheaper provider, then counselor id). A crisis case's first session
+(ties: the counselor listed first; `cheapest_first`: the cheaper provider,
+then counselor id). A crisis case's first session
 must start within the deadline or the case is left unserved. Nothing is
 booked before the case was submitted. Every hard rule of FORMAT.md is kept
 as it books, so the schedule is feasible by construction; the output
@@ -164,9 +165,11 @@ class _Ledger:
 
 
 class _Booker:
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: Instance, cheapest_first: bool = False) -> None:
         self.inst = inst
         self.ledger = _Ledger.fresh(inst)
+        self.cheapest_first = cheapest_first
+        self.listed = {k.id: n for n, k in enumerate(inst.counselors)}
         # Each counselor's intervals by every day they touch, so a candidate
         # start meets only that counselor's intervals of that day.
         self.on_day: dict[tuple[str, date], list[Interval]] = defaultdict(list)
@@ -192,7 +195,8 @@ class _Booker:
     def _earliest(
         self, case: Case, counselors: Sequence[Counselor], starts: Sequence[datetime]
     ) -> _Offer | None:
-        """The earliest start some counselor can take; ties to the cheaper."""
+        """The earliest start some counselor can take; ties to the cheaper
+        (or to the one listed first, as a front desk's list would have it)."""
         length = timedelta(minutes=case.minutes)
         for t in starts:
             end, day = t + length, t.date()
@@ -203,7 +207,9 @@ class _Booker:
                 and self.ledger.free(case, k, t, end)
             ]
             if offers:
-                return min(offers, key=_Offer.key)
+                if self.cheapest_first:
+                    return min(offers, key=_Offer.key)
+                return min(offers, key=lambda o: self.listed[o.counselor.id])
         return None
 
     def _in_week(
@@ -270,10 +276,14 @@ class _Booker:
             )
 
 
-def solve(inst: Instance, order: str = "crisis-first", explain: bool = True) -> Schedule:
+def solve(
+    inst: Instance, order: str = "crisis-first", explain: bool = True, cheapest_first: bool = False
+) -> Schedule:
     """The first-come-first-served schedule; `explain` adds why each case
-    left short is (the optimizer, which only starts from it, skips that)."""
-    booker = _Booker(inst)
+    left short is (the optimizer, which only starts from it, skips that);
+    `cheapest_first` breaks ties between counselors by rate, else by the
+    order the instance lists them in."""
+    booker = _Booker(inst, cheapest_first)
     for case in booking_order(inst, order):
         booker.serve(case)
     sessions = tuple(sorted(booker.ledger.sessions, key=lambda s: (s.start, s.counselor)))
