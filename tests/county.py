@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
+
+M = TypeVar("M", bound=Message)
 
 YEAR = 2027
 RATE = 2000  # NT$ per hour
@@ -112,9 +116,14 @@ def counselor(counselor_id: str = "C001", provider: str = "P1", **changes: objec
             mpb.WeeklyWindow(weekday=3, start_time="18:00", end_time="21:00"),
         ],
     )
+    return changed(message, changes)
+
+
+def changed(message: M, changes: dict[str, object]) -> M:
+    """`message` with some fields set to other values (lists replace lists)."""
     for field, value in changes.items():
         if isinstance(value, list):
-            message.ClearField(field)  # type: ignore[arg-type]
+            message.ClearField(field)
             getattr(message, field).extend(value)
         else:
             setattr(message, field, value)

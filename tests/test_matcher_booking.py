@@ -17,7 +17,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.quota.v1 import quota_pb2 as qpb
 from services.runtime import clock
 from tests.conftest import MONDAY, Suite, at
-from tests.county import RATE, account
+from tests.county import RATE, account, changed
 from tests.test_quota_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -48,13 +48,7 @@ def case(case_id: str = "K1", employee: str = "E1", **changes: object) -> pb.Cas
         ],
         time_off=pb.TIME_OFF_OFFICIAL_LEAVE,
     )
-    for field, value in changes.items():
-        if isinstance(value, list):
-            message.ClearField(field)  # type: ignore[arg-type]
-            getattr(message, field).extend(value)
-        else:
-            setattr(message, field, value)
-    return message
+    return changed(message, changes)
 
 
 async def submit(suite: Suite, message: pb.Case) -> pb.Case:

@@ -28,7 +28,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import slots
-from services.matcher.cases import Case, CaseKind, TimeOff, TimeRange, validate
+from services.matcher.cases import Case, TimeOff, TimeRange, validate
+from services.matcher.instance import CaseKind
 from services.matcher.orm import LIVE_STATES, BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Category, Counselor, Modality, counselor_of

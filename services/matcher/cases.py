@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from services.matcher.instance import CaseKind
 from services.matcher.registry import Category, Counselor, Modality
 from services.runtime.fields import FieldChecker
 
@@ -18,12 +19,6 @@ SLOT_MINUTES = 30  # sessions start on the half hour and last whole half hours
 MAX_SESSIONS = 12
 MAX_RANGES = 200
 LONGEST_RANGE = timedelta(days=31)
-
-
-class CaseKind(StrEnum):
-    GENERAL = "general"
-    CRISIS = "crisis"
-    INVOLUNTARY = "involuntary"
 
 
 class TimeOff(StrEnum):
@@ -42,6 +37,10 @@ class TimeRange:
 
 @dataclass(frozen=True)
 class Case:
+    """A case as the booking service keeps it (the benchmark's `Case` in
+    instance.py is the optimizer's view of the same thing); the kinds are
+    the benchmark's."""
+
     case_id: str
     employee_id: str
     agency_id: str

@@ -32,8 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import slots
 from services.matcher.booking import Bookings, BookingView, case_of, live
-from services.matcher.cases import SLOT_MINUTES, Case, CaseKind
-from services.matcher.instance import INSTANCE_FORMAT, TIME_FORMAT, load_instance, load_schedule
+from services.matcher.cases import SLOT_MINUTES, Case
+from services.matcher.instance import (
+    INSTANCE_FORMAT,
+    TIME_FORMAT,
+    CaseKind,
+    load_instance,
+    load_schedule,
+)
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of

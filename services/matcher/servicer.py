@@ -12,7 +12,8 @@ from grpc import aio
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings, BookingView
-from services.matcher.cases import Case, CaseKind, TimeOff, TimeRange
+from services.matcher.cases import Case, TimeOff, TimeRange
+from services.matcher.instance import CaseKind
 from services.matcher.jobs import JobRequest, Jobs, Proposed
 from services.matcher.orm import JobRow
 from services.matcher.registry import (

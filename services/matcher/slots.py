@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from services.matcher.cases import SLOT_MINUTES, Case, CaseKind
+from services.matcher.cases import SLOT_MINUTES, Case
+from services.matcher.instance import CaseKind
 from services.matcher.registry import Counselor, Modality
 from services.office_calendar.calendar import OfficeCalendar
 
