@@ -17,7 +17,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.quota.v1 import quota_pb2 as qpb
 from services.runtime import clock
 from tests.conftest import MONDAY, Suite, at
-from tests.county import RATE, account, changed
+from tests.county import RATE, account, changed, counselor
 from tests.test_quota_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -299,3 +299,57 @@ async def test_bad_requests_get_clear_statuses_and_change_nothing(suite: Suite) 
     assert list(got.bookings) == []
     balance = await agency(suite)
     assert (balance.held, balance.spent) == (0, 0)
+
+
+async def test_leave_and_extra_hours_change_the_slots(suite: Suite) -> None:
+    tuesday = MONDAY + dt.timedelta(days=1)
+    with_changes = changed(
+        counselor(),
+        {
+            "exceptions": [
+                pb.AvailabilityException(
+                    kind=pb.EXCEPTION_KIND_LEAVE, range=span(MONDAY, 9, 12), note="training"
+                ),
+                pb.AvailabilityException(kind=pb.EXCEPTION_KIND_EXTRA, range=span(tuesday, 9, 11)),
+            ]
+        },
+    )
+    await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=with_changes))
+    stored = await suite.matcher.GetCounselor(pb.GetCounselorRequest(counselor_id="C001"))
+    assert stored.counselor == with_changes
+    await submit(suite, case(availability=[span(MONDAY, 9, 17), span(tuesday, 9, 17)]))
+    mine = {
+        (local(s.start).date(), local(s.start).hour)
+        for s in await slots(suite)
+        if s.counselor_id == "C001"
+    }
+    assert not any(day == MONDAY and hour < 12 for day, hour in mine)  # on leave
+    assert (MONDAY, 14) in mine  # the afternoon window stands
+    assert {(tuesday, 9), (tuesday, 10)} <= {m for m in mine if m[0] == tuesday}  # extra hours
+    on_leave = await refused(hold(suite, pb.Slot(counselor_id="C001", start=at(MONDAY, 9))))
+    assert rule(on_leave) == "NOT_BOOKABLE"
+
+
+@pytest.mark.parametrize(
+    ("exception", "field"),
+    [
+        (
+            pb.AvailabilityException(kind=pb.EXCEPTION_KIND_LEAVE, range=span(MONDAY, 12, 9)),
+            "counselor.exceptions[0].range.end",
+        ),
+        (pb.AvailabilityException(range=span(MONDAY, 9, 12)), "counselor.exceptions[0].kind"),
+        (
+            pb.AvailabilityException(kind=pb.EXCEPTION_KIND_EXTRA),
+            "counselor.exceptions[0].range.start",
+        ),
+    ],
+)
+async def test_bad_exceptions_are_refused(
+    suite: Suite, exception: pb.AvailabilityException, field: str
+) -> None:
+    bad = changed(counselor(), {"exceptions": [exception]})
+    error = await refused(suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=bad)))
+    violations = details(error)["BadRequest"].field_violations  # type: ignore[attr-defined]
+    assert field in [v.field for v in violations]
+    stored = await suite.matcher.GetCounselor(pb.GetCounselorRequest(counselor_id="C001"))
+    assert list(stored.counselor.exceptions) == []  # nothing changed

@@ -103,24 +103,6 @@ def _monday(moment: datetime) -> datetime:
     return datetime.combine(monday, datetime.min.time(), slots.TAIPEI)
 
 
-def _minus(
-    windows: list[tuple[datetime, datetime]], busy: list[tuple[datetime, datetime]]
-) -> list[tuple[datetime, datetime]]:
-    """The windows with the busy times cut out."""
-    for taken_start, taken_end in busy:
-        cut = []
-        for start, end in windows:
-            if taken_end <= start or end <= taken_start:
-                cut.append((start, end))
-                continue
-            if start < taken_start:
-                cut.append((start, taken_start))
-            if taken_end < end:
-                cut.append((taken_end, end))
-        windows = cut
-    return windows
-
-
 class Snapshots:
     """Builds a job's instance from the live registry, cases and quota."""
 
@@ -181,15 +163,9 @@ class Snapshots:
         for k in counselors:
             if k.provider_id not in contracted:
                 continue
-            windows = list(
-                slots.counselor_windows(
-                    k,
-                    slots.local_day(start),
-                    slots.local_day(end - timedelta(days=1)),
-                    self._calendar,
-                )
-            )
-            free = _minus(windows, busy.get(k.counselor_id, []))
+            first, last = slots.local_day(start), slots.local_day(end - timedelta(days=1))
+            windows = slots.counselor_windows(k, first, last, self._calendar)
+            free = slots.without(windows, busy.get(k.counselor_id, []))
             counselor_items.append(
                 {
                     "id": k.counselor_id,

@@ -28,6 +28,8 @@ class CounselorRow(Base):
     max_sessions_per_day: Mapped[int] = mapped_column(Integer)
     # [[weekday, "HH:MM", "HH:MM"], ...], Asia/Taipei wall-clock times.
     weekly_availability: Mapped[list[list[object]]] = mapped_column(JSON)
+    # [[kind, "start ISO", "end ISO", note], ...]: leave and extra hours.
+    exceptions: Mapped[list[list[object]]] = mapped_column(JSON, default=list)
 
 
 class CaseRow(Base):

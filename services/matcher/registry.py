@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from datetime import time
+from datetime import datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
@@ -37,6 +37,23 @@ class WeeklyWindow:
     end: time
 
 
+class ExceptionKind(StrEnum):
+    LEAVE = "leave"  # the range is taken out of the counselor's hours
+    EXTRA = "extra"  # the range is added, holiday or not
+
+
+@dataclass(frozen=True)
+class AvailabilityException:
+    kind: ExceptionKind
+    start: datetime  # timezone-aware
+    end: datetime
+    note: str = ""
+
+
+MAX_EXCEPTIONS = 200
+LONGEST_EXCEPTION = timedelta(days=31)
+
+
 @dataclass(frozen=True)
 class Counselor:
     counselor_id: str
@@ -47,6 +64,7 @@ class Counselor:
     location: str
     max_sessions_per_day: int
     weekly_availability: tuple[WeeklyWindow, ...]
+    exceptions: tuple[AvailabilityException, ...] = ()
 
 
 def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counselor") -> None:
@@ -66,6 +84,20 @@ def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counsel
         f"{prefix}.weekly_availability",
         "at most 50 windows",
     )
+    checker.require(
+        len(counselor.exceptions) <= MAX_EXCEPTIONS,
+        f"{prefix}.exceptions",
+        f"at most {MAX_EXCEPTIONS}",
+    )
+    for n, exception in enumerate(counselor.exceptions):
+        field = f"{prefix}.exceptions[{n}]"
+        checker.require(exception.start < exception.end, f"{field}.range.end", "after start")
+        checker.require(
+            exception.end - exception.start <= LONGEST_EXCEPTION,
+            f"{field}.range",
+            "at most 31 days long",
+        )
+        checker.text(exception.note, f"{field}.note", 200)
     by_day: dict[int, list[WeeklyWindow]] = {}
     for n, window in enumerate(counselor.weekly_availability):
         field = f"{prefix}.weekly_availability[{n}]"
@@ -97,6 +129,10 @@ def _row(counselor: Counselor) -> CounselorRow:
             [w.weekday, w.start.strftime("%H:%M"), w.end.strftime("%H:%M")]
             for w in counselor.weekly_availability
         ],
+        exceptions=[
+            [e.kind.value, e.start.isoformat(), e.end.isoformat(), e.note]
+            for e in counselor.exceptions
+        ],
     )
 
 
@@ -112,6 +148,15 @@ def counselor_of(row: CounselorRow) -> Counselor:
         weekly_availability=tuple(
             WeeklyWindow(int(str(d)), time.fromisoformat(str(s)), time.fromisoformat(str(e)))
             for d, s, e in row.weekly_availability
+        ),
+        exceptions=tuple(
+            AvailabilityException(
+                ExceptionKind(str(kind)),
+                datetime.fromisoformat(str(start)),
+                datetime.fromisoformat(str(end)),
+                str(note),
+            )
+            for kind, start, end, note in row.exceptions or []
         ),
     )
 

@@ -17,9 +17,11 @@ from services.matcher.instance import CaseKind
 from services.matcher.jobs import JobRequest, Jobs, Proposed
 from services.matcher.orm import JobRow
 from services.matcher.registry import (
+    AvailabilityException,
     Category,
     Counselor,
     CounselorRegistry,
+    ExceptionKind,
     Modality,
     WeeklyWindow,
 )
@@ -44,6 +46,11 @@ MODALITIES = {
 }
 _CATEGORY_PB = {v: k for k, v in CATEGORIES.items()}
 _MODALITY_PB = {v: k for k, v in MODALITIES.items()}
+EXCEPTION_KINDS = {
+    pb.EXCEPTION_KIND_LEAVE: ExceptionKind.LEAVE,
+    pb.EXCEPTION_KIND_EXTRA: ExceptionKind.EXTRA,
+}
+_EXCEPTION_KIND_PB = {v: k for k, v in EXCEPTION_KINDS.items()}
 KINDS = {
     pb.CASE_KIND_GENERAL: CaseKind.GENERAL,
     pb.CASE_KIND_CRISIS: CaseKind.CRISIS,
@@ -104,6 +111,18 @@ def counselor_from_pb(message: pb.Counselor) -> Counselor:
         )
         for n, w in enumerate(message.weekly_availability)
     )
+    exceptions = []
+    for n, e in enumerate(message.exceptions):
+        field = f"counselor.exceptions[{n}]"
+        checker.require(e.kind in EXCEPTION_KINDS, f"{field}.kind", "leave or extra")
+        exceptions.append(
+            AvailabilityException(
+                EXCEPTION_KINDS.get(e.kind, ExceptionKind.LEAVE),
+                _required_moment(checker, e.range, "start", f"{field}.range.start"),
+                _required_moment(checker, e.range, "end", f"{field}.range.end"),
+                e.note,
+            )
+        )
     checker.raise_if_any()
     return Counselor(
         counselor_id=message.counselor_id,
@@ -114,6 +133,7 @@ def counselor_from_pb(message: pb.Counselor) -> Counselor:
         location=message.location,
         max_sessions_per_day=message.max_sessions_per_day,
         weekly_availability=windows,
+        exceptions=tuple(exceptions),
     )
 
 
@@ -133,6 +153,14 @@ def counselor_pb(counselor: Counselor) -> pb.Counselor:
                 end_time=w.end.strftime("%H:%M"),
             )
             for w in counselor.weekly_availability
+        ],
+        exceptions=[
+            pb.AvailabilityException(
+                kind=_EXCEPTION_KIND_PB[e.kind],
+                range=pb.TimeRange(start=_stamp(e.start), end=_stamp(e.end)),
+                note=e.note,
+            )
+            for e in counselor.exceptions
         ],
     )
 

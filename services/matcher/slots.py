@@ -13,14 +13,14 @@ Times are Asia/Taipei on the wall clock, as the programmes keep them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from services.matcher.cases import SLOT_MINUTES, Case
 from services.matcher.instance import CaseKind
-from services.matcher.registry import Counselor, Modality
+from services.matcher.registry import Counselor, ExceptionKind, Modality
 from services.office_calendar.calendar import OfficeCalendar
 
 TAIPEI = ZoneInfo("Asia/Taipei")
@@ -98,21 +98,61 @@ class Diary:
 
 def counselor_windows(
     counselor: Counselor, first: date, last: date, calendar: OfficeCalendar
-) -> Iterator[tuple[datetime, datetime]]:
-    """The counselor's weekly windows as times, day by day from `first` to
-    `last`. A weekday the office calendar marks as a holiday has none;
-    weekends keep whatever windows the counselor keeps on them."""
+) -> list[tuple[datetime, datetime]]:
+    """The counselor's hours as time ranges from `first` to `last`, earliest
+    first: the weekly windows, except on weekdays the office calendar marks
+    as holidays (weekends keep whatever windows the counselor keeps on
+    them), plus extra hours, minus leave."""
+    hours = []
     day = first
     while day <= last:
         holiday = day.isoweekday() <= 5 and calendar.known(day) and not calendar.is_office_day(day)
         if not holiday:
             for window in counselor.weekly_availability:
                 if window.weekday == day.isoweekday():
-                    yield (
-                        datetime.combine(day, window.start, TAIPEI),
-                        datetime.combine(day, window.end, TAIPEI),
+                    hours.append(
+                        (
+                            datetime.combine(day, window.start, TAIPEI),
+                            datetime.combine(day, window.end, TAIPEI),
+                        )
                     )
         day += timedelta(days=1)
+    begin = datetime.combine(first, time(), TAIPEI)
+    end = datetime.combine(last + timedelta(days=1), time(), TAIPEI)
+    for change in counselor.exceptions:
+        if change.kind is ExceptionKind.EXTRA and change.start < end and begin < change.end:
+            hours.append((max(change.start, begin), min(change.end, end)))
+    leave = [(c.start, c.end) for c in counselor.exceptions if c.kind is ExceptionKind.LEAVE]
+    return without(merged(hours), leave)
+
+
+def merged(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    """The ranges with overlapping and touching ones joined, earliest first."""
+    joined: list[tuple[datetime, datetime]] = []
+    for start, end in sorted(ranges):
+        if joined and start <= joined[-1][1]:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], end))
+        else:
+            joined.append((start, end))
+    return joined
+
+
+def without(
+    ranges: list[tuple[datetime, datetime]], taken: list[tuple[datetime, datetime]]
+) -> list[tuple[datetime, datetime]]:
+    """The ranges with the taken times cut out."""
+    for taken_start, taken_end in taken:
+        cut = []
+        for start, end in ranges:
+            if taken_end <= start or end <= taken_start:
+                cut.append((start, end))
+                continue
+            if start < taken_start:
+                cut.append((start, taken_start))
+            if taken_end < end:
+                cut.append((taken_end, end))
+        ranges = cut
+    return ranges
 
 
 def _align_up(moment: datetime) -> datetime:

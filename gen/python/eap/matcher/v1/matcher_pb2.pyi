@@ -88,6 +88,30 @@ MODALITY_PHONE: Modality.ValueType  # 3
 """Telephone."""
 Global___Modality: _TypeAlias = Modality  # noqa: Y015
 
+class _ExceptionKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExceptionKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExceptionKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXCEPTION_KIND_UNSPECIFIED: _ExceptionKind.ValueType  # 0
+    """Not set."""
+    EXCEPTION_KIND_LEAVE: _ExceptionKind.ValueType  # 1
+    """Leave: the range is taken out of the counselor's hours."""
+    EXCEPTION_KIND_EXTRA: _ExceptionKind.ValueType  # 2
+    """Extra hours: the range is added, even on a holiday or a weekend."""
+
+class ExceptionKind(_ExceptionKind, metaclass=_ExceptionKindEnumTypeWrapper):
+    """Whether an exception takes hours away or adds them."""
+
+EXCEPTION_KIND_UNSPECIFIED: ExceptionKind.ValueType  # 0
+"""Not set."""
+EXCEPTION_KIND_LEAVE: ExceptionKind.ValueType  # 1
+"""Leave: the range is taken out of the counselor's hours."""
+EXCEPTION_KIND_EXTRA: ExceptionKind.ValueType  # 2
+"""Extra hours: the range is added, even on a holiday or a weekend."""
+Global___ExceptionKind: _TypeAlias = ExceptionKind  # noqa: Y015
+
 class _CaseKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -260,6 +284,7 @@ class Counselor(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     MAX_SESSIONS_PER_DAY_FIELD_NUMBER: _builtins.int
     WEEKLY_AVAILABILITY_FIELD_NUMBER: _builtins.int
+    EXCEPTIONS_FIELD_NUMBER: _builtins.int
     counselor_id: _builtins.str
     """Stable id, e.g. "C012"."""
     provider_id: _builtins.str
@@ -281,7 +306,13 @@ class Counselor(_message.Message):
     @_builtins.property
     def weekly_availability(self) -> _containers.RepeatedCompositeFieldContainer[Global___WeeklyWindow]:
         """When the counselor is available each week; windows on one weekday must
-        not overlap.
+        not overlap. They do not apply on national holidays.
+        """
+
+    @_builtins.property
+    def exceptions(self) -> _containers.RepeatedCompositeFieldContainer[Global___AvailabilityException]:
+        """Dated changes to the weekly hours: leave and one-off extra hours; at
+        most 200.
         """
 
     def __init__(
@@ -295,14 +326,47 @@ class Counselor(_message.Message):
         location: _builtins.str = ...,
         max_sessions_per_day: _builtins.int = ...,
         weekly_availability: _abc.Iterable[Global___WeeklyWindow] | None = ...,
+        exceptions: _abc.Iterable[Global___AvailabilityException] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "display_name", b"display_name", "location", b"location", "max_sessions_per_day", b"max_sessions_per_day", "modalities", b"modalities", "provider_id", b"provider_id", "specialties", b"specialties", "weekly_availability", b"weekly_availability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "display_name", b"display_name", "exceptions", b"exceptions", "location", b"location", "max_sessions_per_day", b"max_sessions_per_day", "modalities", b"modalities", "provider_id", b"provider_id", "specialties", b"specialties", "weekly_availability", b"weekly_availability"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Counselor: _TypeAlias = Counselor  # noqa: Y015
+
+@_typing.final
+class AvailabilityException(_message.Message):
+    """A dated change to a counselor's weekly hours."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    RANGE_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    kind: Global___ExceptionKind.ValueType
+    """Leave or extra hours."""
+    note: _builtins.str
+    """A few words for the office, no personal data (e.g. "training day")."""
+    @_builtins.property
+    def range(self) -> Global___TimeRange:
+        """The range, at most 31 days long."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ExceptionKind.ValueType = ...,
+        range: Global___TimeRange | None = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "note", b"note", "range", b"range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AvailabilityException: _TypeAlias = AvailabilityException  # noqa: Y015
 
 @_typing.final
 class UpsertCounselorRequest(_message.Message):
