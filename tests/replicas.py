@@ -128,3 +128,33 @@ def cluster(
                 if replica.process.poll() is None:
                     replica.process.kill()
                     replica.process.wait(10)
+
+
+@contextlib.contextmanager
+def embedded(tmp_path: Path) -> Iterator[tuple[Replica, dict[str, str]]]:
+    """One `eapctl serve all` on a SQLite file, as `make run` starts it;
+    yields it and the environment that reaches it."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not (key.startswith("EAP_") or key in ("DATABASE_URL", "REDIS_URL"))
+    }
+    address = f"127.0.0.1:{free_port()}"
+    env.update(
+        EAP_GRPC_ADDRESS=address,
+        EAP_METRICS_PORT="-1",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'eap.db'}",
+        EAP_AUTH_MODE="dev",
+    )
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen(
+            [EAPCTL, "serve", "all"], env=env, stdout=sink, stderr=subprocess.STDOUT
+        )
+    replica = Replica(address, process, log)
+    try:
+        _wait_serving(replica, "eap.matcher.v1.MatcherService", time.monotonic() + 30)
+        yield replica, env
+    finally:
+        process.terminate()
+        process.wait(20)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from tests import replicas
@@ -58,35 +56,18 @@ def test_demo_tells_the_whole_story() -> None:
     assert "Traceback" not in demo.stderr
 
 
-SUBMIT = ("--time-limit", "1", "--watch")
+SUBMIT = ("--start", "2027-03-08", "--weeks", "1", "--time-limit", "1", "--watch")
 
 
 def test_match_jobs_from_the_command_line(tmp_path: Path) -> None:
-    port = replicas.free_port()
-    env = {
-        **os.environ,
-        "EAP_GRPC_ADDRESS": f"127.0.0.1:{port}",
-        "EAP_METRICS_PORT": "-1",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'eap.db'}",
-        "EAP_AUTH_MODE": "dev",
-    }
-    env.pop("REDIS_URL", None)
-    server = subprocess.Popen(
-        [EAPCTL, "serve", "all"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            submitted = subprocess.run(
-                [EAPCTL, "match", "submit", *("--start", "2027-03-08", "--weeks", "1"), *SUBMIT],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=60,
-            )
-            if submitted.returncode == 0 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)  # the server is still starting
+    with replicas.embedded(tmp_path) as (_, env):
+        submitted = subprocess.run(
+            [EAPCTL, "match", "submit", *SUBMIT],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
         assert submitted.returncode == 0, submitted.stderr
         job_id = submitted.stdout.strip()
         assert "done" in submitted.stderr  # the progress bar reached the end
@@ -106,6 +87,53 @@ def test_match_jobs_from_the_command_line(tmp_path: Path) -> None:
             [EAPCTL, "match", "result", "nope"], capture_output=True, text=True, env=env
         )
         assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
-    finally:
-        server.terminate()
-        server.wait(20)
+
+
+HEADER = (
+    "counselor_id,provider_id,display_name,specialties,modalities,location,"
+    "max_sessions_per_day,weekly_hours\n"
+)
+
+
+def test_import_counselors_from_csv(tmp_path: Path) -> None:
+    good = tmp_path / "counselors.csv"
+    good.write_bytes(
+        (
+            HEADER
+            + "C-100,P1,林美華,psychological;family,in_person;video,屏東 3F,5,"
+            + "Mon 09:00-12:00; Mon 13:30-17:00; Wed 18:00-21:00\n"
+            + "C-101,P2,Chen Ya-ting,legal,in_person,Donggang,4,Wed 09:00-12:00\n"
+        ).encode("big5")  # as Excel saves it in Taiwan
+    )
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        HEADER
+        + "C-200,P1,X,astrology,in_person,,5,Mon 09:00-12:00\n"
+        + "C-201,P1,Y,legal,,,0,Someday\n"
+        + "C-100,P1,Z,legal,video,,3,Tue 09:00-10:00\n"
+    )
+    with replicas.embedded(tmp_path) as (_, env):
+        refused = subprocess.run(
+            [EAPCTL, "match", "import-counselors", str(bad)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        assert refused.returncode == 1
+        for problem in (
+            "line 2: specialties[0]: a known category",
+            "line 3: weekly_hours: 'Someday'",
+            "line 3: modalities: at least one",
+            "line 3: max_sessions_per_day: 1 to 12",
+            "nothing was imported",
+        ):
+            assert problem in refused.stderr, refused.stderr
+        for _ in range(2):  # a second run replaces what the first created
+            imported = subprocess.run(
+                [EAPCTL, "match", "import-counselors", str(good)],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            assert imported.returncode == 0, imported.stderr
+        assert imported.stdout.strip() == "0 counselors created, 2 replaced"

@@ -61,7 +61,7 @@ JOB_COMMANDS = ("submit", "watch", "result", "apply")
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
-    from services.matcher import generate, greedy, jobs_cli, report, solver, verify
+    from services.matcher import counselor_csv, generate, greedy, jobs_cli, report, solver, verify
 
     if args.match_command in JOB_COMMANDS:
         return jobs_cli.main(args.match_command, args.rest)
@@ -71,6 +71,7 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
         "solve": solver.main,
         "verify": verify.main,
         "report": report.main,
+        "import-counselors": counselor_csv.main,
     }
     return tool[args.match_command](args.rest)
 
@@ -109,7 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     match.add_argument(
         "match_command",
-        choices=["generate", "baseline", "solve", "verify", "report", *JOB_COMMANDS],
+        choices=[
+            "generate",
+            "baseline",
+            "solve",
+            "verify",
+            "report",
+            "import-counselors",
+            *JOB_COMMANDS,
+        ],
     )
     match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     match.set_defaults(run=_match)
