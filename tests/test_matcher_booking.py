@@ -8,19 +8,29 @@ on SQLite and on PostgreSQL + Redis. The clock is moved to Monday 8 March
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from eap.calendar.v1 import calendar_pb2 as cpb
+from eap.calendar.v1 import calendar_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as pb
+from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as qpb
+from eap.quota.v1 import quota_pb2_grpc
+from services.calendar.service import CalendarService
+from services.matcher.service import MatcherService
+from services.quota.service import QuotaService
 from services.runtime import clock
-from tests.conftest import MONDAY, Suite, at
-from tests.county import RATE, account, changed, counselor
+from services.runtime.server import start
+from tests.conftest import MONDAY, Backend, Suite, at
+from tests.county import RATE, account, changed, counselor, seed
 from tests.test_quota_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
+SHIPPED = Path(__file__).resolve().parents[1] / "services" / "office_calendar" / "data"
 
 
 def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
@@ -353,3 +363,34 @@ async def test_bad_exceptions_are_refused(
     assert field in [v.field for v in violations]
     stored = await suite.matcher.GetCounselor(pb.GetCounselorRequest(counselor_id="C001"))
     assert list(stored.counselor.exceptions) == []  # nothing changed
+
+
+async def test_the_matcher_books_by_the_calendar_services_years(
+    backend: Backend, march_2027: None
+) -> None:
+    """An operator imports a revised 2027 in which Monday 8 March is a
+    holiday; once the matcher refreshes, it offers nothing that day."""
+    matcher_service = MatcherService()
+    server = await start([QuotaService(), matcher_service, CalendarService()], backend.settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            suite = Suite(
+                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+            )
+            calendar = calendar_pb2_grpc.CalendarServiceStub(channel)
+            await seed(suite.quota)
+            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+            await submit(suite, case())
+            assert await matcher_service.calendar.refresh()
+            assert any(local(s.start).date() == MONDAY for s in await slots(suite))
+            shipped = (SHIPPED / "2027.csv").read_text(encoding="utf-8")
+            revised = shipped.replace("20270308,一,0,", "20270308,一,2,颱風假")
+            await calendar.ImportOfficeCalendar(
+                cpb.ImportOfficeCalendarRequest(year=2027, csv_content=revised.encode("utf-8"))
+            )
+            assert await matcher_service.calendar.refresh()
+            offered = {local(s.start).date() for s in await slots(suite)}
+            assert MONDAY not in offered and MONDAY + dt.timedelta(weeks=1) in offered
+    finally:
+        await server.stop(0)

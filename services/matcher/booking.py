@@ -28,13 +28,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import slots
+from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import Case, TimeOff, TimeRange, validate
 from services.matcher.instance import CaseKind
 from services.matcher.orm import LIVE_STATES, BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Category, Counselor, Modality, counselor_of
 from services.matcher.slots import Appointment, Diary, Offer, Rule
-from services.office_calendar.calendar import OfficeCalendar
 from services.runtime import clock
 from services.runtime.errors import (
     AlreadyExists,
@@ -143,13 +143,13 @@ class Bookings:
         self,
         engine: AsyncEngine,
         quota: QuotaPort,
-        calendar: OfficeCalendar,
+        calendars: CalendarPort,
         hold_seconds: int,
         crisis_deadline_hours: int,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._quota = quota
-        self._calendar = calendar
+        self._calendars = calendars
         self._hold = timedelta(seconds=hold_seconds)
         self._deadline_hours = crisis_deadline_hours
 
@@ -219,7 +219,13 @@ class Bookings:
             )
             diary = Diary(_appointment(row) for row in rows)
         offers = slots.find(
-            case, qualified, diary, self._calendar, (begin, finish), now, self._deadline_hours
+            case,
+            qualified,
+            diary,
+            self._calendars.current,
+            (begin, finish),
+            now,
+            self._deadline_hours,
         )
         offers = await self._with_quota_room(case, offers)
         return offers[:max_slots]
@@ -274,7 +280,7 @@ class Bookings:
                         "replaces_booking_id", "a booked session of the same case"
                     )
             counselor = await self._lock_counselor(session, counselor_id)
-            problem = slots.unbookable(case, counselor, start, self._calendar, now)
+            problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
                 raise FailedPrecondition(Rule.NOT_BOOKABLE, "slot", problem)
             diary = await self._diary(session, case, counselor_id, start, now, replaces)
@@ -310,7 +316,7 @@ class Bookings:
             if row is None:
                 raise NotFound("counselor_id names no counselor")
             counselor = counselor_of(row)
-            problem = slots.unbookable(case, counselor, start, self._calendar, now)
+            problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
                 raise FailedPrecondition(Rule.NOT_BOOKABLE, "slot", problem)
             diary = await self._diary(session, case, counselor_id, start, now)

@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import slots
 from services.matcher.booking import Bookings, BookingView, case_of, live
+from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import SLOT_MINUTES, Case
 from services.matcher.instance import (
     INSTANCE_FORMAT,
@@ -44,7 +45,6 @@ from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of
 from services.matcher.report import render
-from services.office_calendar.calendar import OfficeCalendar
 from services.runtime import clock
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
 from services.runtime.fields import FieldChecker
@@ -107,11 +107,11 @@ class Snapshots:
     """Builds a job's instance from the live registry, cases and quota."""
 
     def __init__(
-        self, engine: AsyncEngine, quota: QuotaPort, calendar: OfficeCalendar, deadline_hours: int
+        self, engine: AsyncEngine, quota: QuotaPort, calendars: CalendarPort, deadline_hours: int
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._quota = quota
-        self._calendar = calendar
+        self._calendars = calendars
         self._deadline_hours = deadline_hours
 
     async def build(self, request: JobRequest) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class Snapshots:
             if k.provider_id not in contracted:
                 continue
             first, last = slots.local_day(start), slots.local_day(end - timedelta(days=1))
-            windows = slots.counselor_windows(k, first, last, self._calendar)
+            windows = slots.counselor_windows(k, first, last, self._calendars.current)
             free = slots.without(windows, busy.get(k.counselor_id, []))
             counselor_items.append(
                 {

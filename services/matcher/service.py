@@ -10,16 +10,18 @@ from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings
+from services.matcher.calendar_port import CalendarPort
 from services.matcher.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
-from services.office_calendar.shipped import load_shipped
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
 
 log = logging.getLogger("eap.matcher")
 UPKEEP_SECONDS = 30.0
+FIRST_CALENDAR_SECONDS = 0.5
+CALENDAR_SECONDS = 300.0
 
 
 class MatcherService(DatabaseService):
@@ -32,7 +34,8 @@ class MatcherService(DatabaseService):
         settings = runtime.settings
         self.registry = CounselorRegistry(self.engine)
         self.quota = QuotaPort(lambda: settings.quota_address or f"127.0.0.1:{runtime.port}")
-        calendar = load_shipped()
+        calendar = CalendarPort(lambda: settings.calendar_address or f"127.0.0.1:{runtime.port}")
+        self.calendar = calendar
         self.bookings = Bookings(
             self.engine,
             self.quota,
@@ -49,15 +52,22 @@ class MatcherService(DatabaseService):
         runtime.spawn(JobRunner(self.engine).run_forever(), "matcher-jobs")
 
     async def _upkeep(self) -> None:
-        """Writes down lapsed holds and finishes bookings a crash cut short.
-        Both are safe on every replica at once."""
+        """Fetches the office calendar (soon after start, then every few
+        minutes), writes down lapsed holds and finishes bookings a crash cut
+        short. All are safe on every replica at once."""
+        await asyncio.sleep(FIRST_CALENDAR_SECONDS)  # the server is listening by then
+        fetched_at = -CALENDAR_SECONDS
         while True:
-            await asyncio.sleep(UPKEEP_SECONDS)
+            now = asyncio.get_running_loop().time()
+            stale = now - fetched_at >= CALENDAR_SECONDS or not self.calendar.from_service
+            if stale and await self.calendar.refresh():
+                fetched_at = now
             try:
                 await self.bookings.sweep()
                 await self.bookings.reconcile()
             except Exception:  # a store is down: the health probe reports it
                 log.warning("booking upkeep failed", exc_info=True)
+            await asyncio.sleep(UPKEEP_SECONDS)
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
