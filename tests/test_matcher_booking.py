@@ -394,3 +394,51 @@ async def test_the_matcher_books_by_the_calendar_services_years(
             assert MONDAY not in offered and MONDAY + dt.timedelta(weeks=1) in offered
     finally:
         await server.stop(0)
+
+
+async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027: None) -> None:
+    """A booking marked booked whose quota commit never ran, and a cancelled
+    one whose quota release never ran: the reconciler finishes both."""
+    matcher_service = MatcherService()
+    server = await start([QuotaService(), matcher_service], backend.settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            suite = Suite(
+                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+            )
+            await seed(suite.quota)
+            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+            await submit(suite, case())
+            await submit(suite, case("K2", "E2"))
+            first = (await slots(suite))[0]
+            # K1: reserved and marked booked, then the replica died before Commit.
+            held = await hold(suite, first)
+            second = (await slots(suite, "K2"))[0]
+            bookings = matcher_service.bookings
+            quota_hold = await matcher_service.quota.reserve(
+                f"booking-{held.booking_id}",
+                "E1",
+                "PT-HR",
+                "official",
+                "P1",
+                first.start.ToDatetime(tzinfo=dt.UTC),
+                60,
+                300,
+                held.booking_id,
+            )
+            assert await bookings._mark_booked(held.booking_id, quota_hold)
+            # K2: booked and paid for, then cancelled; the replica died before Release.
+            paid = await book(suite, second, "K2")
+            await bookings._set_state(paid.booking_id, "cancelled", only_from="booked")
+            assert (await agency(suite)).held == RATE  # K1's reservation, not yet spent
+            assert await bookings.reconcile() == 0  # too fresh: the step may still be running
+            clock.advance(dt.timedelta(seconds=61))
+            assert await bookings.reconcile() == 2
+            balance = await agency(suite)
+            assert (balance.held, balance.spent) == (0, RATE)  # K1 spent; K2 given back
+            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+            assert [b.state for b in got.bookings] == [pb.BOOKING_STATE_BOOKED]
+            assert await bookings.reconcile() == 0  # nothing left to finish
+    finally:
+        await server.stop(0)
