@@ -178,6 +178,13 @@ def blocked_by(
         return Rule.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
     if iso_week(start) in diary.weeks_of(case.employee_id):
         return Rule.WEEKLY_LIMIT, "WEEKLY_LIMIT: one session per person per week"
+    return counselor_busy(counselor, start, end, diary)
+
+
+def counselor_busy(
+    counselor: Counselor, start: datetime, end: datetime, diary: Diary
+) -> tuple[str, str] | None:
+    """The part of `blocked_by` that depends on the counselor alone."""
     if diary.clash(counselor.counselor_id, start, end):
         return Rule.SLOT_TAKEN, "the counselor is taken at that time"
     if (
@@ -239,8 +246,9 @@ def find(
                 start = _align_up(max(begin, available.start, floor))
                 stop = min(finish, available.end, window[1])
                 while start + length <= stop:
-                    if iso_week(start) not in taken_weeks and not blocked_by(
-                        case, counselor, start, diary
+                    # The case's own limits were checked once, above.
+                    if iso_week(start) not in taken_weeks and not counselor_busy(
+                        counselor, start, start + length, diary
                     ):
                         offers.append(
                             Offer(
