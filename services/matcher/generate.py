@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from services.matcher.instance import INSTANCE_FORMAT, TIME_FORMAT
+from services.matcher.instance import INSTANCE_FORMAT, SEED_RULES, SEED_WEIGHTS, TIME_FORMAT
 from services.office_calendar import OfficeCalendar, load_shipped
 
 
@@ -491,19 +491,8 @@ def generate(scale: str, seed: int, *, weeks: int = 4, tight: float = 0.75) -> d
         "timezone": "Asia/Taipei",
         "horizon": {"start": start.isoformat(), "weeks": weeks},
         "slot_minutes": 30,
-        "rules": {
-            "max_sessions_per_week": 1,
-            "min_session_minutes": 60,
-            "max_session_minutes": 120,
-            "crisis_deadline_hours": 72,
-        },
-        "weights": {
-            "crisis_session": 1000,
-            "session": 100,
-            "continuity": 10,
-            "wait_day": 1,
-            "cost_per_kntd": 1,
-        },
+        "rules": dict(SEED_RULES),
+        "weights": dict(SEED_WEIGHTS),
         **_parts_json(providers, counselors, agencies, cases),
     }
 

@@ -36,6 +36,22 @@ SCHEDULE_FORMAT = "eap-match-schedule/1"
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
 
 Source = str | os.PathLike[str] | Mapping[str, object]
+
+# The seeds' rules and FORMAT.md's example weights, as instance JSON: what
+# generated instances and match-job snapshots use unless told otherwise.
+SEED_RULES: Mapping[str, int] = {
+    "max_sessions_per_week": 1,
+    "min_session_minutes": 60,
+    "max_session_minutes": 120,
+    "crisis_deadline_hours": 72,
+}
+SEED_WEIGHTS: Mapping[str, int] = {
+    "crisis_session": 1000,
+    "session": 100,
+    "continuity": 10,
+    "wait_day": 1,
+    "cost_per_kntd": 1,
+}
 T = TypeVar("T")
 
 

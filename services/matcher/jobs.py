@@ -36,6 +36,8 @@ from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import SLOT_MINUTES, Case
 from services.matcher.instance import (
     INSTANCE_FORMAT,
+    SEED_RULES,
+    SEED_WEIGHTS,
     TIME_FORMAT,
     CaseKind,
     load_instance,
@@ -51,13 +53,6 @@ from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.matcher.jobs")
 
-DEFAULT_WEIGHTS = {
-    "crisis_session": 1000,
-    "session": 100,
-    "continuity": 10,
-    "wait_day": 1,
-    "cost_per_kntd": 1,
-}
 MAX_WEEKS = 8
 MAX_TIME_LIMIT = 600
 HEARTBEAT = timedelta(seconds=2)
@@ -207,13 +202,8 @@ class Snapshots:
             "timezone": "Asia/Taipei",
             "horizon": {"start": _local(start)[:10], "weeks": request.weeks},
             "slot_minutes": SLOT_MINUTES,
-            "rules": {
-                "max_sessions_per_week": 1,
-                "min_session_minutes": 60,
-                "max_session_minutes": 120,
-                "crisis_deadline_hours": self._deadline_hours,
-            },
-            "weights": {**DEFAULT_WEIGHTS, **request.weights},
+            "rules": {**SEED_RULES, "crisis_deadline_hours": self._deadline_hours},
+            "weights": {**SEED_WEIGHTS, **request.weights},
             "providers": providers,
             "counselors": counselor_items,
             "agencies": agencies,
