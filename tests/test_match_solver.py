@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.matcher import greedy, solver
+from services.matcher import greedy, lns, solver
 from services.matcher.generate import generate
 from services.matcher.instance import load_instance
 from services.matcher.solver import solve
@@ -41,7 +41,7 @@ def test_neighbourhood_search_keeps_every_rule_and_never_loses(
 ) -> None:
     # Force the path large instances take, on an instance small enough to test.
     monkeypatch.setattr(solver, "WHOLE_MODEL_CASES", 10)
-    monkeypatch.setattr(solver, "NEIGHBOURHOOD_CASES", 20)
+    monkeypatch.setattr(lns, "NEIGHBOURHOOD_CASES", 20)
     inst = load_instance(generate("S", 2))
     report = solver.solve(inst, time_limit=6)
     assert report.used in ("cp-sat-lns", "baseline")

@@ -1,6 +1,6 @@
 """First-come-first-served booking: the baseline an optimizer has to beat.
 
-    python -m services.matcher.greedy INSTANCE.json [--order crisis-first|submitted] > SCHEDULE.json
+    python -m services.matcher.greedy INSTANCE.json [--order crisis-first|submitted|value]
 
 FORMAT.md calls the baseline "the first-come-first-served booking that most
 appointment systems do today", and gives crisis cases a deadline (rule 7)
@@ -8,6 +8,8 @@ after which a session is worth nothing. The suite's programmes take crisis
 cases first, so the default order is: crisis cases first, by when they came
 in, then every other case by submission time (ties by case id).
 `--order submitted` is the strict queue, crisis cases included.
+`--order value` is no queue at all but where the optimizer starts from:
+crisis cases, then the shortest sessions, then the most sessions wanted.
 
 Each case in turn books what a person clicking "earliest available" would
 get, and never looks back: one session a week (the counselling cadence),
@@ -47,7 +49,7 @@ from services.matcher.instance import (
     load_instance,
 )
 
-ORDERS = ("crisis-first", "submitted")
+ORDERS = ("crisis-first", "submitted", "value")
 ONE_MINUTE = timedelta(minutes=1)
 
 
@@ -57,6 +59,14 @@ def booking_order(inst: Instance, order: str = "crisis-first") -> list[Case]:
 
     if order == "submitted":
         return sorted(inst.cases, key=queue_key)
+    if order == "value":
+        # Each session scores the same whatever its length, and where the
+        # providers' hours run out, short sessions stretch them furthest;
+        # a case wanting several sessions also gains continuity from them.
+        return sorted(
+            inst.cases,
+            key=lambda c: (c.kind is not CaseKind.CRISIS, c.minutes, -c.sessions, *queue_key(c)),
+        )
     if order != "crisis-first":
         raise ValueError(f"order must be one of {ORDERS}, not {order!r}")
     return sorted(inst.cases, key=lambda c: (c.kind is not CaseKind.CRISIS, *queue_key(c)))

@@ -216,42 +216,63 @@ class Instance:
         """Slot-aligned starts where the whole session fits inside one
         interval of the counselor and one of the case, within the horizon,
         not before the case was submitted (rule 2), earliest first."""
+        origin = self.horizon.start
+        return [origin + timedelta(minutes=m) for m in self.start_minutes(case, counselor)]
+
+    def minute_of(self, moment: datetime) -> int:
+        """Minutes from the horizon's start (a midnight) to `moment`."""
+        return int((moment - self.horizon.start).total_seconds() // 60)
+
+    def start_minutes(self, case: Case, counselor: Counselor) -> list[int]:
+        """`starts`, in minutes from the horizon's start: whole numbers are
+        what a search that asks for them thousands of times can afford."""
         if not self.rules.min_session_minutes <= case.minutes <= self.rules.max_session_minutes:
             return []  # a length the rules forbid fits nowhere
-        length = timedelta(minutes=case.minutes)
-        step = timedelta(minutes=self.slot_minutes)
-        starts = []
-        floor = max(self.horizon.start, case.submitted)
-        ceiling = self.horizon.end
+        length, step = case.minutes, self.slot_minutes
+        floor = max(self.minute_of(case.submitted), 0)
+        ceiling = self.horizon.weeks * 7 * 1440
         windows, window_starts, longest = self._windows_of(counselor)
-        for theirs in case.availability:
+        starts: set[int] = set()
+        for their_start, their_end in self._minutes_of(case):
             # Only the counselor's intervals that can overlap this one.
-            first = bisect.bisect_left(window_starts, theirs.start - longest)
-            last = bisect.bisect_left(window_starts, theirs.end)
-            for mine in windows[first:last]:
-                begin = max(mine.start, theirs.start, floor)
-                end = min(mine.end, theirs.end, ceiling)
+            first = bisect.bisect_left(window_starts, their_start - longest)
+            last = bisect.bisect_left(window_starts, their_end)
+            for my_start, my_end in windows[first:last]:
+                begin = max(my_start, their_start, floor)
+                end = min(my_end, their_end, ceiling)
                 if begin + length > end:
                     continue
-                midnight = begin.replace(hour=0, minute=0, second=0, microsecond=0)
-                offset = (begin - midnight) % step
+                offset = (begin % 1440) % step  # slots count from midnight
                 start = begin if not offset else begin + (step - offset)
-                while start + length <= end:
-                    starts.append(start)
-                    start += step
-        return sorted(set(starts))
+                starts.update(range(start, end - length + 1, step))
+        return sorted(starts)
 
-    def _windows_of(self, counselor: Counselor) -> tuple[list[Interval], list[datetime], timedelta]:
-        """The counselor's intervals by start, their starts, and the longest."""
-        found = self._windows.get(counselor.id)
+    def _minutes_of(self, case: Case) -> list[tuple[int, int]]:
+        found = self._case_minutes.get(case.id)
         if found is None:
-            ordered = sorted(counselor.availability, key=lambda iv: iv.start)
-            longest = max((iv.end - iv.start for iv in ordered), default=timedelta())
-            found = self._windows[counselor.id] = (ordered, [iv.start for iv in ordered], longest)
+            found = self._case_minutes[case.id] = [
+                (self.minute_of(iv.start), self.minute_of(iv.end)) for iv in case.availability
+            ]
         return found
 
     @cached_property
-    def _windows(self) -> dict[str, tuple[list[Interval], list[datetime], timedelta]]:
+    def _case_minutes(self) -> dict[str, list[tuple[int, int]]]:
+        return {}
+
+    def _windows_of(self, counselor: Counselor) -> tuple[list[tuple[int, int]], list[int], int]:
+        """The counselor's intervals in minutes by start, their starts, and
+        the longest."""
+        found = self._windows.get(counselor.id)
+        if found is None:
+            ordered = sorted(
+                (self.minute_of(iv.start), self.minute_of(iv.end)) for iv in counselor.availability
+            )
+            longest = max((end - start for start, end in ordered), default=0)
+            found = self._windows[counselor.id] = (ordered, [s for s, _ in ordered], longest)
+        return found
+
+    @cached_property
+    def _windows(self) -> dict[str, tuple[list[tuple[int, int]], list[int], int]]:
         return {}
 
     def reference_time(self, case: Case) -> datetime:
