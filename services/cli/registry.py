@@ -1,20 +1,27 @@
-"""Which services exist, by the name `eapctl serve NAME` takes."""
+"""Which services exist, by the name `eapctl serve NAME` takes.
+
+Each is imported only when built, so that commands which serve nothing
+(`eapctl match solve`, say) do not pay for loading all three.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from importlib import import_module
+from typing import TYPE_CHECKING, cast
 
-from services.calendar.service import CalendarService
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
-from services.runtime.server import Service
+if TYPE_CHECKING:
+    from services.runtime.server import Service
 
-SERVICES: dict[str, Callable[[], Service]] = {
-    "quota": QuotaService,
-    "matcher": MatcherService,
-    "calendar": CalendarService,
+SERVICES: dict[str, str] = {
+    "quota": "services.quota.service:QuotaService",
+    "matcher": "services.matcher.service:MatcherService",
+    "calendar": "services.calendar.service:CalendarService",
 }
 
 
 def build(names: list[str]) -> list[Service]:
-    return [SERVICES[name]() for name in names]
+    built = []
+    for name in names:
+        module, _, cls = SERVICES[name].partition(":")
+        built.append(cast("Service", getattr(import_module(module), cls)()))
+    return built

@@ -83,7 +83,9 @@ def search(
     # large instances, checks the schedule every few seconds and at the end,
     # and a schedule it rejects is dropped for the last one it passed.
     verified = start
+    checking = time.monotonic()
     score = violations_and_score(inst, start)[1]
+    check_seconds = time.monotonic() - checking  # kept for the check at the end
     estimate = float(score)  # the model's word, between checks
     rounds = improved = 0
     last_round = 0.2
@@ -103,7 +105,7 @@ def search(
         changed = False
 
     # Start a round only when one as long as the last fits in what is left.
-    while (left := deadline - time.monotonic()) > last_round:
+    while (left := deadline - check_seconds - time.monotonic()) > last_round:
         round_began = time.monotonic()
         free = _neighbourhood(inst, load, rng)
         freed = [s for case_id in free for s in load.sessions_of_case.get(case_id, ())]
