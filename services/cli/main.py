@@ -83,6 +83,14 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
     return cast(int, tool.main(args.rest))
 
 
+CALENDAR_TOOLS = {"plan": "plan_cli"}
+
+
+def _calendar(args: argparse.Namespace, settings: Settings) -> int:
+    tool = import_module(f"services.calendar.{CALENDAR_TOOLS[args.calendar_command]}")
+    return cast(int, tool.main(args.rest))
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.demo import run_demo
 
@@ -121,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     match.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     match.set_defaults(run=_match)
+
+    calendar = commands.add_parser(
+        "calendar", help="plan a year's programme of meetings, trainings and group sessions"
+    )
+    calendar.add_argument("calendar_command", choices=[*CALENDAR_TOOLS])
+    calendar.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
+    calendar.set_defaults(run=_calendar)
 
     demo = commands.add_parser("demo", help="tell the suite's story on embedded defaults")
     demo.add_argument("--keep", action="store_true", help="keep the demo's database")

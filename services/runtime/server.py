@@ -10,7 +10,7 @@ NOT_SERVING, the port stops accepting, in-flight calls get the grace period.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
 import logging
 import signal
 from collections.abc import Sequence
@@ -33,6 +33,7 @@ from services.runtime.interceptor import RuntimeInterceptor
 log = logging.getLogger("eap.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+BACKGROUND_STOP_SECONDS = 10.0  # for background loops to end once cancelled
 
 
 @dataclass
@@ -85,9 +86,17 @@ class RunningServer:
         await self.server.stop(grace)
         for task in self.runtime.background:
             task.cancel()
-        for task in self.runtime.background:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self.runtime.background:
+            # A loop that ignores its cancellation must not hold the process
+            # past SIGTERM; say where it is stuck instead.
+            _, stuck = await asyncio.wait(self.runtime.background, timeout=BACKGROUND_STOP_SECONDS)
+            for task in stuck:
+                where = io.StringIO()
+                task.print_stack(file=where)
+                log.error(
+                    "background task did not stop",
+                    extra={"task": task.get_name(), "stack": where.getvalue()},
+                )
         for service in self.services:
             await service.close()
         if self.runtime.redis is not None:

@@ -1,0 +1,95 @@
+"""A plan as RFC 5545 iCalendar, for the calendars people already use.
+
+Each event keeps its UID across re-plans and re-exports of the same
+programme (`planner.event_uid`), so a calendar that imports the file again
+updates the events in place instead of adding copies. Attendees are named
+by the ids the programme gives them, as `urn:eap:person:<id>` addresses.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import icalendar
+
+from services.calendar.planner import Event, Plan
+
+TIMEZONE = ZoneInfo("Asia/Taipei")
+PRODUCT = "-//EAP suite//calendar service//EN"
+
+
+def export_ics(
+    plan: Plan,
+    person: str | None = None,
+    room: str | None = None,
+    stamp: datetime | None = None,
+) -> bytes:
+    """The whole plan, or one person's events (required or optional), or
+    one room's. `stamp` is each event's DTSTAMP (default: now)."""
+    titles = {a.id: a.title for a in plan.program.activities}
+    optional = {a.id: a.optional for a in plan.program.activities}
+    counts = {a.id: a.occurrences() for a in plan.program.activities}
+    stamp = stamp or datetime.now(TIMEZONE)
+    calendar = icalendar.Calendar()
+    calendar.add("prodid", PRODUCT)
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("method", "PUBLISH")
+    calendar.add("x-wr-calname", _name(plan, person, room))
+    calendar.add("x-wr-timezone", str(TIMEZONE))
+    for event in plan.events:
+        if person is not None and person not in event.required + optional[event.activity]:
+            continue
+        if room is not None and event.room != room:
+            continue
+        calendar.add_component(_vevent(event, titles, optional, counts, stamp))
+    calendar.add_missing_timezones()
+    return bytes(calendar.to_ical())
+
+
+def _vevent(
+    event: Event,
+    titles: dict[str, str],
+    optional: dict[str, tuple[str, ...]],
+    counts: dict[str, int],
+    stamp: datetime,
+) -> icalendar.Event:
+    vevent = icalendar.Event()
+    vevent.add("uid", event.uid)
+    vevent.add("dtstamp", stamp)
+    vevent.add("dtstart", event.start.replace(tzinfo=TIMEZONE))
+    vevent.add("dtend", event.end.replace(tzinfo=TIMEZONE))
+    title = titles[event.activity]
+    if counts[event.activity] > 1:
+        title += f" ({event.occurrence} of {counts[event.activity]})"
+    vevent.add("summary", title)
+    if event.room is not None:
+        vevent.add("location", event.room)
+    vevent.add("categories", [event.activity])
+    lines = [f"Required: {', '.join(event.required)}"]
+    if optional[event.activity]:
+        lines.append(f"Optional: {', '.join(optional[event.activity])}")
+    vevent.add("description", "\n".join(lines))
+    for person_id in event.required:
+        vevent.add("attendee", _address(person_id, "REQ-PARTICIPANT"))
+    for person_id in optional[event.activity]:
+        vevent.add("attendee", _address(person_id, "OPT-PARTICIPANT"))
+    vevent.add("status", "CONFIRMED")
+    vevent.add("transp", "OPAQUE")
+    return vevent
+
+
+def _address(person_id: str, role: str) -> icalendar.vCalAddress:
+    address = icalendar.vCalAddress(f"urn:eap:person:{person_id}")
+    address.params["cn"] = icalendar.vText(person_id)
+    address.params["role"] = icalendar.vText(role)
+    return address
+
+
+def _name(plan: Plan, person: str | None, room: str | None) -> str:
+    if person is not None:
+        return f"{plan.program.name}: {person}"
+    if room is not None:
+        return f"{plan.program.name}: room {room}"
+    return plan.program.name
