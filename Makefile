@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup proto demo test lint run bench-quota bench-match clean
+.PHONY: setup proto demo test lint run bench-quota bench-match bench-calendar clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,9 @@ bench-quota: setup  ## Reserve+Commit vs no-op over gRPC; writes bench/RESULTS.m
 
 bench-match: setup  ## eapctl match solve on S, M, L x seeds 1-3 beside greedy; writes bench/RESULTS.md
 	$(BIN)/python bench/match_bench.py
+
+bench-calendar: setup  ## eapctl calendar plan on a year for 2,000 people, 300 events; writes bench/RESULTS.md
+	$(BIN)/python bench/calendar_bench.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
