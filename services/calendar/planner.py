@@ -209,7 +209,8 @@ def plan_program(
     events.sort(key=lambda e: (e.start, e.activity, e.occurrence))
     unplaced = [o.unplaceable for o in occurrences if o.unplaceable is not None]
     left_out = [o for o in placeable if o not in chosen]
-    unplaced += [_why_left_out(program, occ, occurrences, chosen, masks) for occ in left_out]
+    proven = status == "OPTIMAL"
+    unplaced += [_why_left_out(program, occ, chosen, proven) for occ in left_out]
     return Plan(program, tuple(events), tuple(unplaced), status, clock.monotonic() - began)
 
 
@@ -421,6 +422,10 @@ def _solve(
             for b in own[i + 1 :]:
                 model.add(start[b] >= start[a] + gap).only_enforce_if([placed[a], placed[b]])
         shared = [n for n in own if occurrences[n].days == occurrences[own[0]].days]
+        # Alike occurrences are placed first to last: the order is only a
+        # name, and one left out must not be stranded before its followers.
+        for a, b in itertools.pairwise(shared):
+            model.add_implication(placed[b], placed[a])
         if len(shared) > 1 and weights.spread:
             low = min(occurrences[n].starts[0] for n in shared) // DAY
             high = max(occurrences[n].starts[-1] for n in shared) // DAY
@@ -465,9 +470,8 @@ def _tiers(values: list[int], most: int = OPTIONAL_TIERS) -> list[int]:
 def _why_left_out(
     program: Program,
     occ: _Occurrence,
-    everything: Sequence[_Occurrence],
     chosen: dict[_Occurrence, tuple[int, str | None]],
-    masks: _BusyMasks,
+    proven: bool,
 ) -> Unplaced:
     """Which placed events stand in the way at each of the occurrence's
     free times, and by which rule: the most frequent, in words."""
@@ -506,7 +510,8 @@ def _why_left_out(
         occ.number,
         rule,
         f"{occ.label}: every free time in {_span_words(occ.days)} clashes with other events: "
-        f"{words}.",
+        f"{words}."
+        + ("" if proven else " (The search stopped at its time limit: more time may place it.)"),
     )
 
 
