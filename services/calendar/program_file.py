@@ -34,6 +34,8 @@ from services.calendar.program import (
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MAX_DURATION_MINUTES = 8 * 60
+# Taiwan's government offices: 08:30-12:00 and 13:30-17:30, lunch between.
+DEFAULT_OFFICE_HOURS = OfficeHours(((time(8, 30), time(12, 0)), (time(13, 30), time(17, 30))))
 PROGRAM_KEYS = ("name", "year", "office_hours", "slot_minutes", "max_events_per_person_per_day")
 PERSON_KEYS = ("id", "ids", "roles", "busy", "weekly_busy")
 ACTIVITY_KEYS = (
@@ -178,7 +180,7 @@ class _Reader:
             self.fail("program.max_events_per_person_per_day", "must be at least 1")
         hours = self.each(head, "program", "office_hours", self._block)
         if not hours and "office_hours" not in head:
-            hours = [(time(8, 30), time(12, 30)), (time(13, 30), time(17, 30))]
+            hours = list(DEFAULT_OFFICE_HOURS.blocks)
         weights = self._weights(data.get("weights", {}))
         people = [p for group in self.each(data, "", "people", self._person) for p in group]
         rooms = self.each(data, "", "rooms", self._room)

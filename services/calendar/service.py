@@ -8,6 +8,7 @@ from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.office_days import OfficeDays
+from services.calendar.plans import PlanRunner, Plans
 from services.calendar.servicer import CalendarServicer
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
@@ -22,8 +23,10 @@ class CalendarService(DatabaseService):
     async def started(self, runtime: Runtime) -> None:
         self.office_days = OfficeDays(self.engine)
         await self.office_days.seed_shipped_years()
+        self.plans = Plans(self.engine, self.office_days)
+        runtime.spawn(PlanRunner(self.engine, self.office_days).run_forever(), "calendar-plans")
 
     def register(self, server: aio.Server) -> None:
         calendar_pb2_grpc.add_CalendarServiceServicer_to_server(
-            CalendarServicer(self.office_days), server
+            CalendarServicer(self.office_days, self.plans), server
         )

@@ -1,21 +1,55 @@
-"""gRPC translation for the calendar service."""
+"""gRPC translation for the calendar service: messages in, domain calls,
+messages out. Rules and checks live in `plans` and `office_days`."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.office_days import OfficeDays
+from services.calendar.plans import Plans
+from services.calendar.program import Span
 
 Context = aio.ServicerContext[Any, Any]
+TIMEZONE = ZoneInfo("Asia/Taipei")
+_PLAN_STATE = {
+    "queued": pb.PLAN_STATE_QUEUED,
+    "running": pb.PLAN_STATE_RUNNING,
+    "done": pb.PLAN_STATE_DONE,
+    "failed": pb.PLAN_STATE_FAILED,
+}
+_ENROLLMENT_STATE = {
+    "enrolled": pb.ENROLLMENT_STATE_ENROLLED,
+    "waitlisted": pb.ENROLLMENT_STATE_WAITLISTED,
+    "cancelled": pb.ENROLLMENT_STATE_CANCELLED,
+}
+
+
+def _stamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=TIMEZONE))
+    return stamp
+
+
+def _local(stamp: Timestamp) -> datetime:
+    """A timestamp as the naive Asia/Taipei time the planner works in."""
+    return stamp.ToDatetime(tzinfo=UTC).astimezone(TIMEZONE).replace(tzinfo=None)
+
+
+def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
+    return [(a.person_id, [Span(_local(b.start), _local(b.end)) for b in a.busy]) for a in given]
 
 
 class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
-    def __init__(self, office_days: OfficeDays) -> None:
+    def __init__(self, office_days: OfficeDays, plans: Plans) -> None:
         self._office_days = office_days
+        self._plans = plans
 
     async def ListOfficeDays(
         self, request: pb.ListOfficeDaysRequest, context: Context
@@ -43,3 +77,99 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
         return pb.ImportOfficeCalendarResponse(
             year=request.year, office_days=open_days, closed_days=len(days) - open_days
         )
+
+    async def PlanProgram(
+        self, request: pb.PlanProgramRequest, context: Context
+    ) -> pb.PlanProgramResponse:
+        plan_id = await self._plans.submit(
+            request.program_toml, request.year, request.time_limit_seconds
+        )
+        return pb.PlanProgramResponse(plan_id=plan_id, state=pb.PLAN_STATE_QUEUED)
+
+    async def GetPlan(self, request: pb.GetPlanRequest, context: Context) -> pb.GetPlanResponse:
+        stored = await self._plans.get(request.plan_id)
+        row = stored.row
+        return pb.GetPlanResponse(
+            plan_id=row.plan_id,
+            state=_PLAN_STATE[row.state],
+            name=row.name,
+            year=row.year,
+            events=[
+                pb.PlannedEvent(
+                    uid=e.uid,
+                    activity_id=e.activity_id,
+                    title=e.title,
+                    occurrence=e.occurrence,
+                    start=_stamp(e.start),
+                    end=_stamp(e.end),
+                    room_id=e.room_id,
+                    required_person_ids=e.required,
+                    optional_free_person_ids=e.optional_free,
+                    kind=e.kind,
+                    capacity=e.capacity,
+                    enrolled=stored.enrolled.get(e.uid, 0),
+                    waitlisted=stored.waitlisted.get(e.uid, 0),
+                )
+                for e in stored.events
+            ],
+            unplaced=[
+                pb.UnplacedOccurrence(
+                    activity_id=u["activity"],
+                    occurrence=u["occurrence"],
+                    rule=u["rule"],
+                    explanation=u["explanation"],
+                )
+                for u in row.unplaced
+            ],
+            solver_status=row.solver_status,
+            seconds=row.seconds,
+            error=row.error,
+        )
+
+    async def FindMeetingTime(
+        self, request: pb.FindMeetingTimeRequest, context: Context
+    ) -> pb.FindMeetingTimeResponse:
+        options = await self._plans.find_time(
+            request.plan_id,
+            _attendees(request.required),
+            _attendees(request.optional),
+            request.duration_minutes,
+            request.first_date,
+            request.last_date,
+            request.limit,
+        )
+        return pb.FindMeetingTimeResponse(
+            options=[
+                pb.MeetingOption(
+                    start=_stamp(o.start),
+                    end=_stamp(o.end),
+                    can_come=o.can_come,
+                    cannot_come=o.cannot_come,
+                )
+                for o in options
+            ]
+        )
+
+    async def EnrollTraining(
+        self, request: pb.EnrollTrainingRequest, context: Context
+    ) -> pb.EnrollTrainingResponse:
+        state, place = await self._plans.enroll(
+            request.plan_id, request.event_uid, request.person_id
+        )
+        return pb.EnrollTrainingResponse(state=_ENROLLMENT_STATE[state], waitlist_position=place)
+
+    async def CancelEnrollment(
+        self, request: pb.CancelEnrollmentRequest, context: Context
+    ) -> pb.CancelEnrollmentResponse:
+        passed_on = await self._plans.cancel_enrollment(
+            request.plan_id, request.event_uid, request.person_id
+        )
+        return pb.CancelEnrollmentResponse(
+            state=pb.ENROLLMENT_STATE_CANCELLED, seat_passed_on=passed_on
+        )
+
+    async def ExportCalendar(
+        self, request: pb.ExportCalendarRequest, context: Context
+    ) -> pb.ExportCalendarResponse:
+        ics, count = await self._plans.export(request.plan_id, request.person_id, request.room_id)
+        return pb.ExportCalendarResponse(ics=ics, events=count)

@@ -47,18 +47,15 @@ from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of
 from services.matcher.report import render
-from services.runtime import clock
+from services.runtime import clock, job_queue
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
 from services.runtime.fields import FieldChecker
+from services.runtime.job_queue import HEARTBEAT, POLL_SECONDS
 
 log = logging.getLogger("eap.matcher.jobs")
 
 MAX_WEEKS = 8
 MAX_TIME_LIMIT = 600
-HEARTBEAT = timedelta(seconds=2)
-STALE_AFTER = timedelta(seconds=30)  # no heartbeat this long: the replica died
-MAX_ATTEMPTS = 3
-POLL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -439,31 +436,8 @@ class JobRunner:
         return True
 
     async def _claim(self) -> JobRow | None:
-        now = clock.now()
         async with self._sessions() as session, session.begin():
-            row = await session.scalar(
-                select(JobRow)
-                .where(
-                    or_(
-                        JobRow.state == "queued",
-                        and_(JobRow.state == "running", JobRow.heartbeat_at < now - STALE_AFTER),
-                    )
-                )
-                .order_by(JobRow.created_at)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            )
-            if row is None:
-                return None
-            if row.attempts >= MAX_ATTEMPTS:
-                row.state = "failed"
-                row.error = f"the replicas running it stopped {row.attempts} times"
-                return None
-            if row.state == "running":
-                log.warning("match job taken over", extra={"job": row.job_id})
-            row.state, row.worker, row.heartbeat_at = "running", self.worker, now
-            row.attempts += 1
-        return row
+            return await job_queue.claim(session, JobRow, self.worker)
 
     async def _solve(
         self, job: JobRow, instance: dict[str, Any], seconds: int, report: bool

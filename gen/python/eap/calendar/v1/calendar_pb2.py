@@ -22,25 +22,64 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x61p/calendar/v1/calendar.proto\x12\x0f\x65\x61p.calendar.v1\"W\n\x15ListOfficeDaysRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x18\n\x10office_days_only\x18\x03 \x01(\x08\"n\n\tOfficeDay\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04open\x18\x02 \x01(\x08\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x17\n\x0fmake_up_workday\x18\x04 \x01(\x08\x12\x1e\n\x16\x66rom_official_calendar\x18\x05 \x01(\x08\"B\n\x16ListOfficeDaysResponse\x12(\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x1a.eap.calendar.v1.OfficeDay\"@\n\x1bImportOfficeCalendarRequest\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\x13\n\x0b\x63sv_content\x18\x02 \x01(\x0c\"V\n\x1cImportOfficeCalendarResponse\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\x13\n\x0boffice_days\x18\x02 \x01(\x05\x12\x13\n\x0b\x63losed_days\x18\x03 \x01(\x05\x32\xe9\x01\n\x0f\x43\x61lendarService\x12\x61\n\x0eListOfficeDays\x12&.eap.calendar.v1.ListOfficeDaysRequest\x1a\'.eap.calendar.v1.ListOfficeDaysResponse\x12s\n\x14ImportOfficeCalendar\x12,.eap.calendar.v1.ImportOfficeCalendarRequest\x1a-.eap.calendar.v1.ImportOfficeCalendarResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x65\x61p/calendar/v1/calendar.proto\x12\x0f\x65\x61p.calendar.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"T\n\x12PlanProgramRequest\x12\x14\n\x0cprogram_toml\x18\x01 \x01(\t\x12\x0c\n\x04year\x18\x02 \x01(\x05\x12\x1a\n\x12time_limit_seconds\x18\x03 \x01(\x05\"Q\n\x13PlanProgramResponse\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.eap.calendar.v1.PlanState\"!\n\x0eGetPlanRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\"\xbd\x02\n\x0cPlannedEvent\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12\x13\n\x0b\x61\x63tivity_id\x18\x02 \x01(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\noccurrence\x18\x04 \x01(\x05\x12)\n\x05start\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07room_id\x18\x07 \x01(\t\x12\x1b\n\x13required_person_ids\x18\x08 \x03(\t\x12 \n\x18optional_free_person_ids\x18\t \x03(\t\x12\x0c\n\x04kind\x18\n \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x0b \x01(\x05\x12\x10\n\x08\x65nrolled\x18\x0c \x01(\x05\x12\x12\n\nwaitlisted\x18\r \x01(\x05\"`\n\x12UnplacedOccurrence\x12\x13\n\x0b\x61\x63tivity_id\x18\x01 \x01(\t\x12\x12\n\noccurrence\x18\x02 \x01(\x05\x12\x0c\n\x04rule\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\"\x86\x02\n\x0fGetPlanResponse\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.eap.calendar.v1.PlanState\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0c\n\x04year\x18\x04 \x01(\x05\x12-\n\x06\x65vents\x18\x05 \x03(\x0b\x32\x1d.eap.calendar.v1.PlannedEvent\x12\x35\n\x08unplaced\x18\x06 \x03(\x0b\x32#.eap.calendar.v1.UnplacedOccurrence\x12\x15\n\rsolver_status\x18\x07 \x01(\t\x12\x0f\n\x07seconds\x18\x08 \x01(\x01\x12\r\n\x05\x65rror\x18\t \x01(\t\"^\n\x08\x42usyTime\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x08\x41ttendee\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12\'\n\x04\x62usy\x18\x02 \x03(\x0b\x32\x19.eap.calendar.v1.BusyTime\"\xd3\x01\n\x16\x46indMeetingTimeRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12+\n\x08required\x18\x02 \x03(\x0b\x32\x19.eap.calendar.v1.Attendee\x12+\n\x08optional\x18\x03 \x03(\x0b\x32\x19.eap.calendar.v1.Attendee\x12\x18\n\x10\x64uration_minutes\x18\x04 \x01(\x05\x12\x12\n\nfirst_date\x18\x05 \x01(\t\x12\x11\n\tlast_date\x18\x06 \x01(\t\x12\r\n\x05limit\x18\x07 \x01(\x05\"\x8a\x01\n\rMeetingOption\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x63\x61n_come\x18\x03 \x03(\t\x12\x13\n\x0b\x63\x61nnot_come\x18\x04 \x03(\t\"J\n\x17\x46indMeetingTimeResponse\x12/\n\x07options\x18\x01 \x03(\x0b\x32\x1e.eap.calendar.v1.MeetingOption\"N\n\x15\x45nrollTrainingRequest\x12\x11\n\tevent_uid\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\"d\n\x16\x45nrollTrainingResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .eap.calendar.v1.EnrollmentState\x12\x19\n\x11waitlist_position\x18\x02 \x01(\x05\"P\n\x17\x43\x61ncelEnrollmentRequest\x12\x11\n\tevent_uid\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0f\n\x07plan_id\x18\x03 \x01(\t\"c\n\x18\x43\x61ncelEnrollmentResponse\x12/\n\x05state\x18\x01 \x01(\x0e\x32 .eap.calendar.v1.EnrollmentState\x12\x16\n\x0eseat_passed_on\x18\x02 \x01(\x08\"L\n\x15\x45xportCalendarRequest\x12\x0f\n\x07plan_id\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x0f\n\x07room_id\x18\x03 \x01(\t\"5\n\x16\x45xportCalendarResponse\x12\x0b\n\x03ics\x18\x01 \x01(\x0c\x12\x0e\n\x06\x65vents\x18\x02 \x01(\x05\"W\n\x15ListOfficeDaysRequest\x12\x12\n\nstart_date\x18\x01 \x01(\t\x12\x10\n\x08\x65nd_date\x18\x02 \x01(\t\x12\x18\n\x10office_days_only\x18\x03 \x01(\x08\"n\n\tOfficeDay\x12\x0c\n\x04\x64\x61te\x18\x01 \x01(\t\x12\x0c\n\x04open\x18\x02 \x01(\x08\x12\x0c\n\x04note\x18\x03 \x01(\t\x12\x17\n\x0fmake_up_workday\x18\x04 \x01(\x08\x12\x1e\n\x16\x66rom_official_calendar\x18\x05 \x01(\x08\"B\n\x16ListOfficeDaysResponse\x12(\n\x04\x64\x61ys\x18\x01 \x03(\x0b\x32\x1a.eap.calendar.v1.OfficeDay\"@\n\x1bImportOfficeCalendarRequest\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\x13\n\x0b\x63sv_content\x18\x02 \x01(\x0c\"V\n\x1cImportOfficeCalendarResponse\x12\x0c\n\x04year\x18\x01 \x01(\x05\x12\x13\n\x0boffice_days\x18\x02 \x01(\x05\x12\x13\n\x0b\x63losed_days\x18\x03 \x01(\x05*\x82\x01\n\tPlanState\x12\x1a\n\x16PLAN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11PLAN_STATE_QUEUED\x10\x01\x12\x16\n\x12PLAN_STATE_RUNNING\x10\x02\x12\x13\n\x0fPLAN_STATE_DONE\x10\x03\x12\x15\n\x11PLAN_STATE_FAILED\x10\x04*\x93\x01\n\x0f\x45nrollmentState\x12 \n\x1c\x45NROLLMENT_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45NROLLMENT_STATE_ENROLLED\x10\x01\x12\x1f\n\x1b\x45NROLLMENT_STATE_WAITLISTED\x10\x02\x12\x1e\n\x1a\x45NROLLMENT_STATE_CANCELLED\x10\x03\x32\xa6\x06\n\x0f\x43\x61lendarService\x12\x61\n\x0eListOfficeDays\x12&.eap.calendar.v1.ListOfficeDaysRequest\x1a\'.eap.calendar.v1.ListOfficeDaysResponse\x12s\n\x14ImportOfficeCalendar\x12,.eap.calendar.v1.ImportOfficeCalendarRequest\x1a-.eap.calendar.v1.ImportOfficeCalendarResponse\x12X\n\x0bPlanProgram\x12#.eap.calendar.v1.PlanProgramRequest\x1a$.eap.calendar.v1.PlanProgramResponse\x12L\n\x07GetPlan\x12\x1f.eap.calendar.v1.GetPlanRequest\x1a .eap.calendar.v1.GetPlanResponse\x12\x64\n\x0f\x46indMeetingTime\x12\'.eap.calendar.v1.FindMeetingTimeRequest\x1a(.eap.calendar.v1.FindMeetingTimeResponse\x12\x61\n\x0e\x45nrollTraining\x12&.eap.calendar.v1.EnrollTrainingRequest\x1a\'.eap.calendar.v1.EnrollTrainingResponse\x12g\n\x10\x43\x61ncelEnrollment\x12(.eap.calendar.v1.CancelEnrollmentRequest\x1a).eap.calendar.v1.CancelEnrollmentResponse\x12\x61\n\x0e\x45xportCalendar\x12&.eap.calendar.v1.ExportCalendarRequest\x1a\'.eap.calendar.v1.ExportCalendarResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'eap.calendar.v1.calendar_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTOFFICEDAYSREQUEST']._serialized_start=51
-  _globals['_LISTOFFICEDAYSREQUEST']._serialized_end=138
-  _globals['_OFFICEDAY']._serialized_start=140
-  _globals['_OFFICEDAY']._serialized_end=250
-  _globals['_LISTOFFICEDAYSRESPONSE']._serialized_start=252
-  _globals['_LISTOFFICEDAYSRESPONSE']._serialized_end=318
-  _globals['_IMPORTOFFICECALENDARREQUEST']._serialized_start=320
-  _globals['_IMPORTOFFICECALENDARREQUEST']._serialized_end=384
-  _globals['_IMPORTOFFICECALENDARRESPONSE']._serialized_start=386
-  _globals['_IMPORTOFFICECALENDARRESPONSE']._serialized_end=472
-  _globals['_CALENDARSERVICE']._serialized_start=475
-  _globals['_CALENDARSERVICE']._serialized_end=708
+  _globals['_PLANSTATE']._serialized_start=2492
+  _globals['_PLANSTATE']._serialized_end=2622
+  _globals['_ENROLLMENTSTATE']._serialized_start=2625
+  _globals['_ENROLLMENTSTATE']._serialized_end=2772
+  _globals['_PLANPROGRAMREQUEST']._serialized_start=84
+  _globals['_PLANPROGRAMREQUEST']._serialized_end=168
+  _globals['_PLANPROGRAMRESPONSE']._serialized_start=170
+  _globals['_PLANPROGRAMRESPONSE']._serialized_end=251
+  _globals['_GETPLANREQUEST']._serialized_start=253
+  _globals['_GETPLANREQUEST']._serialized_end=286
+  _globals['_PLANNEDEVENT']._serialized_start=289
+  _globals['_PLANNEDEVENT']._serialized_end=606
+  _globals['_UNPLACEDOCCURRENCE']._serialized_start=608
+  _globals['_UNPLACEDOCCURRENCE']._serialized_end=704
+  _globals['_GETPLANRESPONSE']._serialized_start=707
+  _globals['_GETPLANRESPONSE']._serialized_end=969
+  _globals['_BUSYTIME']._serialized_start=971
+  _globals['_BUSYTIME']._serialized_end=1065
+  _globals['_ATTENDEE']._serialized_start=1067
+  _globals['_ATTENDEE']._serialized_end=1137
+  _globals['_FINDMEETINGTIMEREQUEST']._serialized_start=1140
+  _globals['_FINDMEETINGTIMEREQUEST']._serialized_end=1351
+  _globals['_MEETINGOPTION']._serialized_start=1354
+  _globals['_MEETINGOPTION']._serialized_end=1492
+  _globals['_FINDMEETINGTIMERESPONSE']._serialized_start=1494
+  _globals['_FINDMEETINGTIMERESPONSE']._serialized_end=1568
+  _globals['_ENROLLTRAININGREQUEST']._serialized_start=1570
+  _globals['_ENROLLTRAININGREQUEST']._serialized_end=1648
+  _globals['_ENROLLTRAININGRESPONSE']._serialized_start=1650
+  _globals['_ENROLLTRAININGRESPONSE']._serialized_end=1750
+  _globals['_CANCELENROLLMENTREQUEST']._serialized_start=1752
+  _globals['_CANCELENROLLMENTREQUEST']._serialized_end=1832
+  _globals['_CANCELENROLLMENTRESPONSE']._serialized_start=1834
+  _globals['_CANCELENROLLMENTRESPONSE']._serialized_end=1933
+  _globals['_EXPORTCALENDARREQUEST']._serialized_start=1935
+  _globals['_EXPORTCALENDARREQUEST']._serialized_end=2011
+  _globals['_EXPORTCALENDARRESPONSE']._serialized_start=2013
+  _globals['_EXPORTCALENDARRESPONSE']._serialized_end=2066
+  _globals['_LISTOFFICEDAYSREQUEST']._serialized_start=2068
+  _globals['_LISTOFFICEDAYSREQUEST']._serialized_end=2155
+  _globals['_OFFICEDAY']._serialized_start=2157
+  _globals['_OFFICEDAY']._serialized_end=2267
+  _globals['_LISTOFFICEDAYSRESPONSE']._serialized_start=2269
+  _globals['_LISTOFFICEDAYSRESPONSE']._serialized_end=2335
+  _globals['_IMPORTOFFICECALENDARREQUEST']._serialized_start=2337
+  _globals['_IMPORTOFFICECALENDARREQUEST']._serialized_end=2401
+  _globals['_IMPORTOFFICECALENDARRESPONSE']._serialized_start=2403
+  _globals['_IMPORTOFFICECALENDARRESPONSE']._serialized_end=2489
+  _globals['_CALENDARSERVICE']._serialized_start=2775
+  _globals['_CALENDARSERVICE']._serialized_end=3581
 # @@protoc_insertion_point(module_scope)

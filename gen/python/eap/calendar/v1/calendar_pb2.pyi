@@ -6,7 +6,9 @@ isort:skip_file
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -17,6 +19,660 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _PlanState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlanStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PlanState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLAN_STATE_UNSPECIFIED: _PlanState.ValueType  # 0
+    """Not set."""
+    PLAN_STATE_QUEUED: _PlanState.ValueType  # 1
+    """Waiting for a replica to take it."""
+    PLAN_STATE_RUNNING: _PlanState.ValueType  # 2
+    """A replica is planning it."""
+    PLAN_STATE_DONE: _PlanState.ValueType  # 3
+    """Planned: events and unplaced occurrences are final."""
+    PLAN_STATE_FAILED: _PlanState.ValueType  # 4
+    """Planning failed; `error` says why."""
+
+class PlanState(_PlanState, metaclass=_PlanStateEnumTypeWrapper):
+    """Where a plan job stands."""
+
+PLAN_STATE_UNSPECIFIED: PlanState.ValueType  # 0
+"""Not set."""
+PLAN_STATE_QUEUED: PlanState.ValueType  # 1
+"""Waiting for a replica to take it."""
+PLAN_STATE_RUNNING: PlanState.ValueType  # 2
+"""A replica is planning it."""
+PLAN_STATE_DONE: PlanState.ValueType  # 3
+"""Planned: events and unplaced occurrences are final."""
+PLAN_STATE_FAILED: PlanState.ValueType  # 4
+"""Planning failed; `error` says why."""
+Global___PlanState: _TypeAlias = PlanState  # noqa: Y015
+
+class _EnrollmentState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EnrollmentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EnrollmentState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENROLLMENT_STATE_UNSPECIFIED: _EnrollmentState.ValueType  # 0
+    """Not set."""
+    ENROLLMENT_STATE_ENROLLED: _EnrollmentState.ValueType  # 1
+    """Holds a seat."""
+    ENROLLMENT_STATE_WAITLISTED: _EnrollmentState.ValueType  # 2
+    """Waiting for a seat."""
+    ENROLLMENT_STATE_CANCELLED: _EnrollmentState.ValueType  # 3
+    """Cancelled."""
+
+class EnrollmentState(_EnrollmentState, metaclass=_EnrollmentStateEnumTypeWrapper):
+    """Where an enrollment stands."""
+
+ENROLLMENT_STATE_UNSPECIFIED: EnrollmentState.ValueType  # 0
+"""Not set."""
+ENROLLMENT_STATE_ENROLLED: EnrollmentState.ValueType  # 1
+"""Holds a seat."""
+ENROLLMENT_STATE_WAITLISTED: EnrollmentState.ValueType  # 2
+"""Waiting for a seat."""
+ENROLLMENT_STATE_CANCELLED: EnrollmentState.ValueType  # 3
+"""Cancelled."""
+Global___EnrollmentState: _TypeAlias = EnrollmentState  # noqa: Y015
+
+@_typing.final
+class PlanProgramRequest(_message.Message):
+    """Request for PlanProgram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROGRAM_TOML_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
+    TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
+    program_toml: _builtins.str
+    """The programme's TOML file, as text (at most 2 MB)."""
+    year: _builtins.int
+    """Plan this year instead of the file's `program.year`; 0 keeps the file's."""
+    time_limit_seconds: _builtins.int
+    """Seconds the planner may search, 1-300; 0 means 20."""
+    def __init__(
+        self,
+        *,
+        program_toml: _builtins.str = ...,
+        year: _builtins.int = ...,
+        time_limit_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["program_toml", b"program_toml", "time_limit_seconds", b"time_limit_seconds", "year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanProgramRequest: _TypeAlias = PlanProgramRequest  # noqa: Y015
+
+@_typing.final
+class PlanProgramResponse(_message.Message):
+    """Response of PlanProgram."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan's id, for GetPlan and ExportCalendar."""
+    state: Global___PlanState.ValueType
+    """PLAN_STATE_QUEUED."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        state: Global___PlanState.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlanProgramResponse: _TypeAlias = PlanProgramResponse  # noqa: Y015
+
+@_typing.final
+class GetPlanRequest(_message.Message):
+    """Request for GetPlan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The id PlanProgram returned."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlanRequest: _TypeAlias = GetPlanRequest  # noqa: Y015
+
+@_typing.final
+class PlannedEvent(_message.Message):
+    """One planned event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UID_FIELD_NUMBER: _builtins.int
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    REQUIRED_PERSON_IDS_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FREE_PERSON_IDS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CAPACITY_FIELD_NUMBER: _builtins.int
+    ENROLLED_FIELD_NUMBER: _builtins.int
+    WAITLISTED_FIELD_NUMBER: _builtins.int
+    uid: _builtins.str
+    """Stable identifier, also the iCalendar UID."""
+    activity_id: _builtins.str
+    """The activity's id in the programme file."""
+    title: _builtins.str
+    """The activity's title."""
+    occurrence: _builtins.int
+    """1, 2, ... for an activity held several times."""
+    room_id: _builtins.str
+    """The room, or empty for an activity that needs none."""
+    kind: _builtins.str
+    """"meeting", "training" or "group"."""
+    capacity: _builtins.int
+    """Seats offered for enrollment (trainings and groups), else 0."""
+    enrolled: _builtins.int
+    """Seats taken by enrollments."""
+    waitlisted: _builtins.int
+    """People waiting for a seat."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it starts and ends (Asia/Taipei)."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """When it ends."""
+
+    @_builtins.property
+    def required_person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who must attend (the ids of the programme file)."""
+
+    @_builtins.property
+    def optional_free_person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional attendees free at that time."""
+
+    def __init__(
+        self,
+        *,
+        uid: _builtins.str = ...,
+        activity_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        occurrence: _builtins.int = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        room_id: _builtins.str = ...,
+        required_person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        optional_free_person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        kind: _builtins.str = ...,
+        capacity: _builtins.int = ...,
+        enrolled: _builtins.int = ...,
+        waitlisted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "capacity", b"capacity", "end", b"end", "enrolled", b"enrolled", "kind", b"kind", "occurrence", b"occurrence", "optional_free_person_ids", b"optional_free_person_ids", "required_person_ids", b"required_person_ids", "room_id", b"room_id", "start", b"start", "title", b"title", "uid", b"uid", "waitlisted", b"waitlisted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PlannedEvent: _TypeAlias = PlannedEvent  # noqa: Y015
+
+@_typing.final
+class UnplacedOccurrence(_message.Message):
+    """An occurrence the plan could not place, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    OCCURRENCE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    activity_id: _builtins.str
+    """The activity's id."""
+    occurrence: _builtins.int
+    """Which occurrence."""
+    rule: _builtins.str
+    """A stable code: WINDOW_CLOSED, LONGER_THAN_OFFICE_HOURS, ATTENDEE_BUSY,
+    NO_ROOM_BIG_ENOUGH, DOUBLE_BOOKED, SPREAD or NOT_PLACED_IN_TIME.
+    """
+    explanation: _builtins.str
+    """Plain words naming the activity and the rule."""
+    def __init__(
+        self,
+        *,
+        activity_id: _builtins.str = ...,
+        occurrence: _builtins.int = ...,
+        rule: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "explanation", b"explanation", "occurrence", b"occurrence", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnplacedOccurrence: _TypeAlias = UnplacedOccurrence  # noqa: Y015
+
+@_typing.final
+class GetPlanResponse(_message.Message):
+    """Response of GetPlan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    YEAR_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    UNPLACED_FIELD_NUMBER: _builtins.int
+    SOLVER_STATUS_FIELD_NUMBER: _builtins.int
+    SECONDS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan's id."""
+    state: Global___PlanState.ValueType
+    """Where it stands."""
+    name: _builtins.str
+    """The programme's name."""
+    year: _builtins.int
+    """The year planned."""
+    solver_status: _builtins.str
+    """The solver's status: "OPTIMAL" (proven best) or "FEASIBLE" (the best
+    found within the time limit).
+    """
+    seconds: _builtins.float
+    """Seconds the planning took."""
+    error: _builtins.str
+    """Why planning failed (PLAN_STATE_FAILED)."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___PlannedEvent]:
+        """The events, by start (once done)."""
+
+    @_builtins.property
+    def unplaced(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnplacedOccurrence]:
+        """What could not be placed (once done)."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        state: Global___PlanState.ValueType = ...,
+        name: _builtins.str = ...,
+        year: _builtins.int = ...,
+        events: _abc.Iterable[Global___PlannedEvent] | None = ...,
+        unplaced: _abc.Iterable[Global___UnplacedOccurrence] | None = ...,
+        solver_status: _builtins.str = ...,
+        seconds: _builtins.float = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "events", b"events", "name", b"name", "plan_id", b"plan_id", "seconds", b"seconds", "solver_status", b"solver_status", "state", b"state", "unplaced", b"unplaced", "year", b"year"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPlanResponse: _TypeAlias = GetPlanResponse  # noqa: Y015
+
+@_typing.final
+class BusyTime(_message.Message):
+    """A span of busy time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Start, inclusive."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """End, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BusyTime: _TypeAlias = BusyTime  # noqa: Y015
+
+@_typing.final
+class Attendee(_message.Message):
+    """Someone to meet."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    BUSY_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.str
+    """An id (for a plan's people, the id in its programme file)."""
+    @_builtins.property
+    def busy(self) -> _containers.RepeatedCompositeFieldContainer[Global___BusyTime]:
+        """Busy times known to the caller, added to what the plan knows (at most 500)."""
+
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.str = ...,
+        busy: _abc.Iterable[Global___BusyTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["busy", b"busy", "person_id", b"person_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attendee: _TypeAlias = Attendee  # noqa: Y015
+
+@_typing.final
+class FindMeetingTimeRequest(_message.Message):
+    """Request for FindMeetingTime."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    REQUIRED_FIELD_NUMBER: _builtins.int
+    OPTIONAL_FIELD_NUMBER: _builtins.int
+    DURATION_MINUTES_FIELD_NUMBER: _builtins.int
+    FIRST_DATE_FIELD_NUMBER: _builtins.int
+    LAST_DATE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """A plan whose people's busy times and events count too; empty for none."""
+    duration_minutes: _builtins.int
+    """The meeting's length, 15-480 minutes."""
+    first_date: _builtins.str
+    """First day to consider, "YYYY-MM-DD"."""
+    last_date: _builtins.str
+    """Last day, inclusive, at most 366 days after first_date."""
+    limit: _builtins.int
+    """How many options, 1-100; 0 means 10."""
+    @_builtins.property
+    def required(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attendee]:
+        """Who must come (at least one, at most 200)."""
+
+    @_builtins.property
+    def optional(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attendee]:
+        """Who should come if they can (at most 2,000)."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        required: _abc.Iterable[Global___Attendee] | None = ...,
+        optional: _abc.Iterable[Global___Attendee] | None = ...,
+        duration_minutes: _builtins.int = ...,
+        first_date: _builtins.str = ...,
+        last_date: _builtins.str = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_minutes", b"duration_minutes", "first_date", b"first_date", "last_date", b"last_date", "limit", b"limit", "optional", b"optional", "plan_id", b"plan_id", "required", b"required"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMeetingTimeRequest: _TypeAlias = FindMeetingTimeRequest  # noqa: Y015
+
+@_typing.final
+class MeetingOption(_message.Message):
+    """One time the meeting could take."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    CAN_COME_FIELD_NUMBER: _builtins.int
+    CANNOT_COME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it would start."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """When it would end."""
+
+    @_builtins.property
+    def can_come(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional attendees free then."""
+
+    @_builtins.property
+    def cannot_come(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Optional attendees busy then."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        can_come: _abc.Iterable[_builtins.str] | None = ...,
+        cannot_come: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["can_come", b"can_come", "cannot_come", b"cannot_come", "end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MeetingOption: _TypeAlias = MeetingOption  # noqa: Y015
+
+@_typing.final
+class FindMeetingTimeResponse(_message.Message):
+    """Response of FindMeetingTime."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def options(self) -> _containers.RepeatedCompositeFieldContainer[Global___MeetingOption]:
+        """Best first; empty when the required attendees share no free time."""
+
+    def __init__(
+        self,
+        *,
+        options: _abc.Iterable[Global___MeetingOption] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindMeetingTimeResponse: _TypeAlias = FindMeetingTimeResponse  # noqa: Y015
+
+@_typing.final
+class EnrollTrainingRequest(_message.Message):
+    """Request for EnrollTraining."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_UID_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    event_uid: _builtins.str
+    """The event's uid (from GetPlan)."""
+    person_id: _builtins.str
+    """Who enrolls."""
+    plan_id: _builtins.str
+    """The plan the event belongs to (re-plans of a programme share uids)."""
+    def __init__(
+        self,
+        *,
+        event_uid: _builtins.str = ...,
+        person_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_uid", b"event_uid", "person_id", b"person_id", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollTrainingRequest: _TypeAlias = EnrollTrainingRequest  # noqa: Y015
+
+@_typing.final
+class EnrollTrainingResponse(_message.Message):
+    """Response of EnrollTraining."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    WAITLIST_POSITION_FIELD_NUMBER: _builtins.int
+    state: Global___EnrollmentState.ValueType
+    """ENROLLED or WAITLISTED."""
+    waitlist_position: _builtins.int
+    """For WAITLISTED: 1 for the first in line."""
+    def __init__(
+        self,
+        *,
+        state: Global___EnrollmentState.ValueType = ...,
+        waitlist_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "waitlist_position", b"waitlist_position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollTrainingResponse: _TypeAlias = EnrollTrainingResponse  # noqa: Y015
+
+@_typing.final
+class CancelEnrollmentRequest(_message.Message):
+    """Request for CancelEnrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_UID_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    event_uid: _builtins.str
+    """The event's uid (from GetPlan)."""
+    person_id: _builtins.str
+    """Whose enrollment."""
+    plan_id: _builtins.str
+    """The plan the event belongs to."""
+    def __init__(
+        self,
+        *,
+        event_uid: _builtins.str = ...,
+        person_id: _builtins.str = ...,
+        plan_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_uid", b"event_uid", "person_id", b"person_id", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEnrollmentRequest: _TypeAlias = CancelEnrollmentRequest  # noqa: Y015
+
+@_typing.final
+class CancelEnrollmentResponse(_message.Message):
+    """Response of CancelEnrollment."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    SEAT_PASSED_ON_FIELD_NUMBER: _builtins.int
+    state: Global___EnrollmentState.ValueType
+    """CANCELLED."""
+    seat_passed_on: _builtins.bool
+    """True when the freed seat went to the first person on the waitlist."""
+    def __init__(
+        self,
+        *,
+        state: Global___EnrollmentState.ValueType = ...,
+        seat_passed_on: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["seat_passed_on", b"seat_passed_on", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEnrollmentResponse: _TypeAlias = CancelEnrollmentResponse  # noqa: Y015
+
+@_typing.final
+class ExportCalendarRequest(_message.Message):
+    """Request for ExportCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan."""
+    person_id: _builtins.str
+    """Only this person's events (required or optional); empty for all."""
+    room_id: _builtins.str
+    """Only this room's events; empty for all."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        person_id: _builtins.str = ...,
+        room_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_id", b"person_id", "plan_id", b"plan_id", "room_id", b"room_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCalendarRequest: _TypeAlias = ExportCalendarRequest  # noqa: Y015
+
+@_typing.final
+class ExportCalendarResponse(_message.Message):
+    """Response of ExportCalendar."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ICS_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    ics: _builtins.bytes
+    """The iCalendar file (text/calendar, UTF-8)."""
+    events: _builtins.int
+    """How many events it holds."""
+    def __init__(
+        self,
+        *,
+        ics: _builtins.bytes = ...,
+        events: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "ics", b"ics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportCalendarResponse: _TypeAlias = ExportCalendarResponse  # noqa: Y015
 
 @_typing.final
 class ListOfficeDaysRequest(_message.Message):

@@ -49,6 +49,36 @@ class CalendarServiceStub:
                 request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarRequest.SerializeToString,
                 response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarResponse.FromString,
                 _registered_method=True)
+        self.PlanProgram = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/PlanProgram',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramResponse.FromString,
+                _registered_method=True)
+        self.GetPlan = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/GetPlan',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanResponse.FromString,
+                _registered_method=True)
+        self.FindMeetingTime = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/FindMeetingTime',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeResponse.FromString,
+                _registered_method=True)
+        self.EnrollTraining = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/EnrollTraining',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingResponse.FromString,
+                _registered_method=True)
+        self.CancelEnrollment = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/CancelEnrollment',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentResponse.FromString,
+                _registered_method=True)
+        self.ExportCalendar = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/ExportCalendar',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.FromString,
+                _registered_method=True)
 
 
 class CalendarServiceServicer:
@@ -76,6 +106,63 @@ class CalendarServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PlanProgram(self, request, context):
+        """Plans a year's programme from its TOML file (the layout of
+        services/calendar/examples/pingtung-2027.toml). Returns at once with the
+        plan's id: planning is a job that any replica runs, and a plan whose
+        replica dies is taken up again. A file with mistakes is refused with
+        INVALID_ARGUMENT, one field violation per mistake, whose field is the
+        file's key and whose description gives the line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlan(self, request, context):
+        """A plan: its state; once done, its events and, for each occurrence it
+        could not place, the rule in the way in plain words.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindMeetingTime(self, request, context):
+        """Ranked times for one meeting, like "find a time" in mainstream
+        calendars: only times on office days within office hours when every
+        required attendee is free, the ones most optional attendees can make
+        first, each with who can come.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollTraining(self, request, context):
+        """Enrolls a person in a planned training or group session: a seat while
+        seats remain, else a place on the waitlist. Enrolling again returns the
+        enrollment there is. FAILED_PRECONDITION with rule NOT_ENROLLABLE (the
+        event takes no enrollments) or NOT_IN_AUDIENCE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEnrollment(self, request, context):
+        """Cancels an enrollment; when it held a seat, the first person on the
+        waitlist takes it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportCalendar(self, request, context):
+        """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
+        one room's. Event UIDs stay the same across exports of the plan and
+        across re-plans of the same programme, so a re-import updates events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalendarServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -88,6 +175,36 @@ def add_CalendarServiceServicer_to_server(servicer, server):
                     servicer.ImportOfficeCalendar,
                     request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarRequest.FromString,
                     response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarResponse.SerializeToString,
+            ),
+            'PlanProgram': grpc.unary_unary_rpc_method_handler(
+                    servicer.PlanProgram,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramResponse.SerializeToString,
+            ),
+            'GetPlan': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlan,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanResponse.SerializeToString,
+            ),
+            'FindMeetingTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindMeetingTime,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeResponse.SerializeToString,
+            ),
+            'EnrollTraining': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollTraining,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingResponse.SerializeToString,
+            ),
+            'CancelEnrollment': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEnrollment,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentResponse.SerializeToString,
+            ),
+            'ExportCalendar': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportCalendar,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -149,6 +266,168 @@ class CalendarService:
             '/eap.calendar.v1.CalendarService/ImportOfficeCalendar',
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarRequest.SerializeToString,
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ImportOfficeCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PlanProgram(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/PlanProgram',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.PlanProgramResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/GetPlan',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.GetPlanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindMeetingTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/FindMeetingTime',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.FindMeetingTimeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollTraining(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/EnrollTraining',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.EnrollTrainingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEnrollment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/CancelEnrollment',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEnrollmentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportCalendar(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/ExportCalendar',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.FromString,
             options,
             channel_credentials,
             insecure,

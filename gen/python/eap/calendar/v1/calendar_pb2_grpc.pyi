@@ -47,6 +47,39 @@ class CalendarServiceStub:
     (the government's open-data CSV, UTF-8 or Big5). The DGPA revises years
     in flight, so an import replaces the whole year rather than merging.
     """
+    PlanProgram: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.PlanProgramRequest, _calendar_pb2.PlanProgramResponse]
+    """Plans a year's programme from its TOML file (the layout of
+    services/calendar/examples/pingtung-2027.toml). Returns at once with the
+    plan's id: planning is a job that any replica runs, and a plan whose
+    replica dies is taken up again. A file with mistakes is refused with
+    INVALID_ARGUMENT, one field violation per mistake, whose field is the
+    file's key and whose description gives the line.
+    """
+    GetPlan: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.GetPlanRequest, _calendar_pb2.GetPlanResponse]
+    """A plan: its state; once done, its events and, for each occurrence it
+    could not place, the rule in the way in plain words.
+    """
+    FindMeetingTime: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.FindMeetingTimeRequest, _calendar_pb2.FindMeetingTimeResponse]
+    """Ranked times for one meeting, like "find a time" in mainstream
+    calendars: only times on office days within office hours when every
+    required attendee is free, the ones most optional attendees can make
+    first, each with who can come.
+    """
+    EnrollTraining: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.EnrollTrainingRequest, _calendar_pb2.EnrollTrainingResponse]
+    """Enrolls a person in a planned training or group session: a seat while
+    seats remain, else a place on the waitlist. Enrolling again returns the
+    enrollment there is. FAILED_PRECONDITION with rule NOT_ENROLLABLE (the
+    event takes no enrollments) or NOT_IN_AUDIENCE.
+    """
+    CancelEnrollment: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.CancelEnrollmentRequest, _calendar_pb2.CancelEnrollmentResponse]
+    """Cancels an enrollment; when it held a seat, the first person on the
+    waitlist takes it.
+    """
+    ExportCalendar: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.ExportCalendarRequest, _calendar_pb2.ExportCalendarResponse]
+    """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
+    one room's. Event UIDs stay the same across exports of the plan and
+    across re-plans of the same programme, so a re-import updates events.
+    """
 
 @_typing.type_check_only
 class CalendarServiceAsyncStub(CalendarServiceStub):
@@ -66,6 +99,39 @@ class CalendarServiceAsyncStub(CalendarServiceStub):
     """Replaces one year of the office calendar with a file in the DGPA layout
     (the government's open-data CSV, UTF-8 or Big5). The DGPA revises years
     in flight, so an import replaces the whole year rather than merging.
+    """
+    PlanProgram: _aio.UnaryUnaryMultiCallable[_calendar_pb2.PlanProgramRequest, _calendar_pb2.PlanProgramResponse]  # type: ignore[assignment]
+    """Plans a year's programme from its TOML file (the layout of
+    services/calendar/examples/pingtung-2027.toml). Returns at once with the
+    plan's id: planning is a job that any replica runs, and a plan whose
+    replica dies is taken up again. A file with mistakes is refused with
+    INVALID_ARGUMENT, one field violation per mistake, whose field is the
+    file's key and whose description gives the line.
+    """
+    GetPlan: _aio.UnaryUnaryMultiCallable[_calendar_pb2.GetPlanRequest, _calendar_pb2.GetPlanResponse]  # type: ignore[assignment]
+    """A plan: its state; once done, its events and, for each occurrence it
+    could not place, the rule in the way in plain words.
+    """
+    FindMeetingTime: _aio.UnaryUnaryMultiCallable[_calendar_pb2.FindMeetingTimeRequest, _calendar_pb2.FindMeetingTimeResponse]  # type: ignore[assignment]
+    """Ranked times for one meeting, like "find a time" in mainstream
+    calendars: only times on office days within office hours when every
+    required attendee is free, the ones most optional attendees can make
+    first, each with who can come.
+    """
+    EnrollTraining: _aio.UnaryUnaryMultiCallable[_calendar_pb2.EnrollTrainingRequest, _calendar_pb2.EnrollTrainingResponse]  # type: ignore[assignment]
+    """Enrolls a person in a planned training or group session: a seat while
+    seats remain, else a place on the waitlist. Enrolling again returns the
+    enrollment there is. FAILED_PRECONDITION with rule NOT_ENROLLABLE (the
+    event takes no enrollments) or NOT_IN_AUDIENCE.
+    """
+    CancelEnrollment: _aio.UnaryUnaryMultiCallable[_calendar_pb2.CancelEnrollmentRequest, _calendar_pb2.CancelEnrollmentResponse]  # type: ignore[assignment]
+    """Cancels an enrollment; when it held a seat, the first person on the
+    waitlist takes it.
+    """
+    ExportCalendar: _aio.UnaryUnaryMultiCallable[_calendar_pb2.ExportCalendarRequest, _calendar_pb2.ExportCalendarResponse]  # type: ignore[assignment]
+    """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
+    one room's. Event UIDs stay the same across exports of the plan and
+    across re-plans of the same programme, so a re-import updates events.
     """
 
 class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -95,6 +161,75 @@ class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
         """Replaces one year of the office calendar with a file in the DGPA layout
         (the government's open-data CSV, UTF-8 or Big5). The DGPA revises years
         in flight, so an import replaces the whole year rather than merging.
+        """
+
+    @_abc_1.abstractmethod
+    def PlanProgram(
+        self,
+        request: _calendar_pb2.PlanProgramRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.PlanProgramResponse, _abc.Awaitable[_calendar_pb2.PlanProgramResponse]]:
+        """Plans a year's programme from its TOML file (the layout of
+        services/calendar/examples/pingtung-2027.toml). Returns at once with the
+        plan's id: planning is a job that any replica runs, and a plan whose
+        replica dies is taken up again. A file with mistakes is refused with
+        INVALID_ARGUMENT, one field violation per mistake, whose field is the
+        file's key and whose description gives the line.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPlan(
+        self,
+        request: _calendar_pb2.GetPlanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.GetPlanResponse, _abc.Awaitable[_calendar_pb2.GetPlanResponse]]:
+        """A plan: its state; once done, its events and, for each occurrence it
+        could not place, the rule in the way in plain words.
+        """
+
+    @_abc_1.abstractmethod
+    def FindMeetingTime(
+        self,
+        request: _calendar_pb2.FindMeetingTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.FindMeetingTimeResponse, _abc.Awaitable[_calendar_pb2.FindMeetingTimeResponse]]:
+        """Ranked times for one meeting, like "find a time" in mainstream
+        calendars: only times on office days within office hours when every
+        required attendee is free, the ones most optional attendees can make
+        first, each with who can come.
+        """
+
+    @_abc_1.abstractmethod
+    def EnrollTraining(
+        self,
+        request: _calendar_pb2.EnrollTrainingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.EnrollTrainingResponse, _abc.Awaitable[_calendar_pb2.EnrollTrainingResponse]]:
+        """Enrolls a person in a planned training or group session: a seat while
+        seats remain, else a place on the waitlist. Enrolling again returns the
+        enrollment there is. FAILED_PRECONDITION with rule NOT_ENROLLABLE (the
+        event takes no enrollments) or NOT_IN_AUDIENCE.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelEnrollment(
+        self,
+        request: _calendar_pb2.CancelEnrollmentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.CancelEnrollmentResponse, _abc.Awaitable[_calendar_pb2.CancelEnrollmentResponse]]:
+        """Cancels an enrollment; when it held a seat, the first person on the
+        waitlist takes it.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportCalendar(
+        self,
+        request: _calendar_pb2.ExportCalendarRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.ExportCalendarResponse, _abc.Awaitable[_calendar_pb2.ExportCalendarResponse]]:
+        """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
+        one room's. Event UIDs stay the same across exports of the plan and
+        across re-plans of the same programme, so a re-import updates events.
         """
 
 def add_CalendarServiceServicer_to_server(servicer: CalendarServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
