@@ -5,12 +5,14 @@ sample county, registers counselors and books cases online the way a
 booking frontend does (find slots, hold one, confirm it), has HR match the
 open cases in an optimized job with progress shown and apply it, shows a
 booking refused by a limit and allowed after a special approval, prints the
-balances, and writes the job's HTML report to var/. Then it stops: `make
-run` is the server.
+balances, writes the job's HTML report to var/, and plans the programme's
+year of meetings and trainings, written to var/ as iCalendar. Then it stops:
+`make run` is the server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -28,6 +30,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from eap.calendar.v1 import calendar_pb2 as cpb
+from eap.calendar.v1 import calendar_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
@@ -38,6 +42,7 @@ from services.runtime.config import Settings
 from services.runtime.server import start
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
+PROGRAM_FILE = Path(__file__).resolve().parents[1] / "calendar/examples/pingtung-2027.toml"
 
 
 def _load_county() -> dict[str, Any]:
@@ -97,12 +102,45 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             report.parent.mkdir(exist_ok=True)
             report.write_text(await service.jobs.report(job_id), encoding="utf-8")
             print(f"\nThe optimized job's HTML report: {report.resolve()}")
+            calendar = calendar_pb2_grpc.CalendarServiceStub(channel)
+            await _year_plan(calendar)
     finally:
         await server.stop(1)
     if not keep:
         shutil.rmtree(scratch)
     print("\nDemo finished; the suite shut down cleanly.")
     return 0
+
+
+async def _year_plan(calendar: calendar_pb2_grpc.CalendarServiceAsyncStub) -> None:
+    """The programme's year of meetings, trainings and group sessions."""
+    print("\n9. HR plans the programme's 2027 calendar (CP-SAT), from the Pingtung-style file")
+    text = PROGRAM_FILE.read_text(encoding="utf-8")
+    plan_id = (await calendar.PlanProgram(cpb.PlanProgramRequest(program_toml=text))).plan_id
+    plan = await calendar.GetPlan(cpb.GetPlanRequest(plan_id=plan_id))
+    while plan.state in (cpb.PLAN_STATE_QUEUED, cpb.PLAN_STATE_RUNNING):
+        await asyncio.sleep(0.2)
+        plan = await calendar.GetPlan(cpb.GetPlanRequest(plan_id=plan_id))
+    print(
+        f"   {len(plan.events)} events placed, {len(plan.unplaced)} left out "
+        f"({plan.solver_status.lower()}, {plan.seconds:.1f} s):"
+    )
+    for event in plan.events:
+        room = f", {event.room_id}" if event.room_id else ""
+        print(f"   {_when(event.start)}  {event.title} #{event.occurrence}{room}")
+    for left in plan.unplaced:
+        print(f"   not placed: {left.explanation}")
+    training = next(e for e in plan.events if e.kind == "training" and e.capacity)
+    for person in ("cv-01", "cv-02"):
+        enrolled = await calendar.EnrollTraining(
+            cpb.EnrollTrainingRequest(plan_id=plan_id, event_uid=training.uid, person_id=person)
+        )
+        state = cpb.EnrollmentState.Name(enrolled.state).removeprefix("ENROLLMENT_STATE_")
+        print(f"   {person} enrolls in {training.title}: {state.lower()}")
+    exported = await calendar.ExportCalendar(cpb.ExportCalendarRequest(plan_id=plan_id))
+    ics = Path("var") / "demo-plan-2027.ics"
+    ics.write_bytes(exported.ics)
+    print(f"   the plan as iCalendar ({exported.events} events): {ics.resolve()}")
 
 
 async def _story(

@@ -91,16 +91,26 @@ class RunningServer:
             # past SIGTERM; say where it is stuck instead.
             _, stuck = await asyncio.wait(self.runtime.background, timeout=BACKGROUND_STOP_SECONDS)
             for task in stuck:
-                where = io.StringIO()
-                task.print_stack(file=where)
                 log.error(
                     "background task did not stop",
-                    extra={"task": task.get_name(), "stack": where.getvalue()},
+                    extra={"task": task.get_name(), "stack": _stack(task), "others": _others()},
                 )
         for service in self.services:
             await service.close()
         if self.runtime.redis is not None:
             await self.runtime.redis.aclose()
+
+
+def _stack(task: asyncio.Task[object]) -> str:
+    where = io.StringIO()
+    task.print_stack(file=where)
+    return where.getvalue()
+
+
+def _others() -> list[str]:
+    """Every other unfinished task's stack: what a stuck one waits for."""
+    current = asyncio.current_task()
+    return [_stack(t) for t in asyncio.all_tasks() if t is not current and not t.done()]
 
 
 async def start(services: Sequence[Service], settings: Settings) -> RunningServer:
