@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.service import CalendarService
+from services.runtime import clock
 from services.runtime.server import start
 from tests.conftest import TAIPEI, Backend
 from tests.test_quota_rpcs import details, refused
@@ -232,3 +233,138 @@ async def test_enrollment_rules(calendar: calendar_pb2_grpc.CalendarServiceAsync
         )
     )
     assert nobody.code() == grpc.StatusCode.NOT_FOUND
+
+
+def _local(stamp: Timestamp) -> dt.datetime:
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).replace(tzinfo=None)
+
+
+async def test_ad_hoc_changes_keep_the_plan_valid(
+    calendar: calendar_pb2_grpc.CalendarServiceAsyncStub,
+) -> None:
+    plan = await planned(calendar, EXAMPLE.read_text())
+    pid = plan.plan_id
+    people = ["deputy-personnel", "wc-leader-1"]
+    found = await calendar.FindMeetingTime(
+        pb.FindMeetingTimeRequest(
+            plan_id=pid,
+            required=[pb.Attendee(person_id=p) for p in people],
+            duration_minutes=60,
+            first_date="2027-06-01",
+            last_date="2027-06-30",
+        )
+    )
+    slot = found.options[0]
+    request = pb.ScheduleEventRequest(
+        plan_id=pid,
+        title="Ad hoc working circle meeting",
+        start=slot.start,
+        duration_minutes=60,
+        required_person_ids=people,
+        room_id="meeting-room-5f",
+    )
+    added = (await calendar.ScheduleEvent(request)).event
+    assert (added.activity_id, _local(added.start)) == ("adhoc", _local(slot.start))
+
+    async def rule_of(call: object) -> str:
+        error = await refused(call)
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error.details()
+        return str(details(error)["PreconditionFailure"].violations[0].type)  # type: ignore[attr-defined]
+
+    assert await rule_of(calendar.ScheduleEvent(request)) == "DOUBLE_BOOKED"
+    holiday = pb.ScheduleEventRequest()
+    holiday.CopyFrom(request)
+    holiday.start.CopyFrom(_stamp(dt.datetime(2027, 2, 8, 9)))  # Lunar New Year
+    assert await rule_of(calendar.ScheduleEvent(holiday)) == "NOT_AN_OFFICE_DAY"
+    lunch = pb.ScheduleEventRequest()
+    lunch.CopyFrom(request)
+    lunch.start.CopyFrom(_stamp(dt.datetime(2027, 6, 2, 12, 0)))
+    assert await rule_of(calendar.ScheduleEvent(lunch)) == "OUTSIDE_OFFICE_HOURS"
+    crowd = pb.ScheduleEventRequest()
+    crowd.CopyFrom(request)
+    crowd.start.CopyFrom(_stamp(dt.datetime(2027, 6, 3, 14, 0)))
+    crowd.required_person_ids.extend([f"cv-{n:02d}" for n in range(1, 12)])
+    too_many = await refused(calendar.ScheduleEvent(crowd))
+    assert "room meeting-room-5f seats 12, not 13" in (too_many.details() or "")
+    stranger = pb.ScheduleEventRequest()
+    stranger.CopyFrom(request)
+    stranger.required_person_ids.append("nobody")
+    assert (await refused(calendar.ScheduleEvent(stranger))).code() == (
+        grpc.StatusCode.INVALID_ARGUMENT
+    )
+
+    # Moves keep an occurrence in its window and its people free.
+    second_circle = next(
+        e for e in plan.events if e.activity_id == "working-circle" and e.occurrence == 2
+    )
+    january = _stamp(dt.datetime(2027, 1, 20, 9))
+    moved_out = calendar.MoveEvent(
+        pb.MoveEventRequest(plan_id=pid, event_uid=second_circle.uid, start=january)
+    )
+    assert await rule_of(moved_out) == "OUTSIDE_WINDOW"
+    review = next(e for e in plan.events if e.activity_id == "review" and e.occurrence == 1)
+    monday_morning = _stamp(dt.datetime(2027, 2, 22, 9))  # the secretary-general's weekly meeting
+    busy = calendar.MoveEvent(
+        pb.MoveEventRequest(plan_id=pid, event_uid=review.uid, start=monday_morning)
+    )
+    assert await rule_of(busy) == "ATTENDEE_BUSY"
+    free_day = _stamp(dt.datetime(2027, 2, 23, 14))
+    moved = (
+        await calendar.MoveEvent(
+            pb.MoveEventRequest(plan_id=pid, event_uid=review.uid, start=free_day)
+        )
+    ).event
+    assert _local(moved.start) == dt.datetime(2027, 2, 23, 14)
+    assert moved.end.ToDatetime() - moved.start.ToDatetime() == dt.timedelta(minutes=90)
+
+    # A cancellation frees the time and stays in the export as cancelled.
+    cancelled = (
+        await calendar.CancelEvent(pb.CancelEventRequest(plan_id=pid, event_uid=added.uid))
+    ).event
+    assert cancelled.cancelled
+    again = (await calendar.ScheduleEvent(request)).event
+    assert _local(again.start) == _local(slot.start)
+    exported = await calendar.ExportCalendar(pb.ExportCalendarRequest(plan_id=pid))
+    events = {str(v["uid"]): v for v in icalendar.Calendar.from_ical(exported.ics).walk("VEVENT")}
+    assert str(events[added.uid]["status"]) == "CANCELLED"
+    assert int(events[review.uid]["sequence"]) == 1
+    assert str(events[again.uid]["summary"]) == "Ad hoc working circle meeting"
+    after = await calendar.GetPlan(pb.GetPlanRequest(plan_id=pid))
+    assert len(after.events) == 21 and sum(e.cancelled for e in after.events) == 1
+
+
+async def test_attendance_is_recorded_and_reported(
+    calendar: calendar_pb2_grpc.CalendarServiceAsyncStub,
+) -> None:
+    plan = await planned(calendar, EXAMPLE.read_text())
+    circles = [e for e in plan.events if e.activity_id == "working-circle"]
+    early = await refused(
+        calendar.RecordAttendance(
+            pb.RecordAttendanceRequest(
+                plan_id=plan.plan_id,
+                event_uid=circles[0].uid,
+                attendance=[pb.Attendance(person_id="wc-leader-1", attended=True)],
+            )
+        )
+    )
+    assert early.code() == grpc.StatusCode.FAILED_PRECONDITION
+    with clock.moved_to(dt.datetime(2027, 12, 31, 12, tzinfo=TAIPEI)):
+        for n, circle in enumerate(circles):
+            await calendar.RecordAttendance(
+                pb.RecordAttendanceRequest(
+                    plan_id=plan.plan_id,
+                    event_uid=circle.uid,
+                    attendance=[
+                        pb.Attendance(person_id="wc-leader-1", attended=True),
+                        pb.Attendance(person_id="wc-leader-2", attended=n != 2),
+                    ],
+                )
+            )
+        report = await calendar.GetAttendanceReport(
+            pb.GetAttendanceReportRequest(plan_id=plan.plan_id, activity_id="working-circle")
+        )
+    lines = {(line.person_id, line.activity_id): line for line in report.lines}
+    first = lines[("wc-leader-1", "working-circle")]
+    second = lines[("wc-leader-2", "working-circle")]
+    assert (first.recorded, first.attended, first.full_attendance) == (4, 4, True)
+    assert (second.recorded, second.attended, second.full_attendance) == (4, 3, False)

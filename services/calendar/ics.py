@@ -8,6 +8,8 @@ by the ids the programme gives them, as `urn:eap:person:<id>` addresses.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -19,14 +21,30 @@ TIMEZONE = ZoneInfo("Asia/Taipei")
 PRODUCT = "-//EAP suite//calendar service//EN"
 
 
+@dataclass(frozen=True)
+class Revision:
+    """What changed about an event since it was planned: an ad hoc event's
+    own title, how often it moved (RFC 5545 SEQUENCE), whether it is off."""
+
+    title: str | None = None
+    sequence: int = 0
+    cancelled: bool = False
+
+
+NO_REVISION = Revision()
+
+
 def export_ics(
     plan: Plan,
     person: str | None = None,
     room: str | None = None,
     stamp: datetime | None = None,
+    revisions: Mapping[str, Revision] | None = None,
 ) -> bytes:
     """The whole plan, or one person's events (required or optional), or
-    one room's. `stamp` is each event's DTSTAMP (default: now)."""
+    one room's. `stamp` is each event's DTSTAMP (default: now); `revisions`
+    by uid. A cancelled event stays in the file, STATUS:CANCELLED, so that
+    calendars which imported it drop it."""
     titles = {a.id: a.title for a in plan.program.activities}
     optional = {a.id: a.optional for a in plan.program.activities}
     counts = {a.id: a.occurrences() for a in plan.program.activities}
@@ -39,11 +57,15 @@ def export_ics(
     calendar.add("x-wr-calname", _name(plan, person, room))
     calendar.add("x-wr-timezone", str(TIMEZONE))
     for event in plan.events:
-        if person is not None and person not in event.required + optional[event.activity]:
+        if person is not None and person not in (
+            *event.required,
+            *optional.get(event.activity, event.optional_free),
+        ):
             continue
         if room is not None and event.room != room:
             continue
-        calendar.add_component(_vevent(event, titles, optional, counts, stamp))
+        revision = (revisions or {}).get(event.uid, NO_REVISION)
+        calendar.add_component(_vevent(event, titles, optional, counts, stamp, revision))
     calendar.add_missing_timezones()
     return bytes(calendar.to_ical())
 
@@ -54,28 +76,31 @@ def _vevent(
     optional: dict[str, tuple[str, ...]],
     counts: dict[str, int],
     stamp: datetime,
+    revision: Revision,
 ) -> icalendar.Event:
     vevent = icalendar.Event()
     vevent.add("uid", event.uid)
     vevent.add("dtstamp", stamp)
     vevent.add("dtstart", event.start.replace(tzinfo=TIMEZONE))
     vevent.add("dtend", event.end.replace(tzinfo=TIMEZONE))
-    title = titles[event.activity]
-    if counts[event.activity] > 1:
+    title = revision.title or titles.get(event.activity, event.activity)
+    if counts.get(event.activity, 1) > 1:
         title += f" ({event.occurrence} of {counts[event.activity]})"
     vevent.add("summary", title)
     if event.room is not None:
         vevent.add("location", event.room)
     vevent.add("categories", [event.activity])
     lines = [f"Required: {', '.join(event.required)}"]
-    if optional[event.activity]:
-        lines.append(f"Optional: {', '.join(optional[event.activity])}")
+    invited = optional.get(event.activity, event.optional_free)
+    if invited:
+        lines.append(f"Optional: {', '.join(invited)}")
     vevent.add("description", "\n".join(lines))
     for person_id in event.required:
         vevent.add("attendee", _address(person_id, "REQ-PARTICIPANT"))
-    for person_id in optional[event.activity]:
+    for person_id in invited:
         vevent.add("attendee", _address(person_id, "OPT-PARTICIPANT"))
-    vevent.add("status", "CONFIRMED")
+    vevent.add("sequence", revision.sequence)
+    vevent.add("status", "CANCELLED" if revision.cancelled else "CONFIRMED")
     vevent.add("transp", "OPAQUE")
     return vevent
 

@@ -67,6 +67,10 @@ class EventRow(Base):
     optional_free: Mapped[list[str]] = mapped_column(JSON)
     audience: Mapped[list[str]] = mapped_column(JSON)
     capacity: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16), default="scheduled")  # or "cancelled"
+    # RFC 5545 SEQUENCE: bumped by each move or cancellation, so calendars
+    # that re-import the export take the change.
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class EnrollmentRow(Base):
@@ -80,3 +84,14 @@ class EnrollmentRow(Base):
     state: Mapped[str] = mapped_column(String(16))
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime())
     sequence: Mapped[int] = mapped_column(Integer)  # order of requests within the event
+
+
+class AttendanceRow(Base):
+    """Whether a person came to an event, as recorded after it."""
+
+    __tablename__ = "calendar_attendance"
+    plan_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_uid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    person_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    attended: Mapped[bool] = mapped_column(Boolean)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -8,25 +8,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.calendar.ics import export_ics
+from services.calendar.changes import Placement, problems
+from services.calendar.ics import Revision, export_ics
 from services.calendar.meeting_time import (
     MAX_WINDOW_DAYS,
     MeetingOption,
     find_meeting_times,
 )
 from services.calendar.office_days import OfficeDays
-from services.calendar.orm import EnrollmentRow, EventRow, PlanRow
+from services.calendar.orm import AttendanceRow, EnrollmentRow, EventRow, PlanRow
 from services.calendar.planner import Event, Plan, Unplaced, plan_program
-from services.calendar.program import Kind, Person, Program, Span
+from services.calendar.program import Activity, Kind, Person, Program, Span
 from services.calendar.program_file import DEFAULT_OFFICE_HOURS, ProgramFileError, parse_program
+from services.office_calendar import OfficeCalendar
 from services.runtime import clock, job_queue
 from services.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from services.runtime.fields import FieldChecker
@@ -37,6 +40,7 @@ TIMEZONE = ZoneInfo("Asia/Taipei")
 MAX_PROGRAM_BYTES = 2_000_000
 DEFAULT_TIME_LIMIT = 20
 MAX_TIME_LIMIT = 300
+ADHOC = "adhoc"  # the activity id of events scheduled by hand
 
 
 @dataclass(frozen=True)
@@ -102,50 +106,30 @@ class Plans:
 
     async def get(self, plan_id: str) -> StoredPlan:
         async with self._sessions() as session:
-            row = await session.get(PlanRow, plan_id)
-            if row is None:
-                raise NotFound(f"no plan {plan_id!r}")
-            events = list(
-                (
-                    await session.scalars(
-                        select(EventRow).where(EventRow.plan_id == plan_id).order_by(EventRow.start)
-                    )
-                ).all()
-            )
-            counts = (
-                await session.execute(
-                    select(EnrollmentRow.event_uid, EnrollmentRow.state, func.count())
-                    .where(EnrollmentRow.plan_id == plan_id)
-                    .group_by(EnrollmentRow.event_uid, EnrollmentRow.state)
-                )
-            ).all()
-        enrolled = {uid: n for uid, state, n in counts if state == "enrolled"}
-        waitlisted = {uid: n for uid, state, n in counts if state == "waitlisted"}
-        return StoredPlan(row, events, enrolled, waitlisted)
+            return await _load(session, plan_id)
 
-    async def _done(self, plan_id: str) -> tuple[Program, Plan]:
-        stored = await self.get(plan_id)
-        if stored.row.state != "done":
-            raise FailedPrecondition(
-                "PLAN_NOT_DONE", f"plan/{plan_id}", f"the plan is {stored.row.state}, not done yet"
-            )
-        program = read_program(stored.row.program_toml, stored.row.year)
-        events = tuple(_event(e) for e in stored.events)
-        unplaced = tuple(Unplaced(**u) for u in stored.row.unplaced)
-        plan = Plan(program, events, unplaced, stored.row.solver_status, stored.row.seconds)
-        return program, plan
+    async def _done(self, plan_id: str) -> tuple[Program, Plan, StoredPlan]:
+        return _finished(await self.get(plan_id))
 
     async def export(self, plan_id: str, person: str, room: str) -> tuple[bytes, int]:
-        _, plan = await self._done(plan_id)
-        if person and all(person not in (*e.required, *e.optional_free) for e in plan.events):
-            known = {p.id for p in plan.program.people}
-            if person not in known:
-                raise NotFound(f"no person {person!r} in the plan's programme")
-        if room and room not in {r.id for r in plan.program.rooms}:
+        program, _, stored = await self._done(plan_id)
+        if person and person not in {p.id for p in program.people}:
+            raise NotFound(f"no person {person!r} in the plan's programme")
+        if room and room not in {r.id for r in program.rooms}:
             raise NotFound(f"no room {room!r} in the plan's programme")
-        ics = export_ics(plan, person=person or None, room=room or None)
-        count = ics.count(b"BEGIN:VEVENT")
-        return ics, count
+        everything = replace(
+            Plan(program, (), (), "", 0.0), events=tuple(_event(e) for e in stored.events)
+        )
+        revisions = {
+            e.uid: Revision(
+                title=e.title if e.activity_id == ADHOC else None,
+                sequence=e.sequence,
+                cancelled=e.state == "cancelled",
+            )
+            for e in stored.events
+        }
+        ics = export_ics(everything, person or None, room or None, revisions=revisions)
+        return ics, ics.count(b"BEGIN:VEVENT")
 
     async def find_time(
         self,
@@ -183,7 +167,7 @@ class Plans:
         hours = None
         slot = 30
         if plan_id:
-            program, plan = await self._done(plan_id)
+            program, plan, _ = await self._done(plan_id)
             known = {p.id: p for p in program.people}
             hours, slot = program.office_hours, program.slot_minutes
             # The plan's own events keep their required attendees busy.
@@ -212,6 +196,168 @@ class Plans:
             slot,
             limit or 10,
         )
+
+    # --- ad hoc changes -----------------------------------------------------
+
+    async def schedule(
+        self,
+        plan_id: str,
+        title: str,
+        start: datetime,
+        minutes: int,
+        required: list[str],
+        optional: list[str],
+        room: str,
+    ) -> EventRow:
+        checker = FieldChecker()
+        checker.require(0 < len(title) <= 300, "title", "1 to 300 characters")
+        checker.require(15 <= minutes <= 480, "duration_minutes", "15 to 480 minutes")
+        checker.require(1 <= len(required) <= 200, "required_person_ids", "1 to 200 people")
+        checker.require(len(optional) <= 2000, "optional_person_ids", "at most 2,000 people")
+        checker.raise_if_any()
+        program, _, _ = await self._done(plan_id)
+        known = {p.id for p in program.people}
+        for field, ids in (("required_person_ids", required), ("optional_person_ids", optional)):
+            for n, person_id in enumerate(ids):
+                checker.require(person_id in known, f"{field}[{n}]", "a person of the programme")
+        checker.raise_if_any()
+        end = start + timedelta(minutes=minutes)
+        seats = len(set(required) | set(optional))
+        placement = Placement(start, end, room or None, tuple(dict.fromkeys(required)), seats)
+        calendar = await self._office_days.calendar(start.date(), end.date())
+        row = EventRow(
+            plan_id=plan_id,
+            uid=f"{ADHOC}-{uuid.uuid4().hex}@eap-calendar",
+            activity_id=ADHOC,
+            title=title,
+            occurrence=1,
+            kind="meeting",
+            start=start.replace(tzinfo=TIMEZONE),
+            end=end.replace(tzinfo=TIMEZONE),
+            room_id=room,
+            required=list(placement.required),
+            optional_free=list(dict.fromkeys(optional)),
+            audience=[],
+            capacity=0,
+            state="scheduled",
+            sequence=0,
+        )
+        async with self._sessions() as session, session.begin():
+            # Checked under the plan's lock, so two changes cannot both pass
+            # against the plan as it was before either.
+            await _lock_plan(session, plan_id)
+            _, plan, _ = _finished(await _load(session, plan_id))
+            _refuse_if(program, calendar, plan.events, placement, f"plan/{plan_id}")
+            session.add(row)
+        return row
+
+    async def move(self, plan_id: str, uid: str, start: datetime, room: str) -> EventRow:
+        calendar = await self._office_days.calendar(start.date(), start.date())
+        async with self._sessions() as session, session.begin():
+            await _lock_plan(session, plan_id)
+            program, plan, _ = _finished(await _load(session, plan_id))
+            row = await _locked_event(session, plan_id, uid)
+            if row.state == "cancelled":
+                raise FailedPrecondition("EVENT_CANCELLED", f"event/{uid}", "it is cancelled")
+            minutes = int((row.end - row.start).total_seconds() // 60)
+            placement = Placement(
+                start,
+                start + timedelta(minutes=minutes),
+                (room or row.room_id) or None,
+                tuple(row.required),
+                len(row.required) + len(row.optional_free) + row.capacity,
+            )
+            activities = {a.id: a for a in program.activities}
+            _refuse_if(
+                program,
+                calendar,
+                [e for e in plan.events if e.uid != uid],
+                placement,
+                f"event/{uid}",
+                activities.get(row.activity_id),
+                row.occurrence,
+            )
+            row.start = start.replace(tzinfo=TIMEZONE)
+            row.end = placement.end.replace(tzinfo=TIMEZONE)
+            row.room_id = placement.room or ""
+            row.sequence += 1
+        return row
+
+    async def cancel_event(self, plan_id: str, uid: str) -> EventRow:
+        async with self._sessions() as session, session.begin():
+            row = await _locked_event(session, plan_id, uid)
+            if row.state != "cancelled":
+                row.state = "cancelled"
+                row.sequence += 1
+        return row
+
+    # --- attendance -----------------------------------------------------------
+
+    async def record_attendance(
+        self, plan_id: str, uid: str, attendance: list[tuple[str, bool]]
+    ) -> int:
+        checker = FieldChecker()
+        checker.require(1 <= len(attendance) <= 2000, "attendance", "1 to 2,000 records")
+        for n, (person_id, _) in enumerate(attendance):
+            checker.identifier(person_id, f"attendance[{n}].person_id")
+        checker.raise_if_any()
+        async with self._sessions() as session, session.begin():
+            event = await _locked_event(session, plan_id, uid)
+            if event.state == "cancelled":
+                raise FailedPrecondition(
+                    "EVENT_CANCELLED", f"event/{uid}", "the event is cancelled"
+                )
+            if event.start > clock.now():
+                raise FailedPrecondition(
+                    "EVENT_NOT_STARTED", f"event/{uid}", "attendance is recorded once it starts"
+                )
+            now = clock.now()
+            for person_id, attended in attendance:
+                row = await session.get(AttendanceRow, (plan_id, uid, person_id))
+                if row is None:
+                    row = AttendanceRow(plan_id=plan_id, event_uid=uid, person_id=person_id)
+                    session.add(row)
+                row.attended, row.recorded_at = attended, now
+        return len(attendance)
+
+    async def attendance_report(
+        self, plan_id: str, activity_id: str
+    ) -> list[tuple[str, str, int, int, bool]]:
+        """(person, activity, recorded, attended, came to all held so far)."""
+        stored = await self.get(plan_id)
+        now = clock.now()
+        held: dict[str, set[str]] = {}
+        activity_of: dict[str, str] = {}
+        for e in stored.events:
+            if e.state != "cancelled" and (not activity_id or e.activity_id == activity_id):
+                activity_of[e.uid] = e.activity_id
+                if e.start <= now:
+                    held.setdefault(e.activity_id, set()).add(e.uid)
+        async with self._sessions() as session:
+            rows = (
+                await session.scalars(select(AttendanceRow).where(AttendanceRow.plan_id == plan_id))
+            ).all()
+        tally: dict[tuple[str, str], list[int]] = {}
+        came: dict[tuple[str, str], set[str]] = {}
+        for r in rows:
+            activity = activity_of.get(r.event_uid)
+            if activity is None:
+                continue
+            counts = tally.setdefault((activity, r.person_id), [0, 0])
+            counts[0] += 1
+            if r.attended:
+                counts[1] += 1
+                came.setdefault((activity, r.person_id), set()).add(r.event_uid)
+        return [
+            (
+                person,
+                activity,
+                recorded,
+                attended,
+                bool(held.get(activity)) and held[activity] <= came.get((activity, person), set()),
+            )
+            for (activity, person), (recorded, attended) in sorted(tally.items())
+        ]
 
     # --- enrollment ---------------------------------------------------------
 
@@ -261,6 +407,68 @@ class Plans:
                 return False
             waiting[0].state = "enrolled"
             return True
+
+
+def _refuse_if(
+    program: Program,
+    calendar: OfficeCalendar,
+    others: Sequence[Event],
+    placement: Placement,
+    subject: str,
+    activity: Activity | None = None,
+    occurrence: int = 0,
+) -> None:
+    found = problems(program, calendar, others, placement, activity, occurrence)
+    if found:
+        raise FailedPrecondition(found[0].rule, subject, "; ".join(p.words for p in found))
+
+
+async def _load(session: Any, plan_id: str) -> StoredPlan:
+    row = await session.get(PlanRow, plan_id)
+    if row is None:
+        raise NotFound(f"no plan {plan_id!r}")
+    events = list(
+        (
+            await session.scalars(
+                select(EventRow).where(EventRow.plan_id == plan_id).order_by(EventRow.start)
+            )
+        ).all()
+    )
+    counts = (
+        await session.execute(
+            select(EnrollmentRow.event_uid, EnrollmentRow.state, func.count())
+            .where(EnrollmentRow.plan_id == plan_id)
+            .group_by(EnrollmentRow.event_uid, EnrollmentRow.state)
+        )
+    ).all()
+    enrolled = {uid: n for uid, state, n in counts if state == "enrolled"}
+    waitlisted = {uid: n for uid, state, n in counts if state == "waitlisted"}
+    return StoredPlan(row, events, enrolled, waitlisted)
+
+
+def _finished(stored: StoredPlan) -> tuple[Program, Plan, StoredPlan]:
+    """A finished plan's programme, its live events as the planner's values
+    (cancelled ones left out), and the stored rows."""
+    if stored.row.state != "done":
+        raise FailedPrecondition(
+            "PLAN_NOT_DONE",
+            f"plan/{stored.row.plan_id}",
+            f"the plan is {stored.row.state}, not done yet",
+        )
+    program = read_program(stored.row.program_toml, stored.row.year)
+    events = tuple(_event(e) for e in stored.events if e.state != "cancelled")
+    unplaced = tuple(Unplaced(**u) for u in stored.row.unplaced)
+    plan = Plan(program, events, unplaced, stored.row.solver_status, stored.row.seconds)
+    return program, plan, stored
+
+
+async def _lock_plan(session: Any, plan_id: str) -> None:
+    """Serialises changes to one plan across replicas."""
+    row = await session.scalar(
+        select(PlanRow.plan_id).where(PlanRow.plan_id == plan_id).with_for_update()
+    )
+    if row is None:
+        raise NotFound(f"no plan {plan_id!r}")
 
 
 def _check_enrollment(plan_id: str, uid: str, person_id: str) -> None:

@@ -13,8 +13,10 @@ from grpc import aio
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.office_days import OfficeDays
+from services.calendar.orm import EventRow
 from services.calendar.plans import Plans
 from services.calendar.program import Span
+from services.runtime.errors import InvalidArgument
 
 Context = aio.ServicerContext[Any, Any]
 TIMEZONE = ZoneInfo("Asia/Taipei")
@@ -40,6 +42,31 @@ def _stamp(moment: datetime) -> Timestamp:
 def _local(stamp: Timestamp) -> datetime:
     """A timestamp as the naive Asia/Taipei time the planner works in."""
     return stamp.ToDatetime(tzinfo=UTC).astimezone(TIMEZONE).replace(tzinfo=None)
+
+
+def _event_pb(e: EventRow, enrolled: int = 0, waitlisted: int = 0) -> pb.PlannedEvent:
+    return pb.PlannedEvent(
+        uid=e.uid,
+        activity_id=e.activity_id,
+        title=e.title,
+        occurrence=e.occurrence,
+        start=_stamp(e.start),
+        end=_stamp(e.end),
+        room_id=e.room_id,
+        required_person_ids=e.required,
+        optional_free_person_ids=e.optional_free,
+        kind=e.kind,
+        capacity=e.capacity,
+        enrolled=enrolled,
+        waitlisted=waitlisted,
+        cancelled=e.state == "cancelled",
+    )
+
+
+def _required_start(message: Any) -> datetime:
+    if not message.HasField("start"):
+        raise InvalidArgument.single("start", "required")
+    return _local(message.start)
 
 
 def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
@@ -95,21 +122,7 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
             name=row.name,
             year=row.year,
             events=[
-                pb.PlannedEvent(
-                    uid=e.uid,
-                    activity_id=e.activity_id,
-                    title=e.title,
-                    occurrence=e.occurrence,
-                    start=_stamp(e.start),
-                    end=_stamp(e.end),
-                    room_id=e.room_id,
-                    required_person_ids=e.required,
-                    optional_free_person_ids=e.optional_free,
-                    kind=e.kind,
-                    capacity=e.capacity,
-                    enrolled=stored.enrolled.get(e.uid, 0),
-                    waitlisted=stored.waitlisted.get(e.uid, 0),
-                )
+                _event_pb(e, stored.enrolled.get(e.uid, 0), stored.waitlisted.get(e.uid, 0))
                 for e in stored.events
             ],
             unplaced=[
@@ -173,3 +186,58 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
     ) -> pb.ExportCalendarResponse:
         ics, count = await self._plans.export(request.plan_id, request.person_id, request.room_id)
         return pb.ExportCalendarResponse(ics=ics, events=count)
+
+    async def ScheduleEvent(
+        self, request: pb.ScheduleEventRequest, context: Context
+    ) -> pb.ScheduleEventResponse:
+        row = await self._plans.schedule(
+            request.plan_id,
+            request.title,
+            _required_start(request),
+            request.duration_minutes,
+            list(request.required_person_ids),
+            list(request.optional_person_ids),
+            request.room_id,
+        )
+        return pb.ScheduleEventResponse(event=_event_pb(row))
+
+    async def MoveEvent(
+        self, request: pb.MoveEventRequest, context: Context
+    ) -> pb.MoveEventResponse:
+        row = await self._plans.move(
+            request.plan_id, request.event_uid, _required_start(request), request.room_id
+        )
+        return pb.MoveEventResponse(event=_event_pb(row))
+
+    async def CancelEvent(
+        self, request: pb.CancelEventRequest, context: Context
+    ) -> pb.CancelEventResponse:
+        row = await self._plans.cancel_event(request.plan_id, request.event_uid)
+        return pb.CancelEventResponse(event=_event_pb(row))
+
+    async def RecordAttendance(
+        self, request: pb.RecordAttendanceRequest, context: Context
+    ) -> pb.RecordAttendanceResponse:
+        recorded = await self._plans.record_attendance(
+            request.plan_id,
+            request.event_uid,
+            [(a.person_id, a.attended) for a in request.attendance],
+        )
+        return pb.RecordAttendanceResponse(recorded=recorded)
+
+    async def GetAttendanceReport(
+        self, request: pb.GetAttendanceReportRequest, context: Context
+    ) -> pb.GetAttendanceReportResponse:
+        lines = await self._plans.attendance_report(request.plan_id, request.activity_id)
+        return pb.GetAttendanceReportResponse(
+            lines=[
+                pb.AttendanceLine(
+                    person_id=person,
+                    activity_id=activity,
+                    recorded=recorded,
+                    attended=attended,
+                    full_attendance=full,
+                )
+                for person, activity, recorded, attended, full in lines
+            ]
+        )

@@ -177,6 +177,7 @@ class PlannedEvent(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     ENROLLED_FIELD_NUMBER: _builtins.int
     WAITLISTED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     """Stable identifier, also the iCalendar UID."""
     activity_id: _builtins.str
@@ -195,6 +196,8 @@ class PlannedEvent(_message.Message):
     """Seats taken by enrollments."""
     waitlisted: _builtins.int
     """People waiting for a seat."""
+    cancelled: _builtins.bool
+    """True once cancelled (CancelEvent)."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When it starts and ends (Asia/Taipei)."""
@@ -227,10 +230,11 @@ class PlannedEvent(_message.Message):
         capacity: _builtins.int = ...,
         enrolled: _builtins.int = ...,
         waitlisted: _builtins.int = ...,
+        cancelled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "capacity", b"capacity", "end", b"end", "enrolled", b"enrolled", "kind", b"kind", "occurrence", b"occurrence", "optional_free_person_ids", b"optional_free_person_ids", "required_person_ids", b"required_person_ids", "room_id", b"room_id", "start", b"start", "title", b"title", "uid", b"uid", "waitlisted", b"waitlisted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "cancelled", b"cancelled", "capacity", b"capacity", "end", b"end", "enrolled", b"enrolled", "kind", b"kind", "occurrence", b"occurrence", "optional_free_person_ids", b"optional_free_person_ids", "required_person_ids", b"required_person_ids", "room_id", b"room_id", "start", b"start", "title", b"title", "uid", b"uid", "waitlisted", b"waitlisted"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -823,3 +827,357 @@ class ImportOfficeCalendarResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ImportOfficeCalendarResponse: _TypeAlias = ImportOfficeCalendarResponse  # noqa: Y015
+
+@_typing.final
+class ScheduleEventRequest(_message.Message):
+    """Request for ScheduleEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    DURATION_MINUTES_FIELD_NUMBER: _builtins.int
+    REQUIRED_PERSON_IDS_FIELD_NUMBER: _builtins.int
+    OPTIONAL_PERSON_IDS_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan to add it to (done)."""
+    title: _builtins.str
+    """What it is, e.g. "Ad hoc working circle meeting" (at most 300 characters)."""
+    duration_minutes: _builtins.int
+    """How long, 15-480 minutes."""
+    room_id: _builtins.str
+    """A room of the programme, or empty for none."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it starts (Asia/Taipei office hours)."""
+
+    @_builtins.property
+    def required_person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who must attend (ids of the plan's programme), at least one."""
+
+    @_builtins.property
+    def optional_person_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Who is invited if they can come."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        title: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        duration_minutes: _builtins.int = ...,
+        required_person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        optional_person_ids: _abc.Iterable[_builtins.str] | None = ...,
+        room_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration_minutes", b"duration_minutes", "optional_person_ids", b"optional_person_ids", "plan_id", b"plan_id", "required_person_ids", b"required_person_ids", "room_id", b"room_id", "start", b"start", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleEventRequest: _TypeAlias = ScheduleEventRequest  # noqa: Y015
+
+@_typing.final
+class ScheduleEventResponse(_message.Message):
+    """Response of ScheduleEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___PlannedEvent:
+        """The new event."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___PlannedEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ScheduleEventResponse: _TypeAlias = ScheduleEventResponse  # noqa: Y015
+
+@_typing.final
+class MoveEventRequest(_message.Message):
+    """Request for MoveEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_UID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    ROOM_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan."""
+    event_uid: _builtins.str
+    """The event's uid."""
+    room_id: _builtins.str
+    """A new room; empty keeps the room it has."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Its new start; it keeps its length."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        event_uid: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        room_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_uid", b"event_uid", "plan_id", b"plan_id", "room_id", b"room_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveEventRequest: _TypeAlias = MoveEventRequest  # noqa: Y015
+
+@_typing.final
+class MoveEventResponse(_message.Message):
+    """Response of MoveEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___PlannedEvent:
+        """The event as moved."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___PlannedEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveEventResponse: _TypeAlias = MoveEventResponse  # noqa: Y015
+
+@_typing.final
+class CancelEventRequest(_message.Message):
+    """Request for CancelEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_UID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan."""
+    event_uid: _builtins.str
+    """The event's uid."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        event_uid: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_uid", b"event_uid", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEventRequest: _TypeAlias = CancelEventRequest  # noqa: Y015
+
+@_typing.final
+class CancelEventResponse(_message.Message):
+    """Response of CancelEvent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> Global___PlannedEvent:
+        """The event, cancelled."""
+
+    def __init__(
+        self,
+        *,
+        event: Global___PlannedEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelEventResponse: _TypeAlias = CancelEventResponse  # noqa: Y015
+
+@_typing.final
+class Attendance(_message.Message):
+    """One person's attendance at an event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    ATTENDED_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.str
+    """Who."""
+    attended: _builtins.bool
+    """True if they came."""
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.str = ...,
+        attended: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attended", b"attended", "person_id", b"person_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Attendance: _TypeAlias = Attendance  # noqa: Y015
+
+@_typing.final
+class RecordAttendanceRequest(_message.Message):
+    """Request for RecordAttendance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    EVENT_UID_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan."""
+    event_uid: _builtins.str
+    """The event's uid."""
+    @_builtins.property
+    def attendance(self) -> _containers.RepeatedCompositeFieldContainer[Global___Attendance]:
+        """Who came and who did not (at most 2,000); a second record replaces the first."""
+
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        event_uid: _builtins.str = ...,
+        attendance: _abc.Iterable[Global___Attendance] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attendance", b"attendance", "event_uid", b"event_uid", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAttendanceRequest: _TypeAlias = RecordAttendanceRequest  # noqa: Y015
+
+@_typing.final
+class RecordAttendanceResponse(_message.Message):
+    """Response of RecordAttendance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDED_FIELD_NUMBER: _builtins.int
+    recorded: _builtins.int
+    """How many records were written."""
+    def __init__(
+        self,
+        *,
+        recorded: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordAttendanceResponse: _TypeAlias = RecordAttendanceResponse  # noqa: Y015
+
+@_typing.final
+class GetAttendanceReportRequest(_message.Message):
+    """Request for GetAttendanceReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_ID_FIELD_NUMBER: _builtins.int
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    plan_id: _builtins.str
+    """The plan."""
+    activity_id: _builtins.str
+    """Only this activity; empty for all."""
+    def __init__(
+        self,
+        *,
+        plan_id: _builtins.str = ...,
+        activity_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "plan_id", b"plan_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAttendanceReportRequest: _TypeAlias = GetAttendanceReportRequest  # noqa: Y015
+
+@_typing.final
+class AttendanceLine(_message.Message):
+    """One person's attendance at one activity."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_ID_FIELD_NUMBER: _builtins.int
+    ACTIVITY_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_FIELD_NUMBER: _builtins.int
+    ATTENDED_FIELD_NUMBER: _builtins.int
+    FULL_ATTENDANCE_FIELD_NUMBER: _builtins.int
+    person_id: _builtins.str
+    """Who."""
+    activity_id: _builtins.str
+    """Which activity."""
+    recorded: _builtins.int
+    """Events of the activity with attendance recorded for this person."""
+    attended: _builtins.int
+    """Of those, how many they came to."""
+    full_attendance: _builtins.bool
+    """True when they came to every event of the activity held so far."""
+    def __init__(
+        self,
+        *,
+        person_id: _builtins.str = ...,
+        activity_id: _builtins.str = ...,
+        recorded: _builtins.int = ...,
+        attended: _builtins.int = ...,
+        full_attendance: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["activity_id", b"activity_id", "attended", b"attended", "full_attendance", b"full_attendance", "person_id", b"person_id", "recorded", b"recorded"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AttendanceLine: _TypeAlias = AttendanceLine  # noqa: Y015
+
+@_typing.final
+class GetAttendanceReportResponse(_message.Message):
+    """Response of GetAttendanceReport."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttendanceLine]:
+        """By activity, then person."""
+
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___AttendanceLine] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAttendanceReportResponse: _TypeAlias = GetAttendanceReportResponse  # noqa: Y015

@@ -79,6 +79,31 @@ class CalendarServiceStub:
                 request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.SerializeToString,
                 response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.FromString,
                 _registered_method=True)
+        self.ScheduleEvent = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/ScheduleEvent',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventResponse.FromString,
+                _registered_method=True)
+        self.MoveEvent = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/MoveEvent',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventResponse.FromString,
+                _registered_method=True)
+        self.CancelEvent = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/CancelEvent',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventResponse.FromString,
+                _registered_method=True)
+        self.RecordAttendance = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/RecordAttendance',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceResponse.FromString,
+                _registered_method=True)
+        self.GetAttendanceReport = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/GetAttendanceReport',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.FromString,
+                _registered_method=True)
 
 
 class CalendarServiceServicer:
@@ -163,6 +188,48 @@ class CalendarServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScheduleEvent(self, request, context):
+        """Adds an ad hoc meeting to a plan. Refused with FAILED_PRECONDITION when
+        it would break a rule the plan keeps (office days and hours, attendees'
+        busy time, double-booking, the daily limit, room size); the rule is the
+        first problem's code and the message lists every problem.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def MoveEvent(self, request, context):
+        """Moves an event (and optionally changes its room) under the same rules;
+        a planned occurrence also keeps to its window and its gap from its
+        activity's other occurrences.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelEvent(self, request, context):
+        """Cancels an event. It stays in exports as cancelled, so calendars that
+        imported it drop it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordAttendance(self, request, context):
+        """Records who came to an event (after it started).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAttendanceReport(self, request, context):
+        """Attendance per person and activity: events held, events attended, and
+        whether they came to all (the seeds reward full attendance).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalendarServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +272,31 @@ def add_CalendarServiceServicer_to_server(servicer, server):
                     servicer.ExportCalendar,
                     request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.FromString,
                     response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.SerializeToString,
+            ),
+            'ScheduleEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScheduleEvent,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventResponse.SerializeToString,
+            ),
+            'MoveEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.MoveEvent,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventResponse.SerializeToString,
+            ),
+            'CancelEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelEvent,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventResponse.SerializeToString,
+            ),
+            'RecordAttendance': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordAttendance,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceResponse.SerializeToString,
+            ),
+            'GetAttendanceReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAttendanceReport,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -428,6 +520,141 @@ class CalendarService:
             '/eap.calendar.v1.CalendarService/ExportCalendar',
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarRequest.SerializeToString,
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ExportCalendarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScheduleEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/ScheduleEvent',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ScheduleEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def MoveEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/MoveEvent',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.MoveEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/CancelEvent',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.CancelEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordAttendance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/RecordAttendance',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.RecordAttendanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAttendanceReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/GetAttendanceReport',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

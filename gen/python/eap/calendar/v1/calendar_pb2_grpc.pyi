@@ -80,6 +80,27 @@ class CalendarServiceStub:
     one room's. Event UIDs stay the same across exports of the plan and
     across re-plans of the same programme, so a re-import updates events.
     """
+    ScheduleEvent: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.ScheduleEventRequest, _calendar_pb2.ScheduleEventResponse]
+    """Adds an ad hoc meeting to a plan. Refused with FAILED_PRECONDITION when
+    it would break a rule the plan keeps (office days and hours, attendees'
+    busy time, double-booking, the daily limit, room size); the rule is the
+    first problem's code and the message lists every problem.
+    """
+    MoveEvent: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.MoveEventRequest, _calendar_pb2.MoveEventResponse]
+    """Moves an event (and optionally changes its room) under the same rules;
+    a planned occurrence also keeps to its window and its gap from its
+    activity's other occurrences.
+    """
+    CancelEvent: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.CancelEventRequest, _calendar_pb2.CancelEventResponse]
+    """Cancels an event. It stays in exports as cancelled, so calendars that
+    imported it drop it.
+    """
+    RecordAttendance: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.RecordAttendanceRequest, _calendar_pb2.RecordAttendanceResponse]
+    """Records who came to an event (after it started)."""
+    GetAttendanceReport: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.GetAttendanceReportRequest, _calendar_pb2.GetAttendanceReportResponse]
+    """Attendance per person and activity: events held, events attended, and
+    whether they came to all (the seeds reward full attendance).
+    """
 
 @_typing.type_check_only
 class CalendarServiceAsyncStub(CalendarServiceStub):
@@ -132,6 +153,27 @@ class CalendarServiceAsyncStub(CalendarServiceStub):
     """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
     one room's. Event UIDs stay the same across exports of the plan and
     across re-plans of the same programme, so a re-import updates events.
+    """
+    ScheduleEvent: _aio.UnaryUnaryMultiCallable[_calendar_pb2.ScheduleEventRequest, _calendar_pb2.ScheduleEventResponse]  # type: ignore[assignment]
+    """Adds an ad hoc meeting to a plan. Refused with FAILED_PRECONDITION when
+    it would break a rule the plan keeps (office days and hours, attendees'
+    busy time, double-booking, the daily limit, room size); the rule is the
+    first problem's code and the message lists every problem.
+    """
+    MoveEvent: _aio.UnaryUnaryMultiCallable[_calendar_pb2.MoveEventRequest, _calendar_pb2.MoveEventResponse]  # type: ignore[assignment]
+    """Moves an event (and optionally changes its room) under the same rules;
+    a planned occurrence also keeps to its window and its gap from its
+    activity's other occurrences.
+    """
+    CancelEvent: _aio.UnaryUnaryMultiCallable[_calendar_pb2.CancelEventRequest, _calendar_pb2.CancelEventResponse]  # type: ignore[assignment]
+    """Cancels an event. It stays in exports as cancelled, so calendars that
+    imported it drop it.
+    """
+    RecordAttendance: _aio.UnaryUnaryMultiCallable[_calendar_pb2.RecordAttendanceRequest, _calendar_pb2.RecordAttendanceResponse]  # type: ignore[assignment]
+    """Records who came to an event (after it started)."""
+    GetAttendanceReport: _aio.UnaryUnaryMultiCallable[_calendar_pb2.GetAttendanceReportRequest, _calendar_pb2.GetAttendanceReportResponse]  # type: ignore[assignment]
+    """Attendance per person and activity: events held, events attended, and
+    whether they came to all (the seeds reward full attendance).
     """
 
 class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -230,6 +272,57 @@ class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
         """A plan as RFC 5545 iCalendar: the whole plan, one person's events or
         one room's. Event UIDs stay the same across exports of the plan and
         across re-plans of the same programme, so a re-import updates events.
+        """
+
+    @_abc_1.abstractmethod
+    def ScheduleEvent(
+        self,
+        request: _calendar_pb2.ScheduleEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.ScheduleEventResponse, _abc.Awaitable[_calendar_pb2.ScheduleEventResponse]]:
+        """Adds an ad hoc meeting to a plan. Refused with FAILED_PRECONDITION when
+        it would break a rule the plan keeps (office days and hours, attendees'
+        busy time, double-booking, the daily limit, room size); the rule is the
+        first problem's code and the message lists every problem.
+        """
+
+    @_abc_1.abstractmethod
+    def MoveEvent(
+        self,
+        request: _calendar_pb2.MoveEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.MoveEventResponse, _abc.Awaitable[_calendar_pb2.MoveEventResponse]]:
+        """Moves an event (and optionally changes its room) under the same rules;
+        a planned occurrence also keeps to its window and its gap from its
+        activity's other occurrences.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelEvent(
+        self,
+        request: _calendar_pb2.CancelEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.CancelEventResponse, _abc.Awaitable[_calendar_pb2.CancelEventResponse]]:
+        """Cancels an event. It stays in exports as cancelled, so calendars that
+        imported it drop it.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordAttendance(
+        self,
+        request: _calendar_pb2.RecordAttendanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.RecordAttendanceResponse, _abc.Awaitable[_calendar_pb2.RecordAttendanceResponse]]:
+        """Records who came to an event (after it started)."""
+
+    @_abc_1.abstractmethod
+    def GetAttendanceReport(
+        self,
+        request: _calendar_pb2.GetAttendanceReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.GetAttendanceReportResponse, _abc.Awaitable[_calendar_pb2.GetAttendanceReportResponse]]:
+        """Attendance per person and activity: events held, events attended, and
+        whether they came to all (the seeds reward full attendance).
         """
 
 def add_CalendarServiceServicer_to_server(servicer: CalendarServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
