@@ -3,6 +3,7 @@ month grids in the terminal, with what could not be placed and why, and
 written as iCalendar or CSV on request.
 
     eapctl calendar plan PROGRAM.toml [--year 2027] [--ics OUT.ics] [--csv OUT.csv]
+        [--html OUT.html]
 """
 
 from __future__ import annotations
@@ -14,11 +15,14 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import replace
+from datetime import date, timedelta
 from pathlib import Path
 
 from services.calendar.ics import export_ics
 from services.calendar.planner import Event, Plan, plan_program
 from services.calendar.program_file import ProgramFileError, load_program
+from services.calendar.report import render_html
+from services.office_calendar import load_shipped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--year", type=int, help="plan this year instead of the file's")
     parser.add_argument("--ics", help="write the plan as iCalendar to this file")
     parser.add_argument("--csv", help="write the plan as CSV to this file")
+    parser.add_argument("--html", help="write the plan's month grids as an HTML page")
     parser.add_argument("--time-limit", type=float, default=20.0, help="seconds (default 20)")
     args = parser.parse_args(argv)
     try:
@@ -55,6 +60,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.csv:
         write_csv(plan, args.csv)
         print(f"wrote {args.csv}")
+    if args.html:
+        office = load_shipped()
+        year = [date(program.year, 1, 1) + timedelta(days=n) for n in range(366)]
+        open_days = {d for d in year if d.year == program.year and office.is_office_day(d)}
+        Path(args.html).write_text(render_html(plan, open_days), encoding="utf-8")
+        print(f"wrote {args.html}")
     return 0 if not plan.unplaced else 1
 
 

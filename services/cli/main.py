@@ -83,7 +83,7 @@ def _match(args: argparse.Namespace, settings: Settings) -> int:
     return cast(int, tool.main(args.rest))
 
 
-CALENDAR_TOOLS = {"plan": "plan_cli"}
+CALENDAR_TOOLS = {"plan": "plan_cli", "find-time": "find_time_cli"}
 
 
 def _calendar(args: argparse.Namespace, settings: Settings) -> int:
