@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results import machine_facts, marks, write_section
+from results import header, marks, write_section
 
 PEOPLE = 2000
 DEPARTMENTS = 40
@@ -143,23 +143,16 @@ def main() -> int:
     print(f"{summary}; wall {wall:.1f} s, peak {peak_mib:.0f} MiB: {'met' if met else 'missed'}")
     if args.no_write:
         return 0
-    info = machine_facts()
     start_mark, end_mark = marks("calendar-bench")
     section = "\n".join(
         [
             start_mark,
-            "## Calendar: a year for 2,000 people with 300 events",
-            "",
-            "Command: `.venv/bin/python bench/calendar_bench.py` (also `make bench-calendar`)",
-            "",
-            f"Date: {started} (UTC)",
-            "",
-            "Machine:",
-            "",
-            f"- nproc: {info['nproc']}; CPU: {info['cpu']}; memory: {info['memory']}",
-            f"- Linux {info['kernel']}; Python {info['python']}",
-            f"- code: {info.get('code', 'unknown')}",
-            "",
+            *header(
+                "Calendar: a year for 2,000 people with 300 events",
+                ".venv/bin/python bench/calendar_bench.py",
+                "bench-calendar",
+                started,
+            ),
             f"Method: `program_text(seed={args.seed})` in the bench writes a programme of "
             f"{PEOPLE:,} people ({DEPARTMENTS} departments, weekly commitments and one-off busy "
             f"days), {ROOMS} rooms and activities of every cadence adding up to {occurrences} "

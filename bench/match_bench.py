@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from results import RESULTS, ROOT, machine_facts, marks, write_section
+from results import RESULTS, ROOT, header, marks, write_section
 
 TIME_LIMITS = {"S": 10.0, "M": 30.0, "L": 60.0}
 # What each scale must reach (issue 3): S proven optimal or a gap under
@@ -192,22 +192,15 @@ def run_instance(tools: Tools, scale: str, seed: int, workdir: Path) -> Row:
 
 def render(rows: list[Row], tools: Tools, command: str, started: str) -> str:
     start_mark, end_mark = marks("match-bench")
-    info = machine_facts()
     referee = "the referee's" if tools.referee else "the project's own"
     out = [
         start_mark,
-        "## Matcher: optimized schedules beside first-come-first-served",
-        "",
-        f"Command: `{command}` (also `make bench-match`)",
-        "",
-        f"Date: {started} (UTC)",
-        "",
-        "Machine:",
-        "",
-        f"- nproc: {info['nproc']}; CPU: {info['cpu']}; memory: {info['memory']}",
-        f"- Linux {info['kernel']}; Python {info['python']}",
-        f"- code: {info.get('code', 'unknown')}",
-        "",
+        *header(
+            "Matcher: optimized schedules beside first-come-first-served",
+            command,
+            "bench-match",
+            started,
+        ),
         f"Method: instances from {referee} generator (`--scale X --seed N`), scored by "
         f"{referee} checker; `eapctl match solve` runs in its own process with the time "
         "limit shown (wall time includes loading, the baseline it starts from and writing "

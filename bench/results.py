@@ -67,3 +67,25 @@ def machine_facts() -> dict[str, str]:
             else ", services/ clean"
         )
     return info
+
+
+def header(
+    title: str, command: str, make_target: str, started: str, extra_facts: str = ""
+) -> list[str]:
+    """The lines every section starts with: its title, the command that
+    wrote it, when, and the machine (plus `extra_facts` on the Python line)."""
+    info = machine_facts()
+    return [
+        f"## {title}",
+        "",
+        f"Command: `{command}` (also `make {make_target}`)",
+        "",
+        f"Date: {started} (UTC)",
+        "",
+        "Machine:",
+        "",
+        f"- nproc: {info['nproc']}; CPU: {info['cpu']}; memory: {info['memory']}",
+        f"- Linux {info['kernel']}; Python {info['python']}{extra_facts}",
+        f"- code: {info.get('code', 'unknown')}",
+        "",
+    ]

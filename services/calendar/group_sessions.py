@@ -76,7 +76,7 @@ def propose_group_sessions(
         while True:
             best: tuple[int, datetime, str, list[str]] | None = None
             for day in week_days:
-                for start in _grid(day, office_hours, length, slot_minutes):
+                for start in office_hours.starts(day, minutes, slot_minutes):
                     end = start + length
                     for leader in leaders:
                         if not _inside(leader.free, start, end):
@@ -116,19 +116,6 @@ def _one_case_each(eligible: Iterable[GroupCandidate]) -> list[GroupCandidate]:
             seen.add(candidate.employee)
             kept.append(candidate)
     return kept
-
-
-def _grid(
-    day: date, office_hours: OfficeHours, length: timedelta, slot_minutes: int
-) -> list[datetime]:
-    starts = []
-    for begin, end in office_hours.blocks:
-        start = datetime.combine(day, begin)
-        start += timedelta(minutes=-(begin.hour * 60 + begin.minute) % slot_minutes)
-        while start + length <= datetime.combine(day, end):
-            starts.append(start)
-            start += timedelta(minutes=slot_minutes)
-    return starts
 
 
 def _inside(spans: Sequence[Span], start: datetime, end: datetime) -> bool:

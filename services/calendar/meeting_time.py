@@ -44,17 +44,12 @@ def find_meeting_times(
     day = first
     while day <= last:
         if calendar.is_office_day(day):
-            for begin, end in office_hours.blocks:
-                start = datetime.combine(day, begin)
-                start += timedelta(minutes=-(begin.hour * 60 + begin.minute) % slot_minutes)
-                close = datetime.combine(day, end)
-                while start + length <= close:
-                    finish = start + length
-                    if not any(p.busy_during(start, finish) for p in required):
-                        free = tuple(p.id for p in optional if not p.busy_during(start, finish))
-                        busy = tuple(p.id for p in optional if p.id not in free)
-                        found.append((-len(free), start, MeetingOption(start, finish, free, busy)))
-                    start += timedelta(minutes=slot_minutes)
+            for start in office_hours.starts(day, minutes, slot_minutes):
+                finish = start + length
+                if not any(p.busy_during(start, finish) for p in required):
+                    free = tuple(p.id for p in optional if not p.busy_during(start, finish))
+                    busy = tuple(p.id for p in optional if p.id not in free)
+                    found.append((-len(free), start, MeetingOption(start, finish, free, busy)))
         day += timedelta(days=1)
     found.sort(key=lambda f: (f[0], f[1]))
     # Distinct options: one that overlaps a better one adds nothing to choose.

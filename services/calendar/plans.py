@@ -541,14 +541,7 @@ class PlanRunner:
         self.worker = uuid.uuid4().hex[:12]
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                ran = await self.run_one()
-            except Exception:  # a store is down: the health probe says so
-                log.warning("plan runner failed", exc_info=True)
-                ran = False
-            if not ran:
-                await asyncio.sleep(job_queue.POLL_SECONDS)
+        await job_queue.run_forever(self.run_one, "plan")
 
     async def run_one(self) -> bool:
         async with self._sessions() as session, session.begin():

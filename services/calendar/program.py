@@ -165,6 +165,19 @@ class Activity:
 class OfficeHours:
     blocks: tuple[tuple[time, time], ...]  # e.g. 08:30-12:00 and 13:30-17:30
 
+    def starts(self, day: date, minutes: int, slot_minutes: int) -> list[datetime]:
+        """Starts on the slot grid (from midnight) where `minutes` fit
+        inside one block of `day`."""
+        found = []
+        length = timedelta(minutes=minutes)
+        for begin, end in self.blocks:
+            start = datetime.combine(day, begin)
+            start += timedelta(minutes=-(begin.hour * 60 + begin.minute) % slot_minutes)
+            while start + length <= datetime.combine(day, end):
+                found.append(start)
+                start += timedelta(minutes=slot_minutes)
+        return found
+
 
 @dataclass(frozen=True)
 class Weights:

@@ -395,14 +395,7 @@ class JobRunner:
         self.worker = uuid.uuid4().hex[:12]
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                ran = await self.run_one()
-            except Exception:  # a store is down: the health probe says so
-                log.warning("match job runner failed", exc_info=True)
-                ran = False
-            if not ran:
-                await asyncio.sleep(POLL_SECONDS)
+        await job_queue.run_forever(self.run_one, "match job")
 
     async def run_one(self) -> bool:
         """Claims one job and runs it; False when there was none."""

@@ -11,7 +11,9 @@ claim there.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -57,3 +59,16 @@ async def claim(session: AsyncSession, row_type: type[Row], worker: str) -> Row 
     row.state, row.worker, row.heartbeat_at = "running", worker, now
     row.attempts += 1
     return row  # type: ignore[no-any-return]
+
+
+async def run_forever(run_one: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Runs jobs one at a time, polling when there is none; a failure (a
+    store down, which the health probe reports) is logged and retried."""
+    while True:
+        try:
+            ran = await run_one()
+        except Exception:
+            log.warning("%s runner failed", what, exc_info=True)
+            ran = False
+        if not ran:
+            await asyncio.sleep(POLL_SECONDS)
