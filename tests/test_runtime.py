@@ -116,6 +116,9 @@ async def test_health_turns_not_serving_when_the_database_goes(tmp_path: Path) -
             assert (await health.Check(check)).status == (
                 health_pb2.HealthCheckResponse.NOT_SERVING
             )
+            # Unready, but alive: a liveness probe must not restart it for that.
+            alive = health_pb2.HealthCheckRequest(service="liveness")
+            assert (await health.Check(alive)).status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await server.stop(0)
 

@@ -2,7 +2,8 @@
 pod, `eapctl serve all` on a laptop, `start()` in a test.
 
 Around the services it adds gRPC health (a status per service, NOT_SERVING
-while a store it needs is unreachable), server reflection, the Prometheus
+while a store it needs is unreachable, for readiness; "liveness", SERVING
+while the process serves), server reflection, the Prometheus
 endpoint, the interceptor, and graceful shutdown on SIGTERM: health turns
 NOT_SERVING, the port stops accepting, in-flight calls get the grace period.
 """
@@ -33,7 +34,8 @@ from services.runtime.interceptor import RuntimeInterceptor
 log = logging.getLogger("eap.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-BACKGROUND_STOP_SECONDS = 10.0  # for background loops to end once cancelled
+BACKGROUND_STOP_SECONDS = 10.0
+LIVENESS = "liveness"  # the health name a liveness probe asks for  # for background loops to end once cancelled
 
 
 @dataclass
@@ -154,6 +156,9 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
 
     await server.start()
     running = RunningServer(server, port, services, runtime, health, metrics_port)
+    # For liveness probes: the process serves, whatever its stores do (a
+    # database outage makes pods unready, never restarts them all).
+    await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
     await _update_health(running)
     runtime.spawn(_probe_forever(running), "health-probe")
     log.info(
