@@ -76,6 +76,7 @@ def at(day: dt.date, hour: int, minute: int = 0) -> Timestamp:
 class Suite:
     matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
     quota: quota_pb2_grpc.QuotaServiceAsyncStub
+    server: RunningServer | None = None  # the in-process server, where there is one
 
 
 @pytest.fixture
@@ -93,6 +94,7 @@ async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
         suite = Suite(
             matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
             quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+            server,
         )
         await seed(suite.quota)
         await suite.matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))

@@ -13,6 +13,7 @@ import grpc
 import icalendar
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from prometheus_client import REGISTRY
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
@@ -57,7 +58,12 @@ def _stamp(moment: dt.datetime) -> Timestamp:
 async def test_a_programme_is_planned_read_back_and_exported(
     calendar: calendar_pb2_grpc.CalendarServiceAsyncStub,
 ) -> None:
+    done_before = REGISTRY.get_sample_value("eap_calendar_plans_total", {"state": "done"}) or 0
     plan = await planned(calendar, EXAMPLE.read_text())
+    assert (
+        REGISTRY.get_sample_value("eap_calendar_plans_total", {"state": "done"}) == done_before + 1
+    )
+    assert (REGISTRY.get_sample_value("eap_calendar_plan_seconds_count") or 0) >= 1
     assert plan.state == pb.PLAN_STATE_DONE, plan.error
     assert (plan.name, plan.year, len(plan.events), len(plan.unplaced)) == (
         "Pingtung County EAP 2027",

@@ -5,11 +5,13 @@ Same county as the booking tests (clock at Monday 8 March 2027, 08:00)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from eap.matcher.v1 import matcher_pb2 as pb
@@ -70,7 +72,15 @@ async def jobs_suite(suite: Suite) -> AsyncIterator[Suite]:
 
 async def test_a_job_runs_streams_and_explains(jobs_suite: Suite) -> None:
     suite = jobs_suite
+    done = {"state": "done"}
+    before = REGISTRY.get_sample_value("eap_matcher_match_jobs_total", done) or 0
     job = await run_job(suite)
+    for _ in range(50):  # the runner counts the job just after marking it done
+        if REGISTRY.get_sample_value("eap_matcher_match_jobs_total", done) == before + 1:
+            break
+        await asyncio.sleep(0.1)
+    assert REGISTRY.get_sample_value("eap_matcher_match_jobs_total", done) == before + 1
+    assert (REGISTRY.get_sample_value("eap_matcher_match_solve_seconds_count") or 0) >= 1
     assert job.best_score > 0 and job.bound >= job.best_score and job.attempts == 1
     result = await suite.matcher.GetMatchResult(pb.GetMatchResultRequest(job_id=job.job_id))
     by_case: dict[str, list[pb.ProposedSession]] = {}

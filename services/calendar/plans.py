@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.calendar import metrics
 from services.calendar.changes import Placement, problems
 from services.calendar.ics import Revision, export_ics
 from services.calendar.meeting_time import (
@@ -560,10 +561,15 @@ class PlanRunner:
         except Exception as error:
             log.warning("plan failed", extra={"plan": row.plan_id, "error": type(error).__name__})
             await self._finish(row.plan_id, state="failed", error=str(error)[:500])
+            metrics.PLANS.labels("failed").inc()
             return True
         finally:
             beating.cancel()
         await self._finish(row.plan_id, plan=plan)
+        metrics.PLANS.labels("done").inc()
+        metrics.PLAN_SECONDS.observe(plan.seconds)
+        for left_out in plan.unplaced:
+            metrics.UNPLACED.labels(left_out.rule).inc()
         log.info("plan done", extra={"plan": row.plan_id, "events": len(plan.events)})
         return True
 

@@ -27,7 +27,7 @@ from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
-from services.matcher import slots
+from services.matcher import metrics, slots
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import Case, TimeOff, TimeRange, validate
 from services.matcher.instance import CaseKind
@@ -304,6 +304,7 @@ class Bookings:
                 updated_at=now,
             )
             session.add(row)
+        metrics.BOOKINGS.labels("held").inc()
         return BookingView.of(row, now)
 
     async def check(self, case_id: str, counselor_id: str, start: datetime) -> None:
@@ -352,6 +353,7 @@ class Bookings:
             )
         except FailedPrecondition:
             await self._set_state(booking_id, "released", only_from="held")
+            metrics.BOOKINGS.labels("refused").inc()
             raise
         booked = await self._mark_booked(booking_id, quota_hold)
         if not booked:
@@ -365,6 +367,7 @@ class Bookings:
             await self._set_state(booking_id, "cancelled", only_from="booked")
             await self._quota.release(quota_hold, "confirmation failed")
             raise
+        metrics.BOOKINGS.labels("booked").inc()
         return await self._set_funded(booking_id, True)
 
     async def cancel(self, booking_id: str, reason: str) -> BookingView:
@@ -381,6 +384,7 @@ class Bookings:
                 )
             if state in ("held", "booked"):
                 row.state = "cancelled" if state == "booked" else "released"
+                metrics.BOOKINGS.labels(row.state).inc()
                 row.hold_expires_at = None
                 row.updated_at = now
             quota_hold, funded = row.quota_hold_id, row.funded
@@ -406,6 +410,7 @@ class Bookings:
         async with self._sessions() as session, session.begin():
             row = await self._load_booking(session, booking_id, lock=True)
             row.state = "completed"
+            metrics.BOOKINGS.labels("completed").inc()
             row.minutes = minutes or row.minutes
             row.funded = True
             row.updated_at = clock.now()
@@ -460,6 +465,7 @@ class Bookings:
             )
             for row in rows:
                 row.state, row.hold_expires_at, row.updated_at = "released", None, now
+        metrics.HOLDS_EXPIRED.inc(len(rows))
         return len(rows)
 
     async def reconcile(self) -> int:

@@ -30,7 +30,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
-from services.matcher import slots
+from services.matcher import metrics, slots
 from services.matcher.booking import Bookings, BookingView, case_of, live
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import SLOT_MINUTES, Case
@@ -387,6 +387,21 @@ class Jobs:
         return booked, refused, ids
 
 
+def _observe(schedule: dict[str, Any]) -> None:
+    """A finished job's solve, as metrics: duration, gap, whether it ran
+    out of time, and why cases went unserved."""
+    solver = schedule.get("solver", {})
+    metrics.MATCH_JOBS.labels("done").inc()
+    metrics.SOLVE_SECONDS.observe(float(solver.get("wall_seconds") or 0.0))
+    score, bound = float(solver.get("objective") or 0.0), solver.get("bound")
+    if bound is not None and score > 0:
+        metrics.SOLVE_GAP.observe(max(float(bound) - score, 0.0) / score)
+    if solver.get("status") != "OPTIMAL":
+        metrics.HIT_TIME_LIMIT.inc()
+    for unserved in schedule.get("unserved", []):
+        metrics.UNSERVED.labels(unserved.get("code") or "UNKNOWN").inc()
+
+
 class JobRunner:
     """Takes queued jobs, one at a time, and solves them in a child process."""
 
@@ -415,6 +430,7 @@ class JobRunner:
                 "match job failed", extra={"job": job.job_id, "error": type(error).__name__}
             )
             await self._update(job.job_id, state="failed", error=str(error)[:500])
+            metrics.MATCH_JOBS.labels("failed").inc()
             return True
         solver = schedule.get("solver", {})
         await self._update(
@@ -425,6 +441,7 @@ class JobRunner:
             bound=float(solver.get("bound") or 0.0),
             elapsed_seconds=float(solver.get("wall_seconds") or 0.0),
         )
+        _observe(schedule)
         log.info("match job done", extra={"job": job.job_id})
         return True
 

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.quota import orm
+from services.quota import metrics, orm
 from services.quota.batch import (
     CommitOp,
     HoldBatcher,
@@ -203,11 +203,15 @@ class QuotaLedger:
 
     async def expire_due(self, limit: int = 200) -> int:
         """Gives back holds past their TTL; returns how many. Safe on many replicas."""
-        return await self._batcher.expire_due(limit)
+        expired = await self._batcher.expire_due(limit)
+        metrics.HOLDS_EXPIRED.inc(expired)
+        return expired
 
     async def _expire(self, accounts: Sequence[AccountKey]) -> int:
         """Gives back the due holds on these accounts; returns how many."""
-        return await self._batcher.expire_due(1000, accounts)
+        expired = await self._batcher.expire_due(1000, accounts)
+        metrics.HOLDS_EXPIRED.inc(expired)
+        return expired
 
     # -- grants, budgets, contracts -------------------------------------------
 
@@ -533,6 +537,40 @@ class QuotaLedger:
             UsageRow(a, c, int(m), int(n), int(mins or 0), int(amt or 0))
             for a, c, m, n, mins, amt in rows
         ]
+
+    async def refresh_metrics(self, year: int) -> None:
+        """Sets the balance gauges of every agency and provider for `year`,
+        and the count of active holds."""
+        account = orm.Account
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        account.kind,
+                        account.owner_id,
+                        account.entitled,
+                        account.held,
+                        account.spent,
+                    ).where(
+                        account.fiscal_year == year,
+                        account.kind.in_((AccountKind.AGENCY.value, AccountKind.PROVIDER.value)),
+                    )
+                )
+            ).all()
+            active = await session.scalar(
+                select(func.count()).where(orm.Hold.state == HoldState.HELD.value)
+            )
+        for kind, owner, entitled, held, spent in rows:
+            gauge = (
+                metrics.AGENCY_BUDGET
+                if kind == AccountKind.AGENCY.value
+                else metrics.PROVIDER_HOURS
+            )
+            values = {"entitled": entitled, "held": held, "spent": spent}
+            values["left"] = entitled - held - spent
+            for state, value in values.items():
+                gauge.labels(owner, str(year), state).set(value)
+        metrics.HOLDS_ACTIVE.set(active or 0)
 
     async def verify(self) -> list[str]:
         """Every account whose totals differ from its ledger's sums, and

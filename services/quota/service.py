@@ -5,19 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from grpc import aio
 
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota.ledger import QuotaLedger
 from services.quota.servicer import QuotaServicer
-from services.runtime import lease
+from services.runtime import clock, lease
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
 
 log = logging.getLogger("eap.quota")
 
 SWEEP_BATCH = 200
+METRICS_SECONDS = 10.0  # how often the balance gauges are read from the database
+TAIPEI = ZoneInfo("Asia/Taipei")  # the fiscal year is Taiwan's calendar year
 
 
 class QuotaService(DatabaseService):
@@ -32,6 +35,7 @@ class QuotaService(DatabaseService):
         runtime.spawn(
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )
+        runtime.spawn(self._metrics_forever(), "quota-metrics")
 
     def register(self, server: aio.Server) -> None:
         quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(self.ledger), server)
@@ -51,3 +55,12 @@ class QuotaService(DatabaseService):
                     pass
             except Exception:
                 log.exception("hold sweep failed")
+
+    async def _metrics_forever(self) -> None:
+        """Keeps the balance gauges of the current fiscal year fresh."""
+        while True:
+            try:
+                await self.ledger.refresh_metrics(clock.now().astimezone(TAIPEI).year)
+            except Exception:  # a store is down: the health probe reports it
+                log.warning("quota metrics refresh failed", exc_info=True)
+            await asyncio.sleep(METRICS_SECONDS)

@@ -34,8 +34,8 @@ from services.runtime.interceptor import RuntimeInterceptor
 log = logging.getLogger("eap.server")
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-BACKGROUND_STOP_SECONDS = 10.0
-LIVENESS = "liveness"  # the health name a liveness probe asks for  # for background loops to end once cancelled
+BACKGROUND_STOP_SECONDS = 10.0  # for background loops to end once cancelled
+LIVENESS = "liveness"  # the health name a liveness probe asks for
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""The quota service's own metrics: what is left and spent of each agency's
+budget and each provider's hours, and the holds. Labels name institutions
+(agencies, providers) and the fiscal year, never a person.
+
+The balance gauges are refreshed from the database every few seconds by
+every replica, so all replicas report the same values: aggregate them with
+max(), not sum().
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+AGENCY_BUDGET = Gauge(
+    "eap_quota_agency_budget_ntd",
+    "An agency's funded pool for the fiscal year, NT$, by state (entitled, held, spent, left).",
+    ("agency", "fiscal_year", "state"),
+)
+PROVIDER_HOURS = Gauge(
+    "eap_quota_provider_minutes",
+    "A provider's contracted hours for the fiscal year, in minutes, by state "
+    "(entitled, held, spent, left).",
+    ("provider", "fiscal_year", "state"),
+)
+HOLDS_ACTIVE = Gauge("eap_quota_holds_active", "Holds reserved and not yet committed or released.")
+HOLDS_EXPIRED = Counter(
+    "eap_quota_holds_expired_total", "Holds given back because their time ran out."
+)
