@@ -26,7 +26,7 @@ run: setup  ## all services in one process on 127.0.0.1:50051, SQLite
 
 test: setup  ## every test; PostgreSQL and Redis on 127.0.0.1 (started here if down)
 	-@bash tools/ensure-stores.sh
-	-@bash tools/ensure-browser.sh
+	-@bash tools/ensure-debian-tools.sh
 	$(BIN)/python -m pytest -q
 
 lint: setup

@@ -6,8 +6,6 @@ reference only, replicas and spreading in prod, network policies."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
@@ -27,13 +27,7 @@ SERVICES = {
 
 
 def _kubectl() -> str:
-    found = shutil.which("kubectl")
-    if found is None:
-        reason = "kubectl is not installed here (it renders the kustomize overlays)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
-    return found
+    return require_tool("kubectl", "it renders the kustomize overlays")
 
 
 def _render(overlay: str) -> str:

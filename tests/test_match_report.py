@@ -3,19 +3,16 @@ headless Chromium is installed) rendered by a real browser."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import struct
 import subprocess
 import zlib
 from pathlib import Path
 
-import pytest
-
 from services.matcher import greedy
 from services.matcher.generate import generate
 from services.matcher.instance import load_instance
 from services.matcher.report import render
+from tests.tools import require_tool
 
 GREEN = (0x2F, 0x8F, 0x4E)  # "fully served" bars
 BLUE = (0x2C, 0x6F, 0xAD)  # budget spent
@@ -84,9 +81,7 @@ def _pixels(png: bytes) -> tuple[int, int, int, bytes]:
 
 
 def test_a_browser_renders_the_charts(tmp_path: Path) -> None:
-    browser = os.environ.get("EAP_CHROMIUM") or shutil.which("chromium")
-    if browser is None:
-        pytest.skip("headless Chromium is not installed here (apt-get install chromium)")
+    browser = require_tool("chromium", "it renders the report", override="EAP_CHROMIUM")
     page, shot = _report(tmp_path), tmp_path / "report.png"
     subprocess.run(
         [
