@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# checkov (the manifests' security scan) lives in its own environment: its
+# dozens of pinned dependencies stay out of the suite's.
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
 .PHONY: setup proto demo test lint run bench-quota bench-match bench-calendar clean
 
@@ -24,7 +28,11 @@ demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
 run: setup  ## all services in one process on 127.0.0.1:50051, SQLite
 	$(BIN)/eapctl serve all
 
-test: setup  ## every test; PostgreSQL and Redis on 127.0.0.1 (started here if down)
+$(CHECKOV):
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
+
+test: setup $(CHECKOV)  ## every test; PostgreSQL and Redis on 127.0.0.1 (started here if down)
 	-@bash tools/ensure-stores.sh
 	-@bash tools/ensure-debian-tools.sh
 	$(BIN)/python -m pytest -q
@@ -47,4 +55,4 @@ bench-calendar: setup  ## eapctl calendar plan on a year for 2,000 people, 300 e
 	$(BIN)/python bench/calendar_bench.py
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,7 @@ service its own database.
 | DATABASE_URL | sqlite:///./var/eap.sqlite3 | SQLAlchemy URL; postgresql:// or sqlite:/// |
 | EAP_<SERVICE>_DATABASE_URL | DATABASE_URL | per-service override |
 | REDIS_URL | (none) | redis://host:port/db; without it Redis features are off |
+| DATABASE_URL_FILE, REDIS_URL_FILE | (none) | files holding those URLs (mounted Secrets) |
 | EAP_AUTH_MODE | dev | `jwt`: every call needs a bearer JWT; `dev`: see auth.py |
 | EAP_JWT_KEY | (none) | HS256 secret, or a PEM public key for RS256/ES256 |
 | EAP_JWT_KEY_FILE | (none) | file holding EAP_JWT_KEY (a mounted Secret) |
@@ -69,10 +70,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        key = env.get("EAP_JWT_KEY")
-        key_file = env.get("EAP_JWT_KEY_FILE")
-        if key_file:
-            key = Path(key_file).read_text()
+        key = _secret(env, "EAP_JWT_KEY")
         mode = env.get("EAP_AUTH_MODE", "dev")
         if mode not in ("dev", "jwt"):
             raise ConfigError("EAP_AUTH_MODE", "must be `dev` or `jwt`")
@@ -81,13 +79,13 @@ class Settings:
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
-            database_url=env.get("DATABASE_URL", DEFAULT_DATABASE_URL),
+            database_url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
             service_database_urls={
                 service: env[f"EAP_{service.upper()}_DATABASE_URL"]
                 for service in ("quota", "matcher", "calendar")
                 if env.get(f"EAP_{service.upper()}_DATABASE_URL")
             },
-            redis_url=env.get("REDIS_URL") or None,
+            redis_url=_secret(env, "REDIS_URL"),
             auth_mode=mode,
             jwt_key=key,
             jwt_issuer=env.get("EAP_JWT_ISSUER", cls.jwt_issuer),
@@ -105,6 +103,18 @@ class Settings:
             slot_hold_seconds=_int(env, "EAP_SLOT_HOLD_SECONDS", cls.slot_hold_seconds),
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
         )
+
+
+def _secret(env: Mapping[str, str], name: str) -> str | None:
+    """`name`'s value, or the content of the file `name`_FILE names (a
+    mounted Secret, which keeps the value out of the environment)."""
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().strip() or None
+        except OSError as error:
+            raise ConfigError(f"{name}_FILE", f"cannot be read: {error.strerror}") from None
+    return env.get(name) or None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
