@@ -54,8 +54,8 @@ class OfficeDays:
     async def between(self, start: str, end: str) -> list[tuple[OfficeDay, bool]]:
         """Each day from start to end, and whether an official calendar covers it."""
         checker = FieldChecker()
-        first = _parse_date(checker, start, "start_date")
-        last = _parse_date(checker, end, "end_date")
+        first = checker.date(start, "start_date")
+        last = checker.date(end, "end_date")
         if first and last:
             checker.require(first <= last, "end_date", "on or after start_date")
             checker.require(
@@ -85,11 +85,3 @@ class OfficeDays:
 
 def _rows(year: int, days: list[OfficeDay]) -> list[OfficeDayRow]:
     return [OfficeDayRow(day=d.day, year=year, open=d.open, note=d.note) for d in days]
-
-
-def _parse_date(checker: FieldChecker, value: str, field: str) -> date | None:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        checker.require(False, field, "a date, YYYY-MM-DD")
-        return None

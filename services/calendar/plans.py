@@ -147,8 +147,8 @@ class Plans:
         checker.require(len(optional) <= 2000, "optional", "at most 2,000 attendees")
         checker.require(15 <= minutes <= 480, "duration_minutes", "15 to 480 minutes")
         checker.require(0 <= limit <= 100, "limit", "0 (10) to 100")
-        first = _date(checker, first_text, "first_date")
-        last = _date(checker, last_text, "last_date")
+        first = checker.date(first_text, "first_date")
+        last = checker.date(last_text, "last_date")
         if first and last:
             checker.require(first <= last, "last_date", "on or after first_date")
             checker.require(
@@ -522,14 +522,6 @@ def _event(row: EventRow) -> Event:
 
 def _local(moment: datetime) -> datetime:
     return moment.astimezone(TIMEZONE).replace(tzinfo=None)
-
-
-def _date(checker: FieldChecker, value: str, field: str) -> date | None:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        checker.require(False, field, "a date, YYYY-MM-DD")
-        return None
 
 
 class PlanRunner:

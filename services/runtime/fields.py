@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import date
 
 from services.runtime.errors import FieldViolation, InvalidArgument
 
@@ -34,6 +35,14 @@ class FieldChecker:
         self.require(
             bool(KEY_PATTERN.match(value)), field, "required: 1-128 letters, digits or . _ : -"
         )
+
+    def date(self, value: str, field: str) -> date | None:
+        """`value` as a calendar day, or None (and a violation) when it is not one."""
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            self.require(False, field, "a date, YYYY-MM-DD")
+            return None
 
     def text(self, value: str, field: str, limit: int = 500) -> None:
         self.require(len(value) <= limit, field, f"at most {limit} characters")
