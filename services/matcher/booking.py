@@ -49,6 +49,7 @@ log = logging.getLogger("eap.matcher")
 
 DEFAULT_WINDOW = timedelta(days=14)
 LONGEST_WINDOW = timedelta(days=62)
+LONGEST_GROUP_WINDOW = timedelta(days=92)  # a quarter: group sessions are planned ahead
 QUOTA_HOLD_SECONDS = 300  # the quota hold lives only while ConfirmBooking runs
 RECONCILE_AFTER = timedelta(seconds=60)  # a step older than this was cut short
 
@@ -79,6 +80,17 @@ class BookingView:
             state,
             row.hold_expires_at if state == "held" else None,
         )
+
+
+@dataclass(frozen=True)
+class GroupCandidate:
+    """A case that could join a group session, and its limits."""
+
+    case: Case
+    sessions_left: int
+    availability: tuple[TimeRange, ...]  # cut to the window asked about
+    booked_weeks: tuple[str, ...]  # "2027-W10": the employee has a session then
+    entitlement_minutes_left: int | None  # None: the account has not opened yet
 
 
 def live(now: datetime) -> ColumnElement[bool]:
@@ -112,6 +124,7 @@ def _case_row(case: Case) -> CaseRow:
         excluded_counselor_ids=list(case.excluded_counselor_ids),
         time_off=case.time_off.value,
         submitted_at=case.submitted_at,
+        accepts_group=case.accepts_group,
     )
 
 
@@ -135,6 +148,7 @@ def case_of(row: CaseRow) -> Case:
         excluded_counselor_ids=tuple(row.excluded_counselor_ids),
         time_off=TimeOff(row.time_off),
         submitted_at=row.submitted_at,
+        accepts_group=row.accepts_group,
     )
 
 
@@ -181,6 +195,62 @@ class Bookings:
                 .order_by(BookingRow.start)
             )
             return case, [BookingView.of(row, now) for row in rows]
+
+    async def group_candidates(
+        self, category: Category, start: datetime, end: datetime, limit: int
+    ) -> list[GroupCandidate]:
+        """Open cases of `category` whose employees accept a group session,
+        oldest first, with what a group session must respect for each."""
+        checker = FieldChecker()
+        checker.require(start < end, "window_end", "after window_start")
+        checker.require(end - start <= LONGEST_GROUP_WINDOW, "window_end", "at most 92 days")
+        checker.require(0 <= limit <= 2000, "max_cases", "0 (500) to 2000")
+        checker.raise_if_any()
+        now = clock.now()
+        async with self._sessions() as session:
+            rows = list(
+                await session.scalars(
+                    select(CaseRow)
+                    .where(CaseRow.category == category.value, CaseRow.accepts_group.is_(True))
+                    .order_by(CaseRow.submitted_at, CaseRow.case_id)
+                )
+            )
+            employees = sorted({r.employee_id for r in rows})
+            booked = list(
+                await session.scalars(
+                    select(BookingRow).where(live(now), BookingRow.employee_id.in_(employees))
+                )
+            )
+        per_case: dict[str, int] = {}
+        weeks: dict[str, set[str]] = {}
+        for b in booked:
+            per_case[b.case_id] = per_case.get(b.case_id, 0) + 1
+            year, week = slots.iso_week(b.start)
+            weeks.setdefault(b.employee_id, set()).add(f"{year}-W{week:02d}")
+        found = []
+        for row in rows:
+            case = case_of(row)
+            left = case.sessions_wanted - per_case.get(case.case_id, 0)
+            if left <= 0:
+                continue
+            cut = tuple(
+                TimeRange(max(r.start, start), min(r.end, end))
+                for r in case.availability
+                if r.start < end and start < r.end
+            )
+            if not cut:
+                continue
+            entitlement = await self._quota.left(
+                qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, slots.local_day(start).year
+            )
+            found.append(
+                GroupCandidate(
+                    case, left, cut, tuple(sorted(weeks.get(case.employee_id, ()))), entitlement
+                )
+            )
+            if len(found) == (limit or 500):
+                break
+        return found
 
     # -- finding and holding slots -------------------------------------------------
 

@@ -56,6 +56,7 @@ class Case:
     excluded_counselor_ids: tuple[str, ...]
     time_off: TimeOff
     submitted_at: datetime
+    accepts_group: bool = False  # would join a group session on its category
 
     def can_see(self, counselor: Counselor) -> bool:
         """Rule 1 of the matching rules: qualified, not excluded, and a

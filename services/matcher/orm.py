@@ -50,6 +50,7 @@ class CaseRow(Base):
     excluded_counselor_ids: Mapped[list[str]] = mapped_column(JSON)
     time_off: Mapped[str] = mapped_column(String(16))
     submitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    accepts_group: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # A booking's life: held -> booked -> completed, or -> released (a hold that

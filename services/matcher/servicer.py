@@ -198,6 +198,7 @@ def case_from_pb(message: pb.Case) -> Case:
         excluded_counselor_ids=tuple(dict.fromkeys(message.excluded_counselor_ids)),
         time_off=TIME_OFF[message.time_off],
         submitted_at=datetime.min.replace(tzinfo=UTC),
+        accepts_group=message.accepts_group,
     )
 
 
@@ -220,6 +221,7 @@ def case_pb(case: Case) -> pb.Case:
         excluded_counselor_ids=list(case.excluded_counselor_ids),
         time_off=_TIME_OFF_PB[case.time_off],
         submitted_at=_stamp(case.submitted_at),
+        accepts_group=case.accepts_group,
     )
 
 
@@ -439,4 +441,36 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             booked=[proposed_pb(s) for s in booked],
             not_booked=[pb.NotBooked(session=proposed_pb(s), rule=rule) for s, rule in refused],
             booking_ids=ids,
+        )
+
+    async def ListGroupCandidates(
+        self, request: pb.ListGroupCandidatesRequest, context: Context
+    ) -> pb.ListGroupCandidatesResponse:
+        checker = FieldChecker()
+        checker.require(request.category in CATEGORIES, "category", "required")
+        start = _required_moment(checker, request, "window_start", "window_start")
+        end = _required_moment(checker, request, "window_end", "window_end")
+        checker.raise_if_any()
+        found = await self._bookings.group_candidates(
+            CATEGORIES[request.category], start, end, request.max_cases
+        )
+        return pb.ListGroupCandidatesResponse(
+            candidates=[
+                pb.GroupCandidate(
+                    case_id=c.case.case_id,
+                    employee_id=c.case.employee_id,
+                    agency_id=c.case.agency_id,
+                    minutes=c.case.minutes,
+                    sessions_left=c.sessions_left,
+                    availability=[
+                        pb.TimeRange(start=_stamp(r.start), end=_stamp(r.end))
+                        for r in c.availability
+                    ],
+                    booked_weeks=c.booked_weeks,
+                    entitlement_minutes_left=(
+                        -1 if c.entitlement_minutes_left is None else c.entitlement_minutes_left
+                    ),
+                )
+                for c in found
+            ]
         )

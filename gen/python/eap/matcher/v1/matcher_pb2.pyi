@@ -579,6 +579,7 @@ class Case(_message.Message):
     EXCLUDED_COUNSELOR_IDS_FIELD_NUMBER: _builtins.int
     TIME_OFF_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
+    ACCEPTS_GROUP_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """Stable id chosen by the caller (e.g. a UUID); 1-64 letters, digits, "-",
     "_" or ".".
@@ -605,6 +606,10 @@ class Case(_message.Message):
     """A counselor the employee prefers, or empty."""
     time_off: Global___TimeOff.ValueType
     """Leave or official leave."""
+    accepts_group: _builtins.bool
+    """True when the employee would join a group session on the same theme
+    (the case's category) instead of, or besides, individual ones.
+    """
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[Global___Modality.ValueType]:
         """Acceptable ways to meet; at least one."""
@@ -641,10 +646,11 @@ class Case(_message.Message):
         excluded_counselor_ids: _abc.Iterable[_builtins.str] | None = ...,
         time_off: Global___TimeOff.ValueType = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
+        accepts_group: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_at", b"submitted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "availability", b"availability", "case_id", b"case_id", "category", b"category", "employee_id", b"employee_id", "excluded_counselor_ids", b"excluded_counselor_ids", "kind", b"kind", "minutes", b"minutes", "modalities", b"modalities", "preferred_counselor_id", b"preferred_counselor_id", "referral_reference", b"referral_reference", "sessions_wanted", b"sessions_wanted", "staff_category", b"staff_category", "submitted_at", b"submitted_at", "time_off", b"time_off"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_group", b"accepts_group", "agency_id", b"agency_id", "availability", b"availability", "case_id", b"case_id", "category", b"category", "employee_id", b"employee_id", "excluded_counselor_ids", b"excluded_counselor_ids", "kind", b"kind", "minutes", b"minutes", "modalities", b"modalities", "preferred_counselor_id", b"preferred_counselor_id", "referral_reference", b"referral_reference", "sessions_wanted", b"sessions_wanted", "staff_category", b"staff_category", "submitted_at", b"submitted_at", "time_off", b"time_off"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1677,3 +1683,121 @@ class ApplyMatchResultResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyMatchResultResponse: _TypeAlias = ApplyMatchResultResponse  # noqa: Y015
+
+@_typing.final
+class ListGroupCandidatesRequest(_message.Message):
+    """Request for ListGroupCandidates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    MAX_CASES_FIELD_NUMBER: _builtins.int
+    category: Global___Category.ValueType
+    """The theme: cases of this category."""
+    max_cases: _builtins.int
+    """At most this many cases, oldest first; 0 means 500."""
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """The window the group sessions would fall in (at most 92 days)."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive."""
+
+    def __init__(
+        self,
+        *,
+        category: Global___Category.ValueType = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        max_cases: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "max_cases", b"max_cases", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupCandidatesRequest: _TypeAlias = ListGroupCandidatesRequest  # noqa: Y015
+
+@_typing.final
+class GroupCandidate(_message.Message):
+    """One case that could join a group session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    SESSIONS_LEFT_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    BOOKED_WEEKS_FIELD_NUMBER: _builtins.int
+    ENTITLEMENT_MINUTES_LEFT_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    employee_id: _builtins.str
+    """Its pseudonymous employee."""
+    agency_id: _builtins.str
+    """The agency whose budget pays."""
+    minutes: _builtins.int
+    """The length of the case's sessions."""
+    sessions_left: _builtins.int
+    """Sessions the case still wants."""
+    entitlement_minutes_left: _builtins.int
+    """Entitlement minutes left this fiscal year; -1 when the employee's
+    account has not opened yet (the policy's full entitlement applies).
+    """
+    @_builtins.property
+    def availability(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """The employee's availability, cut to the window."""
+
+    @_builtins.property
+    def booked_weeks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ISO weeks ("2027-W10") in which the employee already has a live session."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        employee_id: _builtins.str = ...,
+        agency_id: _builtins.str = ...,
+        minutes: _builtins.int = ...,
+        sessions_left: _builtins.int = ...,
+        availability: _abc.Iterable[Global___TimeRange] | None = ...,
+        booked_weeks: _abc.Iterable[_builtins.str] | None = ...,
+        entitlement_minutes_left: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "availability", b"availability", "booked_weeks", b"booked_weeks", "case_id", b"case_id", "employee_id", b"employee_id", "entitlement_minutes_left", b"entitlement_minutes_left", "minutes", b"minutes", "sessions_left", b"sessions_left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupCandidate: _TypeAlias = GroupCandidate  # noqa: Y015
+
+@_typing.final
+class ListGroupCandidatesResponse(_message.Message):
+    """Response of ListGroupCandidates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def candidates(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupCandidate]:
+        """Oldest case first."""
+
+    def __init__(
+        self,
+        *,
+        candidates: _abc.Iterable[Global___GroupCandidate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListGroupCandidatesResponse: _TypeAlias = ListGroupCandidatesResponse  # noqa: Y015

@@ -124,6 +124,11 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.FromString,
                 _registered_method=True)
+        self.ListGroupCandidates = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ListGroupCandidates',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -269,6 +274,17 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListGroupCandidates(self, request, context):
+        """Open cases of one category whose employees accept a group session,
+        with what a group session must respect for each: their availability in
+        the window, the ISO weeks they already have a session in, sessions
+        still wanted and entitlement left. For the calendar service's group
+        session proposals; ids are pseudonymous.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -346,6 +362,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ApplyMatchResult,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.SerializeToString,
+            ),
+            'ListGroupCandidates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGroupCandidates,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -768,6 +789,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ApplyMatchResult',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ApplyMatchResultResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGroupCandidates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ListGroupCandidates',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -110,6 +110,13 @@ class MatcherServiceStub:
     first), or with dry_run says what would be booked and what no longer
     fits. Sessions that the live rules refuse are reported, not forced.
     """
+    ListGroupCandidates: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListGroupCandidatesRequest, _matcher_pb2.ListGroupCandidatesResponse]
+    """Open cases of one category whose employees accept a group session,
+    with what a group session must respect for each: their availability in
+    the window, the ISO weeks they already have a session in, sessions
+    still wanted and entitlement left. For the calendar service's group
+    session proposals; ids are pseudonymous.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -192,6 +199,13 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """Books a finished job's sessions (hold and confirm each, crisis cases
     first), or with dry_run says what would be booked and what no longer
     fits. Sessions that the live rules refuse are reported, not forced.
+    """
+    ListGroupCandidates: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListGroupCandidatesRequest, _matcher_pb2.ListGroupCandidatesResponse]  # type: ignore[assignment]
+    """Open cases of one category whose employees accept a group session,
+    with what a group session must respect for each: their availability in
+    the window, the ISO weeks they already have a session in, sessions
+    still wanted and entitlement left. For the calendar service's group
+    session proposals; ids are pseudonymous.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -362,6 +376,19 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         """Books a finished job's sessions (hold and confirm each, crisis cases
         first), or with dry_run says what would be booked and what no longer
         fits. Sessions that the live rules refuse are reported, not forced.
+        """
+
+    @_abc_1.abstractmethod
+    def ListGroupCandidates(
+        self,
+        request: _matcher_pb2.ListGroupCandidatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ListGroupCandidatesResponse, _abc.Awaitable[_matcher_pb2.ListGroupCandidatesResponse]]:
+        """Open cases of one category whose employees accept a group session,
+        with what a group session must respect for each: their availability in
+        the window, the ISO weeks they already have a session in, sessions
+        still wanted and entitlement left. For the calendar service's group
+        session proposals; ids are pseudonymous.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
