@@ -120,25 +120,6 @@ class _BusyMasks:
     def _minutes(self, moment: datetime) -> int:
         return int((moment - self._origin).total_seconds() // 60)
 
-    def busy_spans(self, person: Person, first: int, last: int) -> list[tuple[int, int]]:
-        """The person's busy runs, in minutes, that touch [first, last + a day)."""
-        mask = self.of(person) >> (first // self._slot)
-        at, end = first // self._slot, (last + DAY) // self._slot
-        spans = []
-        while mask and at < end:
-            if mask & 1:
-                run = 0
-                while mask & 1:
-                    mask >>= 1
-                    run += 1
-                spans.append((at * self._slot, (at + run) * self._slot))
-                at += run
-            else:
-                skip = (mask & -mask).bit_length() - 1
-                mask >>= skip
-                at += skip
-        return spans
-
     def free_counts(self, people: Sequence[str], starts: Sequence[int], minutes: int) -> list[int]:
         """How many of `people` are free for `minutes` from each of `starts`:
         one vectorised pass over their busy slots, kept per group and length."""
