@@ -10,6 +10,7 @@ import grpc
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from tests.conftest import MONDAY, Suite, at
+from tests.county import counselor
 from tests.test_matcher_booking import book, case, local, slots, submit
 from tests.test_quota_rpcs import refused
 
@@ -58,3 +59,42 @@ async def test_bad_requests_are_refused(suite: Suite) -> None:
     for request in (too_long, _request(category=pb.CATEGORY_UNSPECIFIED)):
         error = await refused(suite.matcher.ListGroupCandidates(request))
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _free_request(*ids: str, days: int = 7) -> pb.ListCounselorFreeTimeRequest:
+    request = pb.ListCounselorFreeTimeRequest(counselor_ids=list(ids))
+    request.window_start.CopyFrom(at(MONDAY, 0))
+    request.window_end.CopyFrom(at(MONDAY + dt.timedelta(days=days), 0))
+    return request
+
+
+def _ranges(free: pb.CounselorFreeTime) -> list[tuple[str, str]]:
+    return [(f"{local(r.start):%a %H:%M}", f"{local(r.end):%a %H:%M}") for r in free.free]
+
+
+async def test_counselors_free_time_leaves_out_bookings_and_full_days(suite: Suite) -> None:
+    answer = await suite.matcher.ListCounselorFreeTime(_free_request("C001", "C002"))
+    first, second = answer.counselors
+    assert first.counselor_id == "C001" and second.counselor_id == "C002"
+    # Monday 09-12 and 13:30-17, Wednesday 18-21.
+    week = [("Mon 09:00", "Mon 12:00"), ("Mon 13:30", "Mon 17:00"), ("Wed 18:00", "Wed 21:00")]
+    assert _ranges(first) == week
+    await submit(suite, case())
+    offer = next(s for s in await slots(suite) if s.counselor_id == "C001")
+    await book(suite, offer)
+    answer = await suite.matcher.ListCounselorFreeTime(_free_request("C001"))
+    (after,) = answer.counselors
+    assert _ranges(after) == [("Mon 10:00", "Mon 12:00"), *week[1:]]
+    # A counselor at their daily maximum has no free time left that day.
+    await suite.matcher.UpsertCounselor(
+        pb.UpsertCounselorRequest(counselor=counselor(max_sessions_per_day=1))
+    )
+    (full,) = (await suite.matcher.ListCounselorFreeTime(_free_request("C001"))).counselors
+    assert _ranges(full) == [("Wed 18:00", "Wed 21:00")]
+
+
+async def test_free_time_refuses_unknown_counselors_and_long_windows(suite: Suite) -> None:
+    unknown = await refused(suite.matcher.ListCounselorFreeTime(_free_request("C404")))
+    assert unknown.code() == grpc.StatusCode.NOT_FOUND
+    long = await refused(suite.matcher.ListCounselorFreeTime(_free_request("C001", days=100)))
+    assert long.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -250,6 +250,60 @@ class Bookings:
             )
             if len(found) == (limit or 500):
                 break
+        return found
+
+    async def free_time(
+        self, counselor_ids: list[str], start: datetime, end: datetime
+    ) -> list[tuple[str, list[tuple[datetime, datetime]]]]:
+        """Each counselor's free ranges in [start, end): their hours on
+        office days minus leave, live holds and bookings, and the days they
+        already hold their daily maximum."""
+        checker = FieldChecker()
+        checker.require(1 <= len(counselor_ids) <= 50, "counselor_ids", "1 to 50 counselors")
+        for n, counselor_id in enumerate(counselor_ids):
+            checker.identifier(counselor_id, f"counselor_ids[{n}]")
+        checker.require(start < end, "window_end", "after window_start")
+        checker.require(end - start <= LONGEST_GROUP_WINDOW, "window_end", "at most 92 days")
+        checker.raise_if_any()
+        now = clock.now()
+        async with self._sessions() as session:
+            rows = {
+                r.counselor_id: r
+                for r in await session.scalars(
+                    select(CounselorRow).where(CounselorRow.counselor_id.in_(counselor_ids))
+                )
+            }
+            missing = [c for c in counselor_ids if c not in rows]
+            if missing:
+                raise NotFound(f"no counselor {missing[0]!r}")
+            booked = list(
+                await session.scalars(
+                    select(BookingRow).where(
+                        live(now),
+                        BookingRow.counselor_id.in_(counselor_ids),
+                        BookingRow.start < end,
+                        BookingRow.end > start,
+                    )
+                )
+            )
+        found = []
+        floor = max(start, now)
+        for counselor_id in counselor_ids:
+            counselor = counselor_of(rows[counselor_id])
+            hours = slots.counselor_windows(
+                counselor, slots.local_day(floor), slots.local_day(end), self._calendars.current
+            )
+            clipped = [(max(a, floor), min(b, end)) for a, b in hours if a < end and floor < b]
+            mine = [b for b in booked if b.counselor_id == counselor_id]
+            taken = [(b.start, b.end) for b in mine]
+            per_day: dict[date, int] = {}
+            for b in mine:
+                per_day[slots.local_day(b.start)] = per_day.get(slots.local_day(b.start), 0) + 1
+            for day, count in per_day.items():
+                if count >= counselor.max_sessions_per_day:
+                    midnight = datetime.combine(day, time(), slots.TAIPEI)
+                    taken.append((midnight, midnight + timedelta(days=1)))
+            found.append((counselor_id, slots.without(clipped, taken)))
         return found
 
     # -- finding and holding slots -------------------------------------------------

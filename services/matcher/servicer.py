@@ -474,3 +474,21 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                 for c in found
             ]
         )
+
+    async def ListCounselorFreeTime(
+        self, request: pb.ListCounselorFreeTimeRequest, context: Context
+    ) -> pb.ListCounselorFreeTimeResponse:
+        checker = FieldChecker()
+        start = _required_moment(checker, request, "window_start", "window_start")
+        end = _required_moment(checker, request, "window_end", "window_end")
+        checker.raise_if_any()
+        found = await self._bookings.free_time(list(request.counselor_ids), start, end)
+        return pb.ListCounselorFreeTimeResponse(
+            counselors=[
+                pb.CounselorFreeTime(
+                    counselor_id=counselor_id,
+                    free=[pb.TimeRange(start=_stamp(a), end=_stamp(b)) for a, b in free],
+                )
+                for counselor_id, free in found
+            ]
+        )

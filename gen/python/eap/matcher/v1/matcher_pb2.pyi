@@ -1801,3 +1801,91 @@ class ListGroupCandidatesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListGroupCandidatesResponse: _TypeAlias = ListGroupCandidatesResponse  # noqa: Y015
+
+@_typing.final
+class ListCounselorFreeTimeRequest(_message.Message):
+    """Request for ListCounselorFreeTime."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNSELOR_IDS_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counselor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The counselors (1-50)."""
+
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Start of the window (times before now are not free)."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """End of the window, exclusive; at most 92 days after its start."""
+
+    def __init__(
+        self,
+        *,
+        counselor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_ids", b"counselor_ids", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCounselorFreeTimeRequest: _TypeAlias = ListCounselorFreeTimeRequest  # noqa: Y015
+
+@_typing.final
+class CounselorFreeTime(_message.Message):
+    """One counselor's free time."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    FREE_FIELD_NUMBER: _builtins.int
+    counselor_id: _builtins.str
+    """The counselor."""
+    @_builtins.property
+    def free(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """Free ranges, earliest first."""
+
+    def __init__(
+        self,
+        *,
+        counselor_id: _builtins.str = ...,
+        free: _abc.Iterable[Global___TimeRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "free", b"free"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CounselorFreeTime: _TypeAlias = CounselorFreeTime  # noqa: Y015
+
+@_typing.final
+class ListCounselorFreeTimeResponse(_message.Message):
+    """Response of ListCounselorFreeTime."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNSELORS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def counselors(self) -> _containers.RepeatedCompositeFieldContainer[Global___CounselorFreeTime]:
+        """In the order asked."""
+
+    def __init__(
+        self,
+        *,
+        counselors: _abc.Iterable[Global___CounselorFreeTime] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselors", b"counselors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCounselorFreeTimeResponse: _TypeAlias = ListCounselorFreeTimeResponse  # noqa: Y015

@@ -129,6 +129,11 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.FromString,
                 _registered_method=True)
+        self.ListCounselorFreeTime = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ListCounselorFreeTime',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -285,6 +290,15 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCounselorFreeTime(self, request, context):
+        """When counselors are free in a window: their hours on office days,
+        minus leave, live holds and bookings, and days they already hold their
+        daily maximum of sessions. For planning group sessions they could lead.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -367,6 +381,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ListGroupCandidates,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.SerializeToString,
+            ),
+            'ListCounselorFreeTime': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCounselorFreeTime,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -816,6 +835,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ListGroupCandidates',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListGroupCandidatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCounselorFreeTime(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ListCounselorFreeTime',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -117,6 +117,11 @@ class MatcherServiceStub:
     still wanted and entitlement left. For the calendar service's group
     session proposals; ids are pseudonymous.
     """
+    ListCounselorFreeTime: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListCounselorFreeTimeRequest, _matcher_pb2.ListCounselorFreeTimeResponse]
+    """When counselors are free in a window: their hours on office days,
+    minus leave, live holds and bookings, and days they already hold their
+    daily maximum of sessions. For planning group sessions they could lead.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -206,6 +211,11 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     the window, the ISO weeks they already have a session in, sessions
     still wanted and entitlement left. For the calendar service's group
     session proposals; ids are pseudonymous.
+    """
+    ListCounselorFreeTime: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListCounselorFreeTimeRequest, _matcher_pb2.ListCounselorFreeTimeResponse]  # type: ignore[assignment]
+    """When counselors are free in a window: their hours on office days,
+    minus leave, live holds and bookings, and days they already hold their
+    daily maximum of sessions. For planning group sessions they could lead.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -389,6 +399,17 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         the window, the ISO weeks they already have a session in, sessions
         still wanted and entitlement left. For the calendar service's group
         session proposals; ids are pseudonymous.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCounselorFreeTime(
+        self,
+        request: _matcher_pb2.ListCounselorFreeTimeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ListCounselorFreeTimeResponse, _abc.Awaitable[_matcher_pb2.ListCounselorFreeTimeResponse]]:
+        """When counselors are free in a window: their hours on office days,
+        minus leave, live holds and bookings, and days they already hold their
+        daily maximum of sessions. For planning group sessions they could lead.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
