@@ -12,6 +12,7 @@ from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
+from services.calendar.matcher_port import MatcherPort
 from services.calendar.office_days import OfficeDays
 from services.calendar.orm import EventRow
 from services.calendar.plans import Plans
@@ -74,9 +75,10 @@ def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
 
 
 class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
-    def __init__(self, office_days: OfficeDays, plans: Plans) -> None:
+    def __init__(self, office_days: OfficeDays, plans: Plans, matcher: MatcherPort) -> None:
         self._office_days = office_days
         self._plans = plans
+        self._matcher = matcher
 
     async def ListOfficeDays(
         self, request: pb.ListOfficeDaysRequest, context: Context
@@ -239,5 +241,30 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
                     full_attendance=full,
                 )
                 for person, activity, recorded, attended, full in lines
+            ]
+        )
+
+    async def ProposeGroupSessions(
+        self, request: pb.ProposeGroupSessionsRequest, context: Context
+    ) -> pb.ProposeGroupSessionsResponse:
+        proposals = await self._plans.propose_groups(
+            self._matcher,
+            request.category,
+            list(request.counselor_ids),
+            request.first_date,
+            request.last_date,
+            request.duration_minutes,
+            request.min_size,
+            request.max_size,
+        )
+        return pb.ProposeGroupSessionsResponse(
+            proposals=[
+                pb.GroupSessionProposal(
+                    counselor_id=p.counselor_id,
+                    start=_stamp(p.start),
+                    end=_stamp(p.end),
+                    case_ids=p.case_ids,
+                )
+                for p in proposals
             ]
         )

@@ -26,6 +26,7 @@ service its own database.
 | EAP_DATABASE_POOL_SIZE | 5 | PostgreSQL connections per service process (twice that in bursts) |
 | EAP_QUOTA_ADDRESS | (this server) | where the matcher reaches the quota service, host:port |
 | EAP_CALENDAR_ADDRESS | (this server) | where the matcher reads the office calendar, host:port |
+| EAP_MATCHER_ADDRESS | (this server) | where the calendar reads group candidates, host:port |
 | EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
 | EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
 """
@@ -61,6 +62,7 @@ class Settings:
     database_pool_size: int = 5
     quota_address: str | None = None
     calendar_address: str | None = None
+    matcher_address: str | None = None
     slot_hold_seconds: int = 600
     crisis_deadline_hours: int = 72
 
@@ -100,6 +102,7 @@ class Settings:
             database_pool_size=_int(env, "EAP_DATABASE_POOL_SIZE", cls.database_pool_size),
             quota_address=env.get("EAP_QUOTA_ADDRESS") or None,
             calendar_address=env.get("EAP_CALENDAR_ADDRESS") or None,
+            matcher_address=env.get("EAP_MATCHER_ADDRESS") or None,
             slot_hold_seconds=_int(env, "EAP_SLOT_HOLD_SECONDS", cls.slot_hold_seconds),
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
         )

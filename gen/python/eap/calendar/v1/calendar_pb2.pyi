@@ -1181,3 +1181,115 @@ class GetAttendanceReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetAttendanceReportResponse: _TypeAlias = GetAttendanceReportResponse  # noqa: Y015
+
+@_typing.final
+class ProposeGroupSessionsRequest(_message.Message):
+    """Request for ProposeGroupSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    COUNSELOR_IDS_FIELD_NUMBER: _builtins.int
+    FIRST_DATE_FIELD_NUMBER: _builtins.int
+    LAST_DATE_FIELD_NUMBER: _builtins.int
+    DURATION_MINUTES_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    MAX_SIZE_FIELD_NUMBER: _builtins.int
+    category: _builtins.str
+    """The theme: a matcher category, e.g. "psychological", "family"."""
+    first_date: _builtins.str
+    """First day, "YYYY-MM-DD"."""
+    last_date: _builtins.str
+    """Last day, inclusive, at most 92 days after first_date."""
+    duration_minutes: _builtins.int
+    """Length of a session, 60-180 minutes."""
+    min_size: _builtins.int
+    """Fewest participants for a session to be worth proposing, 2-50; 0 means 4."""
+    max_size: _builtins.int
+    """Most participants in one session, 2-50; 0 means 10."""
+    @_builtins.property
+    def counselor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Counselors who could lead (1-50)."""
+
+    def __init__(
+        self,
+        *,
+        category: _builtins.str = ...,
+        counselor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        first_date: _builtins.str = ...,
+        last_date: _builtins.str = ...,
+        duration_minutes: _builtins.int = ...,
+        min_size: _builtins.int = ...,
+        max_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "counselor_ids", b"counselor_ids", "duration_minutes", b"duration_minutes", "first_date", b"first_date", "last_date", b"last_date", "max_size", b"max_size", "min_size", b"min_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeGroupSessionsRequest: _TypeAlias = ProposeGroupSessionsRequest  # noqa: Y015
+
+@_typing.final
+class GroupSessionProposal(_message.Message):
+    """One proposed group session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    CASE_IDS_FIELD_NUMBER: _builtins.int
+    counselor_id: _builtins.str
+    """Who would lead it."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it would start."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """When it would end."""
+
+    @_builtins.property
+    def case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cases that would join (pseudonymous ids)."""
+
+    def __init__(
+        self,
+        *,
+        counselor_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        case_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ids", b"case_ids", "counselor_id", b"counselor_id", "end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupSessionProposal: _TypeAlias = GroupSessionProposal  # noqa: Y015
+
+@_typing.final
+class ProposeGroupSessionsResponse(_message.Message):
+    """Response of ProposeGroupSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupSessionProposal]:
+        """Earliest first."""
+
+    def __init__(
+        self,
+        *,
+        proposals: _abc.Iterable[Global___GroupSessionProposal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposals", b"proposals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeGroupSessionsResponse: _TypeAlias = ProposeGroupSessionsResponse  # noqa: Y015

@@ -104,6 +104,11 @@ class CalendarServiceStub:
                 request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.SerializeToString,
                 response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.FromString,
                 _registered_method=True)
+        self.ProposeGroupSessions = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/ProposeGroupSessions',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class CalendarServiceServicer:
@@ -230,6 +235,17 @@ class CalendarServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeGroupSessions(self, request, context):
+        """Proposes group counseling sessions from the matcher's open cases of one
+        theme (category) that accept a group: week by week, the time the most
+        of them can make with one of the given counselors free to lead, never
+        two sessions in one ISO week for a person nor beyond their entitlement.
+        Proposals only: nothing is booked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalendarServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -297,6 +313,11 @@ def add_CalendarServiceServicer_to_server(servicer, server):
                     servicer.GetAttendanceReport,
                     request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.FromString,
                     response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.SerializeToString,
+            ),
+            'ProposeGroupSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeGroupSessions,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -655,6 +676,33 @@ class CalendarService:
             '/eap.calendar.v1.CalendarService/GetAttendanceReport',
             eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportRequest.SerializeToString,
             eap_dot_calendar_dot_v1_dot_calendar__pb2.GetAttendanceReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeGroupSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/ProposeGroupSessions',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

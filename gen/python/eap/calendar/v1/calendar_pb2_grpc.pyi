@@ -101,6 +101,13 @@ class CalendarServiceStub:
     """Attendance per person and activity: events held, events attended, and
     whether they came to all (the seeds reward full attendance).
     """
+    ProposeGroupSessions: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.ProposeGroupSessionsRequest, _calendar_pb2.ProposeGroupSessionsResponse]
+    """Proposes group counseling sessions from the matcher's open cases of one
+    theme (category) that accept a group: week by week, the time the most
+    of them can make with one of the given counselors free to lead, never
+    two sessions in one ISO week for a person nor beyond their entitlement.
+    Proposals only: nothing is booked.
+    """
 
 @_typing.type_check_only
 class CalendarServiceAsyncStub(CalendarServiceStub):
@@ -174,6 +181,13 @@ class CalendarServiceAsyncStub(CalendarServiceStub):
     GetAttendanceReport: _aio.UnaryUnaryMultiCallable[_calendar_pb2.GetAttendanceReportRequest, _calendar_pb2.GetAttendanceReportResponse]  # type: ignore[assignment]
     """Attendance per person and activity: events held, events attended, and
     whether they came to all (the seeds reward full attendance).
+    """
+    ProposeGroupSessions: _aio.UnaryUnaryMultiCallable[_calendar_pb2.ProposeGroupSessionsRequest, _calendar_pb2.ProposeGroupSessionsResponse]  # type: ignore[assignment]
+    """Proposes group counseling sessions from the matcher's open cases of one
+    theme (category) that accept a group: week by week, the time the most
+    of them can make with one of the given counselors free to lead, never
+    two sessions in one ISO week for a person nor beyond their entitlement.
+    Proposals only: nothing is booked.
     """
 
 class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -323,6 +337,19 @@ class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_calendar_pb2.GetAttendanceReportResponse, _abc.Awaitable[_calendar_pb2.GetAttendanceReportResponse]]:
         """Attendance per person and activity: events held, events attended, and
         whether they came to all (the seeds reward full attendance).
+        """
+
+    @_abc_1.abstractmethod
+    def ProposeGroupSessions(
+        self,
+        request: _calendar_pb2.ProposeGroupSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.ProposeGroupSessionsResponse, _abc.Awaitable[_calendar_pb2.ProposeGroupSessionsResponse]]:
+        """Proposes group counseling sessions from the matcher's open cases of one
+        theme (category) that accept a group: week by week, the time the most
+        of them can make with one of the given counselors free to lead, never
+        two sessions in one ISO week for a person nor beyond their entitlement.
+        Proposals only: nothing is booked.
         """
 
 def add_CalendarServiceServicer_to_server(servicer: CalendarServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
