@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -10,14 +11,16 @@ import pytest
 import redis
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from eap.calendar.v1 import calendar_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2_grpc
+from services.calendar.service import CalendarService
 from services.matcher.service import MatcherService
 from services.quota.service import QuotaService
 from services.runtime import clock
 from services.runtime.config import Settings
-from services.runtime.server import RunningServer, start
+from services.runtime.server import RunningServer, Service, start
 from tests import stores
 from tests.county import counselor, seed
 
@@ -77,6 +80,7 @@ class Suite:
     matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
     quota: quota_pb2_grpc.QuotaServiceAsyncStub
     server: RunningServer | None = None  # the in-process server, where there is one
+    calendar: calendar_pb2_grpc.CalendarServiceAsyncStub | None = None  # where it runs too
 
 
 @pytest.fixture
@@ -85,16 +89,15 @@ def march_2027() -> Iterator[None]:
         yield
 
 
-@pytest.fixture
-async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
-    """Quota and matcher in one server (as `eapctl serve all`), the test
-    county seeded, two counselors registered, the clock at MONDAY 08:00."""
-    server = await start([QuotaService(), MatcherService()], backend.settings)
+@asynccontextmanager
+async def _running(backend: Backend, services: list[Service]) -> AsyncIterator[Suite]:
+    server = await start(services, backend.settings)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         suite = Suite(
             matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
             quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
             server,
+            calendar_pb2_grpc.CalendarServiceStub(channel),  # type: ignore[arg-type]
         )
         await seed(suite.quota)
         await suite.matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))
@@ -103,3 +106,18 @@ async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
         )
         yield suite
     await server.stop(0)
+
+
+@pytest.fixture
+async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
+    """Quota and matcher in one server (as `eapctl serve all`), the test
+    county seeded, two counselors registered, the clock at MONDAY 08:00."""
+    async with _running(backend, [QuotaService(), MatcherService()]) as suite:
+        yield suite
+
+
+@pytest.fixture
+async def suite_with_calendar(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
+    """`suite`, with the calendar service in the same server."""
+    async with _running(backend, [QuotaService(), MatcherService(), CalendarService()]) as suite:
+        yield suite

@@ -6,7 +6,6 @@ week."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -14,14 +13,7 @@ import pytest
 from eap.calendar.v1 import calendar_pb2 as cpb
 from eap.calendar.v1 import calendar_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as pb
-from eap.matcher.v1 import matcher_pb2_grpc
-from eap.quota.v1 import quota_pb2_grpc
-from services.calendar.service import CalendarService
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
-from services.runtime.server import start
-from tests.conftest import MONDAY, Backend, Suite
-from tests.county import counselor, seed
+from tests.conftest import MONDAY, Suite
 from tests.test_matcher_booking import book, case, local, slots, span, submit
 from tests.test_quota_rpcs import refused
 
@@ -29,18 +21,9 @@ NEXT_MONDAY = MONDAY + dt.timedelta(weeks=1)
 
 
 @pytest.fixture
-async def three(backend: Backend, march_2027: None) -> AsyncIterator[tuple[Suite, object]]:
-    server = await start([QuotaService(), MatcherService(), CalendarService()], backend.settings)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        suite = Suite(
-            matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
-            quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
-            server,
-        )
-        await seed(suite.quota)
-        await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
-        yield suite, calendar_pb2_grpc.CalendarServiceStub(channel)
-    await server.stop(0)
+def three(suite_with_calendar: Suite) -> tuple[Suite, calendar_pb2_grpc.CalendarServiceAsyncStub]:
+    assert suite_with_calendar.calendar is not None
+    return suite_with_calendar, suite_with_calendar.calendar
 
 
 def _request(**changes: object) -> cpb.ProposeGroupSessionsRequest:

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import icalendar
 
+from services.calendar.local_time import TIMEZONE, aware
 from services.calendar.planner import Event, Plan
 
-TIMEZONE = ZoneInfo("Asia/Taipei")
 PRODUCT = "-//EAP suite//calendar service//EN"
 
 
@@ -81,8 +80,8 @@ def _vevent(
     vevent = icalendar.Event()
     vevent.add("uid", event.uid)
     vevent.add("dtstamp", stamp)
-    vevent.add("dtstart", event.start.replace(tzinfo=TIMEZONE))
-    vevent.add("dtend", event.end.replace(tzinfo=TIMEZONE))
+    vevent.add("dtstart", aware(event.start))
+    vevent.add("dtend", aware(event.end))
     title = revision.title or titles.get(event.activity, event.activity)
     if counts.get(event.activity, 1) > 1:
         title += f" ({event.occurrence} of {counts[event.activity]})"

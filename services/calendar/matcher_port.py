@@ -6,32 +6,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.calendar.group_sessions import GroupCandidate, Leader
+from services.calendar.local_time import from_stamp, to_stamp
 from services.calendar.program import Span
 from services.runtime.errors import InvalidArgument, NotFound, ServiceError, Unavailable
 
 CALL_SECONDS = 10.0
-TIMEZONE = ZoneInfo("Asia/Taipei")
 # An unopened entitlement account is the policy's full entitlement, which
 # the quota service will check at booking; the proposal treats it as room.
 UNOPENED_MINUTES = 10**9
 
 
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.replace(tzinfo=TIMEZONE))
-    return stamp
-
-
-def _local(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=TIMEZONE).replace(tzinfo=None)
+def _span(given: mpb.TimeRange) -> Span:
+    return Span(from_stamp(given.start), from_stamp(given.end))
 
 
 def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
@@ -61,8 +53,8 @@ class MatcherPort:
     ) -> list[GroupCandidate]:
         request = mpb.ListGroupCandidatesRequest(
             category=category,  # type: ignore[arg-type]
-            window_start=_stamp(start),
-            window_end=_stamp(end),
+            window_start=to_stamp(start),
+            window_end=to_stamp(end),
         )
         try:
             answer = await self._matcher().ListGroupCandidates(request, timeout=CALL_SECONDS)
@@ -72,7 +64,7 @@ class MatcherPort:
             GroupCandidate(
                 c.case_id,
                 c.employee_id,
-                tuple(Span(_local(r.start), _local(r.end)) for r in c.availability),
+                tuple(_span(r) for r in c.availability),
                 frozenset((int(w[:4]), int(w.split("-W")[1])) for w in c.booked_weeks),
                 UNOPENED_MINUTES
                 if c.entitlement_minutes_left < 0
@@ -85,13 +77,17 @@ class MatcherPort:
         self, counselor_ids: Sequence[str], start: datetime, end: datetime
     ) -> list[Leader]:
         request = mpb.ListCounselorFreeTimeRequest(
-            counselor_ids=list(counselor_ids), window_start=_stamp(start), window_end=_stamp(end)
+            counselor_ids=list(counselor_ids),
+            window_start=to_stamp(start),
+            window_end=to_stamp(end),
         )
         try:
             answer = await self._matcher().ListCounselorFreeTime(request, timeout=CALL_SECONDS)
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
         return [
-            Leader(c.counselor_id, tuple(Span(_local(r.start), _local(r.end)) for r in c.free))
+            Leader(
+                c.counselor_id, tuple(Span(from_stamp(r.start), from_stamp(r.end)) for r in c.free)
+            )
             for c in answer.counselors
         ]

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -22,6 +21,7 @@ from services.calendar import metrics
 from services.calendar.changes import Placement, problems
 from services.calendar.group_sessions import GroupProposal, propose_group_sessions
 from services.calendar.ics import Revision, export_ics
+from services.calendar.local_time import aware, naive
 from services.calendar.matcher_port import MatcherPort
 from services.calendar.meeting_time import (
     MAX_WINDOW_DAYS,
@@ -40,7 +40,6 @@ from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.calendar")
 
-TIMEZONE = ZoneInfo("Asia/Taipei")
 MAX_PROGRAM_BYTES = 2_000_000
 DEFAULT_TIME_LIMIT = 20
 MAX_TIME_LIMIT = 300
@@ -121,9 +120,8 @@ class Plans:
             raise NotFound(f"no person {person!r} in the plan's programme")
         if room and room not in {r.id for r in program.rooms}:
             raise NotFound(f"no room {room!r} in the plan's programme")
-        everything = replace(
-            Plan(program, (), (), "", 0.0), events=tuple(_event(e) for e in stored.events)
-        )
+        # Cancelled events too: the export marks them so that calendars drop them.
+        everything = Plan(program, tuple(_event(e) for e in stored.events), (), "", 0.0)
         revisions = {
             e.uid: Revision(
                 title=e.title if e.activity_id == ADHOC else None,
@@ -219,39 +217,43 @@ class Plans:
         checker.require(1 <= len(required) <= 200, "required_person_ids", "1 to 200 people")
         checker.require(len(optional) <= 2000, "optional_person_ids", "at most 2,000 people")
         checker.raise_if_any()
-        program, _, _ = await self._done(plan_id)
-        known = {p.id for p in program.people}
-        for field, ids in (("required_person_ids", required), ("optional_person_ids", optional)):
-            for n, person_id in enumerate(ids):
-                checker.require(person_id in known, f"{field}[{n}]", "a person of the programme")
-        checker.raise_if_any()
         end = start + timedelta(minutes=minutes)
         seats = len(set(required) | set(optional))
         placement = Placement(start, end, room or None, tuple(dict.fromkeys(required)), seats)
         calendar = await self._office_days.calendar(start.date(), end.date())
-        row = EventRow(
-            plan_id=plan_id,
-            uid=f"{ADHOC}-{uuid.uuid4().hex}@eap-calendar",
-            activity_id=ADHOC,
-            title=title,
-            occurrence=1,
-            kind="meeting",
-            start=start.replace(tzinfo=TIMEZONE),
-            end=end.replace(tzinfo=TIMEZONE),
-            room_id=room,
-            required=list(placement.required),
-            optional_free=list(dict.fromkeys(optional)),
-            audience=[],
-            capacity=0,
-            state="scheduled",
-            sequence=0,
-        )
         async with self._sessions() as session, session.begin():
             # Checked under the plan's lock, so two changes cannot both pass
             # against the plan as it was before either.
             await _lock_plan(session, plan_id)
-            _, plan, _ = _finished(await _load(session, plan_id))
+            program, plan, _ = _finished(await _load(session, plan_id))
+            known = {p.id for p in program.people}
+            for field, ids in (
+                ("required_person_ids", required),
+                ("optional_person_ids", optional),
+            ):
+                for n, person_id in enumerate(ids):
+                    checker.require(
+                        person_id in known, f"{field}[{n}]", "a person of the programme"
+                    )
+            checker.raise_if_any()
             _refuse_if(program, calendar, plan.events, placement, f"plan/{plan_id}")
+            row = EventRow(
+                plan_id=plan_id,
+                uid=f"{ADHOC}-{uuid.uuid4().hex}@eap-calendar",
+                activity_id=ADHOC,
+                title=title,
+                occurrence=1,
+                kind="meeting",
+                start=aware(start),
+                end=aware(end),
+                room_id=room,
+                required=list(placement.required),
+                optional_free=list(dict.fromkeys(optional)),
+                audience=[],
+                capacity=0,
+                state="scheduled",
+                sequence=0,
+            )
             session.add(row)
         return row
 
@@ -281,8 +283,8 @@ class Plans:
                 activities.get(row.activity_id),
                 row.occurrence,
             )
-            row.start = start.replace(tzinfo=TIMEZONE)
-            row.end = placement.end.replace(tzinfo=TIMEZONE)
+            row.start = aware(start)
+            row.end = aware(placement.end)
             row.room_id = placement.room or ""
             row.sequence += 1
         return row
@@ -566,17 +568,13 @@ def _event(row: EventRow) -> Event:
     return Event(
         row.activity_id,
         row.occurrence,
-        _local(row.start),
-        _local(row.end),
+        naive(row.start),
+        naive(row.end),
         row.room_id or None,
         tuple(row.required),
         tuple(row.optional_free),
         row.uid,
     )
-
-
-def _local(moment: datetime) -> datetime:
-    return moment.astimezone(TIMEZONE).replace(tzinfo=None)
 
 
 class PlanRunner:
@@ -659,8 +657,8 @@ class PlanRunner:
                         title=activity.title[:300],
                         occurrence=event.occurrence,
                         kind=activity.kind.value,
-                        start=event.start.replace(tzinfo=TIMEZONE),
-                        end=event.end.replace(tzinfo=TIMEZONE),
+                        start=aware(event.start),
+                        end=aware(event.end),
                         room_id=event.room or "",
                         required=list(event.required),
                         optional_free=list(event.optional_free),

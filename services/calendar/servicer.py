@@ -3,15 +3,14 @@ messages out. Rules and checks live in `plans` and `office_days`."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
+from services.calendar.local_time import from_stamp, to_stamp
 from services.calendar.matcher_port import MatcherPort
 from services.calendar.office_days import OfficeDays
 from services.calendar.orm import EventRow
@@ -20,7 +19,6 @@ from services.calendar.program import Span
 from services.runtime.errors import InvalidArgument
 
 Context = aio.ServicerContext[Any, Any]
-TIMEZONE = ZoneInfo("Asia/Taipei")
 _PLAN_STATE = {
     "queued": pb.PLAN_STATE_QUEUED,
     "running": pb.PLAN_STATE_RUNNING,
@@ -34,25 +32,14 @@ _ENROLLMENT_STATE = {
 }
 
 
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=TIMEZONE))
-    return stamp
-
-
-def _local(stamp: Timestamp) -> datetime:
-    """A timestamp as the naive Asia/Taipei time the planner works in."""
-    return stamp.ToDatetime(tzinfo=UTC).astimezone(TIMEZONE).replace(tzinfo=None)
-
-
 def _event_pb(e: EventRow, enrolled: int = 0, waitlisted: int = 0) -> pb.PlannedEvent:
     return pb.PlannedEvent(
         uid=e.uid,
         activity_id=e.activity_id,
         title=e.title,
         occurrence=e.occurrence,
-        start=_stamp(e.start),
-        end=_stamp(e.end),
+        start=to_stamp(e.start),
+        end=to_stamp(e.end),
         room_id=e.room_id,
         required_person_ids=e.required,
         optional_free_person_ids=e.optional_free,
@@ -67,11 +54,13 @@ def _event_pb(e: EventRow, enrolled: int = 0, waitlisted: int = 0) -> pb.Planned
 def _required_start(message: Any) -> datetime:
     if not message.HasField("start"):
         raise InvalidArgument.single("start", "required")
-    return _local(message.start)
+    return from_stamp(message.start)
 
 
 def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
-    return [(a.person_id, [Span(_local(b.start), _local(b.end)) for b in a.busy]) for a in given]
+    return [
+        (a.person_id, [Span(from_stamp(b.start), from_stamp(b.end)) for b in a.busy]) for a in given
+    ]
 
 
 class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
@@ -156,8 +145,8 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
         return pb.FindMeetingTimeResponse(
             options=[
                 pb.MeetingOption(
-                    start=_stamp(o.start),
-                    end=_stamp(o.end),
+                    start=to_stamp(o.start),
+                    end=to_stamp(o.end),
                     can_come=o.can_come,
                     cannot_come=o.cannot_come,
                 )
@@ -261,8 +250,8 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
             proposals=[
                 pb.GroupSessionProposal(
                     counselor_id=p.counselor_id,
-                    start=_stamp(p.start),
-                    end=_stamp(p.end),
+                    start=to_stamp(p.start),
+                    end=to_stamp(p.end),
                     case_ids=p.case_ids,
                 )
                 for p in proposals
