@@ -58,6 +58,7 @@ def propose_group_sessions(
 ) -> list[GroupProposal]:
     length = timedelta(minutes=minutes)
     minutes_left = {c.case_id: c.minutes_left for c in candidates}
+    by_case = {c.case_id: c for c in candidates}
     employee_weeks: dict[str, set[tuple[int, int]]] = {}
     for c in candidates:
         employee_weeks.setdefault(c.employee, set()).update(c.booked_weeks)
@@ -99,7 +100,6 @@ def propose_group_sessions(
             _, start, counselor_id, chosen = best
             proposals.append(GroupProposal(counselor_id, start, start + length, tuple(chosen)))
             leader_busy.setdefault(counselor_id, []).append((start, start + length))
-            by_case = {c.case_id: c for c in candidates}
             for case_id in chosen:
                 employee_weeks[by_case[case_id].employee].add(week)
                 minutes_left[case_id] -= minutes
