@@ -50,6 +50,8 @@ def test_demo_tells_the_whole_story() -> None:
         "[WEEKLY_LIMIT]",
         "[AGENCY_BUDGET]",
         "[EMPLOYEE_ENTITLEMENT]",
+        "booked Tue 20 Apr 13:30: 5 places; refused: none",  # a group session
+        "10 places took 3 h of the provider's cap, not 15 h",
         "Demo finished; the suite shut down cleanly.",
     ):
         assert line in out, line

@@ -407,3 +407,62 @@ async def test_get_provider_contract(quota: QuotaClient) -> None:
     assert missing.code() == grpc.StatusCode.NOT_FOUND
     bad = await refused(quota.stub.GetProviderContract(pb.GetProviderContractRequest()))
     assert bad.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_group_shares_divide_the_provider_minutes_and_cost(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    holds = []
+    for index, (employee, agency) in enumerate(
+        (("E1", "PT-HR"), ("E2", "PT-HR"), ("E3", "PT-EDU"))
+    ):
+        request = reserve_request(f"g{index}", employee=employee, agency=agency, minutes=100)
+        request.group.CopyFrom(pb.GroupShare(size=3, index=index))
+        holds.append((await quota.stub.Reserve(request)).hold)
+    # 100 minutes cost NT$3,333; shared in whole minutes and whole NT$.
+    assert [h.provider_minutes for h in holds] == [34, 33, 33]
+    assert [h.amount_ntd for h in holds] == [1111, 1111, 1111]
+    assert [h.minutes for h in holds] == [100, 100, 100]
+    assert (await balance(quota, PROVIDER, "P1")).held == 100
+    assert (await balance(quota, EMPLOYEE, "E3")).held == 100  # a whole session each
+    assert (await balance(quota, AGENCY, "PT-EDU")).held == 1111
+    # The session took 90 minutes: every share is priced again.
+    for hold in holds:
+        done = await quota.stub.Commit(
+            pb.CommitRequest(hold_id=hold.hold_id, minutes=90, completed=True)
+        )
+        assert (done.hold.provider_minutes, done.hold.amount_ntd) == (30, 1000)
+    provider = await balance(quota, PROVIDER, "P1")
+    assert (provider.held, provider.spent) == (0, 90)
+    hr, edu = await balance(quota, AGENCY, "PT-HR"), await balance(quota, AGENCY, "PT-EDU")
+    assert (hr.spent, edu.spent, hr.held + edu.held) == (2000, 1000, 0)
+    assert await quota.service.ledger.verify() == []
+
+
+async def test_a_released_share_gives_back_only_itself(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    request = reserve_request("s0", minutes=60)
+    request.group.CopyFrom(pb.GroupShare(size=4, index=0))
+    hold = (await quota.stub.Reserve(request)).hold
+    other = reserve_request("s1", employee="E2", minutes=60)
+    other.group.CopyFrom(pb.GroupShare(size=4, index=1))
+    await quota.stub.Reserve(other)
+    await quota.stub.Release(pb.ReleaseRequest(hold_id=hold.hold_id, reason="left the group"))
+    assert (await balance(quota, PROVIDER, "P1")).held == 15
+    assert (await balance(quota, AGENCY, "PT-HR")).held == 500
+    assert (await balance(quota, EMPLOYEE, "E1")).held == 0
+
+
+@pytest.mark.parametrize(
+    ("size", "index", "field"),
+    [(1, 0, "group.size"), (31, 0, "group.size"), (3, 3, "group.index"), (2, -1, "group.index")],
+)
+async def test_group_shares_are_checked(
+    quota: QuotaClient, size: int, index: int, field: str
+) -> None:
+    await seed(quota.stub)
+    request = reserve_request("bad")
+    request.group.CopyFrom(pb.GroupShare(size=size, index=index))
+    error = await refused(quota.stub.Reserve(request))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = {v.field for v in details(error)["BadRequest"].field_violations}  # type: ignore[attr-defined]
+    assert fields == {field}

@@ -7,8 +7,8 @@ The proposal is greedy, week by week: in each week, the leader's start that
 the most eligible participants can make, filled up to the group's size;
 then the next best start that still gathers enough people, and so on. A
 participant is never put in two sessions of one week, nor in a session
-their entitlement cannot pay for. Booking the proposals (each participant's
-quota reserved and committed) is the caller's next step.
+their entitlement cannot pay for. Booking them is `Plans.book_groups`, through
+the matcher, which checks every rule again when it books.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ class GroupCandidate:
     availability: tuple[Span, ...]
     booked_weeks: frozenset[tuple[int, int]]  # ISO weeks the employee already has a session
     minutes_left: int  # entitlement left
+    modalities: frozenset[str] = frozenset()  # "in_person", "video", "phone"
 
 
 @dataclass(frozen=True)

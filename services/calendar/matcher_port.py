@@ -1,20 +1,22 @@
 """The calendar's way to the matcher: the open cases that accept a group
-session and the counselors' free time, over gRPC. Refusals come back as
+session, the counselors' free time, and booking group sessions, over gRPC. Refusals come back as
 the runtime's own errors; an unreachable matcher is UNAVAILABLE."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
 
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.matcher.v1 import matcher_pb2_grpc
-from services.calendar.group_sessions import GroupCandidate, Leader
+from services.calendar.group_sessions import GroupCandidate, GroupProposal, Leader
 from services.calendar.local_time import from_stamp, to_stamp
 from services.calendar.program import Span
-from services.runtime.errors import InvalidArgument, NotFound, ServiceError, Unavailable
+from services.runtime.errors import ServiceError
+from services.runtime.status import from_call
 
 CALL_SECONDS = 10.0
 # An unopened entitlement account is the policy's full entitlement, which
@@ -27,11 +29,19 @@ def _span(given: mpb.TimeRange) -> Span:
 
 
 def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
-    if error.code() == grpc.StatusCode.NOT_FOUND:
-        return NotFound(f"matcher: {error.details()}")
-    if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument.single("matcher", error.details() or "refused by the matcher")
-    return Unavailable("the matcher did not answer; retry later")
+    return from_call(error, "matcher")
+
+
+def _modality_name(value: int) -> str:
+    return mpb.Modality.Name(value).removeprefix("MODALITY_").lower()  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class GroupBooking:
+    """A group session as the matcher booked it."""
+
+    case_ids: tuple[str, ...]
+    refused: tuple[tuple[str, str], ...]  # (case id, rule)
 
 
 class MatcherPort:
@@ -69,6 +79,7 @@ class MatcherPort:
                 UNOPENED_MINUTES
                 if c.entitlement_minutes_left < 0
                 else int(c.entitlement_minutes_left),
+                frozenset(_modality_name(m) for m in c.modalities),
             )
             for c in answer.candidates
         ]
@@ -91,3 +102,26 @@ class MatcherPort:
             )
             for c in answer.counselors
         ]
+
+    async def book_group(
+        self, group_id: str, session: GroupProposal, modality: int, min_size: int
+    ) -> GroupBooking:
+        """Books the session; FailedPrecondition names the rule when the
+        matcher refuses it as a whole."""
+        request = mpb.BookGroupSessionRequest(
+            group_id=group_id,
+            counselor_id=session.counselor_id,
+            start=to_stamp(session.start),
+            minutes=int((session.end - session.start).total_seconds() // 60),
+            modality=modality,  # type: ignore[arg-type]
+            case_ids=list(session.case_ids),
+            min_participants=min_size,
+        )
+        try:
+            answer = await self._matcher().BookGroupSession(request, timeout=CALL_SECONDS)
+        except grpc.aio.AioRpcError as error:
+            raise _translated(error) from None
+        return GroupBooking(
+            tuple(b.case_id for b in answer.bookings),
+            tuple((r.case_id, r.rule) for r in answer.refused),
+        )

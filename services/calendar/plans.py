@@ -16,13 +16,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from eap.matcher.v1 import matcher_pb2 as mpb
 from services.calendar import metrics
 from services.calendar.changes import Placement, problems
-from services.calendar.group_sessions import GroupProposal, propose_group_sessions
 from services.calendar.ics import Revision, export_ics
 from services.calendar.local_time import aware, naive
-from services.calendar.matcher_port import MatcherPort
 from services.calendar.meeting_time import (
     MAX_WINDOW_DAYS,
     MeetingOption,
@@ -364,58 +361,6 @@ class Plans:
             )
             for (activity, person), (recorded, attended) in sorted(tally.items())
         ]
-
-    # --- group sessions -------------------------------------------------------
-
-    async def propose_groups(
-        self,
-        matcher: MatcherPort,
-        category: str,
-        counselor_ids: list[str],
-        first_text: str,
-        last_text: str,
-        minutes: int,
-        min_size: int,
-        max_size: int,
-    ) -> list[GroupProposal]:
-        checker = FieldChecker()
-        name = f"CATEGORY_{category.upper()}"
-        known = category and name in dict(mpb.Category.items())
-        category_value = mpb.Category.Value(name) if known else None
-        checker.require(category_value is not None, "category", "a matcher category, e.g. family")
-        checker.require(1 <= len(counselor_ids) <= 50, "counselor_ids", "1 to 50 counselors")
-        checker.require(60 <= minutes <= 180, "duration_minutes", "60 to 180 minutes")
-        checker.require(min_size == 0 or 2 <= min_size <= 50, "min_size", "0 (4) or 2 to 50")
-        checker.require(max_size == 0 or 2 <= max_size <= 50, "max_size", "0 (10) or 2 to 50")
-        first = checker.date(first_text, "first_date")
-        last = checker.date(last_text, "last_date")
-        if first and last:
-            checker.require(
-                first <= last and (last - first).days < 92,
-                "last_date",
-                "within 92 days, on or after first_date",
-            )
-        checker.raise_if_any()
-        assert first is not None and last is not None and category_value is not None
-        smallest, largest = min_size or 4, max_size or 10
-        if smallest > largest:
-            raise InvalidArgument.single("min_size", "at most max_size")
-        start = datetime.combine(first, datetime.min.time())
-        end = datetime.combine(last + timedelta(days=1), datetime.min.time())
-        candidates = await matcher.group_candidates(category_value, start, end)
-        leaders = await matcher.free_time(counselor_ids, start, end)
-        calendar = await self._office_days.calendar(first, last)
-        return propose_group_sessions(
-            candidates,
-            leaders,
-            minutes,
-            first,
-            last,
-            calendar,
-            DEFAULT_OFFICE_HOURS,
-            min_size=smallest,
-            max_size=largest,
-        )
 
     # --- enrollment ---------------------------------------------------------
 

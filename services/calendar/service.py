@@ -7,6 +7,7 @@ from pathlib import Path
 from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2_grpc
+from services.calendar.groups import GroupSessions
 from services.calendar.matcher_port import MatcherPort
 from services.calendar.office_days import OfficeDays
 from services.calendar.plans import PlanRunner, Plans
@@ -27,9 +28,10 @@ class CalendarService(DatabaseService):
         self.plans = Plans(self.engine, self.office_days)
         runtime.spawn(PlanRunner(self.engine, self.office_days).run_forever(), "calendar-plans")
         settings = runtime.settings
-        self.matcher = MatcherPort(lambda: settings.matcher_address or f"127.0.0.1:{runtime.port}")
+        matcher = MatcherPort(lambda: settings.matcher_address or f"127.0.0.1:{runtime.port}")
+        self.groups = GroupSessions(matcher, self.office_days)
 
     def register(self, server: aio.Server) -> None:
         calendar_pb2_grpc.add_CalendarServiceServicer_to_server(
-            CalendarServicer(self.office_days, self.plans, self.matcher), server
+            CalendarServicer(self.office_days, self.plans, self.groups), server
         )

@@ -10,13 +10,15 @@ from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
+from services.calendar.group_sessions import GroupProposal
+from services.calendar.groups import GroupSessions
 from services.calendar.local_time import from_stamp, to_stamp
-from services.calendar.matcher_port import MatcherPort
 from services.calendar.office_days import OfficeDays
 from services.calendar.orm import EventRow
 from services.calendar.plans import Plans
 from services.calendar.program import Span
 from services.runtime.errors import InvalidArgument
+from services.runtime.fields import FieldChecker
 
 Context = aio.ServicerContext[Any, Any]
 _PLAN_STATE = {
@@ -64,10 +66,10 @@ def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
 
 
 class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
-    def __init__(self, office_days: OfficeDays, plans: Plans, matcher: MatcherPort) -> None:
+    def __init__(self, office_days: OfficeDays, plans: Plans, groups: GroupSessions) -> None:
         self._office_days = office_days
         self._plans = plans
-        self._matcher = matcher
+        self._groups = groups
 
     async def ListOfficeDays(
         self, request: pb.ListOfficeDaysRequest, context: Context
@@ -236,8 +238,7 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
     async def ProposeGroupSessions(
         self, request: pb.ProposeGroupSessionsRequest, context: Context
     ) -> pb.ProposeGroupSessionsResponse:
-        proposals = await self._plans.propose_groups(
-            self._matcher,
+        proposals = await self._groups.propose(
             request.category,
             list(request.counselor_ids),
             request.first_date,
@@ -245,15 +246,50 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
             request.duration_minutes,
             request.min_size,
             request.max_size,
+            request.modality,
         )
-        return pb.ProposeGroupSessionsResponse(
-            proposals=[
-                pb.GroupSessionProposal(
-                    counselor_id=p.counselor_id,
-                    start=to_stamp(p.start),
-                    end=to_stamp(p.end),
-                    case_ids=p.case_ids,
+        return pb.ProposeGroupSessionsResponse(proposals=[_proposal_pb(p) for p in proposals])
+
+    async def BookGroupSessions(
+        self, request: pb.BookGroupSessionsRequest, context: Context
+    ) -> pb.BookGroupSessionsResponse:
+        checker = FieldChecker()
+        sessions = []
+        for n, given in enumerate(request.sessions):
+            for name in ("start", "end"):
+                checker.require(given.HasField(name), f"sessions[{n}].{name}", "required")
+            sessions.append(
+                GroupProposal(
+                    given.counselor_id,
+                    from_stamp(given.start),
+                    from_stamp(given.end),
+                    tuple(given.case_ids),
                 )
-                for p in proposals
+            )
+        checker.raise_if_any()
+        outcomes = await self._groups.book(sessions, request.modality, request.min_size)
+        return pb.BookGroupSessionsResponse(
+            sessions=[
+                pb.BookedGroupSession(
+                    session=_proposal_pb(o.session),
+                    group_id=o.group_id,
+                    booked_case_ids=o.booked,
+                    refused=[
+                        pb.GroupSessionRefusal(case_id=case_id, rule=rule)
+                        for case_id, rule in o.refused
+                    ],
+                    rule=o.rule,
+                    message=o.message,
+                )
+                for o in outcomes
             ]
         )
+
+
+def _proposal_pb(proposal: GroupProposal) -> pb.GroupSessionProposal:
+    return pb.GroupSessionProposal(
+        counselor_id=proposal.counselor_id,
+        start=to_stamp(proposal.start),
+        end=to_stamp(proposal.end),
+        case_ids=proposal.case_ids,
+    )

@@ -5,8 +5,9 @@ sample county, registers counselors and books cases online the way a
 booking frontend does (find slots, hold one, confirm it), has HR match the
 open cases in an optimized job with progress shown and apply it, shows a
 booking refused by a limit and allowed after a special approval, prints the
-balances, writes the job's HTML report to var/, and plans the programme's
-year of meetings and trainings, written to var/ as iCalendar. Then it stops:
+balances, writes the job's HTML report to var/, plans the programme's year
+of meetings and trainings, written to var/ as iCalendar, and proposes and
+books group counseling sessions. Then it stops:
 `make run` is the server.
 """
 
@@ -104,6 +105,7 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             print(f"\nThe optimized job's HTML report: {report.resolve()}")
             calendar = calendar_pb2_grpc.CalendarServiceStub(channel)
             await _year_plan(calendar)
+            await _group_sessions(calendar, matcher, quota)
     finally:
         await server.stop(1)
     if not keep:
@@ -141,6 +143,54 @@ async def _year_plan(calendar: calendar_pb2_grpc.CalendarServiceAsyncStub) -> No
     ics = Path("var") / "demo-plan-2027.ics"
     ics.write_bytes(exported.ics)
     print(f"   the plan as iCalendar ({exported.events} events): {ics.resolve()}")
+
+
+async def _group_sessions(
+    calendar: calendar_pb2_grpc.CalendarServiceAsyncStub,
+    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub,
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub,
+) -> None:
+    """Group counseling: proposed by the calendar, booked through the matcher."""
+    county = _load_county()
+    print("\n10. Staff with family cases accept a group; the calendar proposes and books sessions")
+    for c in county["group_cases"]:
+        await _submit_case(matcher, c)
+    print(f"   {len(county['group_cases'])} family cases accept a group session, in person")
+    proposals = (
+        await calendar.ProposeGroupSessions(
+            cpb.ProposeGroupSessionsRequest(
+                category="family",
+                counselor_ids=["C-LIN"],
+                first_date="2027-04-19",
+                last_date="2027-04-30",
+                duration_minutes=90,
+                min_size=3,
+                modality="in_person",
+            )
+        )
+    ).proposals
+    for proposal in proposals:
+        print(
+            f"   proposed: {_when(proposal.start)}, {proposal.counselor_id} leads "
+            f"{len(proposal.case_ids)} cases"
+        )
+    provider = pb.AccountRef(kind=pb.ACCOUNT_KIND_PROVIDER, id="mind-care-assoc", fiscal_year=2027)
+    before = (await quota.GetBalance(pb.GetBalanceRequest(account=provider))).balance
+    booked = await calendar.BookGroupSessions(
+        cpb.BookGroupSessionsRequest(sessions=proposals, modality="in_person", min_size=3)
+    )
+    for session in booked.sessions:
+        refused = ", ".join(f"{r.case_id} ({r.rule})" for r in session.refused) or "none"
+        print(
+            f"   booked {_when(session.session.start)}: {len(session.booked_case_ids)} places; "
+            f"refused: {refused}"
+        )
+    after = (await quota.GetBalance(pb.GetBalanceRequest(account=provider))).balance
+    places = sum(len(s.booked_case_ids) for s in booked.sessions)
+    print(
+        f"   {places} places took {_hours(after.spent - before.spent)} of the provider's cap, "
+        f"not {_hours(places * 90)}: the counselor's time counts once, its cost is shared"
+    )
 
 
 async def _story(
@@ -372,6 +422,7 @@ async def _submit_case(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub, c: Any
                     mpb.TimeRange(start=_local(a), end=_local(b)) for a, b in c["available"]
                 ],
                 time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
+                accepts_group=c.get("accepts_group", False),
             )
         )
     )

@@ -64,6 +64,7 @@ class BookingView:
     modality: Modality
     state: str  # held, booked, completed, cancelled, released
     hold_expires_at: datetime | None
+    group_id: str = ""
 
     @classmethod
     def of(cls, row: BookingRow, now: datetime) -> BookingView:
@@ -79,6 +80,7 @@ class BookingView:
             Modality(row.modality),
             state,
             row.hold_expires_at if state == "held" else None,
+            row.group_id,
         )
 
 
@@ -101,9 +103,15 @@ def live(now: datetime) -> ColumnElement[bool]:
     )
 
 
-def _appointment(row: BookingRow) -> Appointment:
+def appointment(row: BookingRow) -> Appointment:
     return Appointment(
-        row.booking_id, row.case_id, row.employee_id, row.counselor_id, row.start, row.end
+        row.booking_id,
+        row.case_id,
+        row.employee_id,
+        row.counselor_id,
+        row.start,
+        row.end,
+        row.group_id,
     )
 
 
@@ -296,11 +304,11 @@ class Bookings:
             clipped = [(max(a, floor), min(b, end)) for a, b in hours if a < end and floor < b]
             mine = [b for b in booked if b.counselor_id == counselor_id]
             taken = [(b.start, b.end) for b in mine]
-            per_day: dict[date, int] = {}
+            per_day: dict[date, set[str]] = {}
             for b in mine:
-                per_day[slots.local_day(b.start)] = per_day.get(slots.local_day(b.start), 0) + 1
-            for day, count in per_day.items():
-                if count >= counselor.max_sessions_per_day:
+                per_day.setdefault(slots.local_day(b.start), set()).add(b.group_id or b.booking_id)
+            for day, sessions in per_day.items():
+                if len(sessions) >= counselor.max_sessions_per_day:
                     midnight = datetime.combine(day, time(), slots.TAIPEI)
                     taken.append((midnight, midnight + timedelta(days=1)))
             found.append((counselor_id, slots.without(clipped, taken)))
@@ -341,7 +349,7 @@ class Bookings:
                     ),
                 )
             )
-            diary = Diary(_appointment(row) for row in rows)
+            diary = Diary(appointment(row) for row in rows)
         offers = slots.find(
             case,
             qualified,
@@ -676,7 +684,7 @@ class Bookings:
                 ),
             )
         )
-        return Diary(_appointment(row) for row in rows if row.booking_id != ignoring)
+        return Diary(appointment(row) for row in rows if row.booking_id != ignoring)
 
     async def _mark_booked(self, booking_id: str, quota_hold: str) -> bool:
         """Turns a live hold into a booking, under the counselor's lock;

@@ -78,6 +78,9 @@ class BookingRow(Base):
     # finishes it.
     funded: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # The group session this booking is one participant's place in; empty
+    # for an individual session. A group's places share the counselor's time.
+    group_id: Mapped[str] = mapped_column(String(64), default="", index=True)
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
 

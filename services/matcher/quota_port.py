@@ -14,19 +14,11 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
-from services.runtime.errors import (
-    Aborted,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ServiceError,
-    Unavailable,
-)
+from services.runtime.errors import ServiceError
+from services.runtime.status import from_call
 
 CALL_SECONDS = 5.0
 
@@ -38,24 +30,7 @@ def _timestamp(moment: datetime) -> Timestamp:
 
 
 def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
-    code = error.code()
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        status = rpc_status.from_call(error)  # type: ignore[arg-type]
-        for detail in status.details if status else ():
-            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                info = error_details_pb2.ErrorInfo()
-                detail.Unpack(info)
-                return FailedPrecondition(
-                    info.reason, "quota", error.details() or info.reason, dict(info.metadata)
-                )
-        return FailedPrecondition("QUOTA", "quota", error.details() or "refused by quota")
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(f"quota: {error.details()}")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument.single("quota", error.details() or "refused by quota")
-    if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
-        return Aborted(f"quota: {error.details()}")
-    return Unavailable("the quota service did not answer; retry later")
+    return from_call(error, "quota")
 
 
 class QuotaPort:
@@ -86,8 +61,10 @@ class QuotaPort:
         minutes: int,
         ttl_seconds: int,
         booking_ref: str,
+        group: tuple[int, int] | None = None,
     ) -> str:
-        """Holds the session's quota; returns the quota hold id."""
+        """Holds the session's quota; returns the quota hold id. `group` is
+        (size, index) for one participant's share of a group session."""
         request = qpb.ReserveRequest(
             idempotency_key=key,
             employee_id=employee_id,
@@ -98,6 +75,7 @@ class QuotaPort:
             minutes=minutes,
             hold_ttl_seconds=ttl_seconds,
             booking_ref=booking_ref,
+            group=qpb.GroupShare(size=group[0], index=group[1]) if group else None,
         )
         try:
             response = await self._quota().Reserve(

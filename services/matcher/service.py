@@ -11,6 +11,7 @@ from grpc import aio
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings
 from services.matcher.calendar_port import CalendarPort
+from services.matcher.group_booking import GroupBookings
 from services.matcher.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import CounselorRegistry
@@ -43,6 +44,7 @@ class MatcherService(DatabaseService):
             settings.slot_hold_seconds,
             settings.crisis_deadline_hours,
         )
+        self.groups = GroupBookings(self.engine, self.quota, calendar, settings.slot_hold_seconds)
         self.jobs = Jobs(
             self.engine,
             Snapshots(self.engine, self.quota, calendar, settings.crisis_deadline_hours),
@@ -71,7 +73,7 @@ class MatcherService(DatabaseService):
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(self.registry, self.bookings, self.jobs), server
+            MatcherServicer(self.registry, self.bookings, self.groups, self.jobs), server
         )
 
     async def close(self) -> None:

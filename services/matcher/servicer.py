@@ -13,6 +13,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings, BookingView
 from services.matcher.cases import Case, TimeOff, TimeRange
+from services.matcher.group_booking import GroupBookings, GroupRequest
 from services.matcher.instance import CaseKind
 from services.matcher.jobs import JobRequest, Jobs, Proposed
 from services.matcher.orm import JobRow
@@ -234,6 +235,7 @@ def booking_pb(booking: BookingView) -> pb.Booking:
         minutes=booking.minutes,
         modality=_MODALITY_PB[booking.modality],
         state=_STATE_PB[booking.state],
+        group_id=booking.group_id,
     )
     if booking.hold_expires_at is not None:
         message.hold_expires_at.CopyFrom(_stamp(booking.hold_expires_at))
@@ -310,9 +312,12 @@ def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
 
 
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
-    def __init__(self, registry: CounselorRegistry, bookings: Bookings, jobs: Jobs) -> None:
+    def __init__(
+        self, registry: CounselorRegistry, bookings: Bookings, groups: GroupBookings, jobs: Jobs
+    ) -> None:
         self._registry = registry
         self._bookings = bookings
+        self._groups = groups
         self._jobs = jobs
 
     async def UpsertCounselor(
@@ -470,6 +475,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                     entitlement_minutes_left=(
                         -1 if c.entitlement_minutes_left is None else c.entitlement_minutes_left
                     ),
+                    modalities=[_MODALITY_PB[m] for m in c.case.modalities],
                 )
                 for c in found
             ]
@@ -492,3 +498,32 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                 for counselor_id, free in found
             ]
         )
+
+    async def BookGroupSession(
+        self, request: pb.BookGroupSessionRequest, context: Context
+    ) -> pb.BookGroupSessionResponse:
+        result = await self._groups.book(
+            GroupRequest(
+                group_id=request.group_id,
+                counselor_id=request.counselor_id,
+                start=_moment(request.start) if request.HasField("start") else None,
+                minutes=request.minutes,
+                modality=MODALITIES.get(request.modality),
+                case_ids=tuple(request.case_ids),
+                min_participants=request.min_participants,
+            )
+        )
+        return pb.BookGroupSessionResponse(
+            group_id=result.group_id,
+            bookings=[booking_pb(b) for b in result.bookings],
+            refused=[
+                pb.GroupRefusal(case_id=r.case_id, rule=r.rule, message=r.message)
+                for r in result.refused
+            ],
+        )
+
+    async def CancelGroupSession(
+        self, request: pb.CancelGroupSessionRequest, context: Context
+    ) -> pb.CancelGroupSessionResponse:
+        bookings = await self._groups.cancel(request.group_id, request.reason)
+        return pb.CancelGroupSessionResponse(bookings=[booking_pb(b) for b in bookings])

@@ -49,6 +49,12 @@ class Appointment:
     counselor_id: str
     start: datetime
     end: datetime
+    group_id: str = ""  # a group session's places are one session of the counselor's
+
+    @property
+    def session(self) -> str:
+        """What the counselor's daily limit counts: a group session once."""
+        return self.group_id or self.booking_id
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,12 @@ class Diary:
         )
 
     def sessions_on(self, counselor_id: str, day: date) -> int:
-        return sum(
-            1
-            for a in self.appointments
-            if a.counselor_id == counselor_id and local_day(a.start) == day
+        return len(
+            {
+                a.session
+                for a in self.appointments
+                if a.counselor_id == counselor_id and local_day(a.start) == day
+            }
         )
 
     def weeks_of(self, employee_id: str) -> set[tuple[int, int]]:
@@ -174,11 +182,16 @@ def blocked_by(
     """What, among the live appointments, keeps the case from this slot:
     (rule, message), or None when it is free."""
     end = start + timedelta(minutes=case.minutes)
+    return case_busy(case, start, diary) or counselor_busy(counselor, start, end, diary)
+
+
+def case_busy(case: Case, start: datetime, diary: Diary) -> tuple[str, str] | None:
+    """The part of `blocked_by` that depends on the case alone."""
     if diary.sessions_of(case.case_id) >= case.sessions_wanted:
         return Rule.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
     if iso_week(start) in diary.weeks_of(case.employee_id):
         return Rule.WEEKLY_LIMIT, "WEEKLY_LIMIT: one session per person per week"
-    return counselor_busy(counselor, start, end, diary)
+    return None
 
 
 def counselor_busy(

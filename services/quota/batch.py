@@ -34,6 +34,7 @@ from services.quota.domain import (
     Balance,
     HoldState,
     Rule,
+    Share,
     Totals,
     fiscal_year_of,
     iso_week_of,
@@ -77,6 +78,11 @@ class HoldView:
     amount_ntd: int
     expires_at: datetime
     booking_ref: str
+    share: Share
+
+    @property
+    def provider_minutes(self) -> int:
+        return self.share.of(self.minutes)
 
     @classmethod
     def of(cls, hold: dict[str, Any]) -> HoldView:
@@ -92,6 +98,7 @@ class HoldView:
             hold["amount_ntd"],
             hold["expires_at"],
             hold["booking_ref"],
+            share_of(hold),
         )
 
 
@@ -121,6 +128,7 @@ class ReserveOp(_Op):
     minutes: int
     ttl_seconds: int
     booking_ref: str
+    share: Share
 
     @property
     def year(self) -> int:
@@ -182,6 +190,17 @@ def hold_keys(hold: dict[str, Any]) -> tuple[AccountKey, AccountKey, AccountKey]
         AccountKey(AccountKind.PROVIDER, hold["provider_id"], year),
         AccountKey(AccountKind.AGENCY, hold["agency_id"], year),
     )
+
+
+def share_of(hold: dict[str, Any]) -> Share:
+    return Share(hold["group_size"], hold["group_index"])
+
+
+def _charges(hold: dict[str, Any], minutes: int) -> tuple[int, int, int]:
+    """What `minutes` of the hold's session cost its employee, provider and
+    agency accounts."""
+    share = share_of(hold)
+    return minutes, share.of(minutes), share.of(session_cost_ntd(hold["hourly_rate_ntd"], minutes))
 
 
 def _pk(key: AccountKey) -> tuple[str, str, int]:
@@ -396,10 +415,11 @@ class HoldBatcher:
                 f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
                 left={"iso_week": week},
             )
-        amount = session_cost_ntd(rate, op.minutes)
+        provider_minutes = op.share.of(op.minutes)
+        amount = op.share.of(session_cost_ntd(rate, op.minutes))
         employee_totals = employee.totals if employee else Totals(opening or 0, 0, 0)
         require_room(employee_key, employee_totals, op.minutes)
-        require_room(provider_key, provider.totals, op.minutes)
+        require_room(provider_key, provider.totals, provider_minutes)
         require_room(agency_key, agency.totals, amount)
 
         # Every check passed: from here on the request changes things.
@@ -415,7 +435,8 @@ class HoldBatcher:
                 "entitlement by policy",
                 entitled=opening or 0,
             )
-        for account, held in ((employee, op.minutes), (provider, op.minutes), (agency, amount)):
+        charges = ((employee, op.minutes), (provider, provider_minutes), (agency, amount))
+        for account, held in charges:
             work.change(account, "HOLD", hold_id, op.actor, held=held)
         hold = {
             "hold_id": hold_id,
@@ -430,6 +451,8 @@ class HoldBatcher:
             "hourly_rate_ntd": rate,
             "minutes": op.minutes,
             "amount_ntd": amount,
+            "group_size": op.share.size,
+            "group_index": op.share.index,
             "state": HoldState.HELD.value,
             "expires_at": work.now + timedelta(seconds=op.ttl_seconds or self._default_ttl),
             "booking_ref": op.booking_ref,
@@ -455,8 +478,7 @@ def give_back(work: _Batch, hold: dict[str, Any], kind: str, actor: str, reason:
     """Returns everything an active hold took, as `kind` (RELEASE or EXPIRE)."""
     state = HoldState(hold["state"])
     column = "held" if state is HoldState.HELD else "spent"
-    amounts = (hold["minutes"], hold["minutes"], hold["amount_ntd"])
-    for key, amount in zip(hold_keys(hold), amounts, strict=True):
+    for key, amount in zip(hold_keys(hold), _charges(hold, hold["minutes"]), strict=True):
         work.change(work.accounts[key], kind, hold["hold_id"], actor, reason, **{column: -amount})
     hold["state"] = (HoldState.EXPIRED if kind == "EXPIRE" else HoldState.RELEASED).value
     work.taken_weeks.discard((hold["employee_id"], hold["iso_week"]))
@@ -481,20 +503,15 @@ def _commit(work: _Batch, op: CommitOp) -> HoldView:
         raise FailedPrecondition(Rule.SESSION_COMPLETED, "hold", "the session is already completed")
     if state is HoldState.BOOKED and used == hold["minutes"] and not op.completed:
         return HoldView.of(hold)  # a retried confirmation changes nothing
-    new_amount = session_cost_ntd(hold["hourly_rate_ntd"], used)
     kind = "COMPLETE" if op.completed else "COMMIT"
-    changes = (
-        (hold["minutes"], used),
-        (hold["minutes"], used),
-        (hold["amount_ntd"], new_amount),
-    )
+    changes = zip(_charges(hold, hold["minutes"]), _charges(hold, used), strict=True)
     for key, (old, new) in zip(hold_keys(hold), changes, strict=True):
         account = work.accounts[key]
         if state is HoldState.HELD:
             work.change(account, kind, hold["hold_id"], op.actor, held=-old, spent=new)
         elif old != new:
             work.change(account, kind, hold["hold_id"], op.actor, spent=new - old)
-    hold["minutes"], hold["amount_ntd"] = used, new_amount
+    hold["minutes"], hold["amount_ntd"] = used, _charges(hold, used)[2]
     hold["state"] = (HoldState.COMPLETED if op.completed else HoldState.BOOKED).value
     work.touch(hold)
     return HoldView.of(hold)
@@ -738,6 +755,8 @@ _HOLD_COLUMNS = (
     ("hourly_rate_ntd", "bigint"),
     ("minutes", "int"),
     ("amount_ntd", "bigint"),
+    ("group_size", "int"),
+    ("group_index", "int"),
     ("state", "text"),
     ("expires_at", "timestamptz"),
     ("booking_ref", "text"),

@@ -20,6 +20,7 @@ TAIPEI = ZoneInfo("Asia/Taipei")
 MIN_SESSION_MINUTES = 60
 MAX_SESSION_MINUTES = 120
 MAX_HOLD_TTL_SECONDS = 86_400
+MAX_GROUP_SIZE = 30
 
 
 class AccountKind(StrEnum):
@@ -95,6 +96,33 @@ class Balance:
     @property
     def unit(self) -> str:
         return UNITS[self.key.kind]
+
+
+@dataclass(frozen=True)
+class Share:
+    """A participant's part of a group session's provider hours and cost.
+
+    A group session is one session of the counselor's time, however many
+    attend: the provider's hours and the money are spent once and shared out
+    among the participants' holds (so each agency pays for its own staff),
+    while each participant spends a whole session of their own entitlement
+    and their week's one session. Shares are whole minutes and whole NT$:
+    the first `total % size` participants carry one unit more, so the parts
+    always add up to the total. An individual session is the share 0 of 1.
+    """
+
+    size: int = 1
+    index: int = 0
+
+    def of(self, total: int) -> int:
+        return total // self.size + (1 if self.index < total % self.size else 0)
+
+
+def check_share(checker: FieldChecker, share: Share, field: str) -> None:
+    checker.require(
+        2 <= share.size <= MAX_GROUP_SIZE, f"{field}.size", f"2 to {MAX_GROUP_SIZE} participants"
+    )
+    checker.require(0 <= share.index < share.size, f"{field}.index", "0 to size - 1")
 
 
 def fiscal_year_of(moment: datetime | date, start_month: int = 1) -> int:

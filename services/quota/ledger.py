@@ -34,9 +34,11 @@ from services.quota.domain import (
     Balance,
     HoldState,
     Rule,
+    Share,
     Totals,
     check_fiscal_year,
     check_session_minutes,
+    check_share,
     require_room,
 )
 from services.quota.store import QuotaStore
@@ -64,6 +66,7 @@ class ReserveCommand:
     minutes: int
     hold_ttl_seconds: int = 0
     booking_ref: str = ""
+    share: Share | None = None  # a group session's share; None for an individual one
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,8 @@ class QuotaLedger:
             f"0 (the default) to {MAX_HOLD_TTL_SECONDS} seconds",
         )
         checker.text(command.booking_ref, "booking_ref", 128)
+        if command.share is not None:
+            check_share(checker, command.share, "group")
         checker.raise_if_any()
         assert command.session_start is not None
         fingerprint = _fingerprint(command)
@@ -155,6 +160,7 @@ class QuotaLedger:
                     minutes=command.minutes,
                     ttl_seconds=command.hold_ttl_seconds,
                     booking_ref=command.booking_ref,
+                    share=command.share or Share(),
                 )
             )
 
@@ -346,9 +352,9 @@ class QuotaLedger:
         taker = AccountKey(AccountKind.AGENCY, to_agency, year)
 
         async def work(store: QuotaStore) -> tuple[Balance, Balance]:
-            for agency_id, field in ((from_agency, "from_agency_id"), (to_agency, "to_agency_id")):
+            for agency_id, name in ((from_agency, "from_agency_id"), (to_agency, "to_agency_id")):
                 if await store.agency(agency_id) is None:
-                    raise NotFound(f"{field} names no agency")
+                    raise NotFound(f"{name} names no agency")
             previous = await store.idempotency("transfer", idempotency_key)
             accounts = await store.lock_accounts([giver, taker])
             if previous is not None:

@@ -87,6 +87,10 @@ class Hold(Base):
     hourly_rate_ntd: Mapped[int] = mapped_column(BigInteger)
     minutes: Mapped[int] = mapped_column(Integer)
     amount_ntd: Mapped[int] = mapped_column(BigInteger)
+    # A group session's participants share its provider minutes and cost
+    # (domain.Share); an individual session is the share 0 of 1.
+    group_size: Mapped[int] = mapped_column(Integer, default=1)
+    group_index: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16))
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     booking_ref: Mapped[str] = mapped_column(String(128), default="")

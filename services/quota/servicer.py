@@ -11,7 +11,14 @@ from grpc import aio
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota.batch import HoldView
-from services.quota.domain import AccountKey, AccountKind, Balance, HoldState, current_fiscal_year
+from services.quota.domain import (
+    AccountKey,
+    AccountKind,
+    Balance,
+    HoldState,
+    Share,
+    current_fiscal_year,
+)
 from services.quota.ledger import (
     GrantCommand,
     QuotaLedger,
@@ -82,6 +89,10 @@ def hold_pb(hold: HoldView) -> pb.Hold:
         booking_ref=hold.booking_ref,
         agency_id=hold.agency_id,
         provider_id=hold.provider_id,
+        provider_minutes=hold.provider_minutes,
+        group=pb.GroupShare(size=hold.share.size, index=hold.share.index)
+        if hold.share.size > 1
+        else None,
     )
 
 
@@ -111,6 +122,9 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             minutes=request.minutes,
             hold_ttl_seconds=request.hold_ttl_seconds,
             booking_ref=request.booking_ref,
+            share=Share(request.group.size, request.group.index)
+            if request.HasField("group")
+            else None,
         )
         result = await self._ledger.reserve(command, current_identity().subject)
         return pb.ReserveResponse(

@@ -73,3 +73,30 @@ def internal_status(correlation_id: str) -> grpc.Status:
     )
     status.details.append(_packed(error_details_pb2.RequestInfo(request_id=correlation_id)))
     return rpc_status.to_status(status)
+
+
+def from_call(error: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
+    """What another of our services refused, as this service's own error:
+    a rule it names (FAILED_PRECONDITION with its ErrorInfo reason) reaches
+    our caller under the same name; a service that did not answer, or
+    failed, is UNAVAILABLE here."""
+    code = error.code()
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        for detail in status.details if status else ():
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return errors.FailedPrecondition(
+                    info.reason, service, error.details() or info.reason, dict(info.metadata)
+                )
+        return errors.FailedPrecondition(
+            service.upper(), service, error.details() or f"refused by {service}"
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        return errors.NotFound(f"{service}: {error.details()}")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return errors.InvalidArgument.single(service, error.details() or f"refused by {service}")
+    if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
+        return errors.Aborted(f"{service}: {error.details()}")
+    return errors.Unavailable(f"the {service} service did not answer; retry later")

@@ -1195,6 +1195,7 @@ class ProposeGroupSessionsRequest(_message.Message):
     DURATION_MINUTES_FIELD_NUMBER: _builtins.int
     MIN_SIZE_FIELD_NUMBER: _builtins.int
     MAX_SIZE_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
     category: _builtins.str
     """The theme: a matcher category, e.g. "psychological", "family"."""
     first_date: _builtins.str
@@ -1204,9 +1205,13 @@ class ProposeGroupSessionsRequest(_message.Message):
     duration_minutes: _builtins.int
     """Length of a session, 60-180 minutes."""
     min_size: _builtins.int
-    """Fewest participants for a session to be worth proposing, 2-50; 0 means 4."""
+    """Fewest participants for a session to be worth proposing, 2-30; 0 means 4."""
     max_size: _builtins.int
-    """Most participants in one session, 2-50; 0 means 10."""
+    """Most participants in one session, 2-30; 0 means 10."""
+    modality: _builtins.str
+    """Only cases whose employees accept this way of meeting: "in_person",
+    "video" or "phone"; empty means any.
+    """
     @_builtins.property
     def counselor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Counselors who could lead (1-50)."""
@@ -1221,10 +1226,11 @@ class ProposeGroupSessionsRequest(_message.Message):
         duration_minutes: _builtins.int = ...,
         min_size: _builtins.int = ...,
         max_size: _builtins.int = ...,
+        modality: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "counselor_ids", b"counselor_ids", "duration_minutes", b"duration_minutes", "first_date", b"first_date", "last_date", b"last_date", "max_size", b"max_size", "min_size", b"min_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["category", b"category", "counselor_ids", b"counselor_ids", "duration_minutes", b"duration_minutes", "first_date", b"first_date", "last_date", b"last_date", "max_size", b"max_size", "min_size", b"min_size", "modality", b"modality"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1293,3 +1299,141 @@ class ProposeGroupSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProposeGroupSessionsResponse: _TypeAlias = ProposeGroupSessionsResponse  # noqa: Y015
+
+@_typing.final
+class BookGroupSessionsRequest(_message.Message):
+    """Request for BookGroupSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    MIN_SIZE_FIELD_NUMBER: _builtins.int
+    modality: _builtins.str
+    """How the sessions are held: "in_person", "video" or "phone"."""
+    min_size: _builtins.int
+    """Book a session only if at least this many of its cases can take part;
+    0 means 2.
+    """
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupSessionProposal]:
+        """The sessions to book, as ProposeGroupSessions proposed them (or as HR
+        changed them): leader, start, end (60-120 minutes later), cases.
+        """
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___GroupSessionProposal] | None = ...,
+        modality: _builtins.str = ...,
+        min_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_size", b"min_size", "modality", b"modality", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookGroupSessionsRequest: _TypeAlias = BookGroupSessionsRequest  # noqa: Y015
+
+@_typing.final
+class GroupSessionRefusal(_message.Message):
+    """A case that did not get a place in a group session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case (pseudonymous)."""
+    rule: _builtins.str
+    """The rule that kept it out, as the matcher or quota service names it."""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupSessionRefusal: _TypeAlias = GroupSessionRefusal  # noqa: Y015
+
+@_typing.final
+class BookedGroupSession(_message.Message):
+    """What became of one session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    BOOKED_CASE_IDS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The matcher's id for the group session (derived from the session, so a
+    retry finds it); empty when nothing was booked.
+    """
+    rule: _builtins.str
+    """When the whole session was refused: the rule (GROUP_TOO_SMALL,
+    SLOT_TAKEN, COUNSELOR_DAY_FULL, NOT_BOOKABLE, ...), else empty.
+    """
+    message: _builtins.str
+    """That rule in plain words."""
+    @_builtins.property
+    def session(self) -> Global___GroupSessionProposal:
+        """The session as asked."""
+
+    @_builtins.property
+    def booked_case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cases booked into it."""
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupSessionRefusal]:
+        """The cases refused, each with its rule."""
+
+    def __init__(
+        self,
+        *,
+        session: Global___GroupSessionProposal | None = ...,
+        group_id: _builtins.str = ...,
+        booked_case_ids: _abc.Iterable[_builtins.str] | None = ...,
+        refused: _abc.Iterable[Global___GroupSessionRefusal] | None = ...,
+        rule: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session", b"session"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booked_case_ids", b"booked_case_ids", "group_id", b"group_id", "message", b"message", "refused", b"refused", "rule", b"rule", "session", b"session"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookedGroupSession: _TypeAlias = BookedGroupSession  # noqa: Y015
+
+@_typing.final
+class BookGroupSessionsResponse(_message.Message):
+    """Response of BookGroupSessions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___BookedGroupSession]:
+        """In the order asked."""
+
+    def __init__(
+        self,
+        *,
+        sessions: _abc.Iterable[Global___BookedGroupSession] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookGroupSessionsResponse: _TypeAlias = BookGroupSessionsResponse  # noqa: Y015

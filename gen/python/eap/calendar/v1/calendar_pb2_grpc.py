@@ -109,6 +109,11 @@ class CalendarServiceStub:
                 request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.SerializeToString,
                 response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.FromString,
                 _registered_method=True)
+        self.BookGroupSessions = channel.unary_unary(
+                '/eap.calendar.v1.CalendarService/BookGroupSessions',
+                request_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsRequest.SerializeToString,
+                response_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class CalendarServiceServicer:
@@ -246,6 +251,19 @@ class CalendarServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BookGroupSessions(self, request, context):
+        """Books proposed group sessions through the matcher, which checks every
+        participant's weekly session and quota again and pays the session from
+        the quota service (each participant's entitlement; the provider's hours
+        and the cost once, shared among their agencies). Each session is
+        booked on its own: the answer says, session by session, who got a place,
+        who was refused and by which rule, or which rule refused the whole
+        session. Retrying with the same sessions books nothing twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CalendarServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -318,6 +336,11 @@ def add_CalendarServiceServicer_to_server(servicer, server):
                     servicer.ProposeGroupSessions,
                     request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.FromString,
                     response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.SerializeToString,
+            ),
+            'BookGroupSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.BookGroupSessions,
+                    request_deserializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsRequest.FromString,
+                    response_serializer=eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +726,33 @@ class CalendarService:
             '/eap.calendar.v1.CalendarService/ProposeGroupSessions',
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsRequest.SerializeToString,
             eap_dot_calendar_dot_v1_dot_calendar__pb2.ProposeGroupSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BookGroupSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.calendar.v1.CalendarService/BookGroupSessions',
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsRequest.SerializeToString,
+            eap_dot_calendar_dot_v1_dot_calendar__pb2.BookGroupSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

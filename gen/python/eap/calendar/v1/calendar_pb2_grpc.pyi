@@ -108,6 +108,15 @@ class CalendarServiceStub:
     two sessions in one ISO week for a person nor beyond their entitlement.
     Proposals only: nothing is booked.
     """
+    BookGroupSessions: _grpc.UnaryUnaryMultiCallable[_calendar_pb2.BookGroupSessionsRequest, _calendar_pb2.BookGroupSessionsResponse]
+    """Books proposed group sessions through the matcher, which checks every
+    participant's weekly session and quota again and pays the session from
+    the quota service (each participant's entitlement; the provider's hours
+    and the cost once, shared among their agencies). Each session is
+    booked on its own: the answer says, session by session, who got a place,
+    who was refused and by which rule, or which rule refused the whole
+    session. Retrying with the same sessions books nothing twice.
+    """
 
 @_typing.type_check_only
 class CalendarServiceAsyncStub(CalendarServiceStub):
@@ -188,6 +197,15 @@ class CalendarServiceAsyncStub(CalendarServiceStub):
     of them can make with one of the given counselors free to lead, never
     two sessions in one ISO week for a person nor beyond their entitlement.
     Proposals only: nothing is booked.
+    """
+    BookGroupSessions: _aio.UnaryUnaryMultiCallable[_calendar_pb2.BookGroupSessionsRequest, _calendar_pb2.BookGroupSessionsResponse]  # type: ignore[assignment]
+    """Books proposed group sessions through the matcher, which checks every
+    participant's weekly session and quota again and pays the session from
+    the quota service (each participant's entitlement; the provider's hours
+    and the cost once, shared among their agencies). Each session is
+    booked on its own: the answer says, session by session, who got a place,
+    who was refused and by which rule, or which rule refused the whole
+    session. Retrying with the same sessions books nothing twice.
     """
 
 class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -350,6 +368,21 @@ class CalendarServiceServicer(metaclass=_abc_1.ABCMeta):
         of them can make with one of the given counselors free to lead, never
         two sessions in one ISO week for a person nor beyond their entitlement.
         Proposals only: nothing is booked.
+        """
+
+    @_abc_1.abstractmethod
+    def BookGroupSessions(
+        self,
+        request: _calendar_pb2.BookGroupSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_calendar_pb2.BookGroupSessionsResponse, _abc.Awaitable[_calendar_pb2.BookGroupSessionsResponse]]:
+        """Books proposed group sessions through the matcher, which checks every
+        participant's weekly session and quota again and pays the session from
+        the quota service (each participant's entitlement; the provider's hours
+        and the cost once, shared among their agencies). Each session is
+        booked on its own: the answer says, session by session, who got a place,
+        who was refused and by which rule, or which rule refused the whole
+        session. Retrying with the same sessions books nothing twice.
         """
 
 def add_CalendarServiceServicer_to_server(servicer: CalendarServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -670,6 +670,7 @@ class Booking(_message.Message):
     MODALITY_FIELD_NUMBER: _builtins.int
     STATE_FIELD_NUMBER: _builtins.int
     HOLD_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    GROUP_ID_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     """Server-assigned id."""
     case_id: _builtins.str
@@ -682,6 +683,10 @@ class Booking(_message.Message):
     """How the session is held."""
     state: Global___BookingState.ValueType
     """Where it is in its life."""
+    group_id: _builtins.str
+    """The group session this booking is a participant's place in; empty for
+    an individual session.
+    """
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the session starts."""
@@ -701,10 +706,11 @@ class Booking(_message.Message):
         modality: Global___Modality.ValueType = ...,
         state: Global___BookingState.ValueType = ...,
         hold_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        group_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "hold_expires_at", b"hold_expires_at", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "group_id", b"group_id", "hold_expires_at", b"hold_expires_at", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1736,6 +1742,7 @@ class GroupCandidate(_message.Message):
     AVAILABILITY_FIELD_NUMBER: _builtins.int
     BOOKED_WEEKS_FIELD_NUMBER: _builtins.int
     ENTITLEMENT_MINUTES_LEFT_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """The case."""
     employee_id: _builtins.str
@@ -1758,6 +1765,10 @@ class GroupCandidate(_message.Message):
     def booked_weeks(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """ISO weeks ("2027-W10") in which the employee already has a live session."""
 
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[Global___Modality.ValueType]:
+        """How the employee accepts to meet."""
+
     def __init__(
         self,
         *,
@@ -1769,10 +1780,11 @@ class GroupCandidate(_message.Message):
         availability: _abc.Iterable[Global___TimeRange] | None = ...,
         booked_weeks: _abc.Iterable[_builtins.str] | None = ...,
         entitlement_minutes_left: _builtins.int = ...,
+        modalities: _abc.Iterable[Global___Modality.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "availability", b"availability", "booked_weeks", b"booked_weeks", "case_id", b"case_id", "employee_id", b"employee_id", "entitlement_minutes_left", b"entitlement_minutes_left", "minutes", b"minutes", "sessions_left", b"sessions_left"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "availability", b"availability", "booked_weeks", b"booked_weeks", "case_id", b"case_id", "employee_id", b"employee_id", "entitlement_minutes_left", b"entitlement_minutes_left", "minutes", b"minutes", "modalities", b"modalities", "sessions_left", b"sessions_left"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1889,3 +1901,171 @@ class ListCounselorFreeTimeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCounselorFreeTimeResponse: _TypeAlias = ListCounselorFreeTimeResponse  # noqa: Y015
+
+@_typing.final
+class BookGroupSessionRequest(_message.Message):
+    """Request for BookGroupSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    MODALITY_FIELD_NUMBER: _builtins.int
+    CASE_IDS_FIELD_NUMBER: _builtins.int
+    MIN_PARTICIPANTS_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """Client-chosen id of the group session (letters, digits, '-', '_', '.';
+    at most 64); retrying with it returns the group as booked.
+    """
+    counselor_id: _builtins.str
+    """The counselor who leads the session."""
+    minutes: _builtins.int
+    """Its length, 60 to 120 minutes."""
+    modality: Global___Modality.ValueType
+    """How it is held; every participant's case and the counselor must accept it."""
+    min_participants: _builtins.int
+    """Book nothing unless at least this many can take part; 0 means 2."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """When it starts (on the hour or half hour)."""
+
+    @_builtins.property
+    def case_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The participants' cases, 2 to 30, each at most once."""
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        counselor_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        minutes: _builtins.int = ...,
+        modality: Global___Modality.ValueType = ...,
+        case_ids: _abc.Iterable[_builtins.str] | None = ...,
+        min_participants: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ids", b"case_ids", "counselor_id", b"counselor_id", "group_id", b"group_id", "min_participants", b"min_participants", "minutes", b"minutes", "modality", b"modality", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookGroupSessionRequest: _TypeAlias = BookGroupSessionRequest  # noqa: Y015
+
+@_typing.final
+class GroupRefusal(_message.Message):
+    """A case left out of a group session, and the rule that kept it out."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    rule: _builtins.str
+    """The rule, as FAILED_PRECONDITION would name it (WEEKLY_LIMIT,
+    NOT_BOOKABLE, EMPLOYEE_ENTITLEMENT, CASE_FULLY_BOOKED, GROUP_DECLINED...).
+    """
+    message: _builtins.str
+    """The rule in plain words; no personal data."""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        rule: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "message", b"message", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupRefusal: _TypeAlias = GroupRefusal  # noqa: Y015
+
+@_typing.final
+class BookGroupSessionResponse(_message.Message):
+    """Response of BookGroupSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group session's id."""
+    @_builtins.property
+    def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
+        """One booking per participant, all BOOKED."""
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupRefusal]:
+        """The cases left out and why (empty on a retry)."""
+
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        bookings: _abc.Iterable[Global___Booking] | None = ...,
+        refused: _abc.Iterable[Global___GroupRefusal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "group_id", b"group_id", "refused", b"refused"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookGroupSessionResponse: _TypeAlias = BookGroupSessionResponse  # noqa: Y015
+
+@_typing.final
+class CancelGroupSessionRequest(_message.Message):
+    """Request for CancelGroupSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GROUP_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    group_id: _builtins.str
+    """The group session."""
+    reason: _builtins.str
+    """Why (kept in the quota ledger); no personal data."""
+    def __init__(
+        self,
+        *,
+        group_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["group_id", b"group_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelGroupSessionRequest: _TypeAlias = CancelGroupSessionRequest  # noqa: Y015
+
+@_typing.final
+class CancelGroupSessionResponse(_message.Message):
+    """Response of CancelGroupSession."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
+        """The participants' bookings after the cancellation."""
+
+    def __init__(
+        self,
+        *,
+        bookings: _abc.Iterable[Global___Booking] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelGroupSessionResponse: _TypeAlias = CancelGroupSessionResponse  # noqa: Y015

@@ -134,6 +134,16 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.FromString,
                 _registered_method=True)
+        self.BookGroupSession = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/BookGroupSession',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionResponse.FromString,
+                _registered_method=True)
+        self.CancelGroupSession = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/CancelGroupSession',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -299,6 +309,30 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BookGroupSession(self, request, context):
+        """Books one group session: one counselor, one time, several cases. Each
+        participant is checked as for an individual booking (the case accepts
+        a group, the counselor takes its category and the modality, the time
+        is in its availability, a session left, no other session that ISO
+        week, entitlement left) and the counselor's time and daily limit count
+        the session once. The provider minutes and cost are shared among the
+        participants' quota holds (see quota's GroupShare). Participants the
+        rules refuse are reported with the rule; when fewer than
+        `min_participants` remain, nothing is booked (FAILED_PRECONDITION
+        GROUP_TOO_SMALL). A retry with the same group_id returns the group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelGroupSession(self, request, context):
+        """Cancels every live booking of a group session and gives back their
+        quota. Cancelling one participant is CancelBooking.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -386,6 +420,16 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ListCounselorFreeTime,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.SerializeToString,
+            ),
+            'BookGroupSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.BookGroupSession,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionResponse.SerializeToString,
+            ),
+            'CancelGroupSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelGroupSession,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -862,6 +906,60 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ListCounselorFreeTime',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCounselorFreeTimeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BookGroupSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/BookGroupSession',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.BookGroupSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelGroupSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/CancelGroupSession',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -122,6 +122,22 @@ class MatcherServiceStub:
     minus leave, live holds and bookings, and days they already hold their
     daily maximum of sessions. For planning group sessions they could lead.
     """
+    BookGroupSession: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.BookGroupSessionRequest, _matcher_pb2.BookGroupSessionResponse]
+    """Books one group session: one counselor, one time, several cases. Each
+    participant is checked as for an individual booking (the case accepts
+    a group, the counselor takes its category and the modality, the time
+    is in its availability, a session left, no other session that ISO
+    week, entitlement left) and the counselor's time and daily limit count
+    the session once. The provider minutes and cost are shared among the
+    participants' quota holds (see quota's GroupShare). Participants the
+    rules refuse are reported with the rule; when fewer than
+    `min_participants` remain, nothing is booked (FAILED_PRECONDITION
+    GROUP_TOO_SMALL). A retry with the same group_id returns the group.
+    """
+    CancelGroupSession: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.CancelGroupSessionRequest, _matcher_pb2.CancelGroupSessionResponse]
+    """Cancels every live booking of a group session and gives back their
+    quota. Cancelling one participant is CancelBooking.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -216,6 +232,22 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """When counselors are free in a window: their hours on office days,
     minus leave, live holds and bookings, and days they already hold their
     daily maximum of sessions. For planning group sessions they could lead.
+    """
+    BookGroupSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.BookGroupSessionRequest, _matcher_pb2.BookGroupSessionResponse]  # type: ignore[assignment]
+    """Books one group session: one counselor, one time, several cases. Each
+    participant is checked as for an individual booking (the case accepts
+    a group, the counselor takes its category and the modality, the time
+    is in its availability, a session left, no other session that ISO
+    week, entitlement left) and the counselor's time and daily limit count
+    the session once. The provider minutes and cost are shared among the
+    participants' quota holds (see quota's GroupShare). Participants the
+    rules refuse are reported with the rule; when fewer than
+    `min_participants` remain, nothing is booked (FAILED_PRECONDITION
+    GROUP_TOO_SMALL). A retry with the same group_id returns the group.
+    """
+    CancelGroupSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CancelGroupSessionRequest, _matcher_pb2.CancelGroupSessionResponse]  # type: ignore[assignment]
+    """Cancels every live booking of a group session and gives back their
+    quota. Cancelling one participant is CancelBooking.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -410,6 +442,34 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         """When counselors are free in a window: their hours on office days,
         minus leave, live holds and bookings, and days they already hold their
         daily maximum of sessions. For planning group sessions they could lead.
+        """
+
+    @_abc_1.abstractmethod
+    def BookGroupSession(
+        self,
+        request: _matcher_pb2.BookGroupSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.BookGroupSessionResponse, _abc.Awaitable[_matcher_pb2.BookGroupSessionResponse]]:
+        """Books one group session: one counselor, one time, several cases. Each
+        participant is checked as for an individual booking (the case accepts
+        a group, the counselor takes its category and the modality, the time
+        is in its availability, a session left, no other session that ISO
+        week, entitlement left) and the counselor's time and daily limit count
+        the session once. The provider minutes and cost are shared among the
+        participants' quota holds (see quota's GroupShare). Participants the
+        rules refuse are reported with the rule; when fewer than
+        `min_participants` remain, nothing is booked (FAILED_PRECONDITION
+        GROUP_TOO_SMALL). A retry with the same group_id returns the group.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelGroupSession(
+        self,
+        request: _matcher_pb2.CancelGroupSessionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.CancelGroupSessionResponse, _abc.Awaitable[_matcher_pb2.CancelGroupSessionResponse]]:
+        """Cancels every live booking of a group session and gives back their
+        quota. Cancelling one participant is CancelBooking.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -197,6 +197,7 @@ class ReserveRequest(_message.Message):
     MINUTES_FIELD_NUMBER: _builtins.int
     HOLD_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     BOOKING_REF_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client-chosen key, unique per intended session (e.g. a UUID). Retrying
     with the same key and request returns the first answer.
@@ -225,6 +226,13 @@ class ReserveRequest(_message.Message):
         and the ISO week.
         """
 
+    @_builtins.property
+    def group(self) -> Global___GroupShare:
+        """For one participant of a group session: which share of the session's
+        provider minutes and cost this hold carries. Unset for an individual
+        session.
+        """
+
     def __init__(
         self,
         *,
@@ -237,14 +245,48 @@ class ReserveRequest(_message.Message):
         minutes: _builtins.int = ...,
         hold_ttl_seconds: _builtins.int = ...,
         booking_ref: _builtins.str = ...,
+        group: Global___GroupShare | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["session_start", b"session_start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "session_start", b"session_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "booking_ref", b"booking_ref", "employee_id", b"employee_id", "hold_ttl_seconds", b"hold_ttl_seconds", "idempotency_key", b"idempotency_key", "minutes", b"minutes", "provider_id", b"provider_id", "session_start", b"session_start", "staff_category", b"staff_category"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "booking_ref", b"booking_ref", "employee_id", b"employee_id", "group", b"group", "hold_ttl_seconds", b"hold_ttl_seconds", "idempotency_key", b"idempotency_key", "minutes", b"minutes", "provider_id", b"provider_id", "session_start", b"session_start", "staff_category", b"staff_category"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReserveRequest: _TypeAlias = ReserveRequest  # noqa: Y015
+
+@_typing.final
+class GroupShare(_message.Message):
+    """A participant's part of a group session. The counselor's time is spent
+    once, however many attend: the provider minutes and the cost are divided
+    among the participants' holds in whole minutes and whole NT$ (the first
+    `total % size` participants carry one more), so the parts add up to the
+    session and each agency pays for its own staff. Each participant still
+    spends a whole session of their own entitlement and their week's one
+    session.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """How many take part: 2 to 30."""
+    index: _builtins.int
+    """This participant's place among them, 0 to size - 1."""
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["index", b"index", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GroupShare: _TypeAlias = GroupShare  # noqa: Y015
 
 @_typing.final
 class Hold(_message.Message):
@@ -262,6 +304,8 @@ class Hold(_message.Message):
     BOOKING_REF_FIELD_NUMBER: _builtins.int
     AGENCY_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_MINUTES_FIELD_NUMBER: _builtins.int
+    GROUP_FIELD_NUMBER: _builtins.int
     hold_id: _builtins.str
     """Server-assigned id."""
     state: Global___HoldState.ValueType
@@ -280,9 +324,17 @@ class Hold(_message.Message):
     """The agency charged."""
     provider_id: _builtins.str
     """The provider charged."""
+    provider_minutes: _builtins.int
+    """Minutes charged to the provider's hour cap: all of `minutes` for an
+    individual session, this participant's share for a group session.
+    """
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When a HELD hold expires."""
+
+    @_builtins.property
+    def group(self) -> Global___GroupShare:
+        """The group share, for a group session's hold."""
 
     def __init__(
         self,
@@ -297,10 +349,12 @@ class Hold(_message.Message):
         booking_ref: _builtins.str = ...,
         agency_id: _builtins.str = ...,
         provider_id: _builtins.str = ...,
+        provider_minutes: _builtins.int = ...,
+        group: Global___GroupShare | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "group", b"group"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "hold_id", b"hold_id", "iso_week", b"iso_week", "minutes", b"minutes", "provider_id", b"provider_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "group", b"group", "hold_id", b"hold_id", "iso_week", b"iso_week", "minutes", b"minutes", "provider_id", b"provider_id", "provider_minutes", b"provider_minutes", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
