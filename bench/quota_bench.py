@@ -678,13 +678,22 @@ def seed(target: str, agencies: list[str], providers: list[str], tag: str) -> No
             )
 
 
-def booked_sessions(target: str) -> int:
+def booked_sessions(target: str, agencies: list[str]) -> int:
+    """Sessions booked, from the agencies' spent budgets: every benchmark
+    session costs the same. (The usage summary withholds cells of fewer than
+    five people, so its sessions need not add up to the total.)"""
+    session_cost = (RATE_NTD * SESSION_MINUTES + 30) // 60
+    spent = 0
     with grpc.insecure_channel(target) as channel:
         stub = quota_pb2_grpc.QuotaServiceStub(channel)
-        summary = stub.GetUsageSummary(
-            pb.GetUsageSummaryRequest(fiscal_year=YEAR, organisation=ORG), timeout=60
-        )
-    return sum(row.sessions for row in summary.rows)
+        for agency in agencies:
+            account = pb.AccountRef(kind=pb.ACCOUNT_KIND_AGENCY, id=agency, fiscal_year=YEAR)
+            balance = stub.GetBalance(pb.GetBalanceRequest(account=account), timeout=60)
+            spent += balance.balance.spent
+    sessions, remainder = divmod(spent, session_cost)
+    if remainder:
+        raise RuntimeError(f"NT${spent:,} spent is not a whole number of sessions")
+    return sessions
 
 
 def verify_ledger(database_url: str) -> str:
@@ -769,7 +778,7 @@ def run_backend(name: str, args: argparse.Namespace, log_dir: Path) -> BackendRu
                         )
                     pair.append(cell)
                 run.rows.append((pair[0], pair[1]))
-            run.booked = booked_sessions(server.target)
+            run.booked = booked_sessions(server.target, agencies)
         run.rc_ok_total = sum(rc.ok_total for _, rc in run.rows)
         run.verify = verify_ledger(database_url)
         print(
@@ -969,8 +978,9 @@ def render(
         out += [
             "",
             f"Consistency: {run.booked:,} sessions booked in the ledger "
-            f"(GetUsageSummary) for {run.rc_ok_total:,} successful R+C pairs seen by the "
-            f"clients (warm-up and drain included); `eapctl quota verify`: {run.verify}.",
+            f"(the agencies' spent budgets) for {run.rc_ok_total:,} successful R+C pairs "
+            f"seen by the clients (warm-up and drain included); `eapctl quota verify`: "
+            f"{run.verify}.",
         ]
         if samples:
             out.append(f"First errors: {'; '.join(samples[:5])}")

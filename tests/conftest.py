@@ -22,6 +22,7 @@ from services.runtime import clock
 from services.runtime.config import Settings
 from services.runtime.server import RunningServer, Service, start
 from tests import stores
+from tests.access import AsAdmin, Secured, bearer, make_keys, secured
 from tests.county import counselor, seed
 
 
@@ -121,3 +122,28 @@ async def suite_with_calendar(backend: Backend, march_2027: None) -> AsyncIterat
     """`suite`, with the calendar service in the same server."""
     async with _running(backend, [QuotaService(), MatcherService(), CalendarService()]) as suite:
         yield suite
+
+
+@pytest.fixture
+async def secured_suite(tmp_path: Path, march_2027: None) -> AsyncIterator[Secured]:
+    """The three services in `jwt` mode on SQLite (the policy does not
+    depend on the store), seeded by an administrator."""
+    made = make_keys(tmp_path / "keys")
+    settings = Settings(
+        grpc_address="127.0.0.1:0", metrics_port=0, database_url=f"sqlite:///{tmp_path}/eap.db"
+    )
+    server = await start(
+        [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
+    )
+    address = f"127.0.0.1:{server.port}"
+    admin = bearer(made.token("admin", "eap-admin"))
+    async with grpc.aio.insecure_channel(address, interceptors=[AsAdmin(admin)]) as setup:
+        await seed(quota_pb2_grpc.QuotaServiceStub(setup))
+        matcher = matcher_pb2_grpc.MatcherServiceStub(setup)
+        await matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))
+        await matcher.UpsertCounselor(
+            mpb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))
+        )
+    async with grpc.aio.insecure_channel(address) as channel:
+        yield Secured(made, server, channel)
+    await server.stop(0)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+from services.runtime.auth import Authenticator, Role
+from services.runtime.config import Settings
 from tests import replicas
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
@@ -52,6 +55,7 @@ def test_demo_tells_the_whole_story() -> None:
         "[EMPLOYEE_ENTITLEMENT]",
         "booked Tue 20 Apr 13:30: 5 places; refused: none",  # a group session
         "10 places took 3 h of the provider's cap, not 15 h",
+        "withheld: fewer than 5 people",  # the usage summary's small cells
         "Demo finished; the suite shut down cleanly.",
     ):
         assert line in out, line
@@ -139,3 +143,20 @@ def test_import_counselors_from_csv(tmp_path: Path) -> None:
             )
             assert imported.returncode == 0, imported.stderr
         assert imported.stdout.strip() == "0 counselors created, 2 replaced"
+
+
+def test_tokens_are_minted_in_development_only(tmp_path: Path) -> None:
+    env = {**os.environ, "EAP_AUTH_MODE": "dev"}
+    env.pop("EAP_JWT_KEYS_DIR", None)
+    mint = [EAPCTL, "token", "mint", "--role", "employee", "--subject", "emp-1"]
+    minted = subprocess.run(mint, capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert minted.returncode == 0, minted.stderr
+    settings = Settings.from_env({"EAP_JWT_KEYS_DIR": str(tmp_path / "var" / "dev-keys")})
+    identity = Authenticator(settings).identify(
+        (("authorization", f"Bearer {minted.stdout.strip()}"),)
+    )
+    assert (identity.subject, identity.role) == ("emp-1", Role.EMPLOYEE)
+    production = {**env, "EAP_AUTH_MODE": "jwt", "EAP_JWT_KEYS_DIR": str(tmp_path / "var/dev-keys")}
+    refused = subprocess.run(mint, capture_output=True, text=True, cwd=tmp_path, env=production)
+    assert refused.returncode == 2 and "only for development" in refused.stderr
+    assert not refused.stdout

@@ -13,9 +13,10 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
+from services.quota.disclosure import MIN_CELL_PEOPLE, UsageRow, suppress_small_cells
 from services.runtime import clock, lease
 from tests.conftest import Backend, QuotaClient
-from tests.county import RATE, YEAR, account, reserve_request, seed
+from tests.county import ORG, RATE, YEAR, account, reserve_request, seed
 
 EMPLOYEE = pb.ACCOUNT_KIND_EMPLOYEE
 PROVIDER = pb.ACCOUNT_KIND_PROVIDER
@@ -248,29 +249,154 @@ async def test_list_ledger_pages_through_every_entry(quota: QuotaClient) -> None
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def spend(
+    quota: QuotaClient,
+    key: str,
+    employee: str,
+    n_week: int,
+    agency: str = "PT-HR",
+    category: str = "official",
+    minutes: int = 60,
+) -> None:
+    """Reserves and commits one individual session."""
+    request = reserve_request(
+        key, employee=employee, n_week=n_week, minutes=minutes, agency=agency, category=category
+    )
+    hold = (await quota.stub.Reserve(request)).hold
+    await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+
+
+async def usage_cells(
+    quota: QuotaClient, organisation: str = ""
+) -> list[tuple[str, str, int, bool, int, int, int, int]]:
+    """The usage summary's rows as (agency, category, month, suppressed, people,
+    sessions, minutes, NT$)."""
+    request = pb.GetUsageSummaryRequest(fiscal_year=YEAR, organisation=organisation)
+    return [
+        (
+            r.agency_id,
+            r.staff_category,
+            r.month,
+            r.suppressed,
+            r.people,
+            r.sessions,
+            r.minutes,
+            r.amount_ntd,
+        )
+        for r in (await quota.stub.GetUsageSummary(request)).rows
+    ]
+
+
 async def test_usage_summary_counts_spent_sessions_per_agency_category_month(
     quota: QuotaClient,
 ) -> None:
     await seed(quota.stub)
-    for key, employee, category, n_week in (
-        ("u1", "E1", "official", 2),
-        ("u2", "E2", "official", 2),
-        ("u3", "T1", "teacher", 10),
-    ):
-        hold = (
-            await quota.stub.Reserve(
-                reserve_request(key, employee=employee, category=category, n_week=n_week)
-            )
-        ).hold
+    for n in range(6):  # six officials in January (ISO week 2), E0 once more in week 3
+        await spend(quota, f"o{n}", f"E{n}", 2)
+    await spend(quota, "o0-again", "E0", 3, minutes=90)
+    for index in range(5):  # five teachers in one March group session: a hold each
+        request = reserve_request(
+            f"t{index}", employee=f"T{index}", category="teacher", n_week=10, minutes=100
+        )
+        request.group.CopyFrom(pb.GroupShare(size=5, index=index))
+        hold = (await quota.stub.Reserve(request)).hold
         await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id))
-    await quota.stub.Reserve(reserve_request("u4", employee="E3", n_week=2))  # held only
-    rows = (await quota.stub.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=YEAR))).rows
-    assert [
-        (r.agency_id, r.staff_category, r.month, r.sessions, r.minutes, r.amount_ntd) for r in rows
-    ] == [
-        ("PT-HR", "official", 1, 2, 120, 4000),
-        ("PT-HR", "teacher", 3, 1, 60, 2000),
+    await quota.stub.Reserve(reserve_request("held", employee="E9", n_week=2))  # held only
+    cells = await usage_cells(quota)
+    assert cells == [
+        # 6 people, 7 sessions: 6 x 60 + 90 minutes, 6 x NT$2,000 + NT$3,000
+        ("PT-HR", "official", 1, False, 6, 7, 450, 15_000),
+        # 100 minutes cost NT$3,333, shared among the five; each spends 100 minutes
+        ("PT-HR", "teacher", 3, False, 5, 5, 500, 3333),
     ]
+    # Nothing withheld: the cells add up to what the agency's pool has spent.
+    assert sum(c[7] for c in cells) == (await balance(quota, AGENCY, "PT-HR")).spent
+
+
+async def test_usage_summary_withholds_a_small_agency(quota: QuotaClient) -> None:
+    """Issue 6: an aggregate never shows a cell of fewer than five people."""
+    await seed(quota.stub)
+    for n in range(3):  # a small agency: three people, four sessions
+        await spend(quota, f"edu{n}", f"D{n}", 2, agency="PT-EDU")
+    await spend(quota, "edu-again", "D0", 3, agency="PT-EDU")
+    for n in range(5):
+        await spend(quota, f"hr{n}", f"E{n}", 2)
+    cells = await usage_cells(quota)
+    assert cells == [
+        ("PT-EDU", "official", 1, True, 0, 0, 0, 0),
+        ("PT-HR", "official", 1, False, 5, 5, 300, 10_000),
+    ]
+    assert await usage_cells(quota, ORG) == cells
+    assert await usage_cells(quota, "elsewhere") == []
+
+
+async def test_usage_summary_withholds_a_second_cell_so_subtraction_reveals_nothing(
+    quota: QuotaClient,
+) -> None:
+    await seed(quota.stub)
+    # PT-HR: officials, six in January and five in March; two teachers in January.
+    for n in range(6):
+        await spend(quota, f"hr-jan{n}", f"E{n}", 2)
+    for n in range(5):
+        await spend(quota, f"hr-mar{n}", f"E{n}", 10)
+    for n in range(2):
+        await spend(quota, f"hr-tea{n}", f"T{n}", 2, category="teacher")
+    # PT-EDU: five officials in January; two small cells that cover each other.
+    for n in range(5):
+        await spend(quota, f"edu-jan{n}", f"D{n}", 2, agency="PT-EDU")
+    await spend(quota, "edu-mar", "D0", 10, agency="PT-EDU")
+    await spend(quota, "edu-tea", "S0", 2, agency="PT-EDU", category="teacher")
+    cells = await usage_cells(quota)
+    assert cells == [
+        ("PT-EDU", "official", 1, False, 5, 5, 300, 10_000),
+        ("PT-EDU", "official", 3, True, 0, 0, 0, 0),
+        ("PT-EDU", "teacher", 1, True, 0, 0, 0, 0),
+        ("PT-HR", "official", 1, False, 6, 6, 360, 12_000),
+        # five people, withheld too: else PT-HR's spent budget minus the shown
+        # cells would be exactly the two teachers' sessions
+        ("PT-HR", "official", 3, True, 0, 0, 0, 0),
+        ("PT-HR", "teacher", 1, True, 0, 0, 0, 0),
+    ]
+    for agency, hidden in (("PT-HR", 7 * 2000), ("PT-EDU", 2 * 2000)):
+        spent = (await balance(quota, AGENCY, agency)).spent
+        shown = sum(c[7] for c in cells if c[0] == agency)
+        assert spent - shown == hidden  # only the withheld cells' sum, never one cell
+
+
+def test_small_cells_are_withheld_and_never_alone_in_their_agency() -> None:
+    def cell(agency: str, month: int, people: int, amount: int = 0) -> UsageRow:
+        return UsageRow(
+            agency, "official", month, people, people + 1, 60 * people, amount or 2000 * people
+        )
+
+    rows = [
+        cell("A", 1, 4),  # small
+        cell("A", 2, 9),
+        cell("A", 3, 5, amount=12_000),
+        cell("A", 4, 5),  # the complement: fewest people, then least money
+        cell("B", 1, 2),  # two small cells cover each other
+        cell("B", 2, 1),
+        cell("B", 3, MIN_CELL_PEOPLE),  # exactly five people: shown
+        cell("C", 1, 3),  # small and alone in its agency: nothing to pair it with
+        cell("D", 1, 7),  # nothing small: untouched
+        cell("E", 1, 6),  # a tie is broken by category and month: stable
+        cell("E", 2, 6),
+        cell("E", 3, 1),
+    ]
+    out = suppress_small_cells(rows)
+    assert [(r.agency_id, r.month) for r in out] == [(r.agency_id, r.month) for r in rows]
+    assert [r.suppressed for r in out] == [
+        True, False, False, True, True, True, False, True, False, True, False, True
+    ]  # fmt: skip
+    for before, after in zip(rows, out, strict=True):
+        if after.suppressed:
+            assert (after.people, after.sessions, after.minutes, after.amount_ntd) == (0, 0, 0, 0)
+        else:
+            assert after == before and after.people >= MIN_CELL_PEOPLE
+    # The choice does not depend on the order of the rows.
+    assert suppress_small_cells(rows[::-1]) == out[::-1]
+    assert suppress_small_cells([]) == []
+    assert MIN_CELL_PEOPLE == 5
 
 
 async def test_top_up_and_transfer(quota: QuotaClient) -> None:

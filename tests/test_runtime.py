@@ -15,8 +15,10 @@ from pathlib import Path
 import grpc
 import jwt
 import pytest
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,14 +26,25 @@ from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
 from services.quota.service import QuotaService
-from services.runtime.auth import Authenticator
+from services.runtime import keys, policy
+from services.runtime.auth import Authenticator, Identity, Role
 from services.runtime.config import Settings
+from services.runtime.errors import ConfigError, Unauthenticated
 from services.runtime.interceptor import RuntimeInterceptor
+from services.runtime.rate_limit import WINDOW_SECONDS
 from services.runtime.server import start
-from tests.conftest import QuotaClient
+from services.runtime.service_identity import ServiceCredentials
+from tests.access import IDP, bearer, make_keys, secured
+from tests.conftest import Backend, QuotaClient
 from tests.county import reserve_request, seed
 
-SECRET = "test-secret-0123456789-0123456789-abc"
+
+@pytest.fixture(autouse=True)
+def test_services_in_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The handlers these tests register are open to the development
+    identity, as if the policy table had rows for them."""
+    for method in ("test.Slow/Call", "test.Broken/Call", "eap.test.v1.Down/Call"):
+        monkeypatch.setitem(policy.POLICY, method, policy.Access({Role.ADMIN: policy.Scope.ANY}))
 
 
 def settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -39,18 +52,6 @@ def settings(tmp_path: Path, **overrides: object) -> Settings:
         grpc_address="127.0.0.1:0", metrics_port=0, database_url=f"sqlite:///{tmp_path}/eap.db"
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
-
-
-def token(role: str = "admin", **claims: object) -> str:
-    payload = {
-        "sub": "svc-frontend",
-        "role": role,
-        "iss": "eap",
-        "aud": "eap-suite",
-        "exp": int(time.time()) + 300,
-        **claims,
-    }
-    return jwt.encode(payload, SECRET, algorithm="HS256")
 
 
 async def test_reflection_lists_every_service_and_health(tmp_path: Path) -> None:
@@ -133,30 +134,38 @@ async def test_probe_finds_a_dead_redis(tmp_path: Path) -> None:
 
 
 async def test_jwt_mode_needs_a_valid_bearer_token(tmp_path: Path) -> None:
-    server = await start([QuotaService()], settings(tmp_path, auth_mode="jwt", jwt_key=SECRET))
+    made = make_keys(tmp_path / "keys")
+    server = await start([QuotaService()], secured(settings(tmp_path), made))
+    admin = made.token("admin", "hr-admin-1")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             stub = quota_pb2_grpc.QuotaServiceStub(channel)
-            for metadata, code in (
-                ((), grpc.StatusCode.UNAUTHENTICATED),
-                ((("authorization", "Bearer nonsense"),), grpc.StatusCode.UNAUTHENTICATED),
-                (
-                    (("authorization", f"Bearer {token(exp=int(time.time()) - 10)}"),),
-                    grpc.StatusCode.UNAUTHENTICATED,
-                ),
-                (
-                    (("authorization", f"Bearer {token(aud='other')}"),),
-                    grpc.StatusCode.UNAUTHENTICATED,
-                ),
-                (
-                    (("authorization", f"Bearer {token(role='king')}"),),
-                    grpc.StatusCode.UNAUTHENTICATED,
-                ),
+            hs256 = jwt.encode(
+                {"sub": "x", "role": "admin", "iss": "eap", "aud": "eap-suite", "exp": 2**40},
+                "a-shared-secret-that-is-long-enough-for-hs256",
+                algorithm="HS256",
+                headers={"kid": IDP},
+            )
+            for metadata in (
+                (),
+                bearer("nonsense"),
+                (("authorization", f"Basic {admin}"),),
+                bearer(made.token("admin", "a", exp=int(time.time()) - 10)),
+                bearer(made.token("admin", "a", aud="other")),
+                bearer(made.token("admin", "a", iss="someone-else")),
+                bearer(made.token("king", "a")),
+                bearer(made.token("admin", "a", kid="stranger")),  # an untrusted key
+                bearer(made.token("admin", "a", signer="stranger")),  # a forged signature
+                bearer(hs256),  # symmetric algorithms are not accepted
+                # A service key speaks only for its own service, and for no user.
+                bearer(made.token("service", "calendar", kid="service-matcher")),
+                bearer(made.token("admin", "a", kid="service-matcher")),
+                bearer(made.token("service", "matcher")),  # a service token from the IdP key
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await stub.Ping(pb.PingRequest(), metadata=metadata)
-                assert caught.value.code() == code
-            good = (("authorization", f"Bearer {token()}"),)
+                assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED, metadata
+            good = bearer(admin)
             await stub.Ping(pb.PingRequest(), metadata=good)
             await stub.UpsertAgency(
                 pb.UpsertAgencyRequest(agency_id="A", organisation="o", display_name="A"),
@@ -164,11 +173,34 @@ async def test_jwt_mode_needs_a_valid_bearer_token(tmp_path: Path) -> None:
             )
             entries = await stub.ListLedger(pb.ListLedgerRequest(), metadata=good)
             assert entries.entries == []
+            await stub.Ping(
+                pb.PingRequest(),
+                metadata=bearer(made.token("service", "matcher", kid="service-matcher")),
+            )
             # Health needs no token: kubelet probes it.
             health = health_pb2_grpc.HealthStub(channel)
             await health.Check(health_pb2.HealthCheckRequest())
     finally:
         await server.stop(0)
+
+
+async def test_keys_rotate_without_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A key added to the trusted directory is honoured, and one removed is
+    not, once the ring reads the directory again."""
+    made = make_keys(tmp_path / "keys")
+    authenticator = Authenticator(secured(settings(tmp_path), made))
+    keys.generate(made.private, "idp-2028")
+    newer = made.token("admin", "a", kid="idp-2028")
+    with pytest.raises(Unauthenticated):
+        authenticator.identify(bearer(newer))
+    (made.private / "idp-2028.pem").rename(made.trusted / "idp-2028.pem")
+    (made.trusted / f"{IDP}.pem").unlink()
+    monkeypatch.setattr(keys, "REREAD_SECONDS", 0.0)
+    assert authenticator.identify(bearer(newer)).subject == "a"
+    with pytest.raises(Unauthenticated):
+        authenticator.identify(bearer(made.token("admin", "a")))
 
 
 async def test_request_id_travels_back(quota: QuotaClient) -> None:
@@ -312,3 +344,50 @@ async def test_an_unreachable_database_answers_unavailable() -> None:
         assert "5432" not in caught.value.details()
     finally:
         await server.stop(0)
+
+
+def test_a_service_signs_with_its_newest_key_and_speaks_only_for_itself(tmp_path: Path) -> None:
+    made = make_keys(tmp_path / "keys")
+    keys.generate(made.services, "service-matcher.2028")
+    (made.services / "service-matcher.2028.pem").rename(made.trusted / "service-matcher.2028.pem")
+    config = secured(settings(tmp_path), made)
+    (metadata,) = ServiceCredentials("matcher", config).metadata()
+    token = metadata[1].removeprefix("Bearer ")
+    assert jwt.get_unverified_header(token)["kid"] == "service-matcher.2028"
+    assert Authenticator(config).identify((metadata,)) == Identity("matcher", Role.SERVICE)
+    with pytest.raises(ConfigError):
+        ServiceCredentials("quota", config)  # jwt mode, and no key of its own
+
+
+async def test_a_caller_over_its_rate_limit_is_told_to_wait(backend: Backend) -> None:
+    """Two replicas on one Redis hold a caller to one budget (with SQLite and
+    no Redis, each replica counts alone); other callers are not held up."""
+    limited = replace(backend.settings, rate_limit_per_second=1)  # 10 calls per 10 s
+    first = await start([QuotaService()], limited)
+    second = await start([QuotaService()], limited) if backend.settings.redis_url else first
+    try:
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{first.port}") as one,
+            grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as two,
+        ):
+            stubs = [quota_pb2_grpc.QuotaServiceStub(c) for c in (one, two)]
+            if time.time() % WINDOW_SECONDS > WINDOW_SECONDS - 2:
+                await asyncio.sleep(2)  # all 14 calls in one window
+            codes = []
+            for n in range(14):
+                try:
+                    await stubs[n % 2].Ping(pb.PingRequest())
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.aio.AioRpcError as error:
+                    codes.append(error.code())
+                    refusal = error
+            assert codes == [grpc.StatusCode.OK] * 10 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 4
+            status = rpc_status.from_call(refusal)  # type: ignore[arg-type]
+            assert status is not None
+            assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+            health = health_pb2_grpc.HealthStub(one)
+            await health.Check(health_pb2.HealthCheckRequest())  # health is never limited
+    finally:
+        await first.stop(0)
+        if second is not first:
+            await second.stop(0)

@@ -16,6 +16,7 @@ from services.calendar.group_sessions import GroupCandidate, GroupProposal, Lead
 from services.calendar.local_time import from_stamp, to_stamp
 from services.calendar.program import Span
 from services.runtime.errors import ServiceError
+from services.runtime.service_identity import ServiceCredentials
 from services.runtime.status import from_call
 
 CALL_SECONDS = 10.0
@@ -47,8 +48,9 @@ class GroupBooking:
 class MatcherPort:
     """A gRPC client of the matcher, opened on first use."""
 
-    def __init__(self, address: Callable[[], str]) -> None:
+    def __init__(self, address: Callable[[], str], credentials: ServiceCredentials) -> None:
         self._address = address
+        self._credentials = credentials
         self._stub: matcher_pb2_grpc.MatcherServiceAsyncStub | None = None
 
     def _matcher(self) -> matcher_pb2_grpc.MatcherServiceAsyncStub:
@@ -67,7 +69,9 @@ class MatcherPort:
             window_end=to_stamp(end),
         )
         try:
-            answer = await self._matcher().ListGroupCandidates(request, timeout=CALL_SECONDS)
+            answer = await self._matcher().ListGroupCandidates(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
         return [
@@ -93,7 +97,9 @@ class MatcherPort:
             window_end=to_stamp(end),
         )
         try:
-            answer = await self._matcher().ListCounselorFreeTime(request, timeout=CALL_SECONDS)
+            answer = await self._matcher().ListCounselorFreeTime(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
         return [
@@ -118,7 +124,9 @@ class MatcherPort:
             min_participants=min_size,
         )
         try:
-            answer = await self._matcher().BookGroupSession(request, timeout=CALL_SECONDS)
+            answer = await self._matcher().BookGroupSession(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
         return GroupBooking(

@@ -31,8 +31,14 @@ from services.calendar.planner import Event, Plan, Unplaced, plan_program
 from services.calendar.program import Activity, Kind, Person, Program, Span
 from services.calendar.program_file import DEFAULT_OFFICE_HOURS, ProgramFileError, parse_program
 from services.office_calendar import OfficeCalendar
-from services.runtime import clock, job_queue
-from services.runtime.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from services.runtime import clock, job_queue, policy
+from services.runtime.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+)
 from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.calendar")
@@ -480,6 +486,7 @@ def _check_enrollment(plan_id: str, uid: str, person_id: str) -> None:
     checker.require(bool(uid) and len(uid) <= 255, "event_uid", "required, at most 255 characters")
     checker.identifier(person_id, "person_id")
     checker.raise_if_any()
+    policy.require_own(PermissionDenied("people enroll only themselves"), person_id=person_id)
 
 
 async def _locked_event(session: Any, plan_id: str, uid: str) -> EventRow:

@@ -14,6 +14,7 @@ from services.calendar.plans import PlanRunner, Plans
 from services.calendar.servicer import CalendarServicer
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
+from services.runtime.service_identity import ServiceCredentials
 
 
 class CalendarService(DatabaseService):
@@ -28,7 +29,10 @@ class CalendarService(DatabaseService):
         self.plans = Plans(self.engine, self.office_days)
         runtime.spawn(PlanRunner(self.engine, self.office_days).run_forever(), "calendar-plans")
         settings = runtime.settings
-        matcher = MatcherPort(lambda: settings.matcher_address or f"127.0.0.1:{runtime.port}")
+        matcher = MatcherPort(
+            lambda: settings.matcher_address or f"127.0.0.1:{runtime.port}",
+            ServiceCredentials(self.name, settings),
+        )
         self.groups = GroupSessions(matcher, self.office_days)
 
     def register(self, server: aio.Server) -> None:

@@ -6,19 +6,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2 as pb
 from eap.calendar.v1 import calendar_pb2_grpc
 from services.calendar.group_sessions import GroupProposal
 from services.calendar.groups import GroupSessions
-from services.calendar.local_time import from_stamp, to_stamp
+from services.calendar.local_time import naive, to_stamp
 from services.calendar.office_days import OfficeDays
 from services.calendar.orm import EventRow
 from services.calendar.plans import Plans
 from services.calendar.program import Span
 from services.runtime.errors import InvalidArgument
-from services.runtime.fields import FieldChecker
+from services.runtime.fields import FieldChecker, moment
 
 Context = aio.ServicerContext[Any, Any]
 _PLAN_STATE = {
@@ -53,16 +54,34 @@ def _event_pb(e: EventRow, enrolled: int = 0, waitlisted: int = 0) -> pb.Planned
     )
 
 
+def _local(checker: FieldChecker, stamp: Timestamp, field: str) -> datetime:
+    """A request's Timestamp as naive local time, checked."""
+    return naive(checker.moment(stamp, field))
+
+
 def _required_start(message: Any) -> datetime:
     if not message.HasField("start"):
         raise InvalidArgument.single("start", "required")
-    return from_stamp(message.start)
+    return naive(moment(message.start, "start"))
 
 
-def _attendees(given: Any) -> list[tuple[str, list[Span]]]:
-    return [
-        (a.person_id, [Span(from_stamp(b.start), from_stamp(b.end)) for b in a.busy]) for a in given
+def _attendees(given: Any, field: str) -> list[tuple[str, list[Span]]]:
+    checker = FieldChecker()
+    attendees = [
+        (
+            a.person_id,
+            [
+                Span(
+                    _local(checker, b.start, f"{field}[{n}].busy[{m}].start"),
+                    _local(checker, b.end, f"{field}[{n}].busy[{m}].end"),
+                )
+                for m, b in enumerate(a.busy)
+            ],
+        )
+        for n, a in enumerate(given)
     ]
+    checker.raise_if_any()
+    return attendees
 
 
 class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
@@ -137,8 +156,8 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
     ) -> pb.FindMeetingTimeResponse:
         options = await self._plans.find_time(
             request.plan_id,
-            _attendees(request.required),
-            _attendees(request.optional),
+            _attendees(request.required, "required"),
+            _attendees(request.optional, "optional"),
             request.duration_minutes,
             request.first_date,
             request.last_date,
@@ -261,8 +280,8 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
             sessions.append(
                 GroupProposal(
                     given.counselor_id,
-                    from_stamp(given.start),
-                    from_stamp(given.end),
+                    _local(checker, given.start, f"sessions[{n}].start"),
+                    _local(checker, given.end, f"sessions[{n}].end"),
                     tuple(given.case_ids),
                 )
             )

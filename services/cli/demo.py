@@ -381,12 +381,21 @@ async def _story(
                 f"held {unit(b.held):>9}  spent {unit(b.spent):>9}  left {unit(b.left):>11}"
             )
     usage = (await quota.GetUsageSummary(pb.GetUsageSummaryRequest(fiscal_year=year))).rows
-    print("\n8. HR's usage summary (no employee ids)")
+    print("\n8. HR's usage summary (no employee ids, no cell of fewer than 5 people)")
     for row in usage:
+        cell = f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
+        if row.suppressed:
+            print(f"{cell}withheld")
+            continue
         print(
-            f"   {row.agency_id:<14} {row.staff_category:<9} month {row.month:>2}: "
+            f"{cell}{row.people} people, "
             f"{row.sessions} session{'s' if row.sessions != 1 else ''}, "
             f"{_hours(row.minutes)}, NT${row.amount_ntd:,}"
+        )
+    if any(row.suppressed for row in usage):
+        print(
+            "   withheld: fewer than 5 people, or withheld with such a cell so that "
+            "subtraction cannot reveal it"
         )
     return job_id
 

@@ -1,4 +1,4 @@
-"""eapctl: serve the services, check the books, run the demo."""
+"""eapctl: serve the services, check the books, make keys and tokens, run the demo."""
 
 from __future__ import annotations
 
@@ -59,6 +59,58 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from services.runtime import database
+    from services.runtime.audit import AuditTrail
+
+    async def run() -> list[str]:
+        problems = []
+        for service in registry.build(list(registry.SERVICES)):
+            if not getattr(service, "audited", False):
+                continue
+            engine = database.create_engine(settings.database_url_for(service.name))
+            try:
+                trail = AuditTrail(engine, service.name)
+                found = await trail.verify()
+                entries = len(await trail.entries(0, 10**9)) if not found else 0
+            finally:
+                await engine.dispose()
+            if not found:
+                print(f"{service.name} audit trail: {entries} entries, the chain holds")
+            problems += found
+        return problems
+
+    problems = asyncio.run(run())
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"audit trails: {len(problems)} problems", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _retention_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from services.matcher import retention
+    from services.runtime import database
+    from services.runtime.audit import AuditTrail
+
+    async def run() -> tuple[int, int]:
+        engine = database.create_engine(settings.database_url_for("matcher"))
+        try:
+            return await retention.purge(
+                engine, AuditTrail(engine, "matcher"), settings.retention_days
+            )
+        finally:
+            await engine.dispose()
+
+    cases, jobs = asyncio.run(run())
+    print(
+        f"purged {cases} cases and {jobs} match jobs older than "
+        f"{settings.retention_days} days (EAP_RETENTION_DAYS)"
+    )
+    return 0
+
+
 JOB_COMMANDS = ("submit", "watch", "result", "apply")
 
 
@@ -91,6 +143,12 @@ def _calendar(args: argparse.Namespace, settings: Settings) -> int:
     return cast(int, tool.main(args.rest))
 
 
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli import token_cli
+
+    return token_cli.main(args.rest, settings)
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.demo import run_demo
 
@@ -117,6 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify.set_defaults(run=_quota_verify)
 
+    audit = commands.add_parser("audit", help="the audit trails of reads and disclosures")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_verify = audit_commands.add_parser(
+        "verify", help="walk every trail's hash chain; name any entry changed or removed"
+    )
+    audit_verify.set_defaults(run=_audit_verify)
+
+    retention_command = commands.add_parser("retention", help="purging old case details")
+    retention_commands = retention_command.add_subparsers(dest="retention_command", required=True)
+    purge = retention_commands.add_parser(
+        "purge", help="delete case details past EAP_RETENTION_DAYS (the matcher does it hourly)"
+    )
+    purge.set_defaults(run=_retention_purge)
+
     match = commands.add_parser(
         "match",
         help="matching: generate benchmark instances, book them first-come-first-served, "
@@ -136,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     calendar.add_argument("calendar_command", choices=[*CALENDAR_TOOLS])
     calendar.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     calendar.set_defaults(run=_calendar)
+
+    token = commands.add_parser(
+        "token", help="key pairs for Secrets, and development tokens (dev mode only)"
+    )
+    token.add_argument("rest", nargs=argparse.REMAINDER, help="mint ... | keygen KID")
+    token.set_defaults(run=_token)
 
     demo = commands.add_parser("demo", help="tell the suite's story on embedded defaults")
     demo.add_argument("--keep", action="store_true", help="keep the demo's database")

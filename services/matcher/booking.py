@@ -35,15 +35,18 @@ from services.matcher.orm import LIVE_STATES, BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Category, Counselor, Modality, counselor_of
 from services.matcher.slots import Appointment, Diary, Offer, Rule
-from services.runtime import clock
+from services.runtime import clock, policy
+from services.runtime.audit import AuditTrail
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     ServiceError,
 )
 from services.runtime.fields import FieldChecker
+from services.runtime.policy import Scope
 
 log = logging.getLogger("eap.matcher")
 
@@ -93,6 +96,15 @@ class GroupCandidate:
     availability: tuple[TimeRange, ...]  # cut to the window asked about
     booked_weeks: tuple[str, ...]  # "2027-W10": the employee has a session then
     entitlement_minutes_left: int | None  # None: the account has not opened yet
+
+
+def _no_case() -> NotFound:
+    """What a missing case and a case outside the caller's scope both get."""
+    return NotFound("case_id names no case")
+
+
+def _no_booking() -> NotFound:
+    return NotFound("booking_id names no booking")
 
 
 def live(now: datetime) -> ColumnElement[bool]:
@@ -168,8 +180,10 @@ class Bookings:
         calendars: CalendarPort,
         hold_seconds: int,
         crisis_deadline_hours: int,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._audit = audit
         self._quota = quota
         self._calendars = calendars
         self._hold = timedelta(seconds=hold_seconds)
@@ -182,6 +196,15 @@ class Bookings:
         checker = FieldChecker()
         validate(case, checker)
         checker.raise_if_any()
+        if policy.scope() is Scope.REFERRAL:
+            if case.kind is not CaseKind.INVOLUNTARY:
+                raise PermissionDenied("a supervisor submits involuntary referrals only")
+            policy.mark_checked()
+        else:
+            policy.require_own(
+                PermissionDenied("an employee submits only their own cases"),
+                employee_id=case.employee_id,
+            )
         async with self._sessions() as session, session.begin():
             existing = await session.get(CaseRow, case.case_id)
             if existing is not None:
@@ -197,12 +220,59 @@ class Bookings:
         now = clock.now()
         async with self._sessions() as session:
             case = await self._load_case(session, case_id)
-            rows = await session.scalars(
-                select(BookingRow)
-                .where(BookingRow.case_id == case_id, live(now))
-                .order_by(BookingRow.start)
+            rows = list(
+                await session.scalars(
+                    select(BookingRow)
+                    .where(BookingRow.case_id == case_id, live(now))
+                    .order_by(BookingRow.start)
+                )
             )
-            return case, [BookingView.of(row, now) for row in rows]
+        policy.require_own(
+            _no_case(),
+            employee_id=case.employee_id,
+            counselor_ids=[row.counselor_id for row in rows],
+        )
+        if self._audit:
+            await self._audit.record("read", f"case/{case_id}")
+        return case, [BookingView.of(row, now) for row in rows]
+
+    async def disclose(
+        self, case_id: str, recipient: str, legal_reference: str, consent_reference: str
+    ) -> tuple[Case, list[BookingView]]:
+        """The case for someone outside the roles that may see it: only on a
+        legal reference or the person's written consent, and audited."""
+        checker = FieldChecker()
+        checker.text(recipient, "recipient", 200)
+        checker.require(bool(recipient.strip()), "recipient", "required")
+        for field, value in (
+            ("legal_reference", legal_reference),
+            ("consent_reference", consent_reference),
+        ):
+            checker.text(value, field, 190)
+        checker.require(
+            bool(legal_reference.strip()) != bool(consent_reference.strip()),
+            "legal_reference",
+            "exactly one of legal_reference and consent_reference",
+        )
+        checker.raise_if_any()
+        now = clock.now()
+        async with self._sessions() as session:
+            case = await self._load_case(session, case_id, own=True)
+            rows = await session.scalars(
+                select(BookingRow).where(BookingRow.case_id == case_id).order_by(BookingRow.start)
+            )
+            bookings = [BookingView.of(row, now) for row in rows]
+        if self._audit is None:
+            raise FailedPrecondition(
+                "NO_AUDIT_TRAIL", "case", "disclosures need the audit trail to record them"
+            )
+        reference = (
+            f"legal:{legal_reference.strip()}"
+            if legal_reference.strip()
+            else f"consent:{consent_reference.strip()}"
+        )
+        await self._audit.record("disclose", f"case/{case_id} to {recipient.strip()}", reference)
+        return case, bookings
 
     async def group_candidates(
         self, category: Category, start: datetime, end: datetime, limit: int
@@ -258,6 +328,8 @@ class Bookings:
             )
             if len(found) == (limit or 500):
                 break
+        if self._audit:
+            await self._audit.record("read", f"group-candidates/{category.value}/{len(found)}")
         return found
 
     async def free_time(
@@ -329,7 +401,7 @@ class Bookings:
         )
         checker.raise_if_any()
         async with self._sessions() as session:
-            case = await self._load_case(session, case_id)
+            case = await self._load_case(session, case_id, own=True)
             counselors = [
                 counselor_of(row)
                 for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))
@@ -404,7 +476,7 @@ class Bookings:
         free for this hold."""
         now = clock.now()
         async with self._sessions() as session, session.begin():
-            case = await self._load_case(session, case_id)
+            case = await self._load_case(session, case_id, own=True)
             if replaces:
                 old = await self._load_booking(session, replaces)
                 if old.case_id != case_id or BookingView.of(old, now).state != "booked":
@@ -444,7 +516,7 @@ class Bookings:
         naming the rule, or nothing (a dry run)."""
         now = clock.now()
         async with self._sessions() as session:
-            case = await self._load_case(session, case_id)
+            case = await self._load_case(session, case_id, own=True)
             row = await session.get(CounselorRow, counselor_id)
             if row is None:
                 raise NotFound("counselor_id names no counselor")
@@ -462,7 +534,7 @@ class Bookings:
     async def confirm(self, booking_id: str) -> BookingView:
         now = clock.now()
         async with self._sessions() as session:
-            row = await self._load_booking(session, booking_id)
+            row = await self._load_booking(session, booking_id, own=True)
             case = await self._load_case(session, row.case_id)
         view = BookingView.of(row, now)
         if view.state in ("booked", "completed"):
@@ -508,7 +580,7 @@ class Bookings:
         checker.raise_if_any()
         now = clock.now()
         async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id, lock=True)
+            row = await self._load_booking(session, booking_id, lock=True, own=True)
             state = BookingView.of(row, now).state
             if state == "completed":
                 raise FailedPrecondition(
@@ -528,7 +600,7 @@ class Bookings:
     async def complete(self, booking_id: str, minutes: int) -> BookingView:
         now = clock.now()
         async with self._sessions() as session:
-            row = await self._load_booking(session, booking_id)
+            row = await self._load_booking(session, booking_id, own=True)
         view = BookingView.of(row, now)
         if view.state == "completed":
             return view
@@ -557,8 +629,8 @@ class Bookings:
         given back first and, should the new one fail, taken again."""
         now = clock.now()
         async with self._sessions() as session:
-            old = await self._load_booking(session, booking_id)
-            new = await self._load_booking(session, new_booking_id)
+            old = await self._load_booking(session, booking_id, own=True)
+            new = await self._load_booking(session, new_booking_id, own=True)
         if new.case_id != old.case_id:
             raise InvalidArgument.single("new_booking_id", "a hold of the same case")
         if BookingView.of(old, now).state != "booked":
@@ -637,18 +709,27 @@ class Bookings:
 
     # -- storage -------------------------------------------------------------------
 
-    async def _load_case(self, session: AsyncSession, case_id: str) -> Case:
+    async def _load_case(self, session: AsyncSession, case_id: str, own: bool = False) -> Case:
+        """The case; with `own`, only if the caller may act on it (policy.py)."""
         row = await session.get(CaseRow, case_id)
         if row is None:
-            raise NotFound("case_id names no case")
+            raise _no_case()
+        if own:
+            policy.require_own(_no_case(), employee_id=row.employee_id)
         return case_of(row)
 
     async def _load_booking(
-        self, session: AsyncSession, booking_id: str, lock: bool = False
+        self, session: AsyncSession, booking_id: str, lock: bool = False, own: bool = False
     ) -> BookingRow:
+        """The booking; with `own`, only if the caller may act on it: its
+        employee, or the counselor who holds the session."""
         row = await session.get(BookingRow, booking_id, with_for_update=lock)
         if row is None:
-            raise NotFound("booking_id names no booking")
+            raise _no_booking()
+        if own:
+            policy.require_own(
+                _no_booking(), employee_id=row.employee_id, counselor_ids=[row.counselor_id]
+            )
         return row
 
     async def _lock_counselor(self, session: AsyncSession, counselor_id: str) -> Counselor:

@@ -20,6 +20,7 @@ from eap.calendar.v1 import calendar_pb2_grpc
 from services.office_calendar.calendar import OfficeCalendar, OfficeDay
 from services.office_calendar.shipped import load_shipped
 from services.runtime import clock
+from services.runtime.service_identity import ServiceCredentials
 
 log = logging.getLogger("eap.matcher")
 
@@ -30,8 +31,9 @@ YEARS_BACK, YEARS_AHEAD = 1, 2
 class CalendarPort:
     """`current` is the calendar to book by; `refresh` fetches it anew."""
 
-    def __init__(self, address: Callable[[], str]) -> None:
+    def __init__(self, address: Callable[[], str], credentials: ServiceCredentials) -> None:
         self._address = address
+        self._credentials = credentials
         self.current: OfficeCalendar = load_shipped()
         self.from_service = False
 
@@ -52,6 +54,7 @@ class CalendarPort:
                             start_date=start.isoformat(), end_date=end.isoformat()
                         ),
                         timeout=5,
+                        metadata=self._credentials.metadata(),
                     )
                     days += [
                         OfficeDay(date.fromisoformat(d.date), d.open, d.note)

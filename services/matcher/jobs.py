@@ -48,6 +48,7 @@ from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of
 from services.matcher.report import render
 from services.runtime import clock, job_queue
+from services.runtime.audit import AuditTrail
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
 from services.runtime.fields import FieldChecker
 from services.runtime.job_queue import HEARTBEAT, POLL_SECONDS
@@ -242,10 +243,17 @@ def with_what_if(instance: dict[str, Any], what_if: dict[str, int]) -> dict[str,
 class Jobs:
     """The job use cases: submit, read, watch, result, apply."""
 
-    def __init__(self, engine: AsyncEngine, snapshots: Snapshots, bookings: Bookings) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        snapshots: Snapshots,
+        bookings: Bookings,
+        audit: AuditTrail | None = None,
+    ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._snapshots = snapshots
         self._bookings = bookings
+        self._audit = audit
 
     async def submit(self, request: JobRequest) -> JobRow:
         checker = FieldChecker()
@@ -322,6 +330,8 @@ class Jobs:
             raise FailedPrecondition(
                 "JOB_NOT_DONE", "job", f"the job is {row.state}; its result is not ready"
             )
+        if self._audit:
+            await self._audit.record("read", f"match-job/{job_id}")
         kinds = _kinds(row)
         schedule: dict[str, Any] = row.result
         sessions = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, Index, Integer, MetaData, String
+from sqlalchemy import JSON, Boolean, Float, Index, Integer, LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.runtime.columns import UtcDateTime
@@ -83,6 +83,15 @@ class BookingRow(Base):
     group_id: Mapped[str] = mapped_column(String(64), default="", index=True)
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
+
+
+class PersonRow(Base):
+    """A person's name and contacts, sealed (directory.py): never in clear."""
+
+    __tablename__ = "matcher_people"
+    employee_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed: Mapped[bytes] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class JobRow(Base):

@@ -18,6 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.runtime.errors import ServiceError
+from services.runtime.service_identity import ServiceCredentials
 from services.runtime.status import from_call
 
 CALL_SECONDS = 5.0
@@ -37,9 +38,9 @@ class QuotaPort:
     """A gRPC client of the quota service, opened on first use (the address
     may only be known once this process's own server is listening)."""
 
-    def __init__(self, address: Callable[[], str], metadata: tuple[tuple[str, str], ...] = ()):
+    def __init__(self, address: Callable[[], str], credentials: ServiceCredentials) -> None:
         self._address = address
-        self._metadata = metadata
+        self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: quota_pb2_grpc.QuotaServiceAsyncStub | None = None
 
@@ -79,7 +80,7 @@ class QuotaPort:
         )
         try:
             response = await self._quota().Reserve(
-                request, timeout=CALL_SECONDS, metadata=self._metadata
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
             )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
@@ -88,14 +89,18 @@ class QuotaPort:
     async def commit(self, hold_id: str, minutes: int = 0, completed: bool = False) -> None:
         request = qpb.CommitRequest(hold_id=hold_id, minutes=minutes, completed=completed)
         try:
-            await self._quota().Commit(request, timeout=CALL_SECONDS, metadata=self._metadata)
+            await self._quota().Commit(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
 
     async def release(self, hold_id: str, reason: str) -> None:
         request = qpb.ReleaseRequest(hold_id=hold_id, reason=reason)
         try:
-            await self._quota().Release(request, timeout=CALL_SECONDS, metadata=self._metadata)
+            await self._quota().Release(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
 
@@ -108,7 +113,7 @@ class QuotaPort:
         )
         try:
             response = await self._quota().GetBalance(
-                request, timeout=CALL_SECONDS, metadata=self._metadata
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
@@ -122,7 +127,7 @@ class QuotaPort:
         request = qpb.GetProviderContractRequest(provider_id=provider_id, fiscal_year=fiscal_year)
         try:
             response = await self._quota().GetProviderContract(
-                request, timeout=CALL_SECONDS, metadata=self._metadata
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:

@@ -9,8 +9,10 @@ from pathlib import Path
 from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher import retention
 from services.matcher.booking import Bookings
 from services.matcher.calendar_port import CalendarPort
+from services.matcher.directory import Directory, load_keys
 from services.matcher.group_booking import GroupBookings
 from services.matcher.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
@@ -18,9 +20,11 @@ from services.matcher.registry import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
+from services.runtime.service_identity import ServiceCredentials
 
 log = logging.getLogger("eap.matcher")
 UPKEEP_SECONDS = 30.0
+PURGE_SECONDS = 3600.0
 FIRST_CALENDAR_SECONDS = 0.5
 CALENDAR_SECONDS = 300.0
 
@@ -30,12 +34,18 @@ class MatcherService(DatabaseService):
     full_name = "eap.matcher.v1.MatcherService"
     migrations = Path(__file__).parent / "migrations"
     version_table = "alembic_version_matcher"
+    audited = True
 
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.registry = CounselorRegistry(self.engine)
-        self.quota = QuotaPort(lambda: settings.quota_address or f"127.0.0.1:{runtime.port}")
-        calendar = CalendarPort(lambda: settings.calendar_address or f"127.0.0.1:{runtime.port}")
+        credentials = ServiceCredentials(self.name, settings)
+        self.quota = QuotaPort(
+            lambda: settings.quota_address or f"127.0.0.1:{runtime.port}", credentials
+        )
+        calendar = CalendarPort(
+            lambda: settings.calendar_address or f"127.0.0.1:{runtime.port}", credentials
+        )
         self.calendar = calendar
         self.bookings = Bookings(
             self.engine,
@@ -43,22 +53,30 @@ class MatcherService(DatabaseService):
             calendar,
             settings.slot_hold_seconds,
             settings.crisis_deadline_hours,
+            self.audit,
         )
         self.groups = GroupBookings(self.engine, self.quota, calendar, settings.slot_hold_seconds)
         self.jobs = Jobs(
             self.engine,
             Snapshots(self.engine, self.quota, calendar, settings.crisis_deadline_hours),
             self.bookings,
+            self.audit,
         )
+        self.directory = Directory(
+            self.engine, load_keys(settings.data_keys_file, settings.auth_mode == "dev"), self.audit
+        )
+        self._retention_days = settings.retention_days
         runtime.spawn(self._upkeep(), "matcher-upkeep")
         runtime.spawn(JobRunner(self.engine).run_forever(), "matcher-jobs")
 
     async def _upkeep(self) -> None:
         """Fetches the office calendar (soon after start, then every few
         minutes), writes down lapsed holds and finishes bookings a crash cut
-        short. All are safe on every replica at once."""
+        short; once an hour, purges case details past their retention. All
+        are safe on every replica at once."""
         await asyncio.sleep(FIRST_CALENDAR_SECONDS)  # the server is listening by then
         fetched_at = -CALENDAR_SECONDS
+        purged_at = -PURGE_SECONDS
         while True:
             now = asyncio.get_running_loop().time()
             stale = now - fetched_at >= CALENDAR_SECONDS or not self.calendar.from_service
@@ -67,13 +85,17 @@ class MatcherService(DatabaseService):
             try:
                 await self.bookings.sweep()
                 await self.bookings.reconcile()
+                if now - purged_at >= PURGE_SECONDS:
+                    await retention.purge(self.engine, self.audit, self._retention_days)
+                    purged_at = now
             except Exception:  # a store is down: the health probe reports it
                 log.warning("booking upkeep failed", exc_info=True)
             await asyncio.sleep(UPKEEP_SECONDS)
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(self.registry, self.bookings, self.groups, self.jobs), server
+            MatcherServicer(self.registry, self.bookings, self.groups, self.jobs, self.directory),
+            server,
         )
 
     async def close(self) -> None:

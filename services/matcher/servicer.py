@@ -13,6 +13,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings, BookingView
 from services.matcher.cases import Case, TimeOff, TimeRange
+from services.matcher.directory import Contact, Directory
 from services.matcher.group_booking import GroupBookings, GroupRequest
 from services.matcher.instance import CaseKind
 from services.matcher.jobs import JobRequest, Jobs, Proposed
@@ -27,8 +28,9 @@ from services.matcher.registry import (
     WeeklyWindow,
 )
 from services.matcher.slots import Offer
-from services.runtime import paging
-from services.runtime.fields import FieldChecker
+from services.runtime import paging, policy
+from services.runtime.fields import FieldChecker, moment
+from services.runtime.policy import Scope
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -76,15 +78,11 @@ def _stamp(moment: datetime) -> Timestamp:
     return stamp
 
 
-def _moment(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
 def _required_moment(checker: FieldChecker, message: Any, name: str, field: str) -> datetime:
     if not message.HasField(name):
         checker.require(False, field, "required")
         return datetime.min.replace(tzinfo=UTC)
-    return _moment(getattr(message, name))
+    return checker.moment(getattr(message, name), field)
 
 
 def _clock(checker: FieldChecker, value: str, field: str) -> time:
@@ -313,8 +311,14 @@ def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
 
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     def __init__(
-        self, registry: CounselorRegistry, bookings: Bookings, groups: GroupBookings, jobs: Jobs
+        self,
+        registry: CounselorRegistry,
+        bookings: Bookings,
+        groups: GroupBookings,
+        jobs: Jobs,
+        directory: Directory,
     ) -> None:
+        self._directory = directory
         self._registry = registry
         self._bookings = bookings
         self._groups = groups
@@ -354,6 +358,8 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         self, request: pb.SubmitCaseRequest, context: Context
     ) -> pb.SubmitCaseResponse:
         case, created = await self._bookings.submit_case(case_from_pb(request.case))
+        if policy.scope() is Scope.REFERRAL:
+            return pb.SubmitCaseResponse(case=pb.Case(case_id=case.case_id), created=created)
         return pb.SubmitCaseResponse(case=case_pb(case), created=created)
 
     async def GetCase(self, request: pb.GetCaseRequest, context: Context) -> pb.GetCaseResponse:
@@ -368,8 +374,10 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         checker.raise_if_any()
         offers = await self._bookings.find_slots(
             request.case_id,
-            _moment(request.window_start) if request.HasField("window_start") else None,
-            _moment(request.window_end) if request.HasField("window_end") else None,
+            moment(request.window_start, "window_start")
+            if request.HasField("window_start")
+            else None,
+            moment(request.window_end, "window_end") if request.HasField("window_end") else None,
             request.max_slots or 20,
         )
         return pb.FindSlotsResponse(slots=[slot_pb(o) for o in offers])
@@ -506,7 +514,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             GroupRequest(
                 group_id=request.group_id,
                 counselor_id=request.counselor_id,
-                start=_moment(request.start) if request.HasField("start") else None,
+                start=moment(request.start, "start") if request.HasField("start") else None,
                 minutes=request.minutes,
                 modality=MODALITIES.get(request.modality),
                 case_ids=tuple(request.case_ids),
@@ -520,6 +528,36 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                 pb.GroupRefusal(case_id=r.case_id, rule=r.rule, message=r.message)
                 for r in result.refused
             ],
+        )
+
+    async def DiscloseCase(
+        self, request: pb.DiscloseCaseRequest, context: Context
+    ) -> pb.DiscloseCaseResponse:
+        case, bookings = await self._bookings.disclose(
+            request.case_id,
+            request.recipient,
+            request.legal_reference,
+            request.consent_reference,
+        )
+        return pb.DiscloseCaseResponse(
+            case=case_pb(case), bookings=[booking_pb(b) for b in bookings]
+        )
+
+    async def SetContact(
+        self, request: pb.SetContactRequest, context: Context
+    ) -> pb.SetContactResponse:
+        given = request.contact
+        await self._directory.set_contact(
+            request.employee_id, Contact(given.name, given.phone, given.email)
+        )
+        return pb.SetContactResponse()
+
+    async def GetContact(
+        self, request: pb.GetContactRequest, context: Context
+    ) -> pb.GetContactResponse:
+        found = await self._directory.contact(request.employee_id)
+        return pb.GetContactResponse(
+            contact=pb.Contact(name=found.name, phone=found.phone, email=found.email)
         )
 
     async def CancelGroupSession(

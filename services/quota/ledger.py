@@ -27,6 +27,7 @@ from services.quota.batch import (
     Reservation,
     ReserveOp,
 )
+from services.quota.disclosure import UsageRow, suppress_small_cells
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
     AccountKey,
@@ -42,12 +43,16 @@ from services.quota.domain import (
     require_room,
 )
 from services.quota.store import QuotaStore
-from services.runtime import clock
+from services.runtime import clock, policy
+from services.runtime.audit import AuditTrail
+from services.runtime.auth import Role, current_identity
 from services.runtime.database import is_retryable
 from services.runtime.errors import (
     AlreadyExists,
     FailedPrecondition,
+    InvalidArgument,
     NotFound,
+    ServiceError,
 )
 from services.runtime.fields import FieldChecker
 
@@ -79,16 +84,6 @@ class GrantCommand:
     reason: str
 
 
-@dataclass(frozen=True)
-class UsageRow:
-    agency_id: str
-    staff_category: str
-    month: int
-    sessions: int
-    minutes: int
-    amount_ntd: int
-
-
 def _fingerprint(command: object) -> str:
     """A digest of a request's fields: the same request always gives the
     same one (fields are plain values, datetimes and account keys)."""
@@ -97,14 +92,31 @@ def _fingerprint(command: object) -> str:
     return hashlib.sha256(repr(command).encode()).hexdigest()
 
 
+def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
+    """The caller's scope on an account (policy.py): an employee reads only
+    their own, HR no employee's; `None` is every account, individuals' too."""
+    if key is None:
+        policy.require_own(refusal, employee_id="*")  # "*" is nobody's id
+    elif key.kind is AccountKind.EMPLOYEE:
+        policy.require_own(refusal, employee_id=key.owner_id)
+    else:
+        policy.require_own(refusal)
+
+
 def _balance(key: AccountKey, account: orm.Account) -> Balance:
     return Balance(key, Totals(account.entitled, account.held, account.spent))
 
 
 class QuotaLedger:
-    def __init__(self, engine: AsyncEngine, default_hold_ttl_seconds: int = 900) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        default_hold_ttl_seconds: int = 900,
+        audit: AuditTrail | None = None,
+    ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._batcher = HoldBatcher(engine, default_hold_ttl_seconds)
+        self._audit = audit
 
     async def _transaction(
         self, actor: str, work: Callable[[QuotaStore], Awaitable[T]], attempts: int = 5
@@ -495,15 +507,19 @@ class QuotaLedger:
         checker.identifier(key.owner_id, "account.id")
         check_fiscal_year(checker, key.fiscal_year, "account.fiscal_year")
         checker.raise_if_any()
+        missing = NotFound(f"no {key.kind.value} account for {key.fiscal_year}")
+        _require_reader(key, missing)
         async with self._sessions() as session:
             account = await QuotaStore(session, "").get_account(key)
         if account is None:
-            raise NotFound(f"no {key.kind.value} account for {key.fiscal_year}")
+            raise missing
+        await self._audited(key)
         return _balance(key, account)
 
     async def ledger(
         self, key: AccountKey | None, after: int, limit: int
     ) -> Sequence[orm.LedgerEntry]:
+        _require_reader(key, InvalidArgument.single("account", "required: an account you may read"))
         query = select(orm.LedgerEntry).where(orm.LedgerEntry.entry_id > after)
         if key is not None:
             query = query.where(
@@ -513,15 +529,36 @@ class QuotaLedger:
             )
         query = query.order_by(orm.LedgerEntry.entry_id).limit(limit)
         async with self._sessions() as session:
-            return (await session.scalars(query)).all()
+            entries = (await session.scalars(query)).all()
+        await self._audited(key)
+        return entries
+
+    async def _audited(self, key: AccountKey | None) -> None:
+        """Writes a person's read of an employee's account (or of every
+        account) to the audit trail. Agencies' and providers' accounts are
+        aggregates; the matcher's reads (entitlement left, while it plans a
+        booking its own caller asked for) are not a person looking."""
+        if self._audit is None or (key is not None and key.kind is not AccountKind.EMPLOYEE):
+            return
+        if current_identity().role is Role.SERVICE:
+            return
+        record = (
+            "account/*" if key is None else f"account/employee/{key.owner_id}/{key.fiscal_year}"
+        )
+        await self._audit.record("read", record)
 
     async def usage(self, year: int, organisation: str) -> list[UsageRow]:
+        """Spent sessions per agency, staff category and month. A cell of
+        fewer than MIN_CELL_PEOPLE people is withheld, and so is any cell
+        that would let such a cell be worked out by subtraction
+        (disclosure.suppress_small_cells)."""
         hold = orm.Hold
         query = (
             select(
                 hold.agency_id,
                 hold.staff_category,
                 hold.session_month,
+                func.count(func.distinct(hold.employee_id)),
                 func.count(),
                 func.sum(hold.minutes),
                 func.sum(hold.amount_ntd),
@@ -539,10 +576,12 @@ class QuotaLedger:
             )
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
-        return [
-            UsageRow(a, c, int(m), int(n), int(mins or 0), int(amt or 0))
-            for a, c, m, n, mins, amt in rows
-        ]
+        return suppress_small_cells(
+            [
+                UsageRow(a, c, int(m), int(p), int(n), int(mins or 0), int(amt or 0))
+                for a, c, m, p, n, mins, amt in rows
+            ]
+        )
 
     async def refresh_metrics(self, year: int) -> None:
         """Sets the balance gauges of every agency and provider for `year`,

@@ -29,9 +29,10 @@ class QuotaService(DatabaseService):
     migrations = Path(__file__).parent / "migrations"
     version_table = "alembic_version_quota"
     uses_redis = True
+    audited = True
 
     async def started(self, runtime: Runtime) -> None:
-        self.ledger = QuotaLedger(self.engine, runtime.settings.hold_ttl_seconds)
+        self.ledger = QuotaLedger(self.engine, runtime.settings.hold_ttl_seconds, self.audit)
         runtime.spawn(
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )

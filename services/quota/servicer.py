@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -27,6 +26,7 @@ from services.quota.ledger import (
 from services.runtime import clock, paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
+from services.runtime.fields import moment
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -116,7 +116,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             agency_id=request.agency_id,
             staff_category=request.staff_category,
             provider_id=request.provider_id,
-            session_start=request.session_start.ToDatetime(UTC)
+            session_start=moment(request.session_start, "session_start")
             if request.HasField("session_start")
             else None,
             minutes=request.minutes,
@@ -209,6 +209,8 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                     sessions=r.sessions,
                     minutes=r.minutes,
                     amount_ntd=r.amount_ntd,
+                    people=r.people,
+                    suppressed=r.suppressed,
                 )
                 for r in rows
             ]

@@ -14,8 +14,9 @@ service its own database.
 | REDIS_URL | (none) | redis://host:port/db; without it Redis features are off |
 | DATABASE_URL_FILE, REDIS_URL_FILE | (none) | files holding those URLs (mounted Secrets) |
 | EAP_AUTH_MODE | dev | `jwt`: every call needs a bearer JWT; `dev`: see auth.py |
-| EAP_JWT_KEY | (none) | HS256 secret, or a PEM public key for RS256/ES256 |
-| EAP_JWT_KEY_FILE | (none) | file holding EAP_JWT_KEY (a mounted Secret) |
+| EAP_JWT_KEYS_DIR | var/dev-keys (dev mode) | trusted public keys, `<kid>.pem` each (a Secret) |
+| EAP_SERVICE_KEYS_DIR | (none) | this service's signing key, `service-<name>.key` (a Secret) |
+| EAP_RATE_LIMIT_PER_SECOND | 20 (jwt), 0 (dev) | calls per caller per second, over 10 s; 0: none |
 | EAP_JWT_ISSUER | eap | required `iss` claim |
 | EAP_JWT_AUDIENCE | eap-suite | required `aud` claim |
 | EAP_LOG_LEVEL | INFO | Python logging level |
@@ -29,6 +30,8 @@ service its own database.
 | EAP_MATCHER_ADDRESS | (this server) | where the calendar reads group candidates, host:port |
 | EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
 | EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
+| EAP_DATA_KEYS_FILE | var/dev-keys/data.keys (dev) | Fernet keys for contacts, newest first |
+| EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 from services.runtime.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/eap.sqlite3"
+DEV_KEYS_DIR = "var/dev-keys"  # where `eapctl token mint` keeps its development key
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,9 @@ class Settings:
     service_database_urls: Mapping[str, str] | None = None
     redis_url: str | None = None
     auth_mode: str = "dev"
-    jwt_key: str | None = None
+    jwt_keys_dir: str | None = None
+    service_keys_dir: str | None = None
+    rate_limit_per_second: int = 0
     jwt_issuer: str = "eap"
     jwt_audience: str = "eap-suite"
     log_level: str = "INFO"
@@ -65,6 +71,8 @@ class Settings:
     matcher_address: str | None = None
     slot_hold_seconds: int = 600
     crisis_deadline_hours: int = 72
+    retention_days: int = 1825
+    data_keys_file: str | None = None
 
     def database_url_for(self, service: str) -> str:
         return (self.service_database_urls or {}).get(service, self.database_url)
@@ -72,12 +80,15 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        key = _secret(env, "EAP_JWT_KEY")
         mode = env.get("EAP_AUTH_MODE", "dev")
         if mode not in ("dev", "jwt"):
             raise ConfigError("EAP_AUTH_MODE", "must be `dev` or `jwt`")
-        if mode == "jwt" and not key:
-            raise ConfigError("EAP_JWT_KEY", "is required when EAP_AUTH_MODE=jwt")
+        keys_dir = env.get("EAP_JWT_KEYS_DIR") or (DEV_KEYS_DIR if mode == "dev" else None)
+        if mode == "jwt" and not (keys_dir and any(Path(keys_dir).glob("*.pem"))):
+            raise ConfigError(
+                "EAP_JWT_KEYS_DIR",
+                "must name a directory of `<kid>.pem` keys when EAP_AUTH_MODE=jwt",
+            )
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
@@ -89,7 +100,11 @@ class Settings:
             },
             redis_url=_secret(env, "REDIS_URL"),
             auth_mode=mode,
-            jwt_key=key,
+            jwt_keys_dir=keys_dir,
+            service_keys_dir=env.get("EAP_SERVICE_KEYS_DIR") or None,
+            rate_limit_per_second=_int(
+                env, "EAP_RATE_LIMIT_PER_SECOND", 20 if mode == "jwt" else 0
+            ),
             jwt_issuer=env.get("EAP_JWT_ISSUER", cls.jwt_issuer),
             jwt_audience=env.get("EAP_JWT_AUDIENCE", cls.jwt_audience),
             log_level=env.get("EAP_LOG_LEVEL", cls.log_level).upper(),
@@ -105,6 +120,8 @@ class Settings:
             matcher_address=env.get("EAP_MATCHER_ADDRESS") or None,
             slot_hold_seconds=_int(env, "EAP_SLOT_HOLD_SECONDS", cls.slot_hold_seconds),
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
+            retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
+            data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
         )
 
 

@@ -83,3 +83,12 @@ class Unavailable(ServiceError):
 
 class Aborted(ServiceError):
     """A concurrent change won; retrying is safe (ABORTED)."""
+
+
+class ResourceExhausted(ServiceError):
+    """The caller went over its rate limit; retry after `retry_seconds`
+    (RESOURCE_EXHAUSTED)."""
+
+    def __init__(self, message: str, retry_seconds: float) -> None:
+        super().__init__(message)
+        self.retry_seconds = retry_seconds

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from services.runtime.errors import FieldViolation, InvalidArgument
 
@@ -12,6 +14,11 @@ from services.runtime.errors import FieldViolation, InvalidArgument
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # Client-chosen idempotency keys (UUIDs and the like).
 KEY_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# The times a request may name: far wider than any session or plan, and
+# narrow enough that adding weeks, a year or a time zone stays within what
+# `datetime` can hold (a Timestamp reaches 9999-12-31).
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -47,6 +54,26 @@ class FieldChecker:
     def text(self, value: str, field: str, limit: int = 500) -> None:
         self.require(len(value) <= limit, field, f"at most {limit} characters")
 
+    def moment(self, stamp: Timestamp, field: str) -> datetime:
+        """`stamp` as an aware UTC time; a violation (and EARLIEST in its
+        place) when it is no valid Timestamp or lies outside 1900-2200."""
+        try:
+            moment = stamp.ToDatetime(tzinfo=UTC)
+        except (ValueError, OverflowError):  # seconds or nanos out of range
+            moment = None
+        if moment is None or not EARLIEST <= moment < LATEST:
+            self.require(False, field, "a time between the years 1900 and 2200")
+            return EARLIEST
+        return moment
+
     def raise_if_any(self) -> None:
         if self.violations:
             raise InvalidArgument(self.violations)
+
+
+def moment(stamp: Timestamp, field: str) -> datetime:
+    """`stamp` as an aware UTC time, or INVALID_ARGUMENT naming `field`."""
+    checker = FieldChecker()
+    value = checker.moment(stamp, field)
+    checker.raise_if_any()
+    return value

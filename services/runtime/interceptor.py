@@ -1,5 +1,6 @@
-"""What happens around every call, in one place: request id, caller identity,
-deadline, metrics, logging, and translation of errors into statuses."""
+"""What happens around every call, in one place: request id, caller identity
+and the access policy, deadline, metrics, logging, and translation of errors
+into statuses."""
 
 from __future__ import annotations
 
@@ -14,17 +15,15 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from services.runtime import metrics
-from services.runtime.auth import Authenticator, set_identity
+from services.runtime import audit, metrics, policy
+from services.runtime.auth import Authenticator, current_identity, set_identity
 from services.runtime.database import is_unavailable
-from services.runtime.errors import ServiceError, Unavailable
+from services.runtime.errors import PermissionDenied, ServiceError, Unavailable
 from services.runtime.logs import request_id_var
+from services.runtime.rate_limit import RateLimiter
 from services.runtime.status import internal_status, to_status
 
 log = logging.getLogger("eap.rpc")
-
-# Kubelet and load balancers probe health without credentials.
-_UNAUTHENTICATED_SERVICES = frozenset({"grpc.health.v1.Health"})
 
 Handler = Callable[[Any, aio.ServicerContext[Any, Any]], Awaitable[Any]]
 StreamHandler = Callable[[Any, aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
@@ -77,8 +76,9 @@ class _Call:
 
 
 class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator) -> None:
+    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
         self._authenticator = authenticator
+        self._limiter = limiter
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
@@ -112,16 +112,40 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler  # client and bidi streams: none of ours, reflection's only
+        if handler.stream_stream:  # none of ours: reflection's
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi_stream(handler.stream_stream, service, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler  # client streams: none at all
 
-    def _enter(self, service: str, context: aio.ServicerContext[Any, Any]) -> None:
+    def _enter(self, service: str, method: str, context: aio.ServicerContext[Any, Any]) -> None:
         metadata: Any = context.invocation_metadata() or ()
         request_id = next((str(v) for k, v in metadata if k == "x-request-id"), None)
         request_id = (request_id or uuid.uuid4().hex)[:64]
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
-        if service not in _UNAUTHENTICATED_SERVICES:
-            set_identity(self._authenticator.identify(metadata))
+        purpose = next((str(v) for k, v in metadata if k == "x-eap-purpose"), method)
+        audit.set_purpose(purpose)
+        if service not in policy.PUBLIC_SERVICES:
+            identity = self._authenticator.identify(metadata)
+            set_identity(identity)
+            policy.authorize(f"{service}/{method}", identity)
+
+    async def _limit(self, service: str) -> None:
+        if self._limiter is not None and service not in policy.PUBLIC_SERVICES:
+            await self._limiter.check(current_identity())
+
+    @staticmethod
+    def _leave(method: _Method) -> None:
+        """Refuses an answer whose scope no record check applied."""
+        if policy.unchecked():
+            log.error(
+                "scoped call answered without a record check",
+                extra={"grpc_method": f"{method.service}/{method.method}"},
+            )
+            raise PermissionDenied("the caller's access to these records was not established")
 
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
         bound = _Method("unary", service, method)
@@ -130,10 +154,13 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             call = _Call(bound)
             deadline = None
             try:
-                self._enter(service, context)
+                self._enter(service, method, context)
+                await self._limit(service)
                 deadline = asyncio.timeout(context.time_remaining())
                 async with deadline:
-                    return await behaviour(request, context)
+                    response = await behaviour(request, context)
+                self._leave(bound)
+                return response
             except BaseException as error:
                 await self._handle(call, context, error, deadline)
             finally:
@@ -150,15 +177,31 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             call = _Call(bound)
             deadline = None
             try:
-                self._enter(service, context)
+                self._enter(service, method, context)
+                await self._limit(service)
                 deadline = asyncio.timeout(context.time_remaining())
                 async with deadline:
                     async for response in behaviour(request, context):
+                        self._leave(bound)
                         yield response
             except BaseException as error:
                 await self._handle(call, context, error, deadline)
             finally:
                 call.finish()
+
+        return wrapped
+
+    def _bidi_stream(self, behaviour: Any, service: str, method: str) -> Any:
+        """Authentication and the policy only: reflection is not ours to time."""
+
+        async def wrapped(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                self._enter(service, method, context)
+            except ServiceError as error:
+                status = to_status(error)
+                await context.abort(status.code, status.details, status.trailing_metadata)
+            async for response in behaviour(requests, context):
+                yield response
 
         return wrapped
 

@@ -41,3 +41,8 @@ STORE_ERRORS = Counter(
     "Failed probes or operations against a store.",
     ("service", "store"),
 )
+RATE_LIMITED = Counter(
+    "eap_rate_limited_total",
+    "Calls refused RESOURCE_EXHAUSTED because their caller went over its rate limit.",
+    ("role",),
+)

@@ -26,10 +26,12 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from services.runtime import metrics
+from services.runtime import audit_servicer, metrics
 from services.runtime.auth import Authenticator
 from services.runtime.config import Settings
+from services.runtime.decoding import DecodingInterceptor
 from services.runtime.interceptor import RuntimeInterceptor
+from services.runtime.rate_limit import RateLimiter
 
 log = logging.getLogger("eap.server")
 
@@ -125,7 +127,15 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
         await service.start(runtime)
 
     server = aio.server(
-        interceptors=[RuntimeInterceptor(Authenticator(settings))],
+        # The runtime's around every call; inside it, requests that do not
+        # decode become INVALID_ARGUMENT instead of gRPC's own UNKNOWN.
+        interceptors=[
+            RuntimeInterceptor(
+                Authenticator(settings),
+                RateLimiter(runtime.redis, settings.rate_limit_per_second),
+            ),
+            DecodingInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -134,11 +144,15 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
     )
     for service in services:
         service.register(server)
+    audit_service = audit_servicer.register(
+        server, [trail for s in services if (trail := getattr(s, "audit", None)) is not None]
+    )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         [
             *(s.full_name for s in services),
+            *([audit_service] if audit_service else []),
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ],

@@ -8,6 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime import database
+from services.runtime.audit import AuditTrail
 from services.runtime.server import Runtime
 
 
@@ -21,11 +22,13 @@ class DatabaseService:
     migrations: Path
     version_table: str
     uses_redis = False
+    audited = False  # keeps personal records: reads are written to its audit trail
 
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None
         self._redis: Redis | None = None
         self.lease_scope = ""
+        self.audit: AuditTrail | None = None
 
     @property
     def engine(self) -> AsyncEngine:
@@ -43,6 +46,8 @@ class DatabaseService:
         self._engine = database.create_engine(url, settings.database_pool_size)
         self.lease_scope = database.scope_of(url)
         await database.migrate(self._engine, self.migrations, self.version_table)
+        if self.audited:
+            self.audit = AuditTrail(self._engine, self.name)
         if self.uses_redis:
             self._redis = runtime.redis
         await self.started(runtime)

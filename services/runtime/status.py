@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -20,6 +22,7 @@ _CODES: list[tuple[type[errors.ServiceError], int]] = [
     (errors.PermissionDenied, code_pb2.PERMISSION_DENIED),
     (errors.Unavailable, code_pb2.UNAVAILABLE),
     (errors.Aborted, code_pb2.ABORTED),
+    (errors.ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
 ]
 
 
@@ -62,6 +65,10 @@ def to_status(error: errors.ServiceError) -> grpc.Status:
                 error_details_pb2.ErrorInfo(reason=error.rule, domain=DOMAIN, metadata=error.left)
             )
         )
+    elif isinstance(error, errors.ResourceExhausted):
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_seconds))
+        status.details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
     return rpc_status.to_status(status)
 
 

@@ -800,7 +800,9 @@ class SubmitCaseResponse(_message.Message):
     """True when the case was new."""
     @_builtins.property
     def case(self) -> Global___Case:
-        """The case as stored."""
+        """The case as stored. A supervisor's involuntary referral gets back only
+        its case_id: a referral reveals nothing beyond "received".
+        """
 
     def __init__(
         self,
@@ -2069,3 +2071,190 @@ class CancelGroupSessionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelGroupSessionResponse: _TypeAlias = CancelGroupSessionResponse  # noqa: Y015
+
+@_typing.final
+class DiscloseCaseRequest(_message.Message):
+    """Request for DiscloseCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    LEGAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    CONSENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    recipient: _builtins.str
+    """Who receives it, e.g. "Pingtung District Court" (at most 200 characters)."""
+    legal_reference: _builtins.str
+    """The legal ground, e.g. a court order's number; or else
+    consent_reference.
+    """
+    consent_reference: _builtins.str
+    """The reference of the person's written consent (where it is filed)."""
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        recipient: _builtins.str = ...,
+        legal_reference: _builtins.str = ...,
+        consent_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "consent_reference", b"consent_reference", "legal_reference", b"legal_reference", "recipient", b"recipient"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscloseCaseRequest: _TypeAlias = DiscloseCaseRequest  # noqa: Y015
+
+@_typing.final
+class DiscloseCaseResponse(_message.Message):
+    """Response of DiscloseCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case."""
+
+    @_builtins.property
+    def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
+        """Its live and past bookings."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+        bookings: _abc.Iterable[Global___Booking] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "case", b"case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscloseCaseResponse: _TypeAlias = DiscloseCaseResponse  # noqa: Y015
+
+@_typing.final
+class Contact(_message.Message):
+    """A person's name and how to reach them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name, as the person gives it (1-200 characters)."""
+    phone: _builtins.str
+    """A telephone number (at most 40 characters)."""
+    email: _builtins.str
+    """An e-mail address."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        phone: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "name", b"name", "phone", b"phone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class SetContactRequest(_message.Message):
+    """Request for SetContact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    CONTACT_FIELD_NUMBER: _builtins.int
+    employee_id: _builtins.str
+    """The person's pseudonymous employee id."""
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """Their name and contacts."""
+
+    def __init__(
+        self,
+        *,
+        employee_id: _builtins.str = ...,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact", "employee_id", b"employee_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactRequest: _TypeAlias = SetContactRequest  # noqa: Y015
+
+@_typing.final
+class SetContactResponse(_message.Message):
+    """Response of SetContact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactResponse: _TypeAlias = SetContactResponse  # noqa: Y015
+
+@_typing.final
+class GetContactRequest(_message.Message):
+    """Request for GetContact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    employee_id: _builtins.str
+    """The person's pseudonymous employee id."""
+    def __init__(
+        self,
+        *,
+        employee_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["employee_id", b"employee_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactRequest: _TypeAlias = GetContactRequest  # noqa: Y015
+
+@_typing.final
+class GetContactResponse(_message.Message):
+    """Response of GetContact."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTACT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contact(self) -> Global___Contact:
+        """Their name and contacts."""
+
+    def __init__(
+        self,
+        *,
+        contact: Global___Contact | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact", b"contact"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContactResponse: _TypeAlias = GetContactResponse  # noqa: Y015

@@ -144,6 +144,21 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.FromString,
                 _registered_method=True)
+        self.DiscloseCase = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/DiscloseCase',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseResponse.FromString,
+                _registered_method=True)
+        self.SetContact = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SetContact',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactResponse.FromString,
+                _registered_method=True)
+        self.GetContact = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetContact',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -333,6 +348,32 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DiscloseCase(self, request, context):
+        """Hands a case's details to someone outside the roles that may see them
+        (a court, a doctor the person chose). Allowed only with a legal
+        reference (the court order, the statute) or the person's written
+        consent, and written to the audit trail with that reference.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetContact(self, request, context):
+        """Keeps a person's name and contacts in the directory, the one place
+        that knows who a pseudonymous employee id is; sealed at rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContact(self, request, context):
+        """A person's name and contacts: for themselves, an administrator, or a
+        counselor who holds a session with them. Audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -430,6 +471,21 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.CancelGroupSession,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.SerializeToString,
+            ),
+            'DiscloseCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiscloseCase,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseResponse.SerializeToString,
+            ),
+            'SetContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetContact,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactResponse.SerializeToString,
+            ),
+            'GetContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContact,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -960,6 +1016,87 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/CancelGroupSession',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CancelGroupSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiscloseCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/DiscloseCase',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.DiscloseCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SetContact',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SetContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetContact',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.FromString,
             options,
             channel_credentials,
             insecure,

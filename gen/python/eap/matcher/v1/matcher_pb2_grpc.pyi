@@ -138,6 +138,20 @@ class MatcherServiceStub:
     """Cancels every live booking of a group session and gives back their
     quota. Cancelling one participant is CancelBooking.
     """
+    DiscloseCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.DiscloseCaseRequest, _matcher_pb2.DiscloseCaseResponse]
+    """Hands a case's details to someone outside the roles that may see them
+    (a court, a doctor the person chose). Allowed only with a legal
+    reference (the court order, the statute) or the person's written
+    consent, and written to the audit trail with that reference.
+    """
+    SetContact: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SetContactRequest, _matcher_pb2.SetContactResponse]
+    """Keeps a person's name and contacts in the directory, the one place
+    that knows who a pseudonymous employee id is; sealed at rest.
+    """
+    GetContact: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetContactRequest, _matcher_pb2.GetContactResponse]
+    """A person's name and contacts: for themselves, an administrator, or a
+    counselor who holds a session with them. Audited.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -248,6 +262,20 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     CancelGroupSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CancelGroupSessionRequest, _matcher_pb2.CancelGroupSessionResponse]  # type: ignore[assignment]
     """Cancels every live booking of a group session and gives back their
     quota. Cancelling one participant is CancelBooking.
+    """
+    DiscloseCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.DiscloseCaseRequest, _matcher_pb2.DiscloseCaseResponse]  # type: ignore[assignment]
+    """Hands a case's details to someone outside the roles that may see them
+    (a court, a doctor the person chose). Allowed only with a legal
+    reference (the court order, the statute) or the person's written
+    consent, and written to the audit trail with that reference.
+    """
+    SetContact: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SetContactRequest, _matcher_pb2.SetContactResponse]  # type: ignore[assignment]
+    """Keeps a person's name and contacts in the directory, the one place
+    that knows who a pseudonymous employee id is; sealed at rest.
+    """
+    GetContact: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetContactRequest, _matcher_pb2.GetContactResponse]  # type: ignore[assignment]
+    """A person's name and contacts: for themselves, an administrator, or a
+    counselor who holds a session with them. Audited.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -470,6 +498,38 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.CancelGroupSessionResponse, _abc.Awaitable[_matcher_pb2.CancelGroupSessionResponse]]:
         """Cancels every live booking of a group session and gives back their
         quota. Cancelling one participant is CancelBooking.
+        """
+
+    @_abc_1.abstractmethod
+    def DiscloseCase(
+        self,
+        request: _matcher_pb2.DiscloseCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.DiscloseCaseResponse, _abc.Awaitable[_matcher_pb2.DiscloseCaseResponse]]:
+        """Hands a case's details to someone outside the roles that may see them
+        (a court, a doctor the person chose). Allowed only with a legal
+        reference (the court order, the statute) or the person's written
+        consent, and written to the audit trail with that reference.
+        """
+
+    @_abc_1.abstractmethod
+    def SetContact(
+        self,
+        request: _matcher_pb2.SetContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.SetContactResponse, _abc.Awaitable[_matcher_pb2.SetContactResponse]]:
+        """Keeps a person's name and contacts in the directory, the one place
+        that knows who a pseudonymous employee id is; sealed at rest.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContact(
+        self,
+        request: _matcher_pb2.GetContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.GetContactResponse, _abc.Awaitable[_matcher_pb2.GetContactResponse]]:
+        """A person's name and contacts: for themselves, an administrator, or a
+        counselor who holds a session with them. Audited.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -792,6 +792,8 @@ class UsageRow(_message.Message):
     SESSIONS_FIELD_NUMBER: _builtins.int
     MINUTES_FIELD_NUMBER: _builtins.int
     AMOUNT_NTD_FIELD_NUMBER: _builtins.int
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    SUPPRESSED_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     """The agency that paid."""
     staff_category: _builtins.str
@@ -799,11 +801,22 @@ class UsageRow(_message.Message):
     month: _builtins.int
     """Month of the sessions, 1-12."""
     sessions: _builtins.int
-    """Confirmed or completed sessions."""
+    """Confirmed or completed sessions; a group session counts once per
+    participant. Zero when suppressed.
+    """
     minutes: _builtins.int
-    """Minutes spent."""
+    """Minutes spent. Zero when suppressed."""
     amount_ntd: _builtins.int
-    """NT$ spent."""
+    """NT$ spent. Zero when suppressed."""
+    people: _builtins.int
+    """Distinct employees with a session in the cell, five or more; zero when
+    suppressed.
+    """
+    suppressed: _builtins.bool
+    """True when the cell is withheld: it has fewer than five people, or it is
+    withheld so that such a cell of the same agency cannot be worked out by
+    subtraction. The two cases look the same on purpose.
+    """
     def __init__(
         self,
         *,
@@ -813,10 +826,12 @@ class UsageRow(_message.Message):
         sessions: _builtins.int = ...,
         minutes: _builtins.int = ...,
         amount_ntd: _builtins.int = ...,
+        people: _builtins.int = ...,
+        suppressed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "minutes", b"minutes", "month", b"month", "sessions", b"sessions", "staff_category", b"staff_category"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "minutes", b"minutes", "month", b"month", "people", b"people", "sessions", b"sessions", "staff_category", b"staff_category", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -185,7 +185,11 @@ class QuotaServiceServicer:
 
     def GetUsageSummary(self, request, context):
         """Spent sessions, minutes and money per agency, staff category and month,
-        for HR. Carries no employee ids.
+        for HR. Carries no employee ids, and never shows a cell of fewer than
+        five people: such a cell is withheld (`suppressed`, every count zero).
+        So that a withheld cell cannot be recovered by subtracting the shown ones
+        from the agency's spent budget (GetBalance), an agency never has exactly
+        one withheld cell: if it would, its smallest shown cell is withheld too.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

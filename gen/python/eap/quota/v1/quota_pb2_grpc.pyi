@@ -71,7 +71,11 @@ class QuotaServiceStub:
     """The ledger entries, oldest first, optionally for one account, in pages."""
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]
     """Spent sessions, minutes and money per agency, staff category and month,
-    for HR. Carries no employee ids.
+    for HR. Carries no employee ids, and never shows a cell of fewer than
+    five people: such a cell is withheld (`suppressed`, every count zero).
+    So that a withheld cell cannot be recovered by subtracting the shown ones
+    from the agency's spent budget (GetBalance), an agency never has exactly
+    one withheld cell: if it would, its smallest shown cell is withheld too.
     """
     UpsertAgency: _grpc.UnaryUnaryMultiCallable[_quota_pb2.UpsertAgencyRequest, _quota_pb2.UpsertAgencyResponse]
     """Registers an agency (a budget holder) and the organisation it belongs to,
@@ -144,7 +148,11 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """The ledger entries, oldest first, optionally for one account, in pages."""
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
     """Spent sessions, minutes and money per agency, staff category and month,
-    for HR. Carries no employee ids.
+    for HR. Carries no employee ids, and never shows a cell of fewer than
+    five people: such a cell is withheld (`suppressed`, every count zero).
+    So that a withheld cell cannot be recovered by subtracting the shown ones
+    from the agency's spent budget (GetBalance), an agency never has exactly
+    one withheld cell: if it would, its smallest shown cell is withheld too.
     """
     UpsertAgency: _aio.UnaryUnaryMultiCallable[_quota_pb2.UpsertAgencyRequest, _quota_pb2.UpsertAgencyResponse]  # type: ignore[assignment]
     """Registers an agency (a budget holder) and the organisation it belongs to,
@@ -256,7 +264,11 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quota_pb2.GetUsageSummaryResponse, _abc.Awaitable[_quota_pb2.GetUsageSummaryResponse]]:
         """Spent sessions, minutes and money per agency, staff category and month,
-        for HR. Carries no employee ids.
+        for HR. Carries no employee ids, and never shows a cell of fewer than
+        five people: such a cell is withheld (`suppressed`, every count zero).
+        So that a withheld cell cannot be recovered by subtracting the shown ones
+        from the agency's spent budget (GetBalance), an agency never has exactly
+        one withheld cell: if it would, its smallest shown cell is withheld too.
         """
 
     @_abc_1.abstractmethod

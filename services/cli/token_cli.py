@@ -1,0 +1,72 @@
+"""`eapctl token`: keys and development tokens.
+
+`keygen KID` writes a P-256 key pair, `KID.key` (private) and `KID.pem`
+(public), for the Secrets that hold the trusted keys and the services' own
+keys (`service-matcher`, `service-calendar`).
+
+`mint` signs a token for local use, with the development key kept in
+var/dev-keys (made on first use), which a development server trusts. It
+refuses to run unless EAP_AUTH_MODE=dev: production tokens come from the
+county's identity provider, never from this tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import jwt
+
+from services.runtime import keys
+from services.runtime.auth import Role
+from services.runtime.config import DEV_KEYS_DIR, Settings
+
+DEV_KID = "dev"
+
+
+def mint(settings: Settings, role: Role, subject: str, minutes: int) -> str:
+    directory = Path(settings.jwt_keys_dir or DEV_KEYS_DIR)
+    if not (directory / f"{DEV_KID}.key").exists():
+        keys.generate(directory, DEV_KID)
+    signing = keys.load_signing_key(directory / f"{DEV_KID}.key")
+    now = int(time.time())
+    claims = {
+        "sub": subject,
+        "role": role.value,
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": now,
+        "exp": now + minutes * 60,
+    }
+    return jwt.encode(claims, signing.key, algorithm=signing.algorithm, headers={"kid": DEV_KID})
+
+
+def main(argv: list[str], settings: Settings) -> int:
+    parser = argparse.ArgumentParser(prog="eapctl token", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    minting = commands.add_parser("mint", help="a development token (EAP_AUTH_MODE=dev only)")
+    minting.add_argument("--role", required=True, choices=[r.value for r in Role])
+    minting.add_argument("--subject", required=True, help="pseudonymous id: the token's `sub`")
+    minting.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    keygen = commands.add_parser("keygen", help="a P-256 key pair: KID.key and KID.pem")
+    keygen.add_argument("kid", help="the key id, e.g. service-matcher or idp-2027-01")
+    keygen.add_argument("--dir", default=".", help="where to write them (default: here)")
+    args = parser.parse_args(argv)
+    if args.command == "keygen":
+        secret, public = keys.generate(Path(args.dir), args.kid)
+        print(f"private key: {secret} (keep it in a Secret)\npublic key:  {public}")
+        return 0
+    if settings.auth_mode != "dev":
+        print(
+            "eapctl token mint: refused: only for development (EAP_AUTH_MODE=dev); "
+            "production tokens come from the identity provider",
+            file=sys.stderr,
+        )
+        return 2
+    if args.role == Role.SERVICE.value:
+        print("eapctl token mint: services sign their own tokens", file=sys.stderr)
+        return 2
+    print(mint(settings, Role(args.role), args.subject, max(1, min(args.minutes, 24 * 60))))
+    return 0

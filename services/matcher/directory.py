@@ -1,0 +1,131 @@
+"""The one place that knows who the pseudonymous ids are: names and
+contact details, encrypted at rest.
+
+Every other table and service works on pseudonymous employee ids. Here each
+person's name, phone and e-mail are sealed together with Fernet
+(`cryptography`: AES-128-CBC and an HMAC-SHA256 tag) under the data keys in
+EAP_DATA_KEYS_FILE, one key per line: the first seals, all open, so a new
+key goes first and old rows stay readable until `reseal` moves them over. A
+stolen database or backup holds only ciphertext. Reading someone's contact
+is for them, an administrator, or a counselor who holds a session with
+them (policy.py), and is written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.matcher.booking import live
+from services.matcher.orm import BookingRow, PersonRow
+from services.runtime import clock, policy
+from services.runtime.audit import AuditTrail
+from services.runtime.errors import ConfigError, NotFound, PermissionDenied
+from services.runtime.fields import FieldChecker
+
+DEV_DATA_KEYS = "var/dev-keys/data.keys"
+
+
+def load_keys(path: str | None, development: bool) -> MultiFernet:
+    """The data keys; in development mode a key is made on first use."""
+    file = Path(path or DEV_DATA_KEYS)
+    if not file.exists():
+        if not development or path:
+            raise ConfigError("EAP_DATA_KEYS_FILE", "names no readable file of Fernet keys")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.touch(mode=0o600)
+        file.write_text(Fernet.generate_key().decode() + "\n")
+    lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    try:
+        return MultiFernet([Fernet(line) for line in lines])
+    except ValueError:
+        raise ConfigError("EAP_DATA_KEYS_FILE", "holds a line that is not a Fernet key") from None
+
+
+@dataclass(frozen=True)
+class Contact:
+    name: str
+    phone: str
+    email: str
+
+
+def _check(contact: Contact, checker: FieldChecker) -> None:
+    checker.require(0 < len(contact.name.strip()) <= 200, "contact.name", "1 to 200 characters")
+    checker.text(contact.phone, "contact.phone", 40)
+    checker.text(contact.email, "contact.email", 254)
+    checker.require(
+        not contact.email or ("@" in contact.email and " " not in contact.email),
+        "contact.email",
+        "an e-mail address",
+    )
+
+
+def _no_contact() -> NotFound:
+    return NotFound("employee_id names no one in the directory")
+
+
+class Directory:
+    def __init__(self, engine: AsyncEngine, keys: MultiFernet, audit: AuditTrail | None) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._keys = keys
+        self._audit = audit
+
+    async def set_contact(self, employee_id: str, contact: Contact) -> None:
+        checker = FieldChecker()
+        checker.identifier(employee_id, "employee_id")
+        _check(contact, checker)
+        checker.raise_if_any()
+        policy.require_own(
+            PermissionDenied("people keep only their own contact details"),
+            employee_id=employee_id,
+        )
+        sealed = self._keys.encrypt(json.dumps(contact.__dict__).encode())
+        async with self._sessions() as session, session.begin():
+            row = await session.get(PersonRow, employee_id, with_for_update=True)
+            if row is None:
+                session.add(
+                    PersonRow(employee_id=employee_id, sealed=sealed, updated_at=clock.now())
+                )
+            else:
+                row.sealed, row.updated_at = sealed, clock.now()
+
+    async def contact(self, employee_id: str) -> Contact:
+        checker = FieldChecker()
+        checker.identifier(employee_id, "employee_id")
+        checker.raise_if_any()
+        now = clock.now()
+        async with self._sessions() as session:
+            counselors = set(
+                await session.scalars(
+                    select(BookingRow.counselor_id).where(
+                        BookingRow.employee_id == employee_id, live(now)
+                    )
+                )
+            )
+            policy.require_own(_no_contact(), employee_id=employee_id, counselor_ids=counselors)
+            row = await session.get(PersonRow, employee_id)
+        if row is None:
+            raise _no_contact()
+        if self._audit is not None:
+            await self._audit.record("read", f"contact/{employee_id}")
+        try:
+            opened = json.loads(self._keys.decrypt(row.sealed))
+        except InvalidToken:
+            raise ConfigError(
+                "EAP_DATA_KEYS_FILE", "holds no key that opens this row (a key was removed)"
+            ) from None
+        return Contact(**opened)
+
+    async def reseal(self) -> int:
+        """Seals every row under the first key (after a new one was added)."""
+        count = 0
+        async with self._sessions() as session, session.begin():
+            for row in await session.scalars(select(PersonRow).with_for_update()):
+                row.sealed = self._keys.rotate(row.sealed)
+                count += 1
+        return count

@@ -1,0 +1,95 @@
+"""Requests whose bytes are no message of their method's request type.
+
+gRPC decodes a request before any interceptor or handler runs, and answers
+one it cannot decode with UNKNOWN, past the runtime interceptor's metrics
+and logs. `DecodingInterceptor`, the innermost interceptor, lets such a
+request through as `UNDECODABLE`, which the handler refuses with
+INVALID_ARGUMENT: the caller learns what was wrong, and the runtime
+interceptor authenticates, counts and logs the call like any other refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+from grpc import aio
+
+from services.runtime.errors import InvalidArgument
+
+Context = aio.ServicerContext[Any, Any]
+
+
+class _Undecodable:
+    """Stands in for a request whose bytes did not decode."""
+
+
+UNDECODABLE = _Undecodable()
+
+
+class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_streaming or handler.request_deserializer is None:
+            return handler  # client and bidi streams: none of ours, reflection's only
+        full_method = handler_call_details.method
+        cached = self._wrapped.get(full_method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap(handler)
+        self._wrapped[full_method] = (handler, wrapped)
+        return wrapped
+
+
+def _wrap(handler: Any) -> Any:
+    parse = handler.request_deserializer
+    message_type = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+    problem = f"not a valid {message_type.full_name if message_type else 'request'} message"
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError:
+            return UNDECODABLE
+
+    if handler.unary_unary:
+        unary = handler.unary_unary
+
+        async def unary_unary(request: Any, context: Context) -> Any:
+            if request is UNDECODABLE:
+                raise InvalidArgument.single("request", problem)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        stream = handler.unary_stream
+
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is UNDECODABLE:
+                raise InvalidArgument.single("request", problem)
+            responses = stream(request, context)
+            if not hasattr(responses, "__aiter__"):
+                await responses  # a handler that writes with context.write
+                return
+            async for response in responses:
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream,
+            request_deserializer=deserialize,
+            response_serializer=handler.response_serializer,
+        )
+    return handler
