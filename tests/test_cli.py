@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ from services.runtime.config import Settings
 from tests import replicas
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
+DATA = Path(__file__).resolve().parents[1] / "services" / "cli" / "data"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -42,8 +44,10 @@ def test_match_verify_reports_an_unreadable_file(tmp_path: Path) -> None:
     assert "Traceback" not in verdict.stderr
 
 
-def test_demo_tells_the_whole_story() -> None:
-    demo = subprocess.run([EAPCTL, "demo"], capture_output=True, text=True, timeout=180)
+def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    demo = subprocess.run(
+        [EAPCTL, "demo"], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     out = demo.stdout
     for line in (
@@ -56,10 +60,36 @@ def test_demo_tells_the_whole_story() -> None:
         "booked Tue 20 Apr 13:30: 5 places; refused: none",  # a group session
         "10 places took 3 h of the provider's cap, not 15 h",
         "withheld: fewer than 5 people",  # the usage summary's small cells
+        "emp-2b7e asks for K-1002, someone else's: NOT_FOUND",
+        "received (K-1901); nothing else comes back",
+        "chain intact",
         "Demo finished; the suite shut down cleanly.",
     ):
         assert line in out, line
     assert "Traceback" not in demo.stderr
+    _no_personal_data_in_logs_or_metrics(tmp_path / "var", demo.stderr)
+
+
+def _no_personal_data_in_logs_or_metrics(var: Path, stderr: str) -> None:
+    """Acceptance: after the demo, the services' logs and metrics name no
+    one: no employee id, name, phone number or e-mail address in clear."""
+    logs = (var / "demo-services.log").read_text(encoding="utf-8")
+    metrics = (var / "demo-metrics.prom").read_text(encoding="utf-8")
+    assert '"rpc refused"' in logs and "grpc_server_handled_total" in metrics  # real output
+    county = json.loads((DATA / "sample_county.json").read_text(encoding="utf-8"))
+    employees = (
+        {c["employee"] for key in ("cases", "open_cases", "group_cases") for c in county[key]}
+        | set(county["people"])
+        | {"emp-7a30"}
+    )
+    personal = set(employees)
+    for person in county["people"].values():
+        personal |= {person["name"], person["phone"], person["email"]}
+    for name, text in (("logs", logs), ("metrics", metrics), ("stderr", stderr)):
+        found = sorted(p for p in personal if p in text)
+        assert found == [], f"{name} name {found}"
+        assert not re.search(r"[\w.+-]+@[\w-]+\.[\w.]+", text), f"an e-mail address in {name}"
+        assert not re.search(r"\b09\d{2}-?\d{3}-?\d{3}\b", text), f"a mobile number in {name}"
 
 
 SUBMIT = ("--start", "2027-03-08", "--weeks", "1", "--time-limit", "1", "--watch")

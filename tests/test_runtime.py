@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from services.runtime.auth import Authenticator, Identity, Role
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError, Unauthenticated
 from services.runtime.interceptor import RuntimeInterceptor
+from services.runtime.logs import JsonFormatter
 from services.runtime.rate_limit import WINDOW_SECONDS
 from services.runtime.server import start
 from services.runtime.service_identity import ServiceCredentials
@@ -391,3 +393,17 @@ async def test_a_caller_over_its_rate_limit_is_told_to_wait(backend: Backend) ->
         await first.stop(0)
         if second is not first:
             await second.stop(0)
+
+
+def test_logged_exceptions_keep_their_type_and_stack_not_their_message() -> None:
+    formatter = JsonFormatter()
+    who = "-".join(("emp", "2b7e"))  # not in the source lines the stack quotes
+    try:
+        raise ValueError(f"duplicate key (employee_id)=({who})")
+    except ValueError:
+        record = logging.getLogger("eap.test").makeRecord(
+            "eap.test", logging.WARNING, __file__, 1, "upkeep failed", (), sys.exc_info()
+        )
+    line = formatter.format(record)
+    assert "ValueError" in line and "test_runtime.py" in line
+    assert "emp-2b7e" not in line

@@ -30,20 +30,41 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY, generate_latest
 
+from eap.audit.v1 import audit_pb2 as apb
+from eap.audit.v1 import audit_pb2_grpc
 from eap.calendar.v1 import calendar_pb2 as cpb
 from eap.calendar.v1 import calendar_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from services.cli import registry
+from services.cli import registry, token_cli
 from services.matcher.service import MatcherService
+from services.runtime.auth import Role
 from services.runtime.config import Settings
+from services.runtime.logs import JsonFormatter
 from services.runtime.server import start
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
+SERVICE_LOG = Path("var") / "demo-services.log"
+METRICS_DUMP = Path("var") / "demo-metrics.prom"
 PROGRAM_FILE = Path(__file__).resolve().parents[1] / "calendar/examples/pingtung-2027.toml"
+
+
+def _log_services_to(path: Path) -> None:
+    """The services' own JSON logs go to `path` in full; the terminal shows
+    the story and the services' warnings only (EAP_LOG_LEVEL overrides)."""
+    root = logging.getLogger()
+    if "EAP_LOG_LEVEL" not in os.environ:
+        for handler in root.handlers:
+            handler.setLevel(logging.WARNING)
+    path.parent.mkdir(exist_ok=True)
+    into_file = logging.FileHandler(path, mode="w", encoding="utf-8")
+    into_file.setFormatter(JsonFormatter())
+    root.addHandler(into_file)
+    root.setLevel(min(root.level, logging.INFO))
 
 
 def _load_county() -> dict[str, Any]:
@@ -75,9 +96,7 @@ def _hours(minutes: int) -> str:
 
 
 async def run_demo(settings: Settings, keep: bool = False) -> int:
-    if "EAP_LOG_LEVEL" not in os.environ:
-        # The story is the output; the services' own logs stay for warnings.
-        logging.getLogger().setLevel(logging.WARNING)
+    _log_services_to(SERVICE_LOG)
     scratch = Path(tempfile.mkdtemp(prefix="eap-demo-"))
     settings = replace(
         settings,
@@ -87,6 +106,9 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
         redis_url=None,
         auth_mode="dev",
     )
+    # Step 11's tokens are signed with the development key, made now so
+    # that the server trusts it from the start.
+    token_cli.ensure_dev_key(settings)
     server = await start(registry.build(list(registry.SERVICES)), settings)
     print(
         f"Suite up on 127.0.0.1:{server.port} ({', '.join(registry.SERVICES)}), "
@@ -106,8 +128,11 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             calendar = calendar_pb2_grpc.CalendarServiceStub(channel)
             await _year_plan(calendar)
             await _group_sessions(calendar, matcher, quota)
+            await _confidentiality(matcher, audit_pb2_grpc.AuditServiceStub(channel), settings)
     finally:
         await server.stop(1)
+    METRICS_DUMP.write_bytes(generate_latest(REGISTRY))
+    print(f"\nThe services' logs: {SERVICE_LOG.resolve()}; their metrics: {METRICS_DUMP.resolve()}")
     if not keep:
         shutil.rmtree(scratch)
     print("\nDemo finished; the suite shut down cleanly.")
@@ -143,6 +168,84 @@ async def _year_plan(calendar: calendar_pb2_grpc.CalendarServiceAsyncStub) -> No
     ics = Path("var") / "demo-plan-2027.ics"
     ics.write_bytes(exported.ics)
     print(f"   the plan as iCalendar ({exported.events} events): {ics.resolve()}")
+
+
+async def _confidentiality(
+    matcher: matcher_pb2_grpc.MatcherServiceAsyncStub,
+    audit: audit_pb2_grpc.AuditServiceAsyncStub,
+    settings: Settings,
+) -> None:
+    """Who may see what: an employee's token, a supervisor's referral, the
+    directory and the audit trail."""
+    county = _load_county()
+    print(
+        "\n11. Confidentiality: each caller sees only what their role allows, and reads are audited"
+    )
+
+    def bearer(role: Role, subject: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {token_cli.mint(settings, role, subject, 5)}"),)
+
+    employee = bearer(Role.EMPLOYEE, "emp-2b7e")
+    own = await matcher.GetCase(mpb.GetCaseRequest(case_id="K-1001"), metadata=employee)
+    print(
+        f"   emp-2b7e (an employee's token) reads their case K-1001: {len(own.bookings)} bookings"
+    )
+    try:
+        await matcher.GetCase(mpb.GetCaseRequest(case_id="K-1002"), metadata=employee)
+    except grpc.aio.AioRpcError as error:
+        print(f"   emp-2b7e asks for K-1002, someone else's: {_refusal(error)}")
+    person = county["people"]["emp-2b7e"]
+    await matcher.SetContact(
+        mpb.SetContactRequest(employee_id="emp-2b7e", contact=mpb.Contact(**person)),
+        metadata=employee,
+    )
+    print("   emp-2b7e keeps their name and phone in the directory, sealed at rest")
+    session = own.bookings[0]
+    found = await matcher.GetContact(
+        mpb.GetContactRequest(employee_id="emp-2b7e"),
+        metadata=bearer(Role.COUNSELOR, session.counselor_id),
+    )
+    print(
+        f"   {session.counselor_id}, who holds their session, reads it: "
+        f"{found.contact.name}, {found.contact.phone}"
+    )
+    referral = mpb.Case(
+        case_id="K-1901",
+        employee_id="emp-7a30",
+        agency_id="PT-PERSONNEL",
+        staff_category="official",
+        category=mpb.CATEGORY_MANAGEMENT,
+        kind=mpb.CASE_KIND_INVOLUNTARY,
+        referral_reference="PT-PERS-2027-014",
+        sessions_wanted=2,
+        minutes=60,
+        modalities=[mpb.MODALITY_IN_PERSON],
+        availability=[
+            mpb.TimeRange(start=_local("2027-04-06T09:00"), end=_local("2027-04-06T17:00"))
+        ],
+        time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
+    )
+    received = await matcher.SubmitCase(
+        mpb.SubmitCaseRequest(case=referral), metadata=bearer(Role.SUPERVISOR, "sup-01")
+    )
+    print(
+        f"   supervisor sup-01 refers a member of staff: received ({received.case.case_id}); "
+        "nothing else comes back, and GetCase is refused"
+    )
+    auditor = bearer(Role.AUDITOR, "audit-01")
+    entries = (
+        await audit.ListAuditEntries(
+            apb.ListAuditEntriesRequest(trail="matcher", page_size=1000), metadata=auditor
+        )
+    ).entries
+    verified = await audit.VerifyAuditTrail(
+        apb.VerifyAuditTrailRequest(trail="matcher"), metadata=auditor
+    )
+    readers = sorted({e.role for e in entries})
+    print(
+        f"   auditor audit-01: the matcher's trail holds {len(entries)} reads by "
+        f"{', '.join(readers)}; chain {'intact' if verified.intact else 'BROKEN'}"
+    )
 
 
 async def _group_sessions(

@@ -1,5 +1,7 @@
 """`eapctl token`: keys and development tokens.
 
+`data-key` prints a new key for the directory's EAP_DATA_KEYS_FILE.
+
 `keygen KID` writes a P-256 key pair, `KID.key` (private) and `KID.pem`
 (public), for the Secrets that hold the trusted keys and the services' own
 keys (`service-matcher`, `service-calendar`).
@@ -18,6 +20,7 @@ import time
 from pathlib import Path
 
 import jwt
+from cryptography.fernet import Fernet
 
 from services.runtime import keys
 from services.runtime.auth import Role
@@ -26,11 +29,16 @@ from services.runtime.config import DEV_KEYS_DIR, Settings
 DEV_KID = "dev"
 
 
-def mint(settings: Settings, role: Role, subject: str, minutes: int) -> str:
+def ensure_dev_key(settings: Settings) -> Path:
+    """The development signing key, made on first use."""
     directory = Path(settings.jwt_keys_dir or DEV_KEYS_DIR)
     if not (directory / f"{DEV_KID}.key").exists():
         keys.generate(directory, DEV_KID)
-    signing = keys.load_signing_key(directory / f"{DEV_KID}.key")
+    return directory / f"{DEV_KID}.key"
+
+
+def mint(settings: Settings, role: Role, subject: str, minutes: int) -> str:
+    signing = keys.load_signing_key(ensure_dev_key(settings))
     now = int(time.time())
     claims = {
         "sub": subject,
@@ -50,10 +58,14 @@ def main(argv: list[str], settings: Settings) -> int:
     minting.add_argument("--role", required=True, choices=[r.value for r in Role])
     minting.add_argument("--subject", required=True, help="pseudonymous id: the token's `sub`")
     minting.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    commands.add_parser("data-key", help="a new Fernet key for EAP_DATA_KEYS_FILE")
     keygen = commands.add_parser("keygen", help="a P-256 key pair: KID.key and KID.pem")
     keygen.add_argument("kid", help="the key id, e.g. service-matcher or idp-2027-01")
     keygen.add_argument("--dir", default=".", help="where to write them (default: here)")
     args = parser.parse_args(argv)
+    if args.command == "data-key":
+        print(Fernet.generate_key().decode())
+        return 0
     if args.command == "keygen":
         secret, public = keys.generate(Path(args.dir), args.kid)
         print(f"private key: {secret} (keep it in a Secret)\npublic key:  {public}")

@@ -13,6 +13,8 @@ them (policy.py), and is written to the audit trail.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,23 +30,31 @@ from services.runtime.audit import AuditTrail
 from services.runtime.errors import ConfigError, NotFound, PermissionDenied
 from services.runtime.fields import FieldChecker
 
-DEV_DATA_KEYS = "var/dev-keys/data.keys"
+# Development mode's key is public, so that a laptop or the dev overlay
+# needs no Secret and keeps its data across restarts: development mode is
+# for trial data only, as its authentication already says.
+DEV_DATA_KEY = base64.urlsafe_b64encode(
+    hashlib.sha256(b"eap development data key: public, never for real data").digest()
+)
 
 
 def load_keys(path: str | None, development: bool) -> MultiFernet:
-    """The data keys; in development mode a key is made on first use."""
-    file = Path(path or DEV_DATA_KEYS)
-    if not file.exists():
-        if not development or path:
-            raise ConfigError("EAP_DATA_KEYS_FILE", "names no readable file of Fernet keys")
-        file.parent.mkdir(parents=True, exist_ok=True)
-        file.touch(mode=0o600)
-        file.write_text(Fernet.generate_key().decode() + "\n")
-    lines = [line.strip() for line in file.read_text().splitlines() if line.strip()]
+    """The data keys from `path`, one per line, newest first; development
+    mode without a file uses the public development key."""
+    if path is None:
+        if not development:
+            raise ConfigError("EAP_DATA_KEYS_FILE", "is required when EAP_AUTH_MODE=jwt")
+        return MultiFernet([Fernet(DEV_DATA_KEY)])
+    try:
+        lines = [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError:
+        raise ConfigError("EAP_DATA_KEYS_FILE", "names no readable file") from None
     try:
         return MultiFernet([Fernet(line) for line in lines])
     except ValueError:
-        raise ConfigError("EAP_DATA_KEYS_FILE", "holds a line that is not a Fernet key") from None
+        raise ConfigError(
+            "EAP_DATA_KEYS_FILE", "must hold Fernet keys, one per line, newest first"
+        ) from None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ service its own database.
 | EAP_MATCHER_ADDRESS | (this server) | where the calendar reads group candidates, host:port |
 | EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
 | EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
-| EAP_DATA_KEYS_FILE | var/dev-keys/data.keys (dev) | Fernet keys for contacts, newest first |
+| EAP_DATA_KEYS_FILE | (none; dev: a public key) | Fernet keys for contacts, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 """
 

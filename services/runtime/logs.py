@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 import time
+import traceback
 from contextvars import ContextVar
 from typing import Any
 
@@ -32,8 +33,11 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         entry.update((key, value) for key, value in vars(record).items() if key not in _STANDARD)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[0] is not None:
+            # The type and the stack, never the message: a database error's
+            # message quotes the row it choked on, personal data and all.
+            kind, _, trace = record.exc_info
+            entry["exc"] = kind.__qualname__ + "\n" + "".join(traceback.format_tb(trace))
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
