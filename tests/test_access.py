@@ -291,6 +291,19 @@ async def test_counselors_see_their_own_sessions_only(secured_suite: Secured) ->
     assert error.code() == grpc.StatusCode.NOT_FOUND
     done = await suite.matcher.CompleteSession(complete, metadata=suite.as_("counselor", lead))
     assert done.booking.state == mpb.BOOKING_STATE_COMPLETED
+    # Their schedule: their own, never a colleague's.
+    window = {"window_start": at(MONDAY, 0), "window_end": at(MONDAY + dt.timedelta(days=14), 0)}
+    mine = await suite.matcher.ListSessions(
+        mpb.ListSessionsRequest(counselor_id=lead, **window), metadata=suite.as_("counselor", lead)
+    )
+    assert [b.booking_id for b in mine.bookings] == [booking.booking_id]
+    theirs = await refused(
+        suite.matcher.ListSessions(
+            mpb.ListSessionsRequest(counselor_id=lead, **window),
+            metadata=suite.as_("counselor", other),
+        )
+    )
+    assert theirs.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_a_referral_tells_the_supervisor_nothing_but_received(secured_suite: Secured) -> None:

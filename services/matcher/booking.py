@@ -332,6 +332,34 @@ class Bookings:
             await self._audit.record("read", f"group-candidates/{category.value}/{len(found)}")
         return found
 
+    async def sessions(
+        self, counselor_id: str, start: datetime, end: datetime
+    ) -> list[BookingView]:
+        """The counselor's live and completed sessions in [start, end)."""
+        checker = FieldChecker()
+        checker.identifier(counselor_id, "counselor_id")
+        checker.require(start < end, "window_end", "after window_start")
+        checker.require(end - start <= LONGEST_GROUP_WINDOW, "window_end", "at most 92 days")
+        checker.raise_if_any()
+        policy.require_own(
+            NotFound("counselor_id names no counselor"), counselor_ids=[counselor_id]
+        )
+        now = clock.now()
+        async with self._sessions() as session:
+            if await session.get(CounselorRow, counselor_id) is None:
+                raise NotFound("counselor_id names no counselor")
+            rows = await session.scalars(
+                select(BookingRow)
+                .where(
+                    BookingRow.counselor_id == counselor_id,
+                    live(now),
+                    BookingRow.start < end,
+                    BookingRow.end > start,
+                )
+                .order_by(BookingRow.start, BookingRow.booking_id)
+            )
+            return [BookingView.of(row, now) for row in rows]
+
     async def free_time(
         self, counselor_ids: list[str], start: datetime, end: datetime
     ) -> list[tuple[str, list[tuple[datetime, datetime]]]]:

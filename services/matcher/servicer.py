@@ -560,6 +560,16 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             contact=pb.Contact(name=found.name, phone=found.phone, email=found.email)
         )
 
+    async def ListSessions(
+        self, request: pb.ListSessionsRequest, context: Context
+    ) -> pb.ListSessionsResponse:
+        checker = FieldChecker()
+        start = _required_moment(checker, request, "window_start", "window_start")
+        end = _required_moment(checker, request, "window_end", "window_end")
+        checker.raise_if_any()
+        bookings = await self._bookings.sessions(request.counselor_id, start, end)
+        return pb.ListSessionsResponse(bookings=[booking_pb(b) for b in bookings])
+
     async def CancelGroupSession(
         self, request: pb.CancelGroupSessionRequest, context: Context
     ) -> pb.CancelGroupSessionResponse:

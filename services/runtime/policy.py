@@ -121,6 +121,7 @@ POLICY: dict[str, Access] = {
     MATCHER + "DiscloseCase": _row(any_of=[ADMIN]),  # with a legal reference or consent
     MATCHER + "SetContact": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "GetContact": _row(any_of=[ADMIN], own=[EMPLOYEE, COUNSELOR]),
+    MATCHER + "ListSessions": _row(any_of=[ADMIN], own=[COUNSELOR]),
     # -- calendar: the programme's year; group sessions through the matcher ----------
     CALENDAR + "ListOfficeDays": _row(any_of=EVERYONE, services=["matcher"]),
     CALENDAR + "ImportOfficeCalendar": _row(any_of=[ADMIN]),

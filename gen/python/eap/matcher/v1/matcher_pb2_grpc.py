@@ -159,6 +159,11 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.FromString,
                 _registered_method=True)
+        self.ListSessions = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ListSessions',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -374,6 +379,14 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSessions(self, request, context):
+        """A counselor's schedule: their held, booked and completed sessions in a
+        window, for the counselor themselves or an administrator.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -486,6 +499,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.GetContact,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.SerializeToString,
+            ),
+            'ListSessions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSessions,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1097,6 +1115,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/GetContact',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.GetContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ListSessions',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -152,6 +152,10 @@ class MatcherServiceStub:
     """A person's name and contacts: for themselves, an administrator, or a
     counselor who holds a session with them. Audited.
     """
+    ListSessions: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListSessionsRequest, _matcher_pb2.ListSessionsResponse]
+    """A counselor's schedule: their held, booked and completed sessions in a
+    window, for the counselor themselves or an administrator.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -276,6 +280,10 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     GetContact: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetContactRequest, _matcher_pb2.GetContactResponse]  # type: ignore[assignment]
     """A person's name and contacts: for themselves, an administrator, or a
     counselor who holds a session with them. Audited.
+    """
+    ListSessions: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListSessionsRequest, _matcher_pb2.ListSessionsResponse]  # type: ignore[assignment]
+    """A counselor's schedule: their held, booked and completed sessions in a
+    window, for the counselor themselves or an administrator.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -530,6 +538,16 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.GetContactResponse, _abc.Awaitable[_matcher_pb2.GetContactResponse]]:
         """A person's name and contacts: for themselves, an administrator, or a
         counselor who holds a session with them. Audited.
+        """
+
+    @_abc_1.abstractmethod
+    def ListSessions(
+        self,
+        request: _matcher_pb2.ListSessionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ListSessionsResponse, _abc.Awaitable[_matcher_pb2.ListSessionsResponse]]:
+        """A counselor's schedule: their held, booked and completed sessions in a
+        window, for the counselor themselves or an administrator.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
