@@ -216,6 +216,15 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
             ),
             metadata=e1,
         ),
+        "HoldSlot replacing theirs": matcher.HoldSlot(
+            mpb.HoldSlotRequest(
+                case_id="K1",
+                counselor_id="C001",
+                start=at(MONDAY + dt.timedelta(weeks=1), 14),
+                replaces_booking_id=theirs.booking_id,
+            ),
+            metadata=e1,
+        ),
         "RescheduleBooking (mine onto theirs)": matcher.RescheduleBooking(
             mpb.RescheduleBookingRequest(
                 booking_id=mine.booking_id, new_booking_id=theirs_held.booking.booking_id

@@ -506,7 +506,7 @@ class Bookings:
         async with self._sessions() as session, session.begin():
             case = await self._load_case(session, case_id, own=True)
             if replaces:
-                old = await self._load_booking(session, replaces)
+                old = await self._load_booking(session, replaces, own=True)
                 if old.case_id != case_id or BookingView.of(old, now).state != "booked":
                     raise InvalidArgument.single(
                         "replaces_booking_id", "a booked session of the same case"
