@@ -271,9 +271,10 @@ class HoldBatcher:
         """Queues `op` and waits for its result. The first caller to find no
         drain running starts one, which takes batches off the queue, one
         transaction at a time, until it is empty; a caller that gives up
-        (deadline) does not stop it. (Two drains in parallel measured slower
-        once a batch wrote in one statement: they halve the batches and queue
-        on the same rows.)"""
+        (deadline) does not stop it, and its request is dropped unless its
+        batch has begun. (Two drains in parallel measured slower once a batch
+        wrote in one statement: they halve the batches and queue on the same
+        rows.)"""
         self._pending.append(op)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self._drain_queue())
@@ -307,9 +308,16 @@ class HoldBatcher:
 
     async def _drain_queue(self) -> None:
         while self._pending:
+            # A request whose caller has gone (deadline passed, call cancelled)
+            # is dropped, not applied: the caller heard an error and retries
+            # with the same key if it still wants the hold. Applied, it would
+            # hold or book for nobody, as late as an overloaded queue reached
+            # it, and spend the time of requests whose callers still wait.
+            self._pending = [op for op in self._pending if not op.future.done()]
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
-            await self._run(batch)
+            if batch:
+                await self._run(batch)
 
     async def _run(self, batch: list[_Op], attempt: int = 1) -> None:
         try:

@@ -630,6 +630,13 @@ class QuotaLedger:
             func.sum(entry.delta_spent),
         ).group_by(entry.account_kind, entry.account_owner, entry.fiscal_year)
         async with self._sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                # Both reads from one snapshot. Under READ COMMITTED each
+                # statement sees what committed before it began, so a batch
+                # committing between them shows in the accounts but not in
+                # the ledger sums, and books that balance seem not to.
+                # (SQLite's BEGIN IMMEDIATE already holds off every writer.)
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
             ledger = {
                 (k, o, y): (int(e), int(h), int(s))
                 for k, o, y, e, h, s in (await session.execute(sums)).all()
