@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
 
-.PHONY: setup proto demo test lint run bench-quota bench-match bench-calendar clean
+.PHONY: setup proto demo test fuzz lint run bench-quota bench-chaos bench-match bench-calendar clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ test: setup $(CHECKOV)  ## every test; PostgreSQL and Redis on 127.0.0.1 (starte
 	-@bash tools/ensure-debian-tools.sh
 	$(BIN)/python -m pytest -q
 
+fuzz: setup  ## 2,000 fuzzed requests to every RPC, on SQLite and PostgreSQL (make test: 200, SQLite)
+	-@bash tools/ensure-stores.sh
+	EAP_FUZZ_CALLS_PER_RPC=$${EAP_FUZZ_CALLS_PER_RPC:-2000} \
+	EAP_FUZZ_BACKENDS=$${EAP_FUZZ_BACKENDS:-sqlite,postgres} \
+	$(BIN)/python -m pytest -q -s tests/test_fuzz.py
+
 lint: setup
 	$(BIN)/ruff check services tests tools bench
 	$(BIN)/ruff format --check services tests tools bench
@@ -47,6 +53,10 @@ lint: setup
 bench-quota: setup  ## Reserve+Commit vs no-op over gRPC; writes bench/RESULTS.md
 	-@bash tools/ensure-stores.sh
 	$(BIN)/python bench/quota_bench.py
+
+bench-chaos: setup  ## open-loop R+C at twice the quota target, 3 replicas, one SIGKILLed; writes bench/RESULTS.md
+	-@bash tools/ensure-stores.sh
+	$(BIN)/python bench/chaos_bench.py
 
 bench-match: setup  ## eapctl match solve on S, M, L x seeds 1-3 beside greedy; writes bench/RESULTS.md
 	$(BIN)/python bench/match_bench.py

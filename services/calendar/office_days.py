@@ -16,12 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from services.calendar.orm import OfficeDayRow
 from services.office_calendar import CalendarFileError, OfficeCalendar, OfficeDay, parse_dgpa_csv
 from services.office_calendar.shipped import shipped_years
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import Aborted, InvalidArgument
 from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.calendar")
 
 MAX_DAYS_PER_CALL = 731
+IMPORT_ATTEMPTS = 3
 
 
 class OfficeDays:
@@ -77,10 +78,17 @@ class OfficeDays:
             days = list(parse_dgpa_csv(content, year).values())
         except CalendarFileError as error:
             raise InvalidArgument.single("csv_content", str(error)) from None
-        async with self._sessions() as session, session.begin():
-            await session.execute(delete(OfficeDayRow).where(OfficeDayRow.year == year))
-            session.add_all(_rows(year, days))
-        return days
+        # A concurrent import of the same year may commit between our delete
+        # and our insert (PostgreSQL, read committed): then replace its rows.
+        for _ in range(IMPORT_ATTEMPTS):
+            try:
+                async with self._sessions() as session, session.begin():
+                    await session.execute(delete(OfficeDayRow).where(OfficeDayRow.year == year))
+                    session.add_all(_rows(year, days))
+                return days
+            except IntegrityError:
+                continue
+        raise Aborted("concurrent imports of this year kept winning; retry")
 
 
 def _rows(year: int, days: list[OfficeDay]) -> list[OfficeDayRow]:

@@ -269,7 +269,8 @@ class Jobs:
             checker.identifier(case_id, f"case_ids[{n}]")
         checker.require(len(request.case_ids) <= 5000, "case_ids", "at most 5000")
         start = _monday(request.horizon_start)
-        last = slots.local_day(start + timedelta(weeks=max(request.weeks, 1)) - timedelta(days=1))
+        weeks = min(max(request.weeks, 1), MAX_WEEKS)  # out of range: refused just above
+        last = slots.local_day(start + timedelta(weeks=weeks) - timedelta(days=1))
         checker.require(
             last.year == start.year, "weeks", "the horizon must lie inside one fiscal year"
         )

@@ -39,8 +39,13 @@ def decode(raw: bytes) -> str:
 def parse_dgpa_csv(content: bytes | str, year: int | None = None) -> dict[date, OfficeDay]:
     """Every day of the file; with `year`, also checks the file is that whole year."""
     text = decode(content) if isinstance(content, bytes) else content.lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text))
+    try:
+        rows = list(reader)
+    except csv.Error as error:  # a NUL, or a line break inside a field
+        raise CalendarFileError(reader.line_num, str(error).split(" - ")[0]) from None
     days: dict[date, OfficeDay] = {}
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    for number, row in enumerate(rows, start=1):
         if not row or not any(cell.strip() for cell in row):
             continue
         if number == 1 and row[0].strip() == _HEADER_DATE:

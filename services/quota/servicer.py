@@ -100,7 +100,9 @@ def _after_entry(token: str) -> int:
     key = paging.after(token)
     if key is None:
         return 0
-    if not key.isdigit():
+    # Entry ids are int64: more digits than that (or other digits than ASCII's)
+    # were never a token of ours.
+    if not (key.isascii() and key.isdigit() and len(key) <= 18):
         raise InvalidArgument.single("page_token", "not a token this service gave")
     return int(key)
 

@@ -1,11 +1,16 @@
-"""Requests whose bytes are no message of their method's request type.
+"""Requests the services cannot read, refused before any handler runs:
 
-gRPC decodes a request before any interceptor or handler runs, and answers
-one it cannot decode with UNKNOWN, past the runtime interceptor's metrics
-and logs. `DecodingInterceptor`, the innermost interceptor, lets such a
-request through as `UNDECODABLE`, which the handler refuses with
-INVALID_ARGUMENT: the caller learns what was wrong, and the runtime
-interceptor authenticates, counts and logs the call like any other refusal.
+- bytes that are no message of the method's request type. gRPC decodes a
+  request before any interceptor or handler, and answers one it cannot
+  decode with UNKNOWN, past the runtime interceptor's metrics and logs;
+- text with a NUL character. Protobuf allows it, no field of ours means
+  one, and PostgreSQL's text cannot hold it: every query with it fails.
+
+`DecodingInterceptor`, the innermost interceptor, lets an undecodable
+request through as `UNDECODABLE`, and the handler it wraps refuses both
+kinds with INVALID_ARGUMENT: the caller learns what was wrong, and the
+runtime interceptor authenticates, counts and logs the call like any other
+refusal.
 """
 
 from __future__ import annotations
@@ -14,7 +19,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from services.runtime.errors import InvalidArgument
@@ -53,7 +59,7 @@ class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 def _wrap(handler: Any) -> Any:
     parse = handler.request_deserializer
     message_type = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
-    problem = f"not a valid {message_type.full_name if message_type else 'request'} message"
+    undecodable = f"not a valid {message_type.full_name if message_type else 'request'} message"
 
     def deserialize(data: bytes) -> Any:
         try:
@@ -61,12 +67,19 @@ def _wrap(handler: Any) -> Any:
         except DecodeError:
             return UNDECODABLE
 
+    def check(request: Any) -> None:
+        if request is UNDECODABLE:
+            raise InvalidArgument.single("request", undecodable)
+        if isinstance(request, Message):
+            field = _text_with_nul(request)
+            if field is not None:
+                raise InvalidArgument.single(field, "must not contain NUL characters")
+
     if handler.unary_unary:
         unary = handler.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
-            if request is UNDECODABLE:
-                raise InvalidArgument.single("request", problem)
+            check(request)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
@@ -78,8 +91,7 @@ def _wrap(handler: Any) -> Any:
         stream = handler.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is UNDECODABLE:
-                raise InvalidArgument.single("request", problem)
+            check(request)
             responses = stream(request, context)
             if not hasattr(responses, "__aiter__"):
                 await responses  # a handler that writes with context.write
@@ -93,3 +105,25 @@ def _wrap(handler: Any) -> Any:
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+def _text_with_nul(message: Message, prefix: str = "") -> str | None:
+    """The path of the first text field holding a NUL, e.g. `case.availability[2].note`."""
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        entry = field.message_type
+        if entry is not None and entry.GetOptions().map_entry:
+            texts = [str(k) + str(v) for k, v in value.items() if not isinstance(v, Message)]
+            if any("\x00" in text for text in texts):
+                return path
+            continue
+        items = list(enumerate(value)) if field.is_repeated else [(None, value)]
+        for n, item in items:
+            where = path if n is None else f"{path}[{n}]"
+            if field.type == FieldDescriptor.TYPE_STRING and "\x00" in item:
+                return where
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                found = _text_with_nul(item, where + ".")
+                if found is not None:
+                    return found
+    return None

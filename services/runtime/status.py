@@ -12,6 +12,13 @@ from grpc_status import rpc_status
 from services.runtime import errors
 
 DOMAIN = "eap.example.org"
+# A status travels in trailers, and clients drop trailers beyond 8 KiB (gRPC's
+# default limit), the status with them: a refusal of a long request (thousands
+# of bad fields, an id of kilobytes) must stay short enough to arrive.
+MAX_MESSAGE_BYTES = 512
+MAX_VIOLATIONS = 10
+MAX_FIELD_BYTES = 100
+MAX_DESCRIPTION_BYTES = 200
 
 _CODES: list[tuple[type[errors.ServiceError], int]] = [
     (errors.InvalidArgument, code_pb2.INVALID_ARGUMENT),
@@ -32,18 +39,35 @@ def _packed(message: object) -> any_pb2.Any:
     return packed
 
 
+def _clipped(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, marked where cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode(errors="ignore") + "..."
+
+
+def _message(error: errors.ServiceError) -> str:
+    message = error.message
+    if isinstance(error, errors.InvalidArgument) and len(error.violations) > MAX_VIOLATIONS:
+        shown = "; ".join(f"{v.field}: {v.description}" for v in error.violations[:MAX_VIOLATIONS])
+        message = f"{shown}; and {len(error.violations) - MAX_VIOLATIONS} more"
+    return _clipped(message, MAX_MESSAGE_BYTES)
+
+
 def to_status(error: errors.ServiceError) -> grpc.Status:
     code = next(c for kind, c in _CODES if isinstance(error, kind))
-    status = status_pb2.Status(code=code, message=error.message)
+    status = status_pb2.Status(code=code, message=_message(error))
     if isinstance(error, errors.InvalidArgument):
         status.details.append(
             _packed(
                 error_details_pb2.BadRequest(
                     field_violations=[
                         error_details_pb2.BadRequest.FieldViolation(
-                            field=v.field, description=v.description
+                            field=_clipped(v.field, MAX_FIELD_BYTES),
+                            description=_clipped(v.description, MAX_DESCRIPTION_BYTES),
                         )
-                        for v in error.violations
+                        for v in error.violations[:MAX_VIOLATIONS]
                     ]
                 )
             )
@@ -54,7 +78,9 @@ def to_status(error: errors.ServiceError) -> grpc.Status:
                 error_details_pb2.PreconditionFailure(
                     violations=[
                         error_details_pb2.PreconditionFailure.Violation(
-                            type=error.rule, subject=error.subject, description=error.message
+                            type=error.rule,
+                            subject=_clipped(error.subject, MAX_FIELD_BYTES),
+                            description=status.message,
                         )
                     ]
                 )
