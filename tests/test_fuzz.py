@@ -286,12 +286,13 @@ class Requests:
     def __init__(self, world: World) -> None:
         program = EXAMPLE_PROGRAM.read_text()
         office_csv = OFFICE_CSV.read_bytes()
-        counselors = st.sampled_from(["C001", "C002"])
-        known = st.sampled_from(world.case_ids)
-        cases = st.one_of(known, known, known, st.sampled_from([f"FZ{n}" for n in range(20)]))
+        # Mostly the county's; a few new ids, which concurrent calls race to create.
+        counselors = _mostly(st.sampled_from(["C001", "C002"]), st.sampled_from(["C101", "C102"]))
+        new_cases = st.sampled_from([f"FZ{n}" for n in range(8)])
+        cases = _mostly(st.sampled_from(world.case_ids), new_cases)
         bookings = st.sampled_from(world.booking_ids)
         people = st.sampled_from(world.person_ids)
-        agencies = st.sampled_from(["PT-HR", "PT-EDU"])
+        agencies = _mostly(st.sampled_from(["PT-HR", "PT-EDU"]), st.just("PT-NEW"))
         # What a real client sends, by field name ...
         self._good: dict[str, st.SearchStrategy[Any]] = {
             "counselor_id": counselors,
@@ -299,13 +300,13 @@ class Requests:
             "preferred_counselor_id": st.sampled_from(["", "C001"]),
             "excluded_counselor_ids": st.just("C002"),
             "referral_reference": st.sampled_from(["", "", "REF-1"]),
-            "provider_id": st.sampled_from(["P1", "P2"]),
+            "provider_id": _mostly(st.sampled_from(["P1", "P2"]), st.just("P3")),
             "agency_id": agencies,
             "from_agency_id": agencies,
             "to_agency_id": agencies,
             "employee_id": st.sampled_from([f"E{n}" for n in range(1, 10)]),
             "id": st.sampled_from(["E1", "E8", "P1", "P2", "PT-HR", "PT-EDU"]),
-            "staff_category": st.sampled_from(["official", "teacher"]),
+            "staff_category": _mostly(st.sampled_from(["official", "teacher"]), st.just("nurse")),
             "organisation": st.just("pingtung"),
             "case_id": cases,
             "case_ids": cases,
@@ -558,6 +559,11 @@ def _is_stamp(field: FieldDescriptor) -> bool:
     return field.type == _T.TYPE_MESSAGE and field.message_type is Timestamp.DESCRIPTOR
 
 
+def _mostly(usual: st.SearchStrategy[Any], other: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """`usual` three times in four, else `other`."""
+    return st.one_of(usual, usual, usual, other)
+
+
 def _known(enum: EnumDescriptor) -> st.SearchStrategy[int]:
     return st.sampled_from([value.number for value in enum.values])
 
@@ -683,7 +689,7 @@ def _report(
     for record in logged[-3:]:
         error_type = getattr(record, "error_type", "?")
         stack = getattr(record, "stack", "")
-        lines.append(f"  logged {error_type}:\n{stack[-1500:]}")
+        lines.append(f"  logged {error_type}:\n{stack[:2500]}")
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
@@ -205,6 +206,14 @@ class Bookings:
                 PermissionDenied("an employee submits only their own cases"),
                 employee_id=case.employee_id,
             )
+        try:
+            return await self._store_case(case)
+        except IntegrityError:
+            # A concurrent submission of this case id inserted it first: look
+            # again, and answer as to a retry.
+            return await self._store_case(case)
+
+    async def _store_case(self, case: Case) -> tuple[Case, bool]:
         async with self._sessions() as session, session.begin():
             existing = await session.get(CaseRow, case.case_id)
             if existing is not None:

@@ -8,6 +8,7 @@ from datetime import datetime, time, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.matcher.orm import CounselorRow
@@ -170,6 +171,13 @@ class CounselorRegistry:
         checker = FieldChecker()
         validate(counselor, checker)
         checker.raise_if_any()
+        try:
+            return await self._store(counselor)
+        except IntegrityError:
+            # A concurrent upsert created this counselor first: replace it.
+            return await self._store(counselor)
+
+    async def _store(self, counselor: Counselor) -> bool:
         async with self._sessions() as session, session.begin():
             existed = await session.get(CounselorRow, counselor.counselor_id) is not None
             await session.merge(_row(counselor))
