@@ -67,8 +67,8 @@ async def test_quota_and_matcher_metrics_follow_the_traffic(suite: Suite) -> Non
     assert left == entitled - spent
     provider = found[0].counselor_id and "P1"
     assert _value(
-        after, "eap_quota_provider_minutes", provider=provider, fiscal_year="2027", state="spent"
-    ) in (0, 60)
+        after, "eap_quota_provider_seconds", provider=provider, fiscal_year="2027", state="spent"
+    ) in (0, 3600)
     assert ("eap_quota_holds_active", ()) in after
 
     # The second hold lapses; the upkeep sweep writes it down and counts it.

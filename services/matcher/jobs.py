@@ -170,6 +170,7 @@ class Snapshots:
                 }
             )
 
+        bookable = {str(item["id"]) for item in counselor_items}
         entitlement: dict[str, float] = {}
         case_items = []
         for case in cases:
@@ -188,7 +189,9 @@ class Snapshots:
                 lo, hi = max(r.start, start), min(r.end, end)
                 if lo < hi and (case.employee_id, slots.iso_week(lo)) not in employee_weeks:
                     ranges.append([_local(lo), _local(hi)])
-            case_items.append(_case_item(case, wanted, ranges, entitlement[case.employee_id]))
+            case_items.append(
+                _case_item(case, wanted, ranges, entitlement[case.employee_id], bookable)
+            )
 
         agencies = []
         for agency_id in sorted({c.agency_id for c in cases}):
@@ -209,7 +212,13 @@ class Snapshots:
         }
 
 
-def _case_item(case: Case, wanted: int, ranges: list[list[str]], hours: float) -> dict[str, Any]:
+def _case_item(
+    case: Case, wanted: int, ranges: list[list[str]], hours: float, counselors: set[str]
+) -> dict[str, Any]:
+    """The case as the solver reads it. A preferred or excluded counselor not
+    among `counselors` (unknown, or no contract this year) cannot be booked
+    anyway, and the solver refuses references to counselors it lacks."""
+    preferred = case.preferred_counselor_id
     return {
         "id": case.case_id,
         "employee": case.employee_id,
@@ -221,8 +230,8 @@ def _case_item(case: Case, wanted: int, ranges: list[list[str]], hours: float) -
         "modalities": [m.value for m in case.modalities],
         "submitted": _local(case.submitted_at),
         "availability": ranges,
-        "preferred_counselor": case.preferred_counselor_id or None,
-        "excluded_counselors": list(case.excluded_counselor_ids),
+        "preferred_counselor": preferred if preferred in counselors else None,
+        "excluded_counselors": [c for c in case.excluded_counselor_ids if c in counselors],
         "employee_remaining_hours": max(hours, 0),
     }
 

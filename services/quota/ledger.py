@@ -606,15 +606,14 @@ class QuotaLedger:
                 select(func.count()).where(orm.Hold.state == HoldState.HELD.value)
             )
         for kind, owner, entitled, held, spent in rows:
-            gauge = (
-                metrics.AGENCY_BUDGET
-                if kind == AccountKind.AGENCY.value
-                else metrics.PROVIDER_HOURS
-            )
+            if kind == AccountKind.AGENCY.value:
+                gauge, scale = metrics.AGENCY_BUDGET, 1  # NT$
+            else:
+                gauge, scale = metrics.PROVIDER_TIME, 60  # minutes to seconds
             values = {"entitled": entitled, "held": held, "spent": spent}
             values["left"] = entitled - held - spent
             for state, value in values.items():
-                gauge.labels(owner, str(year), state).set(value)
+                gauge.labels(owner, str(year), state).set(value * scale)
         metrics.HOLDS_ACTIVE.set(active or 0)
 
     async def verify(self) -> list[str]:

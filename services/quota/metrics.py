@@ -16,9 +16,10 @@ AGENCY_BUDGET = Gauge(
     "An agency's funded pool for the fiscal year, NT$, by state (entitled, held, spent, left).",
     ("agency", "fiscal_year", "state"),
 )
-PROVIDER_HOURS = Gauge(
-    "eap_quota_provider_minutes",
-    "A provider's contracted hours for the fiscal year, in minutes, by state "
+PROVIDER_TIME = Gauge(
+    # Prometheus wants base units: seconds, though the ledger counts minutes.
+    "eap_quota_provider_seconds",
+    "A provider's contracted hours for the fiscal year, in seconds, by state "
     "(entitled, held, spent, left).",
     ("provider", "fiscal_year", "state"),
 )

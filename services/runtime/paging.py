@@ -19,7 +19,8 @@ def after(token: str) -> str | None:
         prefix, _, key = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
     except ValueError:
         prefix, key = "", ""
-    if prefix != "after":
+    # No key of ours holds a NUL (and PostgreSQL's text cannot).
+    if prefix != "after" or "\x00" in key:
         raise InvalidArgument.single("page_token", "not a token this service gave")
     return key
 
