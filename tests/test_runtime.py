@@ -27,15 +27,17 @@ from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry
 from services.quota.service import QuotaService
+from services.runtime import deadline as call_deadline
 from services.runtime import keys, policy
 from services.runtime.auth import Authenticator, Identity, Role
 from services.runtime.config import Settings
-from services.runtime.errors import ConfigError, Unauthenticated
+from services.runtime.errors import ConfigError, ResourceExhausted, Unauthenticated
 from services.runtime.interceptor import RuntimeInterceptor
 from services.runtime.logs import JsonFormatter
 from services.runtime.rate_limit import WINDOW_SECONDS
 from services.runtime.server import start
 from services.runtime.service_identity import ServiceCredentials
+from services.runtime.status import from_call, to_status
 from tests.access import IDP, bearer, make_keys, secured
 from tests.conftest import Backend, QuotaClient
 from tests.county import reserve_request, seed
@@ -213,10 +215,13 @@ async def test_request_id_travels_back(quota: QuotaClient) -> None:
 
 async def test_deadline_stops_the_handler() -> None:
     """A handler still working when the caller's deadline passes is stopped,
-    so a stuck call does not hold a database connection past its use."""
+    so a stuck call does not hold a database connection past its use; and
+    the handler's code can read how long it has left."""
     stopped = asyncio.Event()
+    seen: list[float | None] = []
 
     async def slow(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        seen.append(call_deadline.remaining())
         try:
             await asyncio.sleep(30)
         finally:
@@ -242,8 +247,26 @@ async def test_deadline_stops_the_handler() -> None:
             assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             await asyncio.wait_for(stopped.wait(), timeout=2)
             assert time.monotonic() - started < 2
+            (left,) = seen
+            assert left is not None and 0 < left <= 0.3
     finally:
         await server.stop(0)
+
+
+def test_a_busy_service_passes_its_retry_hint_on() -> None:
+    """What another service refuses as too busy reaches our caller as
+    RESOURCE_EXHAUSTED with the same delay, not as an outage."""
+    refusal = to_status(ResourceExhausted("the queue is long", 2.5))
+    error = grpc.aio.AioRpcError(
+        refusal.code,
+        grpc.aio.Metadata(),
+        grpc.aio.Metadata(*refusal.trailing_metadata),
+        refusal.details,
+    )
+    passed_on = from_call(error, "quota")
+    assert isinstance(passed_on, ResourceExhausted)
+    assert passed_on.retry_seconds == 2.5
+    assert "quota" in passed_on.message
 
 
 def test_sigterm_finishes_in_flight_calls_then_exits(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy import Table, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.quota import orm
+from services.quota import metrics, orm
 from services.quota.domain import (
     TAIPEI,
     AccountKey,
@@ -43,6 +43,7 @@ from services.quota.domain import (
 )
 from services.quota.reference import ReferenceData
 from services.runtime import clock
+from services.runtime import deadline as call_deadline
 from services.runtime.database import is_retryable, padded
 from services.runtime.errors import (
     Aborted,
@@ -50,6 +51,7 @@ from services.runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    ResourceExhausted,
     ServiceError,
 )
 
@@ -260,12 +262,31 @@ class _Batch:
 
 
 class HoldBatcher:
-    def __init__(self, engine: AsyncEngine, default_ttl_seconds: int) -> None:
+    """Applies requests in batches, one transaction at a time, and admits
+    only the requests it can apply before their callers give up.
+
+    Overloaded, a plain queue serves nobody: every request waits behind the
+    ones before it until its caller's deadline passes, so the transaction
+    applies requests whose callers have just left (measured: 39 of 1,692
+    pairs a second completed at twice the target rate). So the queue is kept
+    short enough to be served in time. A Reserve that would wait longer than
+    its caller's deadline (or `max_queue_seconds`) at the rate the batches
+    are being applied is refused at once, RESOURCE_EXHAUSTED with a retry
+    hint; Commits and Releases finish work already begun and free room, so
+    they are never refused and go ahead of the Reserves."""
+
+    def __init__(
+        self, engine: AsyncEngine, default_ttl_seconds: int, max_queue_seconds: float = 1.0
+    ) -> None:
         self._engine = engine
         self._default_ttl = default_ttl_seconds
+        self._max_queue_seconds = max_queue_seconds
         self.reference = ReferenceData()
-        self._pending: list[_Op] = []
+        self._finishing: list[_Op] = []  # Commits and Releases
+        self._pending: list[_Op] = []  # Reserves
         self._drain: asyncio.Task[None] | None = None
+        self._in_batch = 0
+        self._ops_per_second: float | None = None  # none measured yet
 
     async def submit(self, op: _Op) -> Any:
         """Queues `op` and waits for its result. The first caller to find no
@@ -275,10 +296,33 @@ class HoldBatcher:
         batch has begun. (Two drains in parallel measured slower once a batch
         wrote in one statement: they halve the batches and queue on the same
         rows.)"""
-        self._pending.append(op)
+        if isinstance(op, ReserveOp):
+            self._admit()
+            self._pending.append(op)
+        else:
+            self._finishing.append(op)
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self._drain_queue())
         return await op.future
+
+    def _admit(self) -> None:
+        """Refuses a Reserve that the queue ahead of it would keep waiting
+        past its caller's deadline, or past `max_queue_seconds`."""
+        ahead = self._in_batch + len(self._finishing) + len(self._pending)
+        if not ahead or self._ops_per_second is None:
+            return  # waiting cannot make it any better
+        wait = ahead / self._ops_per_second
+        budget = self._max_queue_seconds
+        remaining = call_deadline.remaining()
+        if remaining is not None:
+            budget = min(budget, remaining)
+        if wait > budget:
+            metrics.RESERVES_SHED.inc()
+            raise ResourceExhausted(
+                f"the quota service is busy: the requests queued ahead would take "
+                f"{wait * 1000:.0f} ms, over this call's {budget * 1000:.0f} ms; retry",
+                wait,
+            )
 
     async def expire_due(self, limit: int, touching: Sequence[AccountKey] = ()) -> int:
         """Gives back up to `limit` holds past their TTL (only those charging
@@ -307,17 +351,35 @@ class HoldBatcher:
         return asyncio.get_running_loop().create_future()
 
     async def _drain_queue(self) -> None:
-        while self._pending:
+        loop = asyncio.get_running_loop()
+        while self._finishing or self._pending:
             # A request whose caller has gone (deadline passed, call cancelled)
             # is dropped, not applied: the caller heard an error and retries
             # with the same key if it still wants the hold. Applied, it would
             # hold or book for nobody, as late as an overloaded queue reached
             # it, and spend the time of requests whose callers still wait.
-            self._pending = [op for op in self._pending if not op.future.done()]
-            batch = self._pending[:MAX_BATCH]
-            del self._pending[:MAX_BATCH]
-            if batch:
+            queued = [op for op in (*self._finishing, *self._pending) if not op.future.done()]
+            batch = queued[:MAX_BATCH]
+            self._finishing = [op for op in queued[MAX_BATCH:] if not isinstance(op, ReserveOp)]
+            self._pending = [op for op in queued[MAX_BATCH:] if isinstance(op, ReserveOp)]
+            if not batch:
+                continue
+            self._in_batch = len(batch)
+            started = loop.time()
+            try:
                 await self._run(batch)
+            finally:
+                self._in_batch = 0
+            self._measure(len(batch), loop.time() - started)
+
+    def _measure(self, applied: int, seconds: float) -> None:
+        """The rate batches are applied at, smoothed over the last few: what
+        `_admit` divides the queue by. A lone request's transaction is the
+        slowest per request, so an idle service underestimates its rate and
+        admits a little less than it could for one batch or two."""
+        rate = applied / max(seconds, 1e-6)
+        previous = self._ops_per_second
+        self._ops_per_second = rate if previous is None else 0.7 * previous + 0.3 * rate
 
     async def _run(self, batch: list[_Op], attempt: int = 1) -> None:
         try:

@@ -113,9 +113,10 @@ class QuotaLedger:
         engine: AsyncEngine,
         default_hold_ttl_seconds: int = 900,
         audit: AuditTrail | None = None,
+        max_queue_seconds: float = 1.0,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._batcher = HoldBatcher(engine, default_hold_ttl_seconds)
+        self._batcher = HoldBatcher(engine, default_hold_ttl_seconds, max_queue_seconds)
         self._audit = audit
 
     async def _transaction(

@@ -27,3 +27,8 @@ HOLDS_ACTIVE = Gauge("eap_quota_holds_active", "Holds reserved and not yet commi
 HOLDS_EXPIRED = Counter(
     "eap_quota_holds_expired_total", "Holds given back because their time ran out."
 )
+RESERVES_SHED = Counter(
+    "eap_quota_reserves_shed_total",
+    "Reserves refused RESOURCE_EXHAUSTED at once because the queue ahead would "
+    "outlast the caller's deadline (the service is over its capacity).",
+)

@@ -32,7 +32,10 @@ class QuotaService(DatabaseService):
     audited = True
 
     async def started(self, runtime: Runtime) -> None:
-        self.ledger = QuotaLedger(self.engine, runtime.settings.hold_ttl_seconds, self.audit)
+        settings = runtime.settings
+        self.ledger = QuotaLedger(
+            self.engine, settings.hold_ttl_seconds, self.audit, settings.quota_max_queue_seconds
+        )
         runtime.spawn(
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )

@@ -23,6 +23,7 @@ service its own database.
 | EAP_SHUTDOWN_GRACE_SECONDS | 10 | how long in-flight calls may finish on SIGTERM |
 | EAP_HOLD_TTL_SECONDS | 900 | default lifetime of a quota hold |
 | EAP_HOLD_SWEEP_SECONDS | 2 | how often expired holds are given back |
+| EAP_QUOTA_MAX_QUEUE_SECONDS | 1 | longest a Reserve may wait in the queue (RESOURCE_EXHAUSTED) |
 | EAP_HEALTH_PROBE_SECONDS | 5 | how often stores are probed for the health status |
 | EAP_DATABASE_POOL_SIZE | 5 | PostgreSQL connections per service process (twice that in bursts) |
 | EAP_QUOTA_ADDRESS | (this server) | where the matcher reaches the quota service, host:port |
@@ -64,6 +65,7 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     hold_ttl_seconds: int = 900
     hold_sweep_seconds: float = 2.0
+    quota_max_queue_seconds: float = 1.0
     health_probe_seconds: float = 5.0
     database_pool_size: int = 5
     quota_address: str | None = None
@@ -113,6 +115,9 @@ class Settings:
             ),
             hold_ttl_seconds=_int(env, "EAP_HOLD_TTL_SECONDS", cls.hold_ttl_seconds),
             hold_sweep_seconds=_float(env, "EAP_HOLD_SWEEP_SECONDS", cls.hold_sweep_seconds),
+            quota_max_queue_seconds=_float(
+                env, "EAP_QUOTA_MAX_QUEUE_SECONDS", cls.quota_max_queue_seconds
+            ),
             health_probe_seconds=_float(env, "EAP_HEALTH_PROBE_SECONDS", cls.health_probe_seconds),
             database_pool_size=_int(env, "EAP_DATABASE_POOL_SIZE", cls.database_pool_size),
             quota_address=env.get("EAP_QUOTA_ADDRESS") or None,

@@ -86,8 +86,8 @@ class Aborted(ServiceError):
 
 
 class ResourceExhausted(ServiceError):
-    """The caller went over its rate limit; retry after `retry_seconds`
-    (RESOURCE_EXHAUSTED)."""
+    """The caller went over its rate limit, or the service over its capacity;
+    retry after `retry_seconds` (RESOURCE_EXHAUSTED)."""
 
     def __init__(self, message: str, retry_seconds: float) -> None:
         super().__init__(message)

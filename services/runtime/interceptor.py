@@ -16,6 +16,7 @@ import grpc
 from grpc import aio
 
 from services.runtime import audit, metrics, policy
+from services.runtime import deadline as call_deadline
 from services.runtime.auth import Authenticator, current_identity, set_identity
 from services.runtime.database import is_unavailable
 from services.runtime.errors import PermissionDenied, ServiceError, Unavailable
@@ -156,7 +157,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 self._enter(service, method, context)
                 await self._limit(service)
-                deadline = asyncio.timeout(context.time_remaining())
+                remaining = context.time_remaining()
+                call_deadline.set_remaining(remaining)
+                deadline = asyncio.timeout(remaining)
                 async with deadline:
                     response = await behaviour(request, context)
                 self._leave(bound)
@@ -179,7 +182,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             try:
                 self._enter(service, method, context)
                 await self._limit(service)
-                deadline = asyncio.timeout(context.time_remaining())
+                remaining = context.time_remaining()
+                call_deadline.set_remaining(remaining)
+                deadline = asyncio.timeout(remaining)
                 async with deadline:
                     async for response in behaviour(request, context):
                         self._leave(bound)

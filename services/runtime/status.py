@@ -111,8 +111,8 @@ def internal_status(correlation_id: str) -> grpc.Status:
 def from_call(error: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
     """What another of our services refused, as this service's own error:
     a rule it names (FAILED_PRECONDITION with its ErrorInfo reason) reaches
-    our caller under the same name; a service that did not answer, or
-    failed, is UNAVAILABLE here."""
+    our caller under the same name; one too busy passes on its retry hint;
+    a service that did not answer, or failed, is UNAVAILABLE here."""
     code = error.code()
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -132,4 +132,19 @@ def from_call(error: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
         return errors.InvalidArgument.single(service, error.details() or f"refused by {service}")
     if code in (grpc.StatusCode.ABORTED, grpc.StatusCode.ALREADY_EXISTS):
         return errors.Aborted(f"{service}: {error.details()}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return errors.ResourceExhausted(
+            f"the {service} service is busy; retry later", _retry_seconds(error)
+        )
     return errors.Unavailable(f"the {service} service did not answer; retry later")
+
+
+def _retry_seconds(error: grpc.aio.AioRpcError) -> float:
+    """The RetryInfo delay the other service asked for; one second without one."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return float(info.retry_delay.ToTimedelta().total_seconds())
+    return 1.0
