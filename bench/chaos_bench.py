@@ -290,7 +290,7 @@ class Replica:
     log: Path
 
 
-def _env(database_url: str, sweep_seconds: float) -> dict[str, str]:
+def _env(database_url: str, sweep_seconds: float, max_calls: int) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -304,15 +304,16 @@ def _env(database_url: str, sweep_seconds: float) -> dict[str, str]:
         EAP_LOG_LEVEL="INFO",
         EAP_HOLD_SWEEP_SECONDS=str(sweep_seconds),
         EAP_SHUTDOWN_GRACE_SECONDS="2",
+        EAP_MAX_CONCURRENT_RPCS=str(max_calls),
     )
     return env
 
 
 @contextlib.contextmanager
 def replica_set(
-    database_url: str, count: int, sweep_seconds: float, logs: Path
+    database_url: str, count: int, sweep_seconds: float, max_calls: int, logs: Path
 ) -> Iterator[list[Replica]]:
-    env = _env(database_url, sweep_seconds)
+    env = _env(database_url, sweep_seconds, max_calls)
     migrated = subprocess.run(
         [EAPCTL, "migrate"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
     )
@@ -593,7 +594,9 @@ def run_chaos(args: argparse.Namespace, logs: Path) -> Run:
     tag = uuid.uuid4().hex[:6]
     with (
         postgres_database() as url,
-        replica_set(url, args.replicas, args.sweep_seconds, logs) as replicas,
+        replica_set(
+            url, args.replicas, args.sweep_seconds, args.max_concurrent_rpcs, logs
+        ) as replicas,
     ):
         targets = [r.address for r in replicas]
         seed(targets[0], agencies, providers, tag)
@@ -804,6 +807,7 @@ def render(run: Run, args: argparse.Namespace, info: dict[str, str], started: st
         "",
         f"Method: {run.replicas} `eapctl serve quota` replicas on one fresh PostgreSQL "
         f"database and one Redis (EAP_AUTH_MODE=dev, no rate limit, "
+        f"EAP_MAX_CONCURRENT_RPCS={args.max_concurrent_rpcs} as deployed, "
         f"EAP_HOLD_SWEEP_SECONDS={args.sweep_seconds:g}, so the sweep lease lasts "
         f"{3 * args.sweep_seconds:g} s), seeded as in the quota bench ({args.agencies} "
         f"agencies, {args.providers} providers, limits far above the run's use). "
@@ -977,6 +981,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0, help="offered pairs/s (override)")
     parser.add_argument("--ttl", type=int, default=10, help="hold TTL, seconds")
     parser.add_argument("--sweep-seconds", type=float, default=1.0)
+    parser.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=24,
+        help="EAP_MAX_CONCURRENT_RPCS of each replica (24 as deployed; 0: no limit)",
+    )
     parser.add_argument("--call-timeout", type=float, default=2.0)
     parser.add_argument("--attempts", type=int, default=3, help="tries per call on UNAVAILABLE")
     parser.add_argument("--agencies", type=int, default=2)

@@ -35,6 +35,8 @@ class MatcherService(DatabaseService):
     migrations = Path(__file__).parent / "migrations"
     version_table = "alembic_version_matcher"
     audited = True
+    # They book, move or give back what a slot hold or a booking took.
+    finishing_methods = frozenset({"ConfirmBooking", "CancelBooking", "CancelGroupSession"})
 
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings

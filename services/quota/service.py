@@ -30,6 +30,8 @@ class QuotaService(DatabaseService):
     version_table = "alembic_version_quota"
     uses_redis = True
     audited = True
+    # A Commit books what a Reserve held; a Release gives it back.
+    finishing_methods = frozenset({"Commit", "Release"})
 
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings

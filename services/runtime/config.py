@@ -20,6 +20,7 @@ service its own database.
 | EAP_JWT_ISSUER | eap | required `iss` claim |
 | EAP_JWT_AUDIENCE | eap-suite | required `aud` claim |
 | EAP_LOG_LEVEL | INFO | Python logging level |
+| EAP_MAX_CONCURRENT_RPCS | 0 | calls served at once; beyond, RESOURCE_EXHAUSTED; 0: no limit |
 | EAP_SHUTDOWN_GRACE_SECONDS | 10 | how long in-flight calls may finish on SIGTERM |
 | EAP_HOLD_TTL_SECONDS | 900 | default lifetime of a quota hold |
 | EAP_HOLD_SWEEP_SECONDS | 2 | how often expired holds are given back |
@@ -63,6 +64,7 @@ class Settings:
     jwt_audience: str = "eap-suite"
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 10.0
+    max_concurrent_rpcs: int = 0
     hold_ttl_seconds: int = 900
     hold_sweep_seconds: float = 2.0
     quota_max_queue_seconds: float = 1.0
@@ -113,6 +115,7 @@ class Settings:
             shutdown_grace_seconds=_float(
                 env, "EAP_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds
             ),
+            max_concurrent_rpcs=_int(env, "EAP_MAX_CONCURRENT_RPCS", cls.max_concurrent_rpcs),
             hold_ttl_seconds=_int(env, "EAP_HOLD_TTL_SECONDS", cls.hold_ttl_seconds),
             hold_sweep_seconds=_float(env, "EAP_HOLD_SWEEP_SECONDS", cls.hold_sweep_seconds),
             quota_max_queue_seconds=_float(

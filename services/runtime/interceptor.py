@@ -20,6 +20,7 @@ from services.runtime import deadline as call_deadline
 from services.runtime.auth import Authenticator, current_identity, set_identity
 from services.runtime.database import is_unavailable
 from services.runtime.errors import PermissionDenied, ServiceError, Unavailable
+from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.logs import request_id_var
 from services.runtime.rate_limit import RateLimiter
 from services.runtime.status import internal_status, to_status
@@ -77,9 +78,15 @@ class _Call:
 
 
 class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self, authenticator: Authenticator, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        limiter: RateLimiter | None = None,
+        concurrency: ConcurrencyLimit | None = None,
+    ) -> None:
         self._authenticator = authenticator
         self._limiter = limiter
+        self._concurrency = concurrency or ConcurrencyLimit(0)
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
@@ -91,6 +98,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         full_method = handler_call_details.method
+        refusal = self._concurrency.refusal(full_method.lstrip("/"), handler)
+        if refusal is not None:
+            return refusal
         cached = self._wrapped.get(full_method)
         if cached is not None and cached[0] is handler:
             return cached[1]
@@ -150,10 +160,12 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def _unary(self, behaviour: Handler, service: str, method: str) -> Handler:
         bound = _Method("unary", service, method)
+        concurrency = self._concurrency
 
         async def wrapped(request: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             call = _Call(bound)
             deadline = None
+            concurrency.in_flight += 1
             try:
                 self._enter(service, method, context)
                 await self._limit(service)
@@ -167,18 +179,21 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             except BaseException as error:
                 await self._handle(call, context, error, deadline)
             finally:
+                concurrency.in_flight -= 1
                 call.finish()
 
         return wrapped
 
     def _server_stream(self, behaviour: StreamHandler, service: str, method: str) -> StreamHandler:
         bound = _Method("server_stream", service, method)
+        concurrency = self._concurrency
 
         async def wrapped(
             request: Any, context: aio.ServicerContext[Any, Any]
         ) -> AsyncIterator[Any]:
             call = _Call(bound)
             deadline = None
+            concurrency.in_flight += 1
             try:
                 self._enter(service, method, context)
                 await self._limit(service)
@@ -192,6 +207,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             except BaseException as error:
                 await self._handle(call, context, error, deadline)
             finally:
+                concurrency.in_flight -= 1
                 call.finish()
 
         return wrapped

@@ -46,3 +46,9 @@ RATE_LIMITED = Counter(
     "Calls refused RESOURCE_EXHAUSTED because their caller went over its rate limit.",
     ("role",),
 )
+CALLS_SHED = Counter(
+    "eap_calls_shed_total",
+    "Calls refused RESOURCE_EXHAUSTED at once because the process was serving "
+    "its limit of calls (EAP_MAX_CONCURRENT_RPCS).",
+    ("grpc_service", "grpc_method"),
+)

@@ -31,6 +31,7 @@ from services.runtime.auth import Authenticator
 from services.runtime.config import Settings
 from services.runtime.decoding import DecodingInterceptor
 from services.runtime.interceptor import RuntimeInterceptor
+from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.rate_limit import RateLimiter
 
 log = logging.getLogger("eap.server")
@@ -61,6 +62,8 @@ class Service(Protocol):
     full_name: str  # the gRPC service name, e.g. eap.quota.v1.QuotaService
     migrations: Path  # its Alembic scripts
     version_table: str  # its own Alembic version table, so services can share a database
+    # RPCs that finish work an earlier call began: served whatever the load
+    finishing_methods: frozenset[str]
 
     async def start(self, runtime: Runtime) -> None:
         """Connects its stores, migrates them, starts its background loops."""
@@ -133,6 +136,10 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
             RuntimeInterceptor(
                 Authenticator(settings),
                 RateLimiter(runtime.redis, settings.rate_limit_per_second),
+                ConcurrencyLimit(
+                    settings.max_concurrent_rpcs,
+                    (f"{s.full_name}/{m}" for s in services for m in s.finishing_methods),
+                ),
             ),
             DecodingInterceptor(),
         ],

@@ -23,6 +23,7 @@ class DatabaseService:
     version_table: str
     uses_redis = False
     audited = False  # keeps personal records: reads are written to its audit trail
+    finishing_methods: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
         self._engine: AsyncEngine | None = None
