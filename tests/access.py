@@ -4,6 +4,8 @@ calling service, and a stranger's key the suite does not trust."""
 
 from __future__ import annotations
 
+import base64
+import secrets
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +32,7 @@ class Keys:
     services: Path  # EAP_SERVICE_KEYS_DIR: the services' private keys
     private: Path  # the identity provider's and the stranger's private keys
     data: Path  # EAP_DATA_KEYS_FILE: the directory's Fernet keys
+    audit: Path  # EAP_AUDIT_KEYS_FILE: the audit trails' HMAC keys
 
     def sign(self, kid: str, claims: dict[str, object], signer: str | None = None) -> str:
         """A token with header `kid`, signed with `signer`'s key (default: kid's own)."""
@@ -53,7 +56,13 @@ class Keys:
 
 
 def make_keys(root: Path) -> Keys:
-    made = Keys(root / "trusted", root / "service-keys", root / "private", root / "data.keys")
+    made = Keys(
+        root / "trusted",
+        root / "service-keys",
+        root / "private",
+        root / "data.keys",
+        root / "audit.keys",
+    )
     for folder in (made.trusted, made.services, made.private):
         folder.mkdir(parents=True)
     keys.generate(made.private, IDP)
@@ -63,6 +72,7 @@ def make_keys(root: Path) -> Keys:
         (made.services / f"{service}.pem").rename(made.trusted / f"{service}.pem")
     (made.private / f"{IDP}.pem").rename(made.trusted / f"{IDP}.pem")
     made.data.write_text(Fernet.generate_key().decode() + "\n")
+    made.audit.write_text(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode() + "\n")
     return made
 
 
@@ -74,6 +84,7 @@ def secured(settings: Settings, made: Keys) -> Settings:
         jwt_keys_dir=str(made.trusted),
         service_keys_dir=str(made.services),
         data_keys_file=str(made.data),
+        audit_keys_file=str(made.audit),
     )
 
 

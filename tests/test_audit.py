@@ -5,20 +5,29 @@ or removed, and `eapctl audit verify` names it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
+import pytest
 from sqlalchemy import text
 
 from eap.audit.v1 import audit_pb2 as apb
 from eap.audit.v1 import audit_pb2_grpc
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.quota.v1 import quota_pb2 as qpb
-from services.runtime.audit import AuditTrail
+from services.matcher.service import MatcherService
+from services.quota.service import QuotaService
+from services.runtime.audit import DEV_AUDIT_KEY, AuditKeys, AuditTrail, entry_hash
 from services.runtime.auth import Identity, Role, set_identity
+from services.runtime.database import create_engine
+from services.runtime.errors import ConfigError
+from services.runtime.server import start
 from tests.access import Secured
 from tests.conftest import Backend, Suite
 from tests.county import account
@@ -94,8 +103,10 @@ async def test_appends_from_many_callers_keep_one_chain(backend: Backend, suite:
     assert await trail.verify() == []
 
 
-def _verify(database_url: str) -> subprocess.CompletedProcess[str]:
+def _verify(database_url: str, keys_file: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": database_url, "EAP_AUTH_MODE": "dev"}
+    if keys_file is not None:
+        env["EAP_AUDIT_KEYS_FILE"] = str(keys_file)
     return subprocess.run(
         [EAPCTL, "audit", "verify"], capture_output=True, text=True, env=env, timeout=60
     )
@@ -169,3 +180,95 @@ async def test_a_disclosure_needs_a_legal_reference_or_consent_and_is_audited(
         "legal:Court order 2027-12",
         "court order",
     )
+
+
+def _audit_key() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
+async def test_without_the_audit_key_a_rewritten_chain_is_found_out(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """Someone who can write to the database edits an entry and re-chains
+    every entry after it: without the key, their hashes do not verify. Keys
+    rotate: entries keep verifying under the key that signed them."""
+    old_key, new_key = _audit_key(), _audit_key()
+    keys_file = tmp_path / "audit.keys"
+    keys_file.write_text(old_key + "\n")
+    url = backend.settings.database_url
+    settings = replace(backend.settings, audit_keys_file=str(keys_file))
+
+    async def record(n: int, keys: str) -> None:
+        keys_file.write_text(keys)
+        matcher = MatcherService()
+        running = await start([QuotaService(), matcher], settings)  # verify reads both trails
+        try:
+            trail = matcher.audit
+            assert isinstance(trail, AuditTrail)
+            set_identity(Identity(f"admin-{n}", Role.ADMIN))
+            await trail.record("read", f"case/K{n}")
+        finally:
+            await running.stop(0.5)
+
+    for n in (1, 2, 3):
+        await record(n, old_key + "\n")
+    await record(4, f"{new_key}\n{old_key}\n")  # rotated: the new key signs
+    intact = await asyncio.to_thread(_verify, url, keys_file)
+    assert intact.returncode == 0, intact.stdout + intact.stderr
+    assert "matcher audit trail: 4 entries, the chain holds" in intact.stdout
+
+    keys_file.write_text(new_key + "\n")  # the old key dropped too soon
+    lacking = await asyncio.to_thread(_verify, url, keys_file)
+    assert lacking.returncode == 1
+    assert "matcher audit entry 1: signed by an audit key this verifier lacks" in lacking.stdout
+    assert "entry 4" not in lacking.stdout
+    keys_file.write_text(f"{new_key}\n{old_key}\n")
+
+    # The forger rewrites entry 2 and re-chains 2-4 and the head, with the
+    # development key (public) since the real one is out of reach.
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            rows = (
+                await connection.execute(text("SELECT * FROM matcher_audit ORDER BY seq"))
+            ).all()
+            prev = rows[0]._mapping["hash"]
+            for row in rows[1:]:
+                fields = dict(row._mapping)
+                if fields["seq"] == 2:
+                    fields["record"] = "case/K9"
+                forged = entry_hash(fields, prev, DEV_AUDIT_KEY)
+                await connection.execute(
+                    text(
+                        "UPDATE matcher_audit SET record = :record, prev_hash = :prev, "
+                        "hash = :hash WHERE seq = :seq"
+                    ),
+                    {"record": fields["record"], "prev": prev, "hash": forged, "seq": row.seq},
+                )
+                prev = forged
+            await connection.execute(
+                text("UPDATE matcher_audit_head SET last_hash = :hash"), {"hash": prev}
+            )
+    finally:
+        await engine.dispose()
+    forged_run = await asyncio.to_thread(_verify, url, keys_file)
+    assert forged_run.returncode == 1
+    for seq in (2, 3, 4):
+        assert f"matcher audit entry {seq}: its content was changed" in forged_run.stdout
+
+
+def test_audit_keys_must_come_from_a_secret_in_production(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="EAP_AUDIT_KEYS_FILE"):
+        AuditKeys.load(None, development=False)
+    short = tmp_path / "short.keys"
+    short.write_text(base64.urlsafe_b64encode(b"too short").decode())
+    with pytest.raises(ConfigError, match="32 bytes"):
+        AuditKeys.load(str(short), development=False)
+    with pytest.raises(ConfigError, match="no readable file"):
+        AuditKeys.load(str(tmp_path / "absent"), development=False)
+    made = subprocess.run(
+        [EAPCTL, "token", "audit-key"], capture_output=True, text=True, timeout=60, check=True
+    )
+    good = tmp_path / "audit.keys"
+    good.write_text(made.stdout)
+    assert AuditKeys.load(str(good), development=False).signing_id

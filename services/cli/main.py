@@ -61,7 +61,9 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import database
-    from services.runtime.audit import AuditTrail
+    from services.runtime.audit import AuditKeys, AuditTrail
+
+    keys = AuditKeys.load(settings.audit_keys_file, settings.development)
 
     async def run() -> list[str]:
         problems = []
@@ -70,7 +72,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                 continue
             engine = database.create_engine(settings.database_url_for(service.name))
             try:
-                trail = AuditTrail(engine, service.name)
+                trail = AuditTrail(engine, service.name, keys)
                 found = await trail.verify()
                 entries = len(await trail.entries(0, 10**9)) if not found else 0
             finally:
@@ -92,13 +94,15 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
 def _retention_purge(args: argparse.Namespace, settings: Settings) -> int:
     from services.matcher import retention
     from services.runtime import database
-    from services.runtime.audit import AuditTrail
+    from services.runtime.audit import AuditKeys, AuditTrail
+
+    keys = AuditKeys.load(settings.audit_keys_file, settings.development)
 
     async def run() -> tuple[int, int]:
         engine = database.create_engine(settings.database_url_for("matcher"))
         try:
             return await retention.purge(
-                engine, AuditTrail(engine, "matcher"), settings.retention_days
+                engine, AuditTrail(engine, "matcher", keys), settings.retention_days
             )
         finally:
             await engine.dispose()

@@ -1,6 +1,7 @@
 """`eapctl token`: keys and development tokens.
 
-`data-key` prints a new key for the directory's EAP_DATA_KEYS_FILE.
+`data-key` prints a new key for the directory's EAP_DATA_KEYS_FILE;
+`audit-key` one for the audit trails' EAP_AUDIT_KEYS_FILE.
 
 `keygen KID` writes a P-256 key pair, `KID.key` (private) and `KID.pem`
 (public), for the Secrets that hold the trusted keys and the services' own
@@ -15,6 +16,8 @@ county's identity provider, never from this tool.
 from __future__ import annotations
 
 import argparse
+import base64
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -59,12 +62,16 @@ def main(argv: list[str], settings: Settings) -> int:
     minting.add_argument("--subject", required=True, help="pseudonymous id: the token's `sub`")
     minting.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
     commands.add_parser("data-key", help="a new Fernet key for EAP_DATA_KEYS_FILE")
+    commands.add_parser("audit-key", help="a new HMAC key for EAP_AUDIT_KEYS_FILE")
     keygen = commands.add_parser("keygen", help="a P-256 key pair: KID.key and KID.pem")
     keygen.add_argument("kid", help="the key id, e.g. service-matcher or idp-2027-01")
     keygen.add_argument("--dir", default=".", help="where to write them (default: here)")
     args = parser.parse_args(argv)
     if args.command == "data-key":
         print(Fernet.generate_key().decode())
+        return 0
+    if args.command == "audit-key":
+        print(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode())
         return 0
     if args.command == "keygen":
         secret, public = keys.generate(Path(args.dir), args.kid)

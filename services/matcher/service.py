@@ -65,7 +65,7 @@ class MatcherService(DatabaseService):
             self.audit,
         )
         self.directory = Directory(
-            self.engine, load_keys(settings.data_keys_file, settings.auth_mode == "dev"), self.audit
+            self.engine, load_keys(settings.data_keys_file, settings.development), self.audit
         )
         self._retention_days = settings.retention_days
         runtime.spawn(self._upkeep(), "matcher-upkeep")

@@ -33,6 +33,7 @@ service its own database.
 | EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
 | EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
 | EAP_DATA_KEYS_FILE | (none; dev: a public key) | Fernet keys for contacts, newest first |
+| EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 """
 
@@ -77,6 +78,11 @@ class Settings:
     crisis_deadline_hours: int = 72
     retention_days: int = 1825
     data_keys_file: str | None = None
+    audit_keys_file: str | None = None
+
+    @property
+    def development(self) -> bool:
+        return self.auth_mode == "dev"
 
     def database_url_for(self, service: str) -> str:
         return (self.service_database_urls or {}).get(service, self.database_url)
@@ -130,6 +136,7 @@ class Settings:
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
             retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
+            audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
         )
 
 

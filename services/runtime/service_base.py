@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime import database
-from services.runtime.audit import AuditTrail
+from services.runtime.audit import AuditKeys, AuditTrail
 from services.runtime.server import Runtime
 
 
@@ -48,7 +48,8 @@ class DatabaseService:
         self.lease_scope = database.scope_of(url)
         await database.migrate(self._engine, self.migrations, self.version_table)
         if self.audited:
-            self.audit = AuditTrail(self._engine, self.name)
+            keys = AuditKeys.load(settings.audit_keys_file, settings.development)
+            self.audit = AuditTrail(self._engine, self.name, keys)
         if self.uses_redis:
             self._redis = runtime.redis
         await self.started(runtime)
