@@ -352,3 +352,23 @@ async def test_hr_sees_aggregates_never_an_employees_account(secured_suite: Secu
         grpc.StatusCode.NOT_FOUND
     )
     await suite.quota.GetUsageSummary(qpb.GetUsageSummaryRequest(fiscal_year=2027), metadata=hr)
+
+
+async def test_an_auditor_follows_the_money_not_a_person(secured_suite: Secured) -> None:
+    """Agencies' pools and their ledgers, yes; an employee's account or the
+    whole ledger, which holds every employee's, no."""
+    suite = secured_suite
+    auditor = suite.as_("auditor", "audit-1")
+    agency = account(qpb.ACCOUNT_KIND_AGENCY, "PT-HR")
+    person = account(qpb.ACCOUNT_KIND_EMPLOYEE, "E1")
+    balance = await suite.quota.GetBalance(qpb.GetBalanceRequest(account=agency), metadata=auditor)
+    assert balance.balance.entitled > 0
+    await suite.quota.ListLedger(qpb.ListLedgerRequest(account=agency), metadata=auditor)
+    refusal = await refused(
+        suite.quota.GetBalance(qpb.GetBalanceRequest(account=person), metadata=auditor)
+    )
+    assert refusal.code() == grpc.StatusCode.NOT_FOUND  # as if there were no such account
+    for request in (qpb.ListLedgerRequest(account=person), qpb.ListLedgerRequest()):
+        refusal = await refused(suite.quota.ListLedger(request, metadata=auditor))
+        assert refusal.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "an account you may read" in (refusal.details() or "")

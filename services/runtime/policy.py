@@ -86,10 +86,12 @@ POLICY: dict[str, Access] = {
     QUOTA + "Commit": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "Release": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "Grant": _row(any_of=[ADMIN]),
+    # An auditor follows the public money (agencies' pools, providers' hours),
+    # not a person's use of the programme: no employee's account.
     QUOTA + "GetBalance": _row(
-        any_of=[ADMIN, AUDITOR], own=[EMPLOYEE], aggregates=[HR], services=["matcher"]
+        any_of=[ADMIN], own=[EMPLOYEE], aggregates=[HR, AUDITOR], services=["matcher"]
     ),
-    QUOTA + "ListLedger": _row(any_of=[ADMIN, AUDITOR], own=[EMPLOYEE]),
+    QUOTA + "ListLedger": _row(any_of=[ADMIN], own=[EMPLOYEE], aggregates=[AUDITOR]),
     QUOTA + "GetUsageSummary": _row(any_of=[ADMIN, HR, AUDITOR]),
     QUOTA + "UpsertAgency": _row(any_of=[ADMIN]),
     QUOTA + "SetProviderContract": _row(any_of=[ADMIN]),
