@@ -160,7 +160,9 @@ async def _history(suite: Suite) -> World:
     )
     world.job_ids.append(job.job.job_id)
     submitted = await suite.calendar.PlanProgram(
-        cpb.PlanProgramRequest(program_toml=EXAMPLE_PROGRAM.read_text(), time_limit_seconds=2)
+        # Time enough to place every event on a busy machine: the fuzzer draws
+        # event, activity and room ids from the plan.
+        cpb.PlanProgramRequest(program_toml=EXAMPLE_PROGRAM.read_text(), time_limit_seconds=20)
     )
     world.plan_ids.append(submitted.plan_id)
     for _ in range(300):
@@ -169,6 +171,7 @@ async def _history(suite: Suite) -> World:
             break
         await asyncio.sleep(0.1)
     assert plan.state == cpb.PLAN_STATE_DONE, plan.error
+    assert plan.events, "the example programme's plan placed no event"
     for event in plan.events:
         world.event_uids.append(event.uid)
         world.activity_ids.append(event.activity_id)
@@ -707,14 +710,17 @@ def _fuzz(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Hypothesis sends batches of payloads to `method` until it has sent
-    CALLS_PER_RPC; any server-side failure fails the test, shrunk."""
+    CALLS_PER_RPC; any server-side failure fails the test with its batch."""
 
     @settings(
         max_examples=max(1, CALLS_PER_RPC // BATCH),
         derandomize=True,
         database=None,
         deadline=None,
-        phases=(Phase.generate, Phase.shrink),
+        # No shrinking: a batch that fails is reported as sent. A server that
+        # stops answering fails every call after 30 s, so shrinking would
+        # replay batches of such calls for an hour instead of failing.
+        phases=(Phase.generate,),
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
     )

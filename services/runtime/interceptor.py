@@ -250,8 +250,12 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             metrics.STORE_ERRORS.labels(service, "database").inc()
             status = to_status(Unavailable("a store the service needs is unreachable; retry"))
         elif isinstance(error, TimeoutError) and deadline is not None and deadline.expired():
+            # The caller's deadline, which gRPC enforces too: the caller has
+            # its answer (DEADLINE_EXCEEDED) or is about to. Sending one of
+            # our own races gRPC's and, losing, is an error inside gRPC
+            # (ExecuteBatchError), so the handler just stops.
             call.code = grpc.StatusCode.DEADLINE_EXCEEDED
-            await context.abort(call.code, "deadline exceeded")
+            raise asyncio.CancelledError from error
         else:
             correlation_id = request_id_var.get() or uuid.uuid4().hex
             metrics.UNEXPECTED_ERRORS.labels(call.method.service, call.method.method).inc()
