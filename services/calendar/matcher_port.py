@@ -51,14 +51,22 @@ class MatcherPort:
     def __init__(self, address: Callable[[], str], credentials: ServiceCredentials) -> None:
         self._address = address
         self._credentials = credentials
+        self._channel: grpc.aio.Channel | None = None
         self._stub: matcher_pb2_grpc.MatcherServiceAsyncStub | None = None
 
     def _matcher(self) -> matcher_pb2_grpc.MatcherServiceAsyncStub:
         if self._stub is None:
-            channel = grpc.aio.insecure_channel(self._address())
-            self._stub = matcher_pb2_grpc.MatcherServiceStub(channel)
+            self._channel = grpc.aio.insecure_channel(self._address())
+            self._stub = matcher_pb2_grpc.MatcherServiceStub(self._channel)
         assert self._stub is not None
         return self._stub
+
+    async def close(self) -> None:
+        """Closes the channel; calls still in flight end CANCELLED. (Left
+        open, its tasks outlived the event loop and hung its shutdown.)"""
+        if self._channel is not None:
+            await self._channel.close(None)
+            self._channel = self._stub = None
 
     async def group_candidates(
         self, category: int, start: datetime, end: datetime

@@ -29,11 +29,15 @@ class CalendarService(DatabaseService):
         self.plans = Plans(self.engine, self.office_days)
         runtime.spawn(PlanRunner(self.engine, self.office_days).run_forever(), "calendar-plans")
         settings = runtime.settings
-        matcher = MatcherPort(
+        self.matcher = MatcherPort(
             lambda: settings.matcher_address or f"127.0.0.1:{runtime.port}",
             ServiceCredentials(self.name, settings),
         )
-        self.groups = GroupSessions(matcher, self.office_days)
+        self.groups = GroupSessions(self.matcher, self.office_days)
+
+    async def close(self) -> None:
+        await self.matcher.close()
+        await super().close()
 
     def register(self, server: aio.Server) -> None:
         calendar_pb2_grpc.add_CalendarServiceServicer_to_server(

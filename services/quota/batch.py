@@ -59,6 +59,7 @@ log = logging.getLogger("eap.quota")
 
 MAX_BATCH = 256
 ATTEMPTS = 5
+DRAIN_STOP_SECONDS = 5.0
 
 ACCOUNTS = cast(Table, orm.Account.__table__)
 HOLDS = cast(Table, orm.Hold.__table__)
@@ -304,6 +305,20 @@ class HoldBatcher:
         if self._drain is None or self._drain.done():
             self._drain = asyncio.ensure_future(self._drain_queue())
         return await op.future
+
+    async def close(self) -> None:
+        """Lets the transaction under way finish (a few seconds at most),
+        before the engine under it is disposed of; then stops the drain.
+        Requests still queued have no caller left: the server has stopped."""
+        drain = self._drain
+        if drain is None or drain.done():
+            return
+        await asyncio.wait([drain], timeout=DRAIN_STOP_SECONDS)
+        if not drain.done():
+            drain.cancel()
+            await asyncio.wait([drain], timeout=DRAIN_STOP_SECONDS)
+        if not drain.done():
+            log.error("the quota queue did not stop")
 
     def _admit(self) -> None:
         """Refuses a Reserve that the queue ahead of it would keep waiting

@@ -119,6 +119,9 @@ class QuotaLedger:
         self._batcher = HoldBatcher(engine, default_hold_ttl_seconds, max_queue_seconds)
         self._audit = audit
 
+    async def close(self) -> None:
+        await self._batcher.close()
+
     async def _transaction(
         self, actor: str, work: Callable[[QuotaStore], Awaitable[T]], attempts: int = 5
     ) -> T:

@@ -43,6 +43,10 @@ class QuotaService(DatabaseService):
         )
         runtime.spawn(self._metrics_forever(), "quota-metrics")
 
+    async def close(self) -> None:
+        await self.ledger.close()
+        await super().close()
+
     def register(self, server: aio.Server) -> None:
         quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(self.ledger), server)
 
