@@ -21,9 +21,17 @@ from services.quota.service import QuotaService
 from services.runtime import clock
 from services.runtime.config import Settings
 from services.runtime.server import RunningServer, Service, start
-from tests import stores
+from tests import stores, watchdog
 from tests.access import AsAdmin, Secured, bearer, make_keys, secured
 from tests.county import counselor, seed
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Set-up, call and teardown (the event loop's closing too) under the watchdog."""
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    with watchdog.watching(item.nodeid, capture):
+        yield
 
 
 @dataclass
