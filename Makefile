@@ -37,7 +37,7 @@ test: setup $(CHECKOV)  ## every test; PostgreSQL and Redis on 127.0.0.1 (starte
 	-@bash tools/ensure-debian-tools.sh
 	$(BIN)/python -m pytest -q
 
-fuzz: setup  ## 2,000 fuzzed requests to every RPC, on SQLite and PostgreSQL (make test: 200, SQLite)
+fuzz: setup  ## 2,000 fuzzed requests to every RPC, on SQLite and PostgreSQL (make test: 120, SQLite)
 	-@bash tools/ensure-stores.sh
 	EAP_FUZZ_CALLS_PER_RPC=$${EAP_FUZZ_CALLS_PER_RPC:-2000} \
 	EAP_FUZZ_BACKENDS=$${EAP_FUZZ_BACKENDS:-sqlite,postgres} \

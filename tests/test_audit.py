@@ -198,21 +198,21 @@ async def test_without_the_audit_key_a_rewritten_chain_is_found_out(
     url = backend.settings.database_url
     settings = replace(backend.settings, audit_keys_file=str(keys_file))
 
-    async def record(n: int, keys: str) -> None:
+    async def record(numbers: range, keys: str) -> None:
         keys_file.write_text(keys)
         matcher = MatcherService()
         running = await start([QuotaService(), matcher], settings)  # verify reads both trails
         try:
             trail = matcher.audit
             assert isinstance(trail, AuditTrail)
-            set_identity(Identity(f"admin-{n}", Role.ADMIN))
-            await trail.record("read", f"case/K{n}")
+            for n in numbers:
+                set_identity(Identity(f"admin-{n}", Role.ADMIN))
+                await trail.record("read", f"case/K{n}")
         finally:
             await running.stop(0.5)
 
-    for n in (1, 2, 3):
-        await record(n, old_key + "\n")
-    await record(4, f"{new_key}\n{old_key}\n")  # rotated: the new key signs
+    await record(range(1, 4), old_key + "\n")
+    await record(range(4, 5), f"{new_key}\n{old_key}\n")  # rotated: the new key signs
     intact = await asyncio.to_thread(_verify, url, keys_file)
     assert intact.returncode == 0, intact.stdout + intact.stderr
     assert "matcher audit trail: 4 entries, the chain holds" in intact.stdout

@@ -473,7 +473,7 @@ class QuotaMachine(RuleBasedStateMachine):
 
 
 QuotaMachine.TestCase.settings = settings(
-    max_examples=50,
+    max_examples=30,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
