@@ -10,9 +10,7 @@ import time
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from eap.calendar.v1 import calendar_pb2  # noqa: F401  (registers the descriptors)
@@ -26,18 +24,9 @@ from services.runtime.auth import Authenticator, Role
 from services.runtime.config import Settings
 from services.runtime.interceptor import RuntimeInterceptor
 from services.runtime.load_shedding import ConcurrencyLimit
+from services.runtime.status import retry_delay
 
 SLOW = "test.Slow"
-
-
-def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToTimedelta().total_seconds())
-    return None
 
 
 async def test_past_the_limit_a_call_is_refused_at_once_but_finishing_calls_are_served(

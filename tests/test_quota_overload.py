@@ -10,13 +10,12 @@ from dataclasses import replace
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota.service import QuotaService
 from services.runtime.server import start
+from services.runtime.status import retry_delay
 from tests.conftest import Backend, QuotaClient
 from tests.county import RATE, account, reserve_request, seed
 
@@ -35,16 +34,6 @@ async def busy_quota(backend: Backend) -> AsyncIterator[QuotaClient]:
     finally:
         await channel.close()
         await server.stop(0.5)
-
-
-def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return float(info.retry_delay.ToTimedelta().total_seconds())
-    return None
 
 
 async def test_a_flood_of_reserves_is_shed_at_once_and_its_commits_never_are(

@@ -134,17 +134,17 @@ def from_call(error: grpc.aio.AioRpcError, service: str) -> errors.ServiceError:
         return errors.Aborted(f"{service}: {error.details()}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return errors.ResourceExhausted(
-            f"the {service} service is busy; retry later", _retry_seconds(error)
+            f"the {service} service is busy; retry later", retry_delay(error) or 1.0
         )
     return errors.Unavailable(f"the {service} service did not answer; retry later")
 
 
-def _retry_seconds(error: grpc.aio.AioRpcError) -> float:
-    """The RetryInfo delay the other service asked for; one second without one."""
+def retry_delay(error: grpc.aio.AioRpcError) -> float | None:
+    """The seconds a refusal's RetryInfo asks the caller to wait; None without one."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status else ():
         if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             info = error_details_pb2.RetryInfo()
             detail.Unpack(info)
             return float(info.retry_delay.ToTimedelta().total_seconds())
-    return 1.0
+    return None
