@@ -26,6 +26,7 @@ from grpc_status import rpc_status
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
+from services.runtime.status import retry_delay
 from tests import county, replicas
 from tests.replicas import Cluster
 
@@ -81,13 +82,23 @@ async def _reserve_all(
     stubs: Sequence[quota_pb2_grpc.QuotaServiceAsyncStub], requests: list[pb.ReserveRequest]
 ) -> list[pb.ReserveResponse | grpc.aio.AioRpcError]:
     """Sends every request at once, spread over the replicas, and gathers the
-    answers or the refusals in request order."""
+    answers or the refusals in request order. Like any well-behaved client, a
+    request the quota sheds as busy (RESOURCE_EXHAUSTED: its queue would outlast
+    the call) is sent again, same idempotency key, after the wait its RetryInfo
+    asks for: on a loaded machine the burst is shed in part, and the books must
+    balance all the same."""
 
     async def one(n: int, request: pb.ReserveRequest) -> pb.ReserveResponse | grpc.aio.AioRpcError:
-        try:
-            return await stubs[n % len(stubs)].Reserve(request, timeout=TIMEOUT)
-        except grpc.aio.AioRpcError as error:
-            return error
+        give_up = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                return await stubs[n % len(stubs)].Reserve(request, timeout=TIMEOUT)
+            except grpc.aio.AioRpcError as error:
+                delay = retry_delay(error)
+                busy = error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                if not busy or delay is None or time.monotonic() + delay > give_up:
+                    return error
+                await asyncio.sleep(delay)
 
     return await asyncio.gather(*(one(n, r) for n, r in enumerate(requests)))
 
