@@ -7,11 +7,15 @@ driver is chosen here.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import zlib
 from collections.abc import Collection
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from redis.asyncio import Redis
@@ -90,7 +94,8 @@ def create_engine(url: str, pool_size: int = 5) -> AsyncEngine:
         database = make_url(url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        connect = partial(_connect_sqlite, database or ":memory:")
+        engine = create_async_engine(url, async_creator=connect, hide_parameters=True)
         _serialize_sqlite_writers(engine)
         return engine
     # hide_parameters: statement values (employee ids among them) stay out of
@@ -101,6 +106,33 @@ def create_engine(url: str, pool_size: int = 5) -> AsyncEngine:
     return create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10, hide_parameters=True
     )
+
+
+class _SQLiteConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with a stop() that may be called twice.
+
+    When a task is cancelled in a query, SQLAlchemy closes its connection in a
+    shielded task and, if cancelled again meanwhile, stops it at once; close()
+    then calls stop() itself and waits for a worker thread that the first stop
+    already ended. That task never ends, and the event loop's close waits on
+    it for ever (aiosqlite 0.22; a test run hung there, see
+    tests/test_database.py). A second stop() waits on the first.
+    """
+
+    _stopping: asyncio.Future[Any] | None = None
+    _stop_requested = False
+
+    def stop(self) -> asyncio.Future[Any] | None:
+        if not self._stop_requested:
+            self._stop_requested = True
+            self._stopping = super().stop()
+        return self._stopping
+
+
+async def _connect_sqlite(database: str) -> aiosqlite.Connection:
+    connection = _SQLiteConnection(partial(sqlite3.connect, database, timeout=30), 64)
+    connection._thread.daemon = True  # as SQLAlchemy makes it: never hold the process at exit
+    return await connection
 
 
 def _serialize_sqlite_writers(engine: AsyncEngine) -> None:
