@@ -45,7 +45,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
     """The embedded default (SQLite, no Redis) and production (PostgreSQL + Redis)."""
     base = Settings(grpc_address="127.0.0.1:0", metrics_port=0, hold_sweep_seconds=0.2)
     if request.param == "sqlite":
-        yield Backend("sqlite", replace(base, database_url=f"sqlite:///{tmp_path}/eap.db"))
+        url = stores.migrated_sqlite(tmp_path / "eap.db")
+        yield Backend("sqlite", replace(base, database_url=url))
         return
     with stores.fresh_postgres_database() as url:
         redis_url = stores.redis_url()
@@ -137,9 +138,8 @@ async def secured_suite(tmp_path: Path, march_2027: None) -> AsyncIterator[Secur
     """The three services in `jwt` mode on SQLite (the policy does not
     depend on the store), seeded by an administrator."""
     made = make_keys(tmp_path / "keys")
-    settings = Settings(
-        grpc_address="127.0.0.1:0", metrics_port=0, database_url=f"sqlite:///{tmp_path}/eap.db"
-    )
+    url = stores.migrated_sqlite(tmp_path / "eap.db")
+    settings = Settings(grpc_address="127.0.0.1:0", metrics_port=0, database_url=url)
     server = await start(
         [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
     )

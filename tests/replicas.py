@@ -86,8 +86,9 @@ def cluster(
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Cluster]:
     """`count` processes of `eapctl serve *serve` on a fresh database, each
-    SERVING `health_service` before the block runs."""
-    with stores.fresh_postgres_database() as url:
+    SERVING `health_service` before the block runs. The database starts
+    empty: `eapctl migrate` makes it, as it does before a deployment."""
+    with stores.fresh_postgres_database(migrated=False) as url:
         env = {
             key: value
             for key, value in os.environ.items()

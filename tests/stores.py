@@ -1,22 +1,56 @@
-"""The real PostgreSQL and Redis the tests use, and what happens without them.
+"""The databases the tests run on: real PostgreSQL and Redis, and what
+happens without them, and SQLite files.
 
 A missing server skips the tests that need it with the reason, except under
 CI=true, where it fails them: CI must never pass by skipping.
+
+Every service's migrations run once per test process, into a template that
+each test's database is copied from (PostgreSQL's CREATE DATABASE ...
+TEMPLATE; a file copy for SQLite): running them per test was a good part of
+`make test`'s time. The services still run their migrations when they start,
+finding the database at head; the migrations themselves are tested from an
+empty database (tests/test_runtime.py and the `eapctl migrate` of each
+replica cluster).
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
+import functools
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
+from services.calendar.service import CalendarService
+from services.matcher.service import MatcherService
+from services.quota.service import QuotaService
+from services.runtime import database
+
 POSTGRES_URL = os.environ.get("EAP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("EAP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_url_of_this_process() -> str:
+    """Redis database 15 (or the one EAP_TEST_REDIS_URL names), counting down
+    for each pytest-xdist worker: tests empty it, and rate limits and leases
+    live in it, so parallel test processes must not share one."""
+    url = os.environ.get("EAP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")  # gw0, gw1, ...
+    parsed = urlparse(url)
+    number = int(parsed.path.strip("/") or 0) - int(worker.removeprefix("gw"))
+    return parsed._replace(path=f"/{number}").geturl()
+
+
+REDIS_URL = _redis_url_of_this_process()
 
 
 def _reachable(url: str, default_port: int) -> bool:
@@ -37,21 +71,69 @@ def require(what: str, url: str, default_port: int) -> None:
     pytest.skip(reason)
 
 
-@contextmanager
-def fresh_postgres_database() -> Iterator[str]:
-    """A new, empty database on the test server; dropped afterwards."""
-    require("PostgreSQL", POSTGRES_URL, 5432)
+def _migrate_every_service(url: str) -> None:
+    async def migrate() -> None:
+        engine = database.create_engine(url)
+        try:
+            for service in (QuotaService, MatcherService, CalendarService):
+                await database.migrate(engine, service.migrations, service.version_table)
+        finally:
+            await engine.dispose()
+
+    # On a thread of its own: the caller may be inside a running event loop.
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, migrate()).result()
+
+
+def _database_url(name: str) -> str:
+    return POSTGRES_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _admin(statement: str) -> None:
     import psycopg
 
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as connection:
+        connection.execute(statement)
+
+
+@functools.cache
+def _postgres_template() -> str:
+    """A database with every service's tables and no rows, dropped when the
+    test process ends."""
+    name = f"eap_template_{uuid.uuid4().hex[:12]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    atexit.register(_admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _migrate_every_service(_database_url(name))
+    return name
+
+
+@contextmanager
+def fresh_postgres_database(migrated: bool = True) -> Iterator[str]:
+    """A new database on the test server, with every service's tables (or
+    none, when not `migrated`); dropped afterwards."""
+    require("PostgreSQL", POSTGRES_URL, 5432)
     name = f"eap_test_{uuid.uuid4().hex[:12]}"
-    admin = POSTGRES_URL
-    with psycopg.connect(admin, autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
+    template = f' TEMPLATE "{_postgres_template()}"' if migrated else ""
+    _admin(f'CREATE DATABASE "{name}"{template}')
     try:
-        yield admin.rsplit("/", 1)[0] + f"/{name}"
+        yield _database_url(name)
     finally:
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@functools.cache
+def _sqlite_template() -> Path:
+    folder = Path(tempfile.mkdtemp(prefix="eap-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    path = folder / "eap.db"
+    _migrate_every_service(f"sqlite:///{path}")
+    return path
+
+
+def migrated_sqlite(path: Path) -> str:
+    """The URL of a new SQLite file at `path` with every service's tables."""
+    shutil.copyfile(_sqlite_template(), path)
+    return f"sqlite:///{path}"
 
 
 def redis_url() -> str:

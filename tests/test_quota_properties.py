@@ -8,7 +8,6 @@ In-process, no gRPC: the machine drives `QuotaLedger` with its own event loop
 from __future__ import annotations
 
 import asyncio
-import atexit
 import shutil
 import tempfile
 from collections.abc import Coroutine
@@ -34,9 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from services.quota import orm
 from services.quota.domain import TAIPEI, AccountKey, AccountKind
 from services.quota.ledger import GrantCommand, QuotaLedger, ReserveCommand
-from services.quota.service import QuotaService
 from services.runtime import clock, database
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from tests import stores
 
 T = TypeVar("T")
 
@@ -96,29 +95,6 @@ class Totals:
         return self.entitled, self.held, self.spent
 
 
-_template: Path | None = None
-
-
-def _migrated_template() -> Path:
-    """One migrated, empty database, copied for every test case."""
-    global _template
-    if _template is None:
-        folder = Path(tempfile.mkdtemp(prefix="quota-template-"))
-        atexit.register(shutil.rmtree, folder, True)
-        path = folder / "quota.db"
-
-        async def build() -> None:
-            engine = database.create_engine(f"sqlite:///{path}")
-            try:
-                await database.migrate(engine, QuotaService.migrations, QuotaService.version_table)
-            finally:
-                await engine.dispose()
-
-        asyncio.run(build())
-        _template = path
-    return _template
-
-
 class QuotaMachine(RuleBasedStateMachine):
     holds = Bundle("holds")
 
@@ -126,10 +102,9 @@ class QuotaMachine(RuleBasedStateMachine):
         super().__init__()
         self.offset = clock._offset
         self.folder = Path(tempfile.mkdtemp(prefix="quota-props-"))
-        path = self.folder / "quota.db"
-        shutil.copyfile(_migrated_template(), path)
+        url = stores.migrated_sqlite(self.folder / "quota.db")
         self.loop = asyncio.new_event_loop()
-        self.engine: AsyncEngine = database.create_engine(f"sqlite:///{path}")
+        self.engine: AsyncEngine = database.create_engine(url)
         self.ledger = QuotaLedger(self.engine, default_hold_ttl_seconds=DEFAULT_TTL)
         self.model: dict[AccountKey, Totals] = {}
         self.model_holds: dict[str, ModelHold] = {}

@@ -248,7 +248,9 @@ async def test_deadline_stops_the_handler() -> None:
             await asyncio.wait_for(stopped.wait(), timeout=2)
             assert time.monotonic() - started < 2
             (left,) = seen
-            assert left is not None and 0 < left <= 0.3
+            # The timeout travels in a header rounded up to its unit, and the
+            # server's clock starts it on arrival: a hair over 0.3 s is seen.
+            assert left is not None and 0 < left <= 0.31
     finally:
         await server.stop(0)
 

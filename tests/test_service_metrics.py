@@ -71,14 +71,16 @@ async def test_quota_and_matcher_metrics_follow_the_traffic(suite: Suite) -> Non
     ) in (0, 3600)
     assert ("eap_quota_holds_active", ()) in after
 
-    # The second hold lapses; the upkeep sweep writes it down and counts it.
+    # The second hold lapses; a sweep writes it down and counts it once,
+    # whether ours or the server's own upkeep loop (it runs every 0.2 s
+    # here, on the moved clock too) gets there first.
     with clock.moved_to(clock.now() + dt.timedelta(minutes=11)):
         (matcher,) = [s for s in suite.server.services if isinstance(s, MatcherService)]
-        assert await matcher.bookings.sweep() >= 1
+        await matcher.bookings.sweep()
     lapsed = await _samples(suite)
     assert (
         _value(lapsed, "eap_matcher_holds_expired_total")
         - _value(after, "eap_matcher_holds_expired_total")
-        >= 1
+        == 1
     )
     assert lapsing.state == pb.BOOKING_STATE_HELD

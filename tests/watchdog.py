@@ -1,6 +1,7 @@
-"""A test still running after EAP_TEST_HANG_SECONDS (300; 0: never) ends the
-run: every thread's stack and every event loop's tasks are printed, then the
-process exits 3. A hung test would otherwise hold CI to its 90-minute limit
+"""A test still running after EAP_TEST_HANG_SECONDS (300; 0: never) ends its
+test process: every thread's stack and every event loop's tasks are printed,
+then the process exits 3 (under pytest-xdist, the test fails as its worker
+crashed, and a new worker runs the rest). A hung test would otherwise hold CI to its 90-minute limit
 and show only threads, while what hangs in an asyncio test is a task (one
 that does not end when the loop is closed, say)."""
 
