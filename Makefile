@@ -7,9 +7,6 @@ STAMP := $(VENV)/.installed-stamp
 # dozens of pinned dependencies stay out of the suite's.
 CHECKOV_VENV := .venv-checkov
 CHECKOV := $(CHECKOV_VENV)/bin/checkov
-# Python compiles each module when it is first imported: compiling every
-# installed file up front took half of the installs' time.
-PIP_INSTALL := -m pip install --quiet --no-compile
 # pytest-xdist processes for `make test`; each test makes its own databases.
 TEST_WORKERS ?= 2
 
@@ -19,8 +16,8 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python $(PIP_INSTALL) --upgrade pip
-	$(BIN)/python $(PIP_INSTALL) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	$(BIN)/python tools/protogen.py
 	touch $(STAMP)
 
@@ -35,7 +32,7 @@ run: setup  ## all services in one process on 127.0.0.1:50051, SQLite
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/python $(PIP_INSTALL) "checkov==3.3.30"
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet "checkov==3.3.30"
 
 debian-tools:  ## Chromium, Prometheus and promtool for some tests, where missing and installable
 	-@bash tools/ensure-debian-tools.sh
