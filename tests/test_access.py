@@ -5,6 +5,7 @@ employee trying every way to reach another employee's case."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
@@ -75,16 +76,7 @@ async def _call(channel: grpc.aio.Channel, method: str, metadata: Metadata) -> g
     path = f"/{method}"
     try:
         if method == REFLECTION:
-            stream = channel.stream_stream(path)(
-                iter(
-                    [reflection_pb2.ServerReflectionRequest(list_services="").SerializeToString()]
-                ),
-                metadata=metadata,
-                timeout=5,
-            )
-            async for _ in stream:
-                break
-            return grpc.StatusCode.OK
+            return await _reflect(channel, metadata)
         descriptor = METHODS[method]
         request = message_factory.GetMessageClass(descriptor.input_type)().SerializeToString()
         if descriptor.server_streaming:
@@ -95,6 +87,29 @@ async def _call(channel: grpc.aio.Channel, method: str, metadata: Metadata) -> g
     except grpc.aio.AioRpcError as error:
         return error.code()
     return grpc.StatusCode.OK
+
+
+async def _reflect(channel: grpc.aio.Channel, metadata: Metadata) -> grpc.StatusCode:
+    """Lists the services by reflection. On a loaded machine the client's
+    first write now and then fails inside gRPC's core, which the client
+    reports as INTERNAL "Internal error from Core": no status the server
+    sent, so that call is made again (at most twice)."""
+    for attempt in (1, 2, 3):
+        stream = channel.stream_stream(f"/{REFLECTION}")(metadata=metadata, timeout=5)
+        ask = reflection_pb2.ServerReflectionRequest(list_services="")
+        try:
+            await stream.write(ask.SerializeToString())
+            await stream.done_writing()
+            await stream.read()
+            stream.cancel()
+            return grpc.StatusCode.OK
+        except asyncio.InvalidStateError:  # refused before the request went out
+            return await stream.code()
+        except grpc.aio.AioRpcError as error:
+            in_core = error.details() == "Internal error from Core"
+            if not in_core or attempt == 3:
+                return error.code()
+    raise AssertionError("unreachable")
 
 
 def test_every_rpc_is_in_the_policy_table() -> None:
