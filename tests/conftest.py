@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -32,6 +33,24 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     capture = item.config.pluginmanager.getplugin("capturemanager")
     with watchdog.watching(item.nodeid, capture):
         yield
+
+
+class StuckBackgroundTask(UserWarning):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _report_stuck_background_tasks(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A server's background loop that ignored its cancellation for
+    BACKGROUND_STOP_SECONDS at the server's stop becomes a warning in the
+    run's summary, with its stack: the test may pass, only slower, and
+    pytest shows a passing test's logs nowhere else."""
+    yield
+    for when in ("call", "teardown"):
+        for record in caplog.get_records(when):
+            if record.getMessage() == "background task did not stop":
+                task, stack = getattr(record, "task", "?"), getattr(record, "stack", "")
+                warnings.warn(f"{task} did not stop:\n{stack}", StuckBackgroundTask, 1)
 
 
 @dataclass
