@@ -31,10 +31,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from services.calendar.service import CalendarService
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
-from services.runtime import database
+from services.cli import registry
+from services.runtime.config import Settings
 
 POSTGRES_URL = os.environ.get("EAP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -72,17 +70,10 @@ def require(what: str, url: str, default_port: int) -> None:
 
 
 def _migrate_every_service(url: str) -> None:
-    async def migrate() -> None:
-        engine = database.create_engine(url)
-        try:
-            for service in (QuotaService, MatcherService, CalendarService):
-                await database.migrate(engine, service.migrations, service.version_table)
-        finally:
-            await engine.dispose()
-
-    # On a thread of its own: the caller may be inside a running event loop.
+    """As `eapctl migrate` does, on a thread of its own: the caller may be
+    inside a running event loop."""
     with ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, migrate()).result()
+        thread.submit(asyncio.run, registry.migrate_all(Settings(database_url=url))).result()
 
 
 def _database_url(name: str) -> str:

@@ -23,17 +23,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from services.runtime import database
-
-    async def run() -> None:
-        for service in registry.build(list(registry.SERVICES)):
-            engine = database.create_engine(settings.database_url_for(service.name))
-            try:
-                await database.migrate(engine, service.migrations, service.version_table)
-            finally:
-                await engine.dispose()
-
-    asyncio.run(run())
+    asyncio.run(registry.migrate_all(settings))
     print("migrated")
     return 0
 

@@ -10,6 +10,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
+    from services.runtime.config import Settings
     from services.runtime.server import Service
 
 SERVICES: dict[str, str] = {
@@ -25,3 +26,15 @@ def build(names: list[str]) -> list[Service]:
         module, _, cls = SERVICES[name].partition(":")
         built.append(cast("Service", getattr(import_module(module), cls)()))
     return built
+
+
+async def migrate_all(settings: Settings) -> None:
+    """Brings every service's tables to the newest revision (`eapctl migrate`)."""
+    from services.runtime import database
+
+    for service in build(list(SERVICES)):
+        engine = database.create_engine(settings.database_url_for(service.name))
+        try:
+            await database.migrate(engine, service.migrations, service.version_table)
+        finally:
+            await engine.dispose()
