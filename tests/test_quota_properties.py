@@ -31,8 +31,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.quota import orm
-from services.quota.domain import TAIPEI, AccountKey, AccountKind
+from services.quota.domain import AccountKey, AccountKind
 from services.quota.ledger import GrantCommand, QuotaLedger, ReserveCommand
+from services.rules.office_time import OFFICE_ZONE as TAIPEI
 from services.runtime import clock, database
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from tests import stores
@@ -56,8 +57,8 @@ LAPSE = 1_000  # past every TTL
 
 
 def cost(rate: int, minutes: int) -> int:
-    """NT$ for `minutes` at `rate` an hour, half up: written out again, not imported."""
-    return (rate * minutes + 30) // 60
+    """NT$ for `minutes` at `rate` an hour, rounded up: written out again, not imported."""
+    return -(-rate * minutes // 60)
 
 
 def session_start(week: int) -> datetime:

@@ -306,8 +306,9 @@ async def test_usage_summary_counts_spent_sessions_per_agency_category_month(
     assert cells == [
         # 6 people, 7 sessions: 6 x 60 + 90 minutes, 6 x NT$2,000 + NT$3,000
         ("PT-HR", "official", 1, False, 6, 7, 450, 15_000),
-        # 100 minutes cost NT$3,333, shared among the five; each spends 100 minutes
-        ("PT-HR", "teacher", 3, False, 5, 5, 500, 3333),
+        # 100 minutes cost NT$3,334 (rounded up), shared among the five; each
+        # spends 100 minutes
+        ("PT-HR", "teacher", 3, False, 5, 5, 500, 3334),
     ]
     # Nothing withheld: the cells add up to what the agency's pool has spent.
     assert sum(c[7] for c in cells) == (await balance(quota, AGENCY, "PT-HR")).spent
@@ -544,9 +545,10 @@ async def test_group_shares_divide_the_provider_minutes_and_cost(quota: QuotaCli
         request = reserve_request(f"g{index}", employee=employee, agency=agency, minutes=100)
         request.group.CopyFrom(pb.GroupShare(size=3, index=index))
         holds.append((await quota.stub.Reserve(request)).hold)
-    # 100 minutes cost NT$3,333; shared in whole minutes and whole NT$.
+    # 100 minutes cost NT$3,334 (3,333.33 rounded up, rules.cost); shared in
+    # whole minutes and whole NT$.
     assert [h.provider_minutes for h in holds] == [34, 33, 33]
-    assert [h.amount_ntd for h in holds] == [1111, 1111, 1111]
+    assert [h.amount_ntd for h in holds] == [1112, 1111, 1111]
     assert [h.minutes for h in holds] == [100, 100, 100]
     assert (await balance(quota, PROVIDER, "P1")).held == 100
     assert (await balance(quota, EMPLOYEE, "E3")).held == 100  # a whole session each

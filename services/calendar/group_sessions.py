@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 
 from services.calendar.program import OfficeHours, Span
 from services.office_calendar import OfficeCalendar
+from services.rules.office_time import iso_week
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,7 @@ def propose_group_sessions(
             if first <= monday + timedelta(days=n) <= last
             and calendar.is_office_day(monday + timedelta(days=n))
         ]
-        iso = monday.isocalendar()
-        week = (iso.year, iso.week)
+        week = iso_week(monday)
         while True:
             best: tuple[int, datetime, str, list[str]] | None = None
             for day in week_days:

@@ -23,10 +23,10 @@ from services.calendar.group_sessions import GroupProposal, propose_group_sessio
 from services.calendar.matcher_port import GroupBooking, MatcherPort
 from services.calendar.office_days import OfficeDays
 from services.calendar.program_file import DEFAULT_OFFICE_HOURS
+from services.rules.sessions import SESSION_LENGTH_TEXT, session_length_ok
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 from services.runtime.fields import FieldChecker
 
-MIN_MINUTES, MAX_MINUTES = 60, 120  # a counseling session lasts one to two hours
 MAX_GROUP = 30  # the quota service's largest group share
 MAX_SESSIONS = 50  # one request books at most this many sessions
 
@@ -81,11 +81,7 @@ class GroupSessions:
             "empty (any), in_person, video or phone",
         )
         checker.require(1 <= len(counselor_ids) <= 50, "counselor_ids", "1 to 50 counselors")
-        checker.require(
-            MIN_MINUTES <= minutes <= MAX_MINUTES,
-            "duration_minutes",
-            f"{MIN_MINUTES} to {MAX_MINUTES} minutes",
-        )
+        checker.require(session_length_ok(minutes), "duration_minutes", SESSION_LENGTH_TEXT)
         for field, size in (("min_size", min_size), ("max_size", max_size)):
             checker.require(size == 0 or 2 <= size <= MAX_GROUP, field, f"0 or 2 to {MAX_GROUP}")
         first = checker.date(first_text, "first_date")
@@ -139,9 +135,9 @@ class GroupSessions:
             checker.identifier(session.counselor_id, f"{field}.counselor_id")
             minutes = (session.end - session.start) / timedelta(minutes=1)
             checker.require(
-                MIN_MINUTES <= minutes <= MAX_MINUTES,
+                session_length_ok(int(minutes)) and minutes == int(minutes),
                 f"{field}.end",
-                f"{MIN_MINUTES} to {MAX_MINUTES} minutes after start",
+                f"{SESSION_LENGTH_TEXT}, ending after its start",
             )
             checker.require(
                 2 <= len(session.case_ids) <= MAX_GROUP,

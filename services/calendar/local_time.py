@@ -5,11 +5,13 @@ Timestamps at the service's edges."""
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-TIMEZONE = ZoneInfo("Asia/Taipei")
+from services.rules.office_time import OFFICE_ZONE
+from services.runtime.fields import timestamp
+
+TIMEZONE = OFFICE_ZONE
 
 
 def aware(moment: datetime) -> datetime:
@@ -23,9 +25,7 @@ def naive(moment: datetime) -> datetime:
 
 
 def to_stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(aware(moment))
-    return stamp
+    return timestamp(aware(moment))
 
 
 def from_stamp(stamp: Timestamp) -> datetime:

@@ -42,12 +42,13 @@ from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry, token_cli
 from services.matcher.service import MatcherService
+from services.rules.office_time import OFFICE_ZONE
 from services.runtime.auth import Role
 from services.runtime.config import Settings
+from services.runtime.fields import timestamp
 from services.runtime.logs import JsonFormatter
 from services.runtime.server import start
 
-TAIPEI = dt.timezone(dt.timedelta(hours=8))
 SERVICE_LOG = Path("var") / "demo-services.log"
 METRICS_DUMP = Path("var") / "demo-metrics.prom"
 PROGRAM_FILE = Path(__file__).resolve().parents[1] / "calendar/examples/pingtung-2027.toml"
@@ -75,9 +76,7 @@ def _load_county() -> dict[str, Any]:
 
 def _session(year: int, iso_week: int, weekday: int, hour: int) -> Timestamp:
     day = dt.date.fromisocalendar(year, iso_week, weekday)
-    stamp = Timestamp()
-    stamp.FromDatetime(dt.datetime(day.year, day.month, day.day, hour, tzinfo=TAIPEI))
-    return stamp
+    return timestamp(dt.datetime(day.year, day.month, day.day, hour, tzinfo=OFFICE_ZONE))
 
 
 def _refusal(error: grpc.aio.AioRpcError) -> str:
@@ -508,13 +507,11 @@ _MODALITIES = {name.lower(): value for name, value in mpb.Modality.items()}
 
 
 def _local(text: str) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(dt.datetime.fromisoformat(text).replace(tzinfo=TAIPEI))
-    return stamp
+    return timestamp(dt.datetime.fromisoformat(text).replace(tzinfo=OFFICE_ZONE))
 
 
 def _when(stamp: Timestamp) -> str:
-    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).strftime("%a %d %b %H:%M")
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(OFFICE_ZONE).strftime("%a %d %b %H:%M")
 
 
 async def _submit_case(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub, c: Any) -> None:

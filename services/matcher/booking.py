@@ -35,7 +35,9 @@ from services.matcher.instance import CaseKind
 from services.matcher.orm import LIVE_STATES, BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Category, Counselor, Modality, counselor_of
-from services.matcher.slots import Appointment, Diary, Offer, Rule
+from services.matcher.slots import Appointment, Diary, Offer
+from services.rules.codes import RuleCode
+from services.rules.office_time import OFFICE_ZONE, iso_week, local_day
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import (
@@ -312,7 +314,7 @@ class Bookings:
         weeks: dict[str, set[str]] = {}
         for b in booked:
             per_case[b.case_id] = per_case.get(b.case_id, 0) + 1
-            year, week = slots.iso_week(b.start)
+            year, week = iso_week(b.start)
             weeks.setdefault(b.employee_id, set()).add(f"{year}-W{week:02d}")
         found = []
         for row in rows:
@@ -328,7 +330,7 @@ class Bookings:
             if not cut:
                 continue
             entitlement = await self._quota.left(
-                qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, slots.local_day(start).year
+                qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, local_day(start).year
             )
             found.append(
                 GroupCandidate(
@@ -408,17 +410,17 @@ class Bookings:
         for counselor_id in counselor_ids:
             counselor = counselor_of(rows[counselor_id])
             hours = slots.counselor_windows(
-                counselor, slots.local_day(floor), slots.local_day(end), self._calendars.current
+                counselor, local_day(floor), local_day(end), self._calendars.current
             )
             clipped = [(max(a, floor), min(b, end)) for a, b in hours if a < end and floor < b]
             mine = [b for b in booked if b.counselor_id == counselor_id]
             taken = [(b.start, b.end) for b in mine]
             per_day: dict[date, set[str]] = {}
             for b in mine:
-                per_day.setdefault(slots.local_day(b.start), set()).add(b.group_id or b.booking_id)
+                per_day.setdefault(local_day(b.start), set()).add(b.group_id or b.booking_id)
             for day, sessions in per_day.items():
                 if len(sessions) >= counselor.max_sessions_per_day:
-                    midnight = datetime.combine(day, time(), slots.TAIPEI)
+                    midnight = datetime.combine(day, time(), OFFICE_ZONE)
                     taken.append((midnight, midnight + timedelta(days=1)))
             found.append((counselor_id, slots.without(clipped, taken)))
         return found
@@ -476,7 +478,7 @@ class Bookings:
         employee's entitlement (once their account is open) and the agency's
         budget left in the slot's fiscal year. (The exact price is the quota
         service's to check when the booking is confirmed.)"""
-        years = sorted({slots.local_day(o.start).year for o in offers})
+        years = sorted({local_day(o.start).year for o in offers})
         room: dict[tuple[int, str, int], int | None] = {}
         for year in years:
             room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)] = await self._quota.left(
@@ -491,7 +493,7 @@ class Bookings:
                 )
 
         def payable(offer: Offer) -> bool:
-            year = slots.local_day(offer.start).year
+            year = local_day(offer.start).year
             agency = room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)]
             employee = room[(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)]
             provider = room[(qpb.ACCOUNT_KIND_PROVIDER, offer.counselor.provider_id, year)]
@@ -523,7 +525,7 @@ class Bookings:
             counselor = await self._lock_counselor(session, counselor_id)
             problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
-                raise FailedPrecondition(Rule.NOT_BOOKABLE, "slot", problem)
+                raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
             diary = await self._diary(session, case, counselor_id, start, now, replaces)
             blocked = slots.blocked_by(case, counselor, start, diary)
             if blocked is not None:
@@ -560,7 +562,7 @@ class Bookings:
             counselor = counselor_of(row)
             problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
-                raise FailedPrecondition(Rule.NOT_BOOKABLE, "slot", problem)
+                raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
             diary = await self._diary(session, case, counselor_id, start, now)
         blocked = slots.blocked_by(case, counselor, start, diary)
         if blocked is not None:
@@ -578,7 +580,7 @@ class Bookings:
             return view  # a retried confirmation
         if view.state != "held":
             raise FailedPrecondition(
-                Rule.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
+                RuleCode.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
             )
         try:
             quota_hold = await self._quota.reserve(
@@ -600,7 +602,9 @@ class Bookings:
         if not booked:
             await self._quota.release(quota_hold, "hold lapsed before confirmation")
             raise FailedPrecondition(
-                Rule.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed before confirmation"
+                RuleCode.HOLD_EXPIRED,
+                "booking",
+                "HOLD_EXPIRED: the hold lapsed before confirmation",
             )
         try:
             await self._quota.commit(quota_hold)
@@ -621,7 +625,7 @@ class Bookings:
             state = BookingView.of(row, now).state
             if state == "completed":
                 raise FailedPrecondition(
-                    Rule.SESSION_COMPLETED, "booking", "a completed session cannot be cancelled"
+                    RuleCode.SESSION_COMPLETED, "booking", "a completed session cannot be cancelled"
                 )
             if state in ("held", "booked"):
                 row.state = "cancelled" if state == "booked" else "released"
@@ -672,7 +676,7 @@ class Bookings:
             raise InvalidArgument.single("new_booking_id", "a hold of the same case")
         if BookingView.of(old, now).state != "booked":
             raise FailedPrecondition("NOT_BOOKED", "booking", "only a booked session can move")
-        if slots.iso_week(old.start) != slots.iso_week(new.start):
+        if iso_week(old.start) != iso_week(new.start):
             confirmed = await self.confirm(new_booking_id)
             return confirmed, await self.cancel(booking_id, "rescheduled")
         previous = await self.cancel(booking_id, "rescheduled")
@@ -786,8 +790,8 @@ class Bookings:
         now: datetime,
         ignoring: str = "",
     ) -> Diary:
-        day = slots.local_day(start)
-        around = datetime.combine(day, datetime.min.time(), slots.TAIPEI)
+        day = local_day(start)
+        around = datetime.combine(day, datetime.min.time(), OFFICE_ZONE)
         rows = await session.scalars(
             select(BookingRow).where(
                 live(now),

@@ -12,10 +12,9 @@ from enum import StrEnum
 
 from services.matcher.instance import CaseKind
 from services.matcher.registry import Category, Counselor, Modality
+from services.rules.sessions import BOOKABLE_LENGTH_TEXT, bookable_length
 from services.runtime.fields import FieldChecker
 
-MIN_MINUTES, MAX_MINUTES = 60, 120  # the seeds: one to two hours
-SLOT_MINUTES = 30  # sessions start on the half hour and last whole half hours
 MAX_SESSIONS = 12
 MAX_RANGES = 200
 LONGEST_RANGE = timedelta(days=31)
@@ -97,9 +96,9 @@ def validate(case: Case, checker: FieldChecker, prefix: str = "case") -> None:
         f"1 to {MAX_SESSIONS}",
     )
     checker.require(
-        MIN_MINUTES <= case.minutes <= MAX_MINUTES and case.minutes % SLOT_MINUTES == 0,
+        bookable_length(case.minutes),
         f"{prefix}.minutes",
-        f"{MIN_MINUTES} to {MAX_MINUTES}, a multiple of {SLOT_MINUTES}",
+        BOOKABLE_LENGTH_TEXT,
     )
     checker.require(bool(case.modalities), f"{prefix}.modalities", "at least one")
     checker.require(

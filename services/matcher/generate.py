@@ -40,6 +40,8 @@ from datetime import date, datetime, time, timedelta
 
 from services.matcher.instance import INSTANCE_FORMAT, SEED_RULES, SEED_WEIGHTS, TIME_FORMAT
 from services.office_calendar import OfficeCalendar, load_shipped
+from services.rules.office_time import OFFICE_ZONE_NAME
+from services.rules.sessions import SLOT_MINUTES
 
 
 @dataclass(frozen=True)
@@ -488,9 +490,9 @@ def generate(scale: str, seed: int, *, weeks: int = 4, tight: float = 0.75) -> d
             "weeks": weeks,
             "tight": tight,
         },
-        "timezone": "Asia/Taipei",
+        "timezone": OFFICE_ZONE_NAME,
         "horizon": {"start": start.isoformat(), "weeks": weeks},
-        "slot_minutes": 30,
+        "slot_minutes": SLOT_MINUTES,
         "rules": dict(SEED_RULES),
         "weights": dict(SEED_WEIGHTS),
         **_parts_json(providers, counselors, agencies, cases),

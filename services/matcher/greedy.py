@@ -48,6 +48,7 @@ from services.matcher.instance import (
     dump_schedule,
     load_instance,
 )
+from services.rules.office_time import iso_week
 
 ORDERS = ("crisis-first", "submitted", "value")
 ONE_MINUTE = timedelta(minutes=1)
@@ -112,7 +113,7 @@ class _Ledger:
     employee_week: Counter[tuple[str, int, int]] = field(default_factory=Counter)
     employee_minutes: Counter[str] = field(default_factory=Counter)
     sessions: list[Session] = field(default_factory=list)
-    costs: dict[tuple[str, int], Fraction] = field(default_factory=dict)  # by provider, length
+    costs: dict[tuple[str, int], int] = field(default_factory=dict)  # by provider, length
 
     @classmethod
     def fresh(cls, inst: Instance) -> _Ledger:
@@ -123,19 +124,18 @@ class _Ledger:
         )
 
     def week_full(self, case: Case, week_start: datetime) -> bool:
-        iso = week_start.isocalendar()
-        taken = self.employee_week[(case.employee, iso.year, iso.week)]
+        taken = self.employee_week[(case.employee, *iso_week(week_start))]
         return taken >= self.inst.rules.max_sessions_per_week
 
     def entitled(self, case: Case) -> bool:
         used = self.employee_minutes[case.employee] + case.minutes
         return used <= case.employee_remaining_hours * 60
 
-    def cost(self, case: Case, counselor: Counselor) -> Fraction:
+    def cost(self, case: Case, counselor: Counselor) -> int:
         key = (counselor.provider, case.minutes)
         cost = self.costs.get(key)
         if cost is None:
-            cost = self.costs[key] = self.inst.rate_of(counselor) * case.minutes / 60
+            cost = self.costs[key] = self.inst.session_cost(counselor, case.minutes)
         return cost
 
     def affordable(self, case: Case, counselor: Counselor) -> bool:
@@ -165,8 +165,7 @@ class _Ledger:
         session = Session(case.id, counselor.id, start, case.minutes, modality)
         self.counselor_busy[(counselor.id, start.date())].append((start, end))
         self.employee_busy[case.employee].append((start, end))
-        iso = start.isocalendar()
-        self.employee_week[(case.employee, iso.year, iso.week)] += 1
+        self.employee_week[(case.employee, *iso_week(start))] += 1
         self.employee_minutes[case.employee] += case.minutes
         self.provider_minutes_left[counselor.provider] -= case.minutes
         self.agency_left[case.agency] -= self.cost(case, counselor)

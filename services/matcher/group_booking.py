@@ -33,11 +33,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.matcher import metrics, slots
 from services.matcher.booking import QUOTA_HOLD_SECONDS, BookingView, appointment, case_of, live
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.cases import SLOT_MINUTES
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Counselor, Modality, counselor_of
-from services.matcher.slots import Diary, Rule
+from services.matcher.slots import Diary
+from services.rules.codes import RuleCode
+from services.rules.office_time import OFFICE_ZONE, local_day
+from services.rules.sessions import BOOKABLE_LENGTH_TEXT, SLOT_MINUTES, bookable_length
 from services.runtime import clock
 from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
 from services.runtime.fields import FieldChecker
@@ -64,17 +66,13 @@ class GroupRequest:
         checker.identifier(self.counselor_id, "counselor_id")
         checker.require(self.start is not None, "start", "required")
         if self.start is not None:
-            local = self.start.astimezone(slots.TAIPEI)
+            local = self.start.astimezone(OFFICE_ZONE)
             checker.require(
                 local.minute % SLOT_MINUTES == 0 and not local.second and not local.microsecond,
                 "start",
                 "on the hour or the half hour",
             )
-        checker.require(
-            60 <= self.minutes <= 120 and self.minutes % SLOT_MINUTES == 0,
-            "minutes",
-            f"60 to 120, a multiple of {SLOT_MINUTES}",
-        )
+        checker.require(bookable_length(self.minutes), "minutes", BOOKABLE_LENGTH_TEXT)
         checker.require(self.modality is not None, "modality", "required")
         checker.require(
             2 <= len(self.case_ids) <= MAX_PARTICIPANTS,
@@ -165,7 +163,7 @@ class GroupBookings:
                 raise NotFound("group_id names no group session")
             if any(BookingView.of(r, now).state == "completed" for r in rows):
                 raise FailedPrecondition(
-                    Rule.SESSION_COMPLETED, "group", "a completed session cannot be cancelled"
+                    RuleCode.SESSION_COMPLETED, "group", "a completed session cannot be cancelled"
                 )
             to_release = []
             for row in rows:
@@ -261,13 +259,13 @@ class GroupBookings:
         """The counselor's side, once for the whole group."""
         if modality not in counselor.modalities:
             raise FailedPrecondition(
-                Rule.NOT_BOOKABLE, "counselor", "the counselor does not offer this modality"
+                RuleCode.NOT_BOOKABLE, "counselor", "the counselor does not offer this modality"
             )
-        day = slots.local_day(start)
+        day = local_day(start)
         windows = slots.counselor_windows(counselor, day, day, self._calendars.current)
         if not any(a <= start and end <= b for a, b in windows):
             raise FailedPrecondition(
-                Rule.NOT_BOOKABLE,
+                RuleCode.NOT_BOOKABLE,
                 "counselor",
                 "the time is outside the counselor's hours on office days",
             )
@@ -289,14 +287,14 @@ class GroupBookings:
         if not case.accepts_group:
             return GROUP_DECLINED, "the case does not accept a group session"
         if request.modality not in case.modalities:
-            return Rule.NOT_BOOKABLE, "the case does not accept this modality"
+            return RuleCode.NOT_BOOKABLE, "the case does not accept this modality"
         # The case as it would be seen in this group: its length and modality.
         as_member = replace(case, minutes=request.minutes, modalities=(request.modality,))
         problem = slots.unbookable(
             as_member, counselor, request.start, self._calendars.current, now
         )
         if problem is not None:
-            return Rule.NOT_BOOKABLE, problem
+            return RuleCode.NOT_BOOKABLE, problem
         return slots.case_busy(as_member, request.start, diary)
 
     async def _reserve_shares(
@@ -393,7 +391,7 @@ class GroupBookings:
     async def _diary(
         self, session: AsyncSession, counselor_id: str, start: datetime, cases: list[CaseRow]
     ) -> Diary:
-        day = datetime.combine(slots.local_day(start), datetime.min.time(), slots.TAIPEI)
+        day = datetime.combine(local_day(start), datetime.min.time(), OFFICE_ZONE)
         rows = await session.scalars(
             select(BookingRow).where(
                 live(clock.now()),

@@ -31,6 +31,14 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.rules.cost import session_cost_ntd
+from services.rules.sessions import (
+    CRISIS_DEADLINE_HOURS,
+    MAX_SESSION_MINUTES,
+    MIN_SESSION_MINUTES,
+    WEEKLY_SESSION_LIMIT,
+)
+
 INSTANCE_FORMAT = "eap-match-instance/1"
 SCHEDULE_FORMAT = "eap-match-schedule/1"
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
@@ -40,10 +48,10 @@ Source = str | os.PathLike[str] | Mapping[str, object]
 # The seeds' rules and FORMAT.md's example weights, as instance JSON: what
 # generated instances and match-job snapshots use unless told otherwise.
 SEED_RULES: Mapping[str, int] = {
-    "max_sessions_per_week": 1,
-    "min_session_minutes": 60,
-    "max_session_minutes": 120,
-    "crisis_deadline_hours": 72,
+    "max_sessions_per_week": WEEKLY_SESSION_LIMIT,
+    "min_session_minutes": MIN_SESSION_MINUTES,
+    "max_session_minutes": MAX_SESSION_MINUTES,
+    "crisis_deadline_hours": CRISIS_DEADLINE_HOURS,
 }
 SEED_WEIGHTS: Mapping[str, int] = {
     "crisis_session": 1000,
@@ -118,8 +126,9 @@ class Provider:
     hourly_rate_ntd: Fraction
     hours_cap: Fraction
 
-    def cost(self, minutes: int) -> Fraction:
-        return self.hourly_rate_ntd * minutes / 60
+    def cost(self, minutes: int) -> int:
+        """A session's cost in whole NT$, as the quota charges it."""
+        return session_cost_ntd(self.hourly_rate_ntd, minutes)
 
 
 @dataclass(frozen=True)
@@ -200,6 +209,10 @@ class Instance:
 
     def rate_of(self, counselor: Counselor) -> Fraction:
         return self.provider_by_id[counselor.provider].hourly_rate_ntd
+
+    def session_cost(self, counselor: Counselor, minutes: int) -> int:
+        """What a session with `counselor` costs, in whole NT$ (rules.cost)."""
+        return self.provider_by_id[counselor.provider].cost(minutes)
 
     def qualified(self, case: Case) -> list[Counselor]:
         """The counselors rule 1 allows for `case` (worked out once per case)."""

@@ -33,7 +33,7 @@ from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics, slots
 from services.matcher.booking import Bookings, BookingView, case_of, live
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.cases import SLOT_MINUTES, Case
+from services.matcher.cases import Case
 from services.matcher.instance import (
     INSTANCE_FORMAT,
     SEED_RULES,
@@ -47,6 +47,8 @@ from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import counselor_of
 from services.matcher.report import render
+from services.rules.office_time import OFFICE_ZONE, OFFICE_ZONE_NAME, iso_week, local_day
+from services.rules.sessions import SLOT_MINUTES
 from services.runtime import clock, job_queue
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
@@ -87,13 +89,13 @@ class Result:
 
 
 def _local(moment: datetime) -> str:
-    return moment.astimezone(slots.TAIPEI).strftime(TIME_FORMAT)
+    return moment.astimezone(OFFICE_ZONE).strftime(TIME_FORMAT)
 
 
 def _monday(moment: datetime) -> datetime:
-    day = slots.local_day(moment)
+    day = local_day(moment)
     monday = day - timedelta(days=day.weekday())
-    return datetime.combine(monday, datetime.min.time(), slots.TAIPEI)
+    return datetime.combine(monday, datetime.min.time(), OFFICE_ZONE)
 
 
 class Snapshots:
@@ -136,7 +138,7 @@ class Snapshots:
                 )
             )
         per_case = Counter(b.case_id for b in booked)
-        employee_weeks = {(b.employee_id, slots.iso_week(b.start)) for b in booked}
+        employee_weeks = {(b.employee_id, iso_week(b.start)) for b in booked}
         busy: dict[str, list[tuple[datetime, datetime]]] = {}
         for b in booked:
             busy.setdefault(b.counselor_id, []).append((b.start, b.end))
@@ -156,7 +158,7 @@ class Snapshots:
         for k in counselors:
             if k.provider_id not in contracted:
                 continue
-            first, last = slots.local_day(start), slots.local_day(end - timedelta(days=1))
+            first, last = local_day(start), local_day(end - timedelta(days=1))
             windows = slots.counselor_windows(k, first, last, self._calendars.current)
             free = slots.without(windows, busy.get(k.counselor_id, []))
             counselor_items.append(
@@ -187,7 +189,7 @@ class Snapshots:
             ranges = []
             for r in case.availability:
                 lo, hi = max(r.start, start), min(r.end, end)
-                if lo < hi and (case.employee_id, slots.iso_week(lo)) not in employee_weeks:
+                if lo < hi and (case.employee_id, iso_week(lo)) not in employee_weeks:
                     ranges.append([_local(lo), _local(hi)])
             case_items.append(
                 _case_item(case, wanted, ranges, entitlement[case.employee_id], bookable)
@@ -200,7 +202,7 @@ class Snapshots:
         return {
             "format": INSTANCE_FORMAT,
             "name": f"match-{_local(start)[:10]}-w{request.weeks}",
-            "timezone": "Asia/Taipei",
+            "timezone": OFFICE_ZONE_NAME,
             "horizon": {"start": _local(start)[:10], "weeks": request.weeks},
             "slot_minutes": SLOT_MINUTES,
             "rules": {**SEED_RULES, "crisis_deadline_hours": self._deadline_hours},
@@ -279,7 +281,7 @@ class Jobs:
         checker.require(len(request.case_ids) <= 5000, "case_ids", "at most 5000")
         start = _monday(request.horizon_start)
         weeks = min(max(request.weeks, 1), MAX_WEEKS)  # out of range: refused just above
-        last = slots.local_day(start + timedelta(weeks=weeks) - timedelta(days=1))
+        last = local_day(start + timedelta(weeks=weeks) - timedelta(days=1))
         checker.require(
             last.year == start.year, "weeks", "the horizon must lie inside one fiscal year"
         )
@@ -348,7 +350,7 @@ class Jobs:
             Proposed(
                 s["case"],
                 s["counselor"],
-                datetime.fromisoformat(s["start"]).replace(tzinfo=slots.TAIPEI),
+                datetime.fromisoformat(s["start"]).replace(tzinfo=OFFICE_ZONE),
                 s["minutes"],
                 s["modality"],
             )

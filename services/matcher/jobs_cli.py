@@ -28,8 +28,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.rules.office_time import OFFICE_ZONE
+from services.runtime.fields import timestamp
 
-TAIPEI = dt.timezone(dt.timedelta(hours=8))
 BAR = 30
 STATES = {v: k.removeprefix("MATCH_JOB_STATE_").lower() for k, v in pb.MatchJobState.items()}
 
@@ -70,16 +71,15 @@ async def _watch(stub: matcher_pb2_grpc.MatcherServiceAsyncStub, job_id: str) ->
 
 
 def _time(stamp: Timestamp) -> str:
-    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI).strftime("%Y-%m-%d %H:%M")
+    return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(OFFICE_ZONE).strftime("%Y-%m-%d %H:%M")
 
 
 async def _run(args: argparse.Namespace) -> int:
     channel, stub = _stub(args.address)
     try:
         if args.command == "submit":
-            start = dt.datetime.combine(dt.date.fromisoformat(args.start), dt.time(), TAIPEI)
-            stamp = Timestamp()
-            stamp.FromDatetime(start)
+            start = dt.datetime.combine(dt.date.fromisoformat(args.start), dt.time(), OFFICE_ZONE)
+            stamp = timestamp(start)
             what_if = [
                 pb.BudgetChange(agency_id=a, extra_ntd=int(n))
                 for a, n in (item.split("=", 1) for item in args.what_if)

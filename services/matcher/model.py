@@ -12,8 +12,9 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from fractions import Fraction
+from math import floor
 
 from ortools.sat.python import cp_model
 
@@ -25,6 +26,7 @@ from services.matcher.instance import (
     Schedule,
     Session,
 )
+from services.rules.office_time import iso_week
 
 STARTS_PER_DAY = 3  # free starts kept per case, counselor and day
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
@@ -49,26 +51,20 @@ class Candidate:
         )
 
 
-def iso_week(moment: datetime | date) -> tuple[int, int]:
-    year, week, _ = moment.isocalendar()
-    return year, week
-
-
 class Costs:
-    """Session costs in NT$ x 60: whole for whole-NT$ rates; a fractional
-    rate is rounded up, erring on the safe side of the budget. Kept by
-    provider id and length, since hashing Fraction rates costs more than
-    the arithmetic."""
+    """Session costs in whole NT$, as the quota charges them (rules.cost),
+    kept by provider id and length, since hashing Fraction rates costs more
+    than the arithmetic."""
 
     def __init__(self, inst: Instance) -> None:
         self._inst = inst
         self._known: dict[tuple[str, int], int] = {}
 
-    def sixtieths(self, counselor: Counselor, minutes: int) -> int:
+    def ntd(self, counselor: Counselor, minutes: int) -> int:
         key = (counselor.provider, minutes)
         cost = self._known.get(key)
         if cost is None:
-            cost = self._known[key] = -int(-(self._inst.rate_of(counselor) * minutes) // 1)
+            cost = self._known[key] = self._inst.session_cost(counselor, minutes)
         return cost
 
 
@@ -87,7 +83,7 @@ class Load:
         self.weekly: Counter[tuple[str, tuple[int, int]]] = Counter()
         self.employee_minutes: Counter[str] = Counter()
         self.provider_minutes: Counter[str] = Counter()
-        self.agency_sixtieths: Counter[str] = Counter()
+        self.agency_ntd: Counter[str] = Counter()
         for session in sessions:
             self.add(session)
 
@@ -110,9 +106,7 @@ class Load:
         self.weekly[(case.employee, iso_week(session.start))] += sign
         self.employee_minutes[case.employee] += sign * session.minutes
         self.provider_minutes[counselor.provider] += sign * session.minutes
-        self.agency_sixtieths[case.agency] += sign * self._costs.sixtieths(
-            counselor, session.minutes
-        )
+        self.agency_ntd[case.agency] += sign * self._costs.ntd(counselor, session.minutes)
 
     def sessions(self) -> list[Session]:
         return [s for own in self.sessions_of_case.values() for s in own]
@@ -340,15 +334,16 @@ def build_model(inst: Instance, cands: Sequence[Candidate], held: Load) -> Model
         room_minutes = int(cap * 60) - held.provider_minutes[provider_id]
         model.add(_weighted(terms) <= room_minutes)
 
-    # Rule 6: an agency's cases cost at most its budget (in NT$ x 60, whole numbers
-    # for whole-NT$ rates; a fractional rate is rounded up, erring on the safe side).
+    # Rule 6: an agency's cases cost at most its budget, each session at what
+    # the quota will charge for it (whole NT$, rules.cost).
     agency_cost: dict[str, list[tuple[cp_model.IntVar, int]]] = defaultdict(list)
     for cand in cands:
-        sixtieths = costs.sixtieths(cand.counselor, cand.case.minutes)
-        agency_cost[cand.case.agency].append((x[cand], sixtieths))
+        agency_cost[cand.case.agency].append(
+            (x[cand], costs.ntd(cand.counselor, cand.case.minutes))
+        )
     for agency_id, terms in agency_cost.items():
         budget = inst.agency_by_id[agency_id].budget_ntd
-        room_cost = int(budget * 60) - held.agency_sixtieths[agency_id]
+        room_cost = floor(budget) - held.agency_ntd[agency_id]
         model.add(_weighted(terms) <= room_cost)
 
     # Rule 7: a crisis case with sessions has its first one inside the deadline.
@@ -385,7 +380,7 @@ def _set_objective(
             kind = (crisis, cand.case.minutes, cand.counselor.provider)
             if kind not in value:
                 per_session = weights.crisis_session if crisis else weights.session
-                cost = inst.rate_of(cand.counselor) * cand.case.minutes / 60
+                cost = inst.session_cost(cand.counselor, cand.case.minutes)
                 value[kind] = _scaled(per_session - weights.cost_per_kntd * cost / 1000)
             objective_vars.append(x[cand])
             objective_coefficients.append(value[kind])

@@ -13,21 +13,15 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.runtime.errors import ServiceError
+from services.runtime.fields import timestamp
 from services.runtime.service_identity import ServiceCredentials
 from services.runtime.status import from_call
 
 CALL_SECONDS = 5.0
-
-
-def _timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
@@ -72,7 +66,7 @@ class QuotaPort:
             agency_id=agency_id,
             staff_category=staff_category,
             provider_id=provider_id,
-            session_start=_timestamp(start),
+            session_start=timestamp(start),
             minutes=minutes,
             hold_ttl_seconds=ttl_seconds,
             booking_ref=booking_ref,

@@ -13,52 +13,35 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from datetime import datetime
-from enum import StrEnum
 from fractions import Fraction
 
 from services.matcher.instance import Case, CaseKind, Instance, Session, Unserved
-
-
-class Reason(StrEnum):
-    NO_QUALIFIED_COUNSELOR = "NO_QUALIFIED_COUNSELOR"
-    NO_COMMON_AVAILABILITY = "NO_COMMON_AVAILABILITY"
-    CRISIS_DEADLINE_UNREACHABLE = "CRISIS_DEADLINE_UNREACHABLE"
-    ENTITLEMENT_EXHAUSTED = "ENTITLEMENT_EXHAUSTED"
-    WEEKLY_LIMIT = "WEEKLY_LIMIT"
-    AGENCY_BUDGET_EXHAUSTED = "AGENCY_BUDGET_EXHAUSTED"
-    PROVIDER_CAP_REACHED = "PROVIDER_CAP_REACHED"
-    OUTCOMPETED = "OUTCOMPETED"
-
+from services.rules.codes import RuleCode
+from services.rules.office_time import iso_week
 
 WORDS = {
-    Reason.NO_QUALIFIED_COUNSELOR: (
+    RuleCode.NO_QUALIFIED_COUNSELOR: (
         "no counselor offers this category in a modality the case accepts "
         "(or those who do are excluded)"
     ),
-    Reason.NO_COMMON_AVAILABILITY: (
+    RuleCode.NO_COMMON_AVAILABILITY: (
         "no qualified counselor is free when the employee is, within the horizon"
     ),
-    Reason.CRISIS_DEADLINE_UNREACHABLE: (
+    RuleCode.CRISIS_DEADLINE: (
         "no qualified counselor is free within the crisis deadline, and a crisis "
         "case's first session must start inside it"
     ),
-    Reason.ENTITLEMENT_EXHAUSTED: "the employee's remaining entitlement is used up",
-    Reason.WEEKLY_LIMIT: (
+    RuleCode.EMPLOYEE_ENTITLEMENT: "the employee's remaining entitlement is used up",
+    RuleCode.WEEKLY_LIMIT: (
         "every week in which a qualified counselor is free already holds the "
         "employee's session for that week"
     ),
-    Reason.AGENCY_BUDGET_EXHAUSTED: "the agency's budget cannot pay for another session",
-    Reason.PROVIDER_CAP_REACHED: (
+    RuleCode.AGENCY_BUDGET: "the agency's budget cannot pay for another session",
+    RuleCode.PROVIDER_CAP: (
         "the contracted hours of every provider whose counselors could take the case are used up"
     ),
-    Reason.OUTCOMPETED: "the qualified counselors' free time went to other cases",
+    RuleCode.OUTCOMPETED: "the qualified counselors' free time went to other cases",
 }
-
-
-def _week(moment: datetime) -> tuple[int, int]:
-    year, week, _ = moment.isocalendar()
-    return year, week
 
 
 class _Use:
@@ -74,42 +57,42 @@ class _Use:
             case = inst.case_by_id[s.case]
             counselor = inst.counselor_by_id[s.counselor]
             self.employee_minutes[case.employee] += s.minutes
-            self.employee_weeks[(case.employee, _week(s.start))] += 1
-            self.agency_spent[case.agency] += inst.rate_of(counselor) * s.minutes / 60
+            self.employee_weeks[(case.employee, iso_week(s.start))] += 1
+            self.agency_spent[case.agency] += inst.session_cost(counselor, s.minutes)
             self.provider_minutes[counselor.provider] += s.minutes
 
 
-def reason_for(inst: Instance, case: Case, use: _Use) -> Reason:
+def reason_for(inst: Instance, case: Case, use: _Use) -> RuleCode:
     """The first reason, in the module's order, that holds for the case."""
     counselors = inst.qualified(case)
     if not counselors:
-        return Reason.NO_QUALIFIED_COUNSELOR
+        return RuleCode.NO_QUALIFIED_COUNSELOR
     starts = {k.id: inst.starts(case, k) for k in counselors}
     if not any(starts.values()):
-        return Reason.NO_COMMON_AVAILABILITY
+        return RuleCode.NO_COMMON_AVAILABILITY
     if case.kind is CaseKind.CRISIS and use.booked[case.id] == 0:
         deadline = inst.reference_time(case) + inst.rules.crisis_deadline
         if not any(t <= deadline for found in starts.values() for t in found):
-            return Reason.CRISIS_DEADLINE_UNREACHABLE
+            return RuleCode.CRISIS_DEADLINE
     used = use.employee_minutes[case.employee]
     if used + case.minutes > case.employee_remaining_hours * 60:
-        return Reason.ENTITLEMENT_EXHAUSTED
-    weeks = {_week(t) for found in starts.values() for t in found}
+        return RuleCode.EMPLOYEE_ENTITLEMENT
+    weeks = {iso_week(t) for found in starts.values() for t in found}
     limit = inst.rules.max_sessions_per_week
     if all(use.employee_weeks[(case.employee, w)] >= limit for w in weeks):
-        return Reason.WEEKLY_LIMIT
+        return RuleCode.WEEKLY_LIMIT
     usable = [k for k in counselors if starts[k.id]]
-    cheapest = min(inst.rate_of(k) for k in usable) * case.minutes / 60
+    cheapest = min(inst.session_cost(k, case.minutes) for k in usable)
     budget = inst.agency_by_id[case.agency].budget_ntd
     if budget - use.agency_spent[case.agency] < cheapest:
-        return Reason.AGENCY_BUDGET_EXHAUSTED
+        return RuleCode.AGENCY_BUDGET
     providers = {k.provider for k in usable}
     if all(
         inst.provider_by_id[p].hours_cap * 60 - use.provider_minutes[p] < case.minutes
         for p in providers
     ):
-        return Reason.PROVIDER_CAP_REACHED
-    return Reason.OUTCOMPETED
+        return RuleCode.PROVIDER_CAP
+    return RuleCode.OUTCOMPETED
 
 
 def unserved(inst: Instance, sessions: Sequence[Session]) -> tuple[Unserved, ...]:

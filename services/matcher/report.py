@@ -136,12 +136,12 @@ def render(inst: Instance, schedule: Schedule) -> str:
         "cases",
         "cases left short, by reason",
     )
-    spent: dict[str, Fraction] = defaultdict(Fraction)
+    spent: dict[str, Fraction] = defaultdict(Fraction)  # whole NT$; Fraction for the chart
     for s in schedule.sessions:
         case = inst.case_by_id.get(s.case)
         counselor = inst.counselor_by_id.get(s.counselor)
         if case is not None and counselor is not None:
-            spent[case.agency] += inst.rate_of(counselor) * s.minutes / 60
+            spent[case.agency] += inst.session_cost(counselor, s.minutes)
     budget_chart = _budget_chart([(a.id, spent[a.id], a.budget_ntd) for a in inst.agencies])
     reason_rows = "".join(
         f"<tr><td>{_esc(u.case)}</td><td>{u.missing}</td><td>{_esc(u.code)}</td>"

@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, time
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2 as pb
@@ -29,7 +28,7 @@ from services.matcher.registry import (
 )
 from services.matcher.slots import Offer
 from services.runtime import paging, policy
-from services.runtime.fields import FieldChecker, moment
+from services.runtime.fields import FieldChecker, moment, timestamp
 from services.runtime.policy import Scope
 
 Context = aio.ServicerContext[Any, Any]
@@ -70,12 +69,6 @@ _STATE_PB = {
     "released": pb.BOOKING_STATE_RELEASED,
 }
 MAX_SLOTS = 200
-
-
-def _stamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _required_moment(checker: FieldChecker, message: Any, name: str, field: str) -> datetime:
@@ -156,7 +149,7 @@ def counselor_pb(counselor: Counselor) -> pb.Counselor:
         exceptions=[
             pb.AvailabilityException(
                 kind=_EXCEPTION_KIND_PB[e.kind],
-                range=pb.TimeRange(start=_stamp(e.start), end=_stamp(e.end)),
+                range=pb.TimeRange(start=timestamp(e.start), end=timestamp(e.end)),
                 note=e.note,
             )
             for e in counselor.exceptions
@@ -214,12 +207,12 @@ def case_pb(case: Case) -> pb.Case:
         minutes=case.minutes,
         modalities=[_MODALITY_PB[m] for m in case.modalities],
         availability=[
-            pb.TimeRange(start=_stamp(r.start), end=_stamp(r.end)) for r in case.availability
+            pb.TimeRange(start=timestamp(r.start), end=timestamp(r.end)) for r in case.availability
         ],
         preferred_counselor_id=case.preferred_counselor_id,
         excluded_counselor_ids=list(case.excluded_counselor_ids),
         time_off=_TIME_OFF_PB[case.time_off],
-        submitted_at=_stamp(case.submitted_at),
+        submitted_at=timestamp(case.submitted_at),
         accepts_group=case.accepts_group,
     )
 
@@ -229,14 +222,14 @@ def booking_pb(booking: BookingView) -> pb.Booking:
         booking_id=booking.booking_id,
         case_id=booking.case_id,
         counselor_id=booking.counselor_id,
-        start=_stamp(booking.start),
+        start=timestamp(booking.start),
         minutes=booking.minutes,
         modality=_MODALITY_PB[booking.modality],
         state=_STATE_PB[booking.state],
         group_id=booking.group_id,
     )
     if booking.hold_expires_at is not None:
-        message.hold_expires_at.CopyFrom(_stamp(booking.hold_expires_at))
+        message.hold_expires_at.CopyFrom(timestamp(booking.hold_expires_at))
     return message
 
 
@@ -244,7 +237,7 @@ def slot_pb(offer: Offer) -> pb.Slot:
     return pb.Slot(
         counselor_id=offer.counselor.counselor_id,
         counselor_name=offer.counselor.display_name,
-        start=_stamp(offer.start),
+        start=timestamp(offer.start),
         minutes=offer.minutes,
         modality=_MODALITY_PB[offer.modality],
         preferred=offer.preferred,
@@ -280,7 +273,7 @@ def proposed_pb(session: Proposed) -> pb.ProposedSession:
     return pb.ProposedSession(
         case_id=session.case_id,
         counselor_id=session.counselor_id,
-        start=_stamp(session.start),
+        start=timestamp(session.start),
         minutes=session.minutes,
         modality=_MODALITY_PB[Modality(session.modality)],
     )
@@ -476,7 +469,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                     minutes=c.case.minutes,
                     sessions_left=c.sessions_left,
                     availability=[
-                        pb.TimeRange(start=_stamp(r.start), end=_stamp(r.end))
+                        pb.TimeRange(start=timestamp(r.start), end=timestamp(r.end))
                         for r in c.availability
                     ],
                     booked_weeks=c.booked_weeks,
@@ -501,7 +494,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             counselors=[
                 pb.CounselorFreeTime(
                     counselor_id=counselor_id,
-                    free=[pb.TimeRange(start=_stamp(a), end=_stamp(b)) for a, b in free],
+                    free=[pb.TimeRange(start=timestamp(a), end=timestamp(b)) for a, b in free],
                 )
                 for counselor_id, free in found
             ]

@@ -16,27 +16,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from zoneinfo import ZoneInfo
 
-from services.matcher.cases import SLOT_MINUTES, Case
+from services.matcher.cases import Case
 from services.matcher.instance import CaseKind
 from services.matcher.registry import Counselor, ExceptionKind, Modality
 from services.office_calendar.calendar import OfficeCalendar
+from services.rules.codes import RuleCode
+from services.rules.office_time import OFFICE_ZONE, iso_week, local_day
+from services.rules.sessions import SLOT_MINUTES
 
-TAIPEI = ZoneInfo("Asia/Taipei")
 STEP = timedelta(minutes=SLOT_MINUTES)
-
-
-class Rule:
-    """Stable codes for why a slot cannot be held (FAILED_PRECONDITION)."""
-
-    NOT_BOOKABLE = "NOT_BOOKABLE"  # outside either side's availability, or not qualified
-    SLOT_TAKEN = "SLOT_TAKEN"
-    COUNSELOR_DAY_FULL = "COUNSELOR_DAY_FULL"
-    WEEKLY_LIMIT = "WEEKLY_LIMIT"
-    CASE_FULLY_BOOKED = "CASE_FULLY_BOOKED"
-    HOLD_EXPIRED = "HOLD_EXPIRED"
-    SESSION_COMPLETED = "SESSION_COMPLETED"
 
 
 @dataclass(frozen=True)
@@ -65,15 +54,6 @@ class Offer:
     modality: Modality
     preferred: bool
     within_deadline: bool
-
-
-def iso_week(moment: datetime) -> tuple[int, int]:
-    year, week, _ = moment.astimezone(TAIPEI).isocalendar()
-    return year, week
-
-
-def local_day(moment: datetime) -> date:
-    return moment.astimezone(TAIPEI).date()
 
 
 class Diary:
@@ -120,13 +100,13 @@ def counselor_windows(
                 if window.weekday == day.isoweekday():
                     hours.append(
                         (
-                            datetime.combine(day, window.start, TAIPEI),
-                            datetime.combine(day, window.end, TAIPEI),
+                            datetime.combine(day, window.start, OFFICE_ZONE),
+                            datetime.combine(day, window.end, OFFICE_ZONE),
                         )
                     )
         day += timedelta(days=1)
-    begin = datetime.combine(first, time(), TAIPEI)
-    end = datetime.combine(last + timedelta(days=1), time(), TAIPEI)
+    begin = datetime.combine(first, time(), OFFICE_ZONE)
+    end = datetime.combine(last + timedelta(days=1), time(), OFFICE_ZONE)
     for change in counselor.exceptions:
         if change.kind is ExceptionKind.EXTRA and change.start < end and begin < change.end:
             hours.append((max(change.start, begin), min(change.end, end)))
@@ -165,7 +145,7 @@ def without(
 
 def _align_up(moment: datetime) -> datetime:
     """The first half hour at or after `moment` (Taipei is a whole-hour zone)."""
-    epoch = datetime(2000, 1, 1, tzinfo=TAIPEI)
+    epoch = datetime(2000, 1, 1, tzinfo=OFFICE_ZONE)
     offset = (moment - epoch) % STEP
     return moment if not offset else moment + (STEP - offset)
 
@@ -188,9 +168,9 @@ def blocked_by(
 def case_busy(case: Case, start: datetime, diary: Diary) -> tuple[str, str] | None:
     """The part of `blocked_by` that depends on the case alone."""
     if diary.sessions_of(case.case_id) >= case.sessions_wanted:
-        return Rule.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
+        return RuleCode.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
     if iso_week(start) in diary.weeks_of(case.employee_id):
-        return Rule.WEEKLY_LIMIT, "WEEKLY_LIMIT: one session per person per week"
+        return RuleCode.WEEKLY_LIMIT, "WEEKLY_LIMIT: one session per person per week"
     return None
 
 
@@ -199,12 +179,12 @@ def counselor_busy(
 ) -> tuple[str, str] | None:
     """The part of `blocked_by` that depends on the counselor alone."""
     if diary.clash(counselor.counselor_id, start, end):
-        return Rule.SLOT_TAKEN, "the counselor is taken at that time"
+        return RuleCode.SLOT_TAKEN, "the counselor is taken at that time"
     if (
         diary.sessions_on(counselor.counselor_id, local_day(start))
         >= counselor.max_sessions_per_day
     ):
-        return Rule.COUNSELOR_DAY_FULL, "the counselor's sessions for that day are full"
+        return RuleCode.COUNSELOR_DAY_FULL, "the counselor's sessions for that day are full"
     return None
 
 

@@ -37,6 +37,7 @@ from services.matcher.instance import (
     load_instance,
     load_schedule,
 )
+from services.rules.office_time import iso_week
 
 # How many violations the summary lists; the count is always whole.
 SUMMARY_VIOLATIONS = 20
@@ -235,8 +236,7 @@ def _rule4_case_and_employee(inst: Instance, placed: Sequence[_Placed]) -> Itera
     cases_of: dict[str, set[str]] = defaultdict(set)
     entitlement: dict[str, Fraction] = {}
     for p in placed:
-        iso = p.session.start.isocalendar()
-        weekly[(p.case.employee, iso.year, iso.week)].append(p)
+        weekly[(p.case.employee, *iso_week(p.session.start))].append(p)
         minutes[p.case.employee] += p.session.minutes
         cases_of[p.case.employee].add(p.case.id)
         entitlement[p.case.employee] = p.case.employee_remaining_hours
@@ -283,7 +283,7 @@ def _rule5_provider_caps(inst: Instance, placed: Iterable[_Placed]) -> Iterable[
 
 def _rule6_agency_budgets(inst: Instance, placed: Iterable[_Placed]) -> Iterable[Violation]:
     """Rule 6: an agency's cases cost at most its budget."""
-    spent: dict[str, Fraction] = defaultdict(Fraction)
+    spent: Counter[str] = Counter()
     for p in placed:
         spent[p.case.agency] += p.provider.cost(p.session.minutes)
     for agency_id, cost in spent.items():
@@ -292,7 +292,7 @@ def _rule6_agency_budgets(inst: Instance, placed: Iterable[_Placed]) -> Iterable
             yield Violation(
                 6,
                 f"agency {agency_id}",
-                f"sessions cost {_amount(cost)} NT$, budget {_amount(budget)}",
+                f"sessions cost {_amount(Fraction(cost))} NT$, budget {_amount(budget)}",
             )
 
 
@@ -389,7 +389,7 @@ def _terms(inst: Instance, placed: Sequence[_Placed]) -> _Terms:
         _wait_minutes(inst, c, served[c.id][0].session.start if c.id in served else None)
         for c in inst.cases
     )
-    cost = sum((p.provider.cost(p.session.minutes) for p in placed), Fraction(0))
+    cost = Fraction(sum(p.provider.cost(p.session.minutes) for p in placed))
     return _Terms(crisis, other, continuity, wait, cost, crisis_served, len(served))
 
 
@@ -415,7 +415,7 @@ def _case_ceiling(inst: Instance, case: Case) -> int:
     referee's definition, kept so that the two bounds agree.)"""
     if not case.availability or not inst.qualified(case):
         return 0
-    weeks = {iv.start.isocalendar()[:2] for iv in case.availability}
+    weeks = {iso_week(iv.start) for iv in case.availability}
     by_hours = floor(case.employee_remaining_hours * 60 / case.minutes)
     return min(case.sessions, len(weeks) * inst.rules.max_sessions_per_week, by_hours)
 
@@ -429,12 +429,12 @@ def sessions_budget_bound(inst: Instance) -> int:
     """Also spend each agency's budget on its cases' sessions at their
     cheapest qualified rate, cheapest first, as a fractional knapsack:
     the first session that no longer fits whole ends that agency's count."""
-    wishes: dict[str, list[tuple[Fraction, int]]] = defaultdict(list)
+    wishes: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for case in inst.cases:
         n = _case_ceiling(inst, case)
         if n:
-            cheapest = min(inst.rate_of(k) for k in inst.qualified(case))
-            wishes[case.agency].append((cheapest * case.minutes / 60, n))
+            cheapest = min(inst.session_cost(k, case.minutes) for k in inst.qualified(case))
+            wishes[case.agency].append((cheapest, n))
     total = 0
     for agency in inst.agencies:
         left = agency.budget_ntd
@@ -468,7 +468,7 @@ def score_upper_bound(inst: Instance) -> Fraction:
             total += unserved
             continue
         per_session = w.crisis_session if case.kind is CaseKind.CRISIS else w.session
-        cheapest = min(inst.rate_of(k) for k in inst.qualified(case)) * case.minutes / 60
+        cheapest = min(inst.session_cost(k, case.minutes) for k in inst.qualified(case))
         served = n * (per_session + w.continuity - w.cost_per_kntd * cheapest / 1000)
         total += max(served, unserved)
     return total

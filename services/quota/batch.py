@@ -28,20 +28,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.quota import metrics, orm
 from services.quota.domain import (
-    TAIPEI,
     AccountKey,
     AccountKind,
     Balance,
     HoldState,
-    Rule,
     Share,
     Totals,
-    fiscal_year_of,
-    iso_week_of,
     require_room,
-    session_cost_ntd,
 )
 from services.quota.reference import ReferenceData
+from services.rules.codes import RuleCode
+from services.rules.cost import session_cost_ntd
+from services.rules.office_time import fiscal_year_of, iso_week, local
 from services.runtime import clock
 from services.runtime import deadline as call_deadline
 from services.runtime.database import is_retryable, padded
@@ -464,17 +462,17 @@ class HoldBatcher:
         rate = work.rates.get((op.provider_id, year))
         if rate is None:
             raise FailedPrecondition(
-                Rule.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
+                RuleCode.NO_CONTRACT, provider_key.subject, f"provider has no contract for {year}"
             )
         agency = work.accounts.get(agency_key)
         if agency is None:
             raise FailedPrecondition(
-                Rule.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"
+                RuleCode.NO_BUDGET_POOL, agency_key.subject, f"agency has no budget pool for {year}"
             )
         provider = work.accounts.get(provider_key)
         if provider is None:
             raise FailedPrecondition(
-                Rule.NO_CONTRACT, provider_key.subject, f"provider has no hour cap for {year}"
+                RuleCode.NO_CONTRACT, provider_key.subject, f"provider has no hour cap for {year}"
             )
         employee = work.accounts.get(employee_key)
         opening: int | None = None
@@ -482,20 +480,20 @@ class HoldBatcher:
             opening = work.policies.get((organisation, op.staff_category, year))
             if opening is None:
                 raise FailedPrecondition(
-                    Rule.NO_ENTITLEMENT_POLICY,
+                    RuleCode.NO_ENTITLEMENT_POLICY,
                     f"policy/{organisation}/{op.staff_category}/{year}",
                     "no entitlement policy for this organisation, staff category and year",
                 )
         elif employee.staff_category != op.staff_category:
             raise FailedPrecondition(
-                Rule.STAFF_CATEGORY_MISMATCH,
+                RuleCode.STAFF_CATEGORY_MISMATCH,
                 employee_key.subject,
                 "staff_category differs from the one the employee's account was opened with",
             )
-        week = iso_week_of(op.session_start)
+        week = iso_week(op.session_start).label
         if (op.employee_id, week) in work.taken_weeks:
             raise FailedPrecondition(
-                Rule.WEEKLY_LIMIT,
+                RuleCode.WEEKLY_LIMIT,
                 employee_key.subject,
                 f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
                 left={"iso_week": week},
@@ -530,7 +528,7 @@ class HoldBatcher:
             "provider_id": op.provider_id,
             "staff_category": op.staff_category,
             "fiscal_year": year,
-            "session_month": op.session_start.astimezone(TAIPEI).month,
+            "session_month": local(op.session_start).month,
             "iso_week": week,
             "session_start": op.session_start,
             "hourly_rate_ntd": rate,
@@ -577,7 +575,7 @@ def _commit(work: _Batch, op: CommitOp) -> HoldView:
         give_back(work, hold, "EXPIRE", "system", "ttl passed")
         state = HoldState.EXPIRED
     if state in (HoldState.EXPIRED, HoldState.RELEASED):
-        rule = Rule.HOLD_EXPIRED if state is HoldState.EXPIRED else Rule.HOLD_RELEASED
+        rule = RuleCode.HOLD_EXPIRED if state is HoldState.EXPIRED else RuleCode.HOLD_RELEASED
         raise FailedPrecondition(rule, "hold", f"{rule.value}: the hold was given back")
     used = op.minutes or hold["minutes"]
     if used > hold["minutes"]:
@@ -585,7 +583,9 @@ def _commit(work: _Batch, op: CommitOp) -> HoldView:
     if state is HoldState.COMPLETED:
         if used == hold["minutes"]:
             return HoldView.of(hold)  # a retried completion
-        raise FailedPrecondition(Rule.SESSION_COMPLETED, "hold", "the session is already completed")
+        raise FailedPrecondition(
+            RuleCode.SESSION_COMPLETED, "hold", "the session is already completed"
+        )
     if state is HoldState.BOOKED and used == hold["minutes"] and not op.completed:
         return HoldView.of(hold)  # a retried confirmation changes nothing
     kind = "COMPLETE" if op.completed else "COMMIT"
@@ -607,7 +607,7 @@ def _release(work: _Batch, op: ReleaseOp) -> HoldView:
     state = HoldState(hold["state"])
     if state is HoldState.COMPLETED:
         raise FailedPrecondition(
-            Rule.SESSION_COMPLETED, "hold", "a completed session cannot be released"
+            RuleCode.SESSION_COMPLETED, "hold", "a completed session cannot be released"
         )
     if state in (HoldState.HELD, HoldState.BOOKED):
         give_back(work, hold, "RELEASE", op.actor, op.reason)
@@ -622,7 +622,7 @@ async def _read(
     hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
 
     keys_wanted = {op.idempotency_key for op in reserves}
-    weeks = {(op.employee_id, iso_week_of(op.session_start)) for op in reserves}
+    weeks = {(op.employee_id, iso_week(op.session_start).label) for op in reserves}
     if hold_ids or reserves:
         # One read locks the holds to commit or release, finds the holds that
         # earlier tries of these reservations made, and the active holds

@@ -1,24 +1,22 @@
 """The funding rules, free of storage and transport.
 
-Sources: Miaoli plan section 5 (one session per person per week, 1-2 hours,
-total-volume control, provider hour caps, special approval beyond them) and
-the Budget Act art. 12 (the fiscal year is the calendar year).
+The rules themselves (session length, the weekly limit, the ISO week, the
+fiscal year, a session's cost, the rule codes) live in `services.rules`;
+here they are applied to accounts and holds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from enum import StrEnum
-from zoneinfo import ZoneInfo
 
+from services.rules.codes import RuleCode
+from services.rules.office_time import fiscal_year_of
+from services.rules.sessions import SESSION_LENGTH_TEXT, session_length_ok
 from services.runtime.errors import FailedPrecondition
 from services.runtime.fields import FieldChecker
 
-TAIPEI = ZoneInfo("Asia/Taipei")
-
-MIN_SESSION_MINUTES = 60
-MAX_SESSION_MINUTES = 120
 MAX_HOLD_TTL_SECONDS = 86_400
 MAX_GROUP_SIZE = 30
 
@@ -35,23 +33,6 @@ class HoldState(StrEnum):
     COMPLETED = "completed"
     RELEASED = "released"
     EXPIRED = "expired"
-
-
-class Rule(StrEnum):
-    """Codes in FAILED_PRECONDITION details; clients switch on them."""
-
-    WEEKLY_LIMIT = "WEEKLY_LIMIT"
-    EMPLOYEE_ENTITLEMENT = "EMPLOYEE_ENTITLEMENT"
-    PROVIDER_CAP = "PROVIDER_CAP"
-    AGENCY_BUDGET = "AGENCY_BUDGET"
-    NO_CONTRACT = "NO_CONTRACT"
-    NO_BUDGET_POOL = "NO_BUDGET_POOL"
-    NO_ENTITLEMENT_POLICY = "NO_ENTITLEMENT_POLICY"
-    STAFF_CATEGORY_MISMATCH = "STAFF_CATEGORY_MISMATCH"
-    HOLD_EXPIRED = "HOLD_EXPIRED"
-    HOLD_RELEASED = "HOLD_RELEASED"
-    SESSION_COMPLETED = "SESSION_COMPLETED"
-    CAP_BELOW_USE = "CAP_BELOW_USE"
 
 
 @dataclass(frozen=True)
@@ -125,32 +106,12 @@ def check_share(checker: FieldChecker, share: Share, field: str) -> None:
     checker.require(0 <= share.index < share.size, f"{field}.index", "0 to size - 1")
 
 
-def fiscal_year_of(moment: datetime | date, start_month: int = 1) -> int:
-    """The fiscal year a day belongs to; the calendar year unless configured."""
-    day = moment.astimezone(TAIPEI).date() if isinstance(moment, datetime) else moment
-    return day.year + (1 if start_month > 1 and day.month >= start_month else 0)
-
-
 def current_fiscal_year(now: datetime) -> int:
     return fiscal_year_of(now)
 
 
-def iso_week_of(moment: datetime) -> str:
-    year, week, _ = moment.astimezone(TAIPEI).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def session_cost_ntd(hourly_rate_ntd: int, minutes: int) -> int:
-    """Rate x minutes / 60, rounded half up to whole NT$."""
-    return (hourly_rate_ntd * minutes + 30) // 60
-
-
 def check_session_minutes(checker: FieldChecker, minutes: int, field: str) -> None:
-    checker.require(
-        MIN_SESSION_MINUTES <= minutes <= MAX_SESSION_MINUTES,
-        field,
-        f"a session lasts {MIN_SESSION_MINUTES} to {MAX_SESSION_MINUTES} minutes",
-    )
+    checker.require(session_length_ok(minutes), field, SESSION_LENGTH_TEXT)
 
 
 def check_fiscal_year(checker: FieldChecker, year: int, field: str) -> None:
@@ -162,9 +123,9 @@ def require_room(key: AccountKey, totals: Totals, amount: int) -> None:
     if amount <= totals.left:
         return
     rule, unit = {
-        AccountKind.EMPLOYEE: (Rule.EMPLOYEE_ENTITLEMENT, "minutes"),
-        AccountKind.PROVIDER: (Rule.PROVIDER_CAP, "minutes"),
-        AccountKind.AGENCY: (Rule.AGENCY_BUDGET, "ntd"),
+        AccountKind.EMPLOYEE: (RuleCode.EMPLOYEE_ENTITLEMENT, "minutes"),
+        AccountKind.PROVIDER: (RuleCode.PROVIDER_CAP, "minutes"),
+        AccountKind.AGENCY: (RuleCode.AGENCY_BUDGET, "ntd"),
     }[key.kind]
     raise FailedPrecondition(
         rule,

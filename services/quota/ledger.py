@@ -34,7 +34,6 @@ from services.quota.domain import (
     AccountKind,
     Balance,
     HoldState,
-    Rule,
     Share,
     Totals,
     check_fiscal_year,
@@ -43,6 +42,8 @@ from services.quota.domain import (
     require_room,
 )
 from services.quota.store import QuotaStore
+from services.rules.codes import RuleCode
+from services.rules.sessions import MAX_SESSION_MINUTES
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
 from services.runtime.auth import Role, current_identity
@@ -197,7 +198,9 @@ class QuotaLedger:
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         checker.require(
-            minutes == 0 or 1 <= minutes <= 120, "minutes", "0 (all held minutes) or 1-120"
+            minutes == 0 or 1 <= minutes <= MAX_SESSION_MINUTES,
+            "minutes",
+            f"0 (all held minutes) or 1-{MAX_SESSION_MINUTES}",
         )
         checker.raise_if_any()
         hold: HoldView = await self._batcher.submit(
@@ -379,7 +382,7 @@ class QuotaLedger:
                 return _balance(giver, accounts[giver]), _balance(taker, accounts[taker])
             if giver not in accounts:
                 raise FailedPrecondition(
-                    Rule.NO_BUDGET_POOL, giver.subject, f"agency has no budget pool for {year}"
+                    RuleCode.NO_BUDGET_POOL, giver.subject, f"agency has no budget pool for {year}"
                 )
             require_room(giver, _totals(accounts[giver]), amount)
             reference = uuid.uuid4().hex
@@ -447,7 +450,7 @@ class QuotaLedger:
             elif account.entitled != cap_minutes:
                 if cap_minutes < account.held + account.spent:
                     raise FailedPrecondition(
-                        Rule.CAP_BELOW_USE,
+                        RuleCode.CAP_BELOW_USE,
                         key.subject,
                         f"cap {cap_minutes} is below the {account.held + account.spent} "
                         "minutes already held or spent",
@@ -664,7 +667,12 @@ class QuotaLedger:
 
 
 _LIMIT_RULES = frozenset(
-    {Rule.WEEKLY_LIMIT, Rule.EMPLOYEE_ENTITLEMENT, Rule.PROVIDER_CAP, Rule.AGENCY_BUDGET}
+    {
+        RuleCode.WEEKLY_LIMIT,
+        RuleCode.EMPLOYEE_ENTITLEMENT,
+        RuleCode.PROVIDER_CAP,
+        RuleCode.AGENCY_BUDGET,
+    }
 )
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from grpc import aio
 
 from eap.quota.v1 import quota_pb2_grpc
 from services.quota.ledger import QuotaLedger
 from services.quota.servicer import QuotaServicer
+from services.rules.office_time import fiscal_year_of
 from services.runtime import clock, lease
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
@@ -20,7 +20,6 @@ log = logging.getLogger("eap.quota")
 
 SWEEP_BATCH = 200
 METRICS_SECONDS = 10.0  # how often the balance gauges are read from the database
-TAIPEI = ZoneInfo("Asia/Taipei")  # the fiscal year is Taiwan's calendar year
 
 
 class QuotaService(DatabaseService):
@@ -70,7 +69,7 @@ class QuotaService(DatabaseService):
         """Keeps the balance gauges of the current fiscal year fresh."""
         while True:
             try:
-                await self.ledger.refresh_metrics(clock.now().astimezone(TAIPEI).year)
+                await self.ledger.refresh_metrics(fiscal_year_of(clock.now()))
             except Exception:  # a store is down: the health probe reports it
                 log.warning("quota metrics refresh failed", exc_info=True)
             await asyncio.sleep(METRICS_SECONDS)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from eap.quota.v1 import quota_pb2 as pb
@@ -26,7 +25,7 @@ from services.quota.ledger import (
 from services.runtime import clock, paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
-from services.runtime.fields import moment
+from services.runtime.fields import moment, timestamp
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -45,12 +44,6 @@ _STATES = {
 }
 _UNITS = {"minutes": pb.UNIT_MINUTES, "ntd": pb.UNIT_NTD}
 MAX_PAGE = 1000
-
-
-def _timestamp(moment: Any) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 def _year(year: int) -> int:
@@ -85,7 +78,7 @@ def hold_pb(hold: HoldView) -> pb.Hold:
         iso_week=hold.iso_week,
         minutes=hold.minutes,
         amount_ntd=hold.amount_ntd,
-        expires_at=_timestamp(hold.expires_at),
+        expires_at=timestamp(hold.expires_at),
         booking_ref=hold.booking_ref,
         agency_id=hold.agency_id,
         provider_id=hold.provider_id,
@@ -179,7 +172,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             entries=[
                 pb.LedgerEntry(
                     entry_id=e.entry_id,
-                    recorded_at=_timestamp(e.recorded_at),
+                    recorded_at=timestamp(e.recorded_at),
                     account=pb.AccountRef(
                         kind=_KIND_PB[AccountKind(e.account_kind)],
                         id=e.account_owner,

@@ -44,6 +44,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.rules.sessions import CRISIS_DEADLINE_HOURS
 from services.runtime.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/eap.sqlite3"
@@ -75,7 +76,7 @@ class Settings:
     calendar_address: str | None = None
     matcher_address: str | None = None
     slot_hold_seconds: int = 600
-    crisis_deadline_hours: int = 72
+    crisis_deadline_hours: int = CRISIS_DEADLINE_HOURS
     retention_days: int = 1825
     data_keys_file: str | None = None
     audit_keys_file: str | None = None

@@ -77,3 +77,10 @@ def moment(stamp: Timestamp, field: str) -> datetime:
     value = checker.moment(stamp, field)
     checker.raise_if_any()
     return value
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    """An aware time as a Timestamp (the way back from `moment`)."""
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
