@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from eap.calendar.v1 import calendar_pb2 as cpb
 from eap.calendar.v1 import calendar_pb2_grpc
@@ -21,6 +22,8 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.calendar.service import CalendarService
+from services.matcher.booking_state import BookingState as S
+from services.matcher.booking_state import step
 from services.matcher.service import MatcherService
 from services.quota.service import QuotaService
 from services.runtime import clock
@@ -396,9 +399,19 @@ async def test_the_matcher_books_by_the_calendar_services_years(
         await server.stop(0)
 
 
+async def _crash_after(
+    service: MatcherService, booking_id: str, source: S, target: S, **values: object
+) -> None:
+    """Takes one step of the booking's state machine and stops there, as a
+    replica that died right after it would have."""
+    sessions = async_sessionmaker(service.engine)
+    async with sessions() as session, session.begin():
+        assert await step(session, booking_id, source, target, clock.now(), **values)
+
+
 async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027: None) -> None:
-    """A booking marked booked whose quota commit never ran, and a cancelled
-    one whose quota release never ran: the reconciler finishes both."""
+    """A confirmation whose quota commit never ran, and a cancellation whose
+    quota release never ran: the reconciler finishes both."""
     matcher_service = MatcherService()
     server = await start([QuotaService(), matcher_service], backend.settings)
     try:
@@ -412,7 +425,7 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
             await submit(suite, case())
             await submit(suite, case("K2", "E2"))
             first = (await slots(suite))[0]
-            # K1: reserved and marked booked, then the replica died before Commit.
+            # K1: confirming, its quota reserved, then the replica died before Commit.
             held = await hold(suite, first)
             second = (await slots(suite, "K2"))[0]
             bookings = matcher_service.bookings
@@ -427,10 +440,12 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
                 300,
                 held.booking_id,
             )
-            assert await bookings._mark_booked(held.booking_id, quota_hold)
+            await _crash_after(
+                matcher_service, held.booking_id, S.HELD, S.CONFIRMING, quota_hold_id=quota_hold
+            )
             # K2: booked and paid for, then cancelled; the replica died before Release.
             paid = await book(suite, second, "K2")
-            await bookings._set_state(paid.booking_id, "cancelled", only_from="booked")
+            await _crash_after(matcher_service, paid.booking_id, S.BOOKED, S.CANCELLING)
             assert (await agency(suite)).held == RATE  # K1's reservation, not yet spent
             assert await bookings.reconcile() == 0  # too fresh: the step may still be running
             clock.advance(dt.timedelta(seconds=61))

@@ -349,15 +349,21 @@ class QuotaMachine(RuleBasedStateMachine):
         self.expire(LAPSE, sweep=False)
         self.commit(hold_id, 0, completed)
 
-    @rule(hold_id=holds)
-    def release(self, hold_id: str) -> None:
+    @rule(hold_id=holds, cancelled=st.booleans())
+    def release(self, hold_id: str, cancelled: bool) -> None:
         hold = self.model_holds[hold_id]
         event(f"release: {hold.state}")
-        attempt = self.ledger.release(hold_id, "plans changed", "test")
+        attempt = self.ledger.release(hold_id, "plans changed", "test", cancelled)
         if hold.state == "completed":
             with pytest.raises(FailedPrecondition) as refused:
                 self.run(attempt)
             assert refused.value.rule == "SESSION_COMPLETED"
+            return
+        if hold.state == "booked" and not cancelled:
+            # A booked hold goes back only with its booking's cancellation.
+            with pytest.raises(FailedPrecondition) as refused:
+                self.run(attempt)
+            assert refused.value.rule == "HOLD_BOOKED"
             return
         if hold.state in ("held", "booked"):
             for account, amount in zip(

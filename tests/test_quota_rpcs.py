@@ -21,6 +21,7 @@ from tests.county import ORG, RATE, YEAR, account, reserve_request, seed
 EMPLOYEE = pb.ACCOUNT_KIND_EMPLOYEE
 PROVIDER = pb.ACCOUNT_KIND_PROVIDER
 AGENCY = pb.ACCOUNT_KIND_AGENCY
+ACCOUNTS_OF_E1 = ((EMPLOYEE, "E1"), (PROVIDER, "P1"), (AGENCY, "PT-HR"))
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
@@ -198,8 +199,14 @@ async def test_release_gives_everything_back(quota: QuotaClient) -> None:
     held = (await quota.stub.Reserve(reserve_request("h", n_week=3))).hold
     booked = (await quota.stub.Reserve(reserve_request("b", n_week=4))).hold
     await quota.stub.Commit(pb.CommitRequest(hold_id=booked.hold_id))
+    # A booked hold goes back only with its booking's cancellation: a
+    # confirmation that lost a race cannot undo the one that won.
+    error = await refused(quota.stub.Release(pb.ReleaseRequest(hold_id=booked.hold_id)))
+    assert details(error)["ErrorInfo"].reason == "HOLD_BOOKED"  # type: ignore[attr-defined]
     for hold_id in (held.hold_id, booked.hold_id):
-        released = await quota.stub.Release(pb.ReleaseRequest(hold_id=hold_id, reason="cancelled"))
+        released = await quota.stub.Release(
+            pb.ReleaseRequest(hold_id=hold_id, reason="cancelled", booking_cancelled=True)
+        )
         assert released.hold.state == pb.HOLD_STATE_RELEASED
         again = await quota.stub.Release(pb.ReleaseRequest(hold_id=hold_id))
         assert again.hold.state == pb.HOLD_STATE_RELEASED
@@ -210,6 +217,50 @@ async def test_release_gives_everything_back(quota: QuotaClient) -> None:
     await quota.stub.Reserve(reserve_request("h2", n_week=3))
     error = await refused(quota.stub.Release(pb.ReleaseRequest(hold_id="nope")))
     assert error.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_move_charges_the_new_session_in_one_step(quota: QuotaClient) -> None:
+    """A reschedule within the week keeps the week's one session; one to a
+    taken week, or past the provider's cap, changes nothing."""
+    await seed(quota.stub)
+    booked = (await quota.stub.Reserve(reserve_request("b", n_week=4))).hold
+    await quota.stub.Commit(pb.CommitRequest(hold_id=booked.hold_id))
+    other = (await quota.stub.Reserve(reserve_request("o", n_week=5))).hold
+    await quota.stub.Commit(pb.CommitRequest(hold_id=other.hold_id))
+    before = [await balance(quota, kind, owner) for kind, owner in ACCOUNTS_OF_E1]
+
+    def move(n_week: int, minutes: int = 90, ref: str = "moved") -> pb.MoveRequest:
+        start = reserve_request("x", n_week=n_week).session_start
+        start.seconds += 86_400  # the next day, same ISO week
+        return pb.MoveRequest(
+            hold_id=booked.hold_id,
+            employee_id="E1",
+            provider_id="P1",
+            session_start=start,
+            minutes=minutes,
+            booking_ref=ref,
+        )
+
+    error = await refused(quota.stub.Move(move(5)))
+    assert details(error)["ErrorInfo"].reason == "WEEKLY_LIMIT"  # type: ignore[attr-defined]
+    assert [await balance(quota, kind, owner) for kind, owner in ACCOUNTS_OF_E1] == before
+    moved = (await quota.stub.Move(move(4))).hold
+    assert (moved.hold_id, moved.state, moved.minutes) == (booked.hold_id, pb.HOLD_STATE_BOOKED, 90)
+    assert moved.booking_ref == "moved" and moved.iso_week == booked.iso_week
+    assert (await quota.stub.Move(move(4))).hold == moved  # a retry
+    employee = await balance(quota, EMPLOYEE, "E1")
+    assert (employee.held, employee.spent) == (0, 60 + 90)
+    assert (await balance(quota, AGENCY, "PT-HR")).spent == 2 * 2000 + 1000
+    assert await quota.service.ledger.verify() == []
+    # A hold that is not booked does not move.
+    held = (await quota.stub.Reserve(reserve_request("h", n_week=6))).hold
+    error = await refused(quota.stub.Move(replace_hold(move(6), held.hold_id)))
+    assert details(error)["ErrorInfo"].reason == "NOT_BOOKED"  # type: ignore[attr-defined]
+
+
+def replace_hold(request: pb.MoveRequest, hold_id: str) -> pb.MoveRequest:
+    request.hold_id = hold_id
+    return request
 
 
 async def test_expired_hold_comes_back_and_cannot_be_committed(quota: QuotaClient) -> None:

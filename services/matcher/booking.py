@@ -6,33 +6,36 @@ locks the counselor's registry row, re-reads the live appointments and only
 then writes, so two requests for one counselor queue instead of racing.
 (On SQLite every write transaction is already alone: BEGIN IMMEDIATE.)
 
-Confirming spends the quota in the same step: reserve in the quota service,
-mark the booking booked, then commit the quota hold. If the reservation is
-refused, the hold is given up and the quota's rule is the answer; if the
-booking cannot be marked (the hold lapsed and someone took the slot), the
-quota hold is released; if the commit fails, the booking is cancelled and
-its quota released. `funded` records what the quota service holds for a
-booking, so a step a crash cut short shows as a booking whose flag
-disagrees with its state, and `reconcile` finishes it.
+Confirming spends the quota in the same step: the booking's state machine
+(booking_state.py) gives the step to one caller, which reserves the quota,
+commits it and writes the booking down as booked; a refusal gives the hold
+up and names the quota's rule. Cancelling, completing and rescheduling go
+the same way, a compare-and-set on the booking first, then the quota
+service, then the step's end; a step a crash cut short stays in its state
+under way, and `reconcile` finishes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics, slots
+from services.matcher.booking_state import CHARGED, LIVE, SHOWN, UNDER_WAY, step
+from services.matcher.booking_state import BookingState as S
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import Case, TimeOff, TimeRange, validate
 from services.matcher.instance import CaseKind
-from services.matcher.orm import LIVE_STATES, BookingRow, CaseRow, CounselorRow
+from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry import Category, Counselor, Modality, counselor_of
 from services.matcher.slots import Appointment, Diary, Offer
@@ -41,6 +44,7 @@ from services.rules.office_time import OFFICE_ZONE, iso_week, local_day
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import (
+    Aborted,
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
@@ -58,6 +62,8 @@ LONGEST_WINDOW = timedelta(days=62)
 LONGEST_GROUP_WINDOW = timedelta(days=92)  # a quarter: group sessions are planned ahead
 QUOTA_HOLD_SECONDS = 300  # the quota hold lives only while ConfirmBooking runs
 RECONCILE_AFTER = timedelta(seconds=60)  # a step older than this was cut short
+OUTCOME_WAIT_SECONDS = 12.0  # a step another caller owns: two quota calls at most
+OUTCOME_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,9 @@ class BookingView:
 
     @classmethod
     def of(cls, row: BookingRow, now: datetime) -> BookingView:
-        state = row.state
-        if state == "held" and row.hold_expires_at is not None and row.hold_expires_at <= now:
+        state = SHOWN[S(row.state)]
+        lapsed = row.hold_expires_at is not None and row.hold_expires_at <= now
+        if row.state == S.HELD and lapsed:
             state = "released"  # lapsed; the sweep will write it down
         return cls(
             row.booking_id,
@@ -110,11 +117,25 @@ def _no_booking() -> NotFound:
     return NotFound("booking_id names no booking")
 
 
+def _busy() -> Aborted:
+    return Aborted(
+        f"{RuleCode.BOOKING_BUSY}: another request is changing this booking; retry in a moment"
+    )
+
+
+def _cancelled_meanwhile() -> FailedPrecondition:
+    return FailedPrecondition(
+        RuleCode.BOOKING_CANCELLED,
+        "booking",
+        "BOOKING_CANCELLED: the booking was cancelled while it was being confirmed",
+    )
+
+
 def live(now: datetime) -> ColumnElement[bool]:
     """Rows that block time: booked, completed, or held and not lapsed."""
     return or_(
-        BookingRow.state.in_([s for s in LIVE_STATES if s != "held"]),
-        and_(BookingRow.state == "held", BookingRow.hold_expires_at > now),
+        BookingRow.state.in_([s.value for s in LIVE if s is not S.HELD]),
+        and_(BookingRow.state == S.HELD.value, BookingRow.hold_expires_at > now),
     )
 
 
@@ -568,20 +589,32 @@ class Bookings:
         if blocked is not None:
             raise FailedPrecondition(blocked[0], "slot", blocked[1])
 
-    # -- confirming, cancelling, completing ----------------------------------------
+    # -- confirming, cancelling, completing, moving ---------------------------------
+    #
+    # Each method takes its step with a compare-and-set (booking_state.step);
+    # only the caller that won a step talks to the quota service for it.
 
     async def confirm(self, booking_id: str) -> BookingView:
         now = clock.now()
         async with self._sessions() as session:
             row = await self._load_booking(session, booking_id, own=True)
             case = await self._load_case(session, row.case_id)
-        view = BookingView.of(row, now)
-        if view.state in ("booked", "completed"):
-            return view  # a retried confirmation
-        if view.state != "held":
-            raise FailedPrecondition(
-                RuleCode.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
+        state = S(row.state)
+        if state is S.CONFIRMING:
+            return await self._outcome(booking_id)
+        if state is not S.HELD:
+            return self._settled(row, now)
+        async with self._sessions() as session, session.begin():
+            won = await step(
+                session,
+                booking_id,
+                S.HELD,
+                S.CONFIRMING,
+                now,
+                condition=BookingRow.hold_expires_at > now,
             )
+        if not won:
+            return await self._outcome(booking_id)
         try:
             quota_hold = await self._quota.reserve(
                 f"booking-{booking_id}",
@@ -594,26 +627,38 @@ class Bookings:
                 QUOTA_HOLD_SECONDS,
                 booking_id,
             )
-        except FailedPrecondition:
-            await self._set_state(booking_id, "released", only_from="held")
+        except FailedPrecondition as refusal:
+            await self._refused(booking_id, refusal.rule)
             metrics.BOOKINGS.labels("refused").inc()
             raise
-        booked = await self._mark_booked(booking_id, quota_hold)
-        if not booked:
-            await self._quota.release(quota_hold, "hold lapsed before confirmation")
-            raise FailedPrecondition(
-                RuleCode.HOLD_EXPIRED,
-                "booking",
-                "HOLD_EXPIRED: the hold lapsed before confirmation",
-            )
+        # Written down before the commit, so that a cancellation meanwhile,
+        # or the reconciler after a crash, can give the quota back.
+        async with self._sessions() as session, session.begin():
+            recorded = await self._record_quota_hold(session, booking_id, quota_hold)
+        if not recorded:  # cancelled while the quota was being reserved
+            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            raise _cancelled_meanwhile()
         try:
             await self._quota.commit(quota_hold)
-        except ServiceError:
-            await self._set_state(booking_id, "cancelled", only_from="booked")
+        except FailedPrecondition as refusal:
             await self._quota.release(quota_hold, "confirmation failed")
+            await self._refused(booking_id, refusal.rule)
             raise
+        async with self._sessions() as session, session.begin():
+            booked = await step(
+                session,
+                booking_id,
+                S.CONFIRMING,
+                S.BOOKED,
+                clock.now(),
+                hold_expires_at=None,
+                funded=True,
+            )
+        if not booked:  # cancelled while the quota was being committed
+            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            raise _cancelled_meanwhile()
         metrics.BOOKINGS.labels("booked").inc()
-        return await self._set_funded(booking_id, True)
+        return await self._view(booking_id)
 
     async def cancel(self, booking_id: str, reason: str) -> BookingView:
         checker = FieldChecker()
@@ -621,79 +666,233 @@ class Bookings:
         checker.raise_if_any()
         now = clock.now()
         async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id, lock=True, own=True)
-            state = BookingView.of(row, now).state
-            if state == "completed":
+            row = await self._load_booking(session, booking_id, own=True)
+            state = S(row.state)
+            if state in (S.COMPLETED, S.COMPLETING):
                 raise FailedPrecondition(
-                    RuleCode.SESSION_COMPLETED, "booking", "a completed session cannot be cancelled"
+                    RuleCode.SESSION_COMPLETED,
+                    "booking",
+                    "a completed session cannot be cancelled",
                 )
-            if state in ("held", "booked"):
-                row.state = "cancelled" if state == "booked" else "released"
-                metrics.BOOKINGS.labels(row.state).inc()
-                row.hold_expires_at = None
-                row.updated_at = now
-            quota_hold, funded = row.quota_hold_id, row.funded
-        if quota_hold and funded:
-            await self._quota.release(quota_hold, reason or "cancelled")
-            return await self._set_funded(booking_id, False)
-        return BookingView.of(row, now)
+            if state is S.MOVING:
+                raise _busy()
+            if state is S.HELD:
+                # Lapsed or not, a hold that is given up is released.
+                if await step(session, booking_id, S.HELD, S.RELEASED, now, hold_expires_at=None):
+                    metrics.BOOKINGS.labels("released").inc()
+            elif state in (S.CONFIRMING, S.BOOKED) and await step(
+                session, booking_id, state, S.CANCELLING, now, hold_expires_at=None
+            ):
+                metrics.BOOKINGS.labels("cancelled").inc()
+        async with self._sessions() as session:
+            row = await self._load_booking(session, booking_id)
+        if S(row.state) is S.CANCELLING and row.quota_hold_id:
+            # Whoever finds a cancellation under way may finish it: releasing
+            # is idempotent, and the booking is cancelled whatever happens.
+            await self._finish_cancelling(booking_id, row.quota_hold_id, reason or "cancelled")
+        elif S(row.state) is S.CONFIRMING:
+            raise _busy()  # the race went the other way; a retry sees the outcome
+        return await self._view(booking_id)
 
     async def complete(self, booking_id: str, minutes: int) -> BookingView:
         now = clock.now()
         async with self._sessions() as session:
             row = await self._load_booking(session, booking_id, own=True)
-        view = BookingView.of(row, now)
-        if view.state == "completed":
-            return view
-        if view.state != "booked":
+        state = S(row.state)
+        if state is S.COMPLETED:
+            return BookingView.of(row, now)
+        if state is S.COMPLETING:
+            raise _busy()
+        if state is not S.BOOKED:
             raise FailedPrecondition(
-                "NOT_BOOKED", "booking", "only a booked session can be completed"
+                RuleCode.NOT_BOOKED, "booking", "only a booked session can be completed"
             )
         if not 0 <= minutes <= row.minutes:
             raise InvalidArgument.single("minutes", f"0 to the {row.minutes} minutes booked")
-        await self._quota.commit(row.quota_hold_id, minutes, completed=True)
+        booked_minutes, used = row.minutes, minutes or row.minutes
         async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id, lock=True)
-            row.state = "completed"
-            metrics.BOOKINGS.labels("completed").inc()
-            row.minutes = minutes or row.minutes
-            row.funded = True
-            row.updated_at = clock.now()
-        return BookingView.of(row, clock.now())
+            # The minutes used are written with the step, so that the
+            # reconciler can finish it with the same commit.
+            if not await step(session, booking_id, S.BOOKED, S.COMPLETING, now, minutes=used):
+                raise _busy()
+        try:
+            await self._quota.commit(row.quota_hold_id, used, completed=True)
+        except ServiceError:
+            async with self._sessions() as session, session.begin():
+                await step(
+                    session, booking_id, S.COMPLETING, S.BOOKED, clock.now(), minutes=booked_minutes
+                )
+            raise
+        async with self._sessions() as session, session.begin():
+            await step(session, booking_id, S.COMPLETING, S.COMPLETED, clock.now())
+        metrics.BOOKINGS.labels("completed").inc()
+        return await self._view(booking_id)
 
     async def reschedule(
         self, booking_id: str, new_booking_id: str
     ) -> tuple[BookingView, BookingView]:
-        """Confirms the new hold, then cancels the old booking. The quota's
-        one-session-a-week rule would refuse a new slot in the old one's
-        week while the old one stands, so within one week the old quota is
-        given back first and, should the new one fail, taken again."""
+        """Moves a booking to a new hold of the same case, atomically: the
+        quota service moves the booking's hold to the new session in one
+        step (Move), so the rules see one session, never two, and either the
+        new booking stands and the old one is cancelled, or the old one
+        stands as it was and the caller hears the rule that refused."""
         now = clock.now()
         async with self._sessions() as session:
             old = await self._load_booking(session, booking_id, own=True)
             new = await self._load_booking(session, new_booking_id, own=True)
-        if new.case_id != old.case_id:
+        if new.case_id != old.case_id or new.group_id or old.group_id:
             raise InvalidArgument.single("new_booking_id", "a hold of the same case")
-        if BookingView.of(old, now).state != "booked":
-            raise FailedPrecondition("NOT_BOOKED", "booking", "only a booked session can move")
-        if iso_week(old.start) != iso_week(new.start):
-            confirmed = await self.confirm(new_booking_id)
-            return confirmed, await self.cancel(booking_id, "rescheduled")
-        previous = await self.cancel(booking_id, "rescheduled")
-        try:
-            confirmed = await self.confirm(new_booking_id)
-        except ServiceError:
-            await self._restore(old)
-            raise
-        return confirmed, previous
-
-    async def _restore(self, old: BookingRow) -> None:
-        """Books `old` again after a reschedule within its week failed."""
+        if S(new.state) is S.BOOKED and new.replaces_booking_id == booking_id:
+            return BookingView.of(new, now), BookingView.of(old, now)  # a retry
+        if S(new.state) is S.CONFIRMING and new.replaces_booking_id == booking_id:
+            await self._outcome(new_booking_id)
+            return await self._view(new_booking_id), await self._view(booking_id)
+        if S(old.state) is S.MOVING:
+            raise _busy()
+        if S(old.state) is not S.BOOKED:
+            raise FailedPrecondition(
+                RuleCode.NOT_BOOKED, "booking", "only a booked session can move"
+            )
         async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, old.booking_id, lock=True)
-            row.state, row.hold_expires_at = "held", clock.now() + self._hold
-            row.updated_at = clock.now()
-        await self.confirm(old.booking_id)
+            if not await step(session, booking_id, S.BOOKED, S.MOVING, now):
+                raise _busy()
+            if not await step(
+                session,
+                new_booking_id,
+                S.HELD,
+                S.CONFIRMING,
+                now,
+                condition=BookingRow.hold_expires_at > now,
+                replaces_booking_id=booking_id,
+            ):
+                # Raising rolls both steps back: the old booking stays booked.
+                raise FailedPrecondition(
+                    RuleCode.HOLD_EXPIRED,
+                    "booking",
+                    "HOLD_EXPIRED: the new slot's hold lapsed or was given up",
+                )
+        return await self._move(old, new)
+
+    async def _move(self, old: BookingRow, new: BookingRow) -> tuple[BookingView, BookingView]:
+        """The quota's part of a reschedule, and its outcome written down."""
+        try:
+            await self._quota.move(
+                old.quota_hold_id,
+                old.employee_id,
+                new.provider_id,
+                new.start,
+                new.minutes,
+                new.booking_id,
+            )
+        except FailedPrecondition as refusal:
+            async with self._sessions() as session, session.begin():
+                await step(session, old.booking_id, S.MOVING, S.BOOKED, clock.now())
+                await step(
+                    session,
+                    new.booking_id,
+                    S.CONFIRMING,
+                    S.RELEASED,
+                    clock.now(),
+                    outcome=refusal.rule[:32],
+                    hold_expires_at=None,
+                )
+            metrics.BOOKINGS.labels("refused").inc()
+            raise
+        async with self._sessions() as session, session.begin():
+            now = clock.now()
+            await step(
+                session,
+                new.booking_id,
+                S.CONFIRMING,
+                S.BOOKED,
+                now,
+                quota_hold_id=old.quota_hold_id,
+                funded=True,
+                hold_expires_at=None,
+            )
+            await step(session, old.booking_id, S.MOVING, S.CANCELLED, now, funded=False)
+        metrics.BOOKINGS.labels("booked").inc()
+        metrics.BOOKINGS.labels("cancelled").inc()
+        return await self._view(new.booking_id), await self._view(old.booking_id)
+
+    async def _outcome(self, booking_id: str) -> BookingView:
+        """What a step another caller owns comes to: waits for it (two
+        quota calls at most), then answers as that caller was answered."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + OUTCOME_WAIT_SECONDS
+        while True:
+            async with self._sessions() as session:
+                row = await self._load_booking(session, booking_id)
+            if S(row.state) not in UNDER_WAY or loop.time() > until:
+                break
+            await asyncio.sleep(OUTCOME_POLL_SECONDS)
+        if S(row.state) in UNDER_WAY:
+            raise _busy()
+        return self._settled(row, clock.now())
+
+    def _settled(self, row: BookingRow, now: datetime) -> BookingView:
+        """A confirmation's answer from a booking no longer held."""
+        view = BookingView.of(row, now)
+        state = S(row.state)
+        if state in CHARGED:
+            return view  # a retried confirmation
+        if state in (S.CANCELLED, S.CANCELLING):
+            raise _cancelled_meanwhile()
+        if state is S.RELEASED and row.outcome:
+            raise FailedPrecondition(
+                row.outcome, "booking", f"{row.outcome}: the confirmation was refused"
+            )
+        raise FailedPrecondition(
+            RuleCode.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
+        )
+
+    async def _refused(self, booking_id: str, rule: str) -> None:
+        """A confirmation the quota refused: the hold is given up, or, if it
+        was cancelled meanwhile, the cancellation finishes."""
+        async with self._sessions() as session, session.begin():
+            now = clock.now()
+            released = await step(
+                session,
+                booking_id,
+                S.CONFIRMING,
+                S.RELEASED,
+                now,
+                outcome=rule[:32],
+                hold_expires_at=None,
+            )
+            if not released:
+                await step(session, booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
+
+    async def _record_quota_hold(
+        self, session: AsyncSession, booking_id: str, quota_hold: str
+    ) -> bool:
+        result = await session.execute(
+            update(BookingRow)
+            .where(BookingRow.booking_id == booking_id, BookingRow.state == S.CONFIRMING.value)
+            .values(quota_hold_id=quota_hold, updated_at=clock.now())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return True
+        # Not confirming any more: cancelled meanwhile. Note the hold anyway,
+        # for the reconciler, should this process stop before releasing it.
+        await session.execute(
+            update(BookingRow)
+            .where(BookingRow.booking_id == booking_id, BookingRow.quota_hold_id == "")
+            .values(quota_hold_id=quota_hold)
+            .execution_options(synchronize_session=False)
+        )
+        return False
+
+    async def _finish_cancelling(self, booking_id: str, quota_hold: str, reason: str) -> None:
+        await self._quota.release(quota_hold, reason, booking_cancelled=True)
+        async with self._sessions() as session, session.begin():
+            await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=False)
+
+    async def _view(self, booking_id: str) -> BookingView:
+        async with self._sessions() as session:
+            row = await self._load_booking(session, booking_id)
+        return BookingView.of(row, clock.now())
 
     # -- upkeep --------------------------------------------------------------------
 
@@ -701,52 +900,89 @@ class Bookings:
         """Writes down lapsed holds as released; returns how many."""
         now = clock.now()
         async with self._sessions() as session, session.begin():
-            rows = list(
-                await session.scalars(
-                    select(BookingRow).where(
-                        BookingRow.state == "held", BookingRow.hold_expires_at <= now
-                    )
-                )
+            result = await session.execute(
+                update(BookingRow)
+                .where(BookingRow.state == S.HELD.value, BookingRow.hold_expires_at <= now)
+                .values(state=S.RELEASED.value, hold_expires_at=None, updated_at=now)
+                .execution_options(synchronize_session=False)
             )
-            for row in rows:
-                row.state, row.hold_expires_at, row.updated_at = "released", None, now
-        metrics.HOLDS_EXPIRED.inc(len(rows))
-        return len(rows)
+        swept = int(result.rowcount)  # type: ignore[attr-defined]
+        metrics.HOLDS_EXPIRED.inc(swept)
+        return swept
 
     async def reconcile(self) -> int:
-        """Finishes confirmations and cancellations a crash cut short: a
-        booked, unfunded booking gets its quota committed (or, when its
-        quota hold is gone, is cancelled); a cancelled, funded one gets its
-        quota released. Returns how many it fixed."""
+        """Finishes the steps a crash cut short: a booking left in a state
+        under way (booking_state.UNDER_WAY) for longer than any caller
+        waits. Every quota call here is idempotent, so a step finished
+        twice comes out as once. Returns how many it finished."""
         stale = clock.now() - RECONCILE_AFTER
         async with self._sessions() as session:
             rows = list(
                 await session.scalars(
                     select(BookingRow).where(
                         BookingRow.updated_at < stale,
-                        BookingRow.quota_hold_id != "",
-                        or_(
-                            and_(BookingRow.state == "booked", BookingRow.funded.is_(False)),
-                            and_(BookingRow.state == "cancelled", BookingRow.funded.is_(True)),
-                        ),
+                        BookingRow.state.in_([s.value for s in UNDER_WAY]),
+                        BookingRow.group_id == "",
                     )
                 )
             )
+        fixed = 0
         for row in rows:
-            if row.state == "cancelled":
-                await self._quota.release(row.quota_hold_id, "cancelled")
-                await self._set_funded(row.booking_id, False)
+            try:
+                await self._reconcile(row)
+            except ServiceError as error:
+                log.warning("booking not reconciled", extra={"error": type(error).__name__})
                 continue
+            fixed += 1
+        if rows:
+            log.warning("bookings reconciled", extra={"count": fixed})
+        return fixed
+
+    async def _reconcile(self, row: BookingRow) -> None:
+        state, now = S(row.state), clock.now()
+        if state is S.CANCELLING:
+            if row.quota_hold_id:
+                await self._quota.release(row.quota_hold_id, "cancelled", booking_cancelled=True)
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
+        elif state is S.COMPLETING:
+            try:
+                await self._quota.commit(row.quota_hold_id, row.minutes, completed=True)
+                target = S.COMPLETED
+            except FailedPrecondition:
+                target = S.BOOKED
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.COMPLETING, target, now)
+        elif state is S.CONFIRMING and row.replaces_booking_id:
+            async with self._sessions() as session:
+                old = await self._load_booking(session, row.replaces_booking_id)
+            with contextlib.suppress(FailedPrecondition):
+                await self._move(old, row)
+        elif state is S.CONFIRMING and not row.quota_hold_id:
+            # The reservation's answer never arrived: no charge was made
+            # (a quota hold it may have left lapses on its own).
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CONFIRMING, S.RELEASED, now)
+        elif state is S.CONFIRMING:
             try:
                 await self._quota.commit(row.quota_hold_id)
-            except FailedPrecondition:
-                await self._set_state(row.booking_id, "cancelled", only_from="booked")
+            except FailedPrecondition as refusal:
                 await self._quota.release(row.quota_hold_id, "confirmation never finished")
-                continue
-            await self._set_funded(row.booking_id, True)
-        if rows:
-            log.warning("bookings reconciled", extra={"count": len(rows)})
-        return len(rows)
+                await self._refused(row.booking_id, refusal.rule)
+                return
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CONFIRMING, S.BOOKED, now, funded=True)
+        elif state is S.MOVING:
+            async with self._sessions() as session:
+                moving_to = await session.scalar(
+                    select(BookingRow).where(
+                        BookingRow.replaces_booking_id == row.booking_id,
+                        BookingRow.state == S.CONFIRMING.value,
+                    )
+                )
+            if moving_to is None:  # the new booking's side was settled already
+                async with self._sessions() as session, session.begin():
+                    await step(session, row.booking_id, S.MOVING, S.BOOKED, now)
 
     # -- storage -------------------------------------------------------------------
 
@@ -807,29 +1043,3 @@ class Bookings:
             )
         )
         return Diary(appointment(row) for row in rows if row.booking_id != ignoring)
-
-    async def _mark_booked(self, booking_id: str, quota_hold: str) -> bool:
-        """Turns a live hold into a booking, under the counselor's lock;
-        False when the hold lapsed meanwhile."""
-        now = clock.now()
-        async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id)
-            await self._lock_counselor(session, row.counselor_id)
-            await session.refresh(row)
-            if BookingView.of(row, now).state != "held":
-                return False
-            row.state, row.hold_expires_at = "booked", None
-            row.quota_hold_id, row.funded, row.updated_at = quota_hold, False, now
-        return True
-
-    async def _set_state(self, booking_id: str, state: str, only_from: str) -> None:
-        async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id, lock=True)
-            if row.state == only_from:
-                row.state, row.hold_expires_at, row.updated_at = state, None, clock.now()
-
-    async def _set_funded(self, booking_id: str, funded: bool) -> BookingView:
-        async with self._sessions() as session, session.begin():
-            row = await self._load_booking(session, booking_id, lock=True)
-            row.funded, row.updated_at = funded, clock.now()
-        return BookingView.of(row, clock.now())

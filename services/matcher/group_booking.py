@@ -7,17 +7,19 @@ counselor once, counts once toward their daily limit, and its provider
 minutes and cost are shared out among the participants' quota holds (the
 quota service's GroupShare), so each agency pays for its own staff.
 
-Booking a group is a saga, like confirming one booking:
+Booking a group is a saga, like confirming one booking, on the same state
+machine (booking_state.py):
 1. under the counselor's row lock, check the counselor once and each case
    on its own, and hold a place (a `held` booking row with the group's id)
-   for every case that passes;
+   for every case that passes; the same transaction moves them on to
+   `confirming`, so this request alone owns their quota steps;
 2. reserve each place's share of the quota. Every share depends on the
    group's size, so when the quota refuses some participants, the shares
    already reserved are given back and reserved again for the smaller group;
-3. mark the places booked and commit their quota holds.
-A crash between the steps leaves what an interrupted individual booking
-leaves: held places lapse, quota holds expire, and a booked place whose
-quota was not committed yet is finished by `Bookings.reconcile`.
+3. commit each place's quota hold and write the place down as booked.
+A crash between the steps leaves places `confirming` and quota holds that
+expire unless committed; a retry of the request finds the group as it
+stands.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.matcher import metrics, slots
 from services.matcher.booking import QUOTA_HOLD_SECONDS, BookingView, appointment, case_of, live
+from services.matcher.booking_state import UNDER_WAY, step
+from services.matcher.booking_state import BookingState as S
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
@@ -41,7 +45,13 @@ from services.rules.codes import RuleCode
 from services.rules.office_time import OFFICE_ZONE, local_day
 from services.rules.sessions import BOOKABLE_LENGTH_TEXT, SLOT_MINUTES, bookable_length
 from services.runtime import clock
-from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, ServiceError
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    ServiceError,
+)
 from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.matcher")
@@ -127,18 +137,29 @@ class GroupBookings:
             return existing
         places, cases, refused = await self._hold_places(request)
         places, quota_holds = await self._reserve_shares(request, places, cases, refused)
-        booked = await self._mark_booked(places, quota_holds)
-        confirmed = []
-        for booking_id in booked:
+        confirmed = 0
+        for place in places:
+            quota_hold = quota_holds[place.booking_id]
             try:
-                await self._quota.commit(quota_holds[booking_id])
+                await self._quota.commit(quota_hold)
             except ServiceError:
-                log.warning("group place not confirmed; cancelled")
-                await self._cancel_place(booking_id, quota_holds[booking_id])
+                log.warning("group place not confirmed; released")
+                await self._quota.release(quota_hold, "confirmation failed")
+                await self._release_places([place.booking_id])
                 continue
-            confirmed.append(booking_id)
-        await self._set_funded(confirmed, True)
-        metrics.BOOKINGS.labels("booked").inc(len(confirmed))
+            async with self._sessions() as session, session.begin():
+                await step(
+                    session,
+                    place.booking_id,
+                    S.CONFIRMING,
+                    S.BOOKED,
+                    clock.now(),
+                    quota_hold_id=quota_hold,
+                    funded=True,
+                    hold_expires_at=None,
+                )
+            confirmed += 1
+        metrics.BOOKINGS.labels("booked").inc(confirmed)
         now = clock.now()
         views = [BookingView.of(r, now) for r in await self._places(request.group_id)]
         return GroupResult(request.group_id, [v for v in views if v.state == "booked"], refused)
@@ -165,19 +186,31 @@ class GroupBookings:
                 raise FailedPrecondition(
                     RuleCode.SESSION_COMPLETED, "group", "a completed session cannot be cancelled"
                 )
-            to_release = []
             for row in rows:
-                state = BookingView.of(row, now).state
-                if state in ("held", "booked"):
-                    row.state = "cancelled" if state == "booked" else "released"
-                    metrics.BOOKINGS.labels(row.state).inc()
-                    row.hold_expires_at, row.updated_at = None, now
-                if row.quota_hold_id and row.funded:
-                    to_release.append(row.booking_id)
+                state = S(row.state)
+                if state in UNDER_WAY - {S.CANCELLING}:
+                    raise Aborted(
+                        f"{RuleCode.BOOKING_BUSY}: the group session is being changed; retry"
+                    )
+                if state is S.HELD:
+                    await step(session, row.booking_id, S.HELD, S.RELEASED, now)
+                elif state is S.BOOKED:
+                    await step(session, row.booking_id, S.BOOKED, S.CANCELLING, now)
+                    metrics.BOOKINGS.labels("cancelled").inc()
         for row in rows:
-            if row.booking_id in to_release:
-                await self._quota.release(row.quota_hold_id, reason or "group cancelled")
-        await self._set_funded(to_release, False)
+            if row.quota_hold_id and S(row.state) in (S.BOOKED, S.CANCELLING):
+                await self._quota.release(
+                    row.quota_hold_id, reason or "group cancelled", booking_cancelled=True
+                )
+                async with self._sessions() as session, session.begin():
+                    await step(
+                        session,
+                        row.booking_id,
+                        S.CANCELLING,
+                        S.CANCELLED,
+                        clock.now(),
+                        funded=False,
+                    )
         return [BookingView.of(r, clock.now()) for r in await self._places(group_id)]
 
     # -- the saga's steps ------------------------------------------------------------
@@ -250,6 +283,9 @@ class GroupBookings:
             if len(places) < request.least:
                 raise _too_small(len(places), request.least, refused)
             session.add_all(places)
+            await session.flush()
+            for place in places:
+                await step(session, place.booking_id, S.HELD, S.CONFIRMING, now)
         metrics.BOOKINGS.labels("held").inc(len(places))
         return places, rows, refused
 
@@ -342,34 +378,6 @@ class GroupBookings:
             await self._give_back([p for p in places if p not in kept], quota_holds)
             places = kept
 
-    async def _mark_booked(
-        self, places: list[BookingRow], quota_holds: dict[str, str]
-    ) -> list[str]:
-        """Turns the live places into bookings under the counselor's lock.
-        A place whose hold lapsed meanwhile is lost: its quota goes back."""
-        now = clock.now()
-        ids = [p.booking_id for p in places]
-        async with self._sessions() as session, session.begin():
-            await self._lock_counselor(session, places[0].counselor_id)
-            rows = list(
-                await session.scalars(select(BookingRow).where(BookingRow.booking_id.in_(ids)))
-            )
-            booked = []
-            for row in rows:
-                if BookingView.of(row, now).state != "held":
-                    continue
-                row.state, row.hold_expires_at = "booked", None
-                row.quota_hold_id, row.funded, row.updated_at = (
-                    quota_holds[row.booking_id],
-                    False,
-                    now,
-                )
-                booked.append(row.booking_id)
-        for place in places:
-            if place.booking_id not in booked:
-                await self._quota.release(quota_holds[place.booking_id], "hold lapsed")
-        return booked
-
     # -- storage ---------------------------------------------------------------------
 
     async def _places(self, group_id: str) -> list[BookingRow]:
@@ -418,29 +426,8 @@ class GroupBookings:
     async def _release_places(self, booking_ids: list[str]) -> None:
         now = clock.now()
         async with self._sessions() as session, session.begin():
-            rows = await session.scalars(
-                select(BookingRow).where(
-                    BookingRow.booking_id.in_(booking_ids), BookingRow.state == "held"
-                )
-            )
-            for row in rows:
-                row.state, row.hold_expires_at, row.updated_at = "released", None, now
-
-    async def _cancel_place(self, booking_id: str, quota_hold: str) -> None:
-        async with self._sessions() as session, session.begin():
-            row = await session.get(BookingRow, booking_id, with_for_update=True)
-            assert row is not None
-            row.state, row.updated_at = "cancelled", clock.now()
-        await self._quota.release(quota_hold, "confirmation failed")
-
-    async def _set_funded(self, booking_ids: list[str], funded: bool) -> None:
-        now = clock.now()
-        async with self._sessions() as session, session.begin():
-            rows = await session.scalars(
-                select(BookingRow).where(BookingRow.booking_id.in_(booking_ids))
-            )
-            for row in rows:
-                row.funded, row.updated_at = funded, now
+            for booking_id in booking_ids:
+                await step(session, booking_id, S.CONFIRMING, S.RELEASED, now, hold_expires_at=None)
 
 
 def _too_small(places: int, least: int, refused: list[Refusal]) -> FailedPrecondition:

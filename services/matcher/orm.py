@@ -53,11 +53,6 @@ class CaseRow(Base):
     accepts_group: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# A booking's life: held -> booked -> completed, or -> released (a hold that
-# lapsed or was given up) / cancelled. Held ones count only until they lapse.
-LIVE_STATES = ("held", "booked", "completed")
-
-
 class BookingRow(Base):
     __tablename__ = "matcher_bookings"
     booking_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -69,18 +64,21 @@ class BookingRow(Base):
     end: Mapped[datetime] = mapped_column(UtcDateTime())
     minutes: Mapped[int] = mapped_column(Integer)
     modality: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))  # booking_state.BookingState
     hold_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     quota_hold_id: Mapped[str] = mapped_column(String(64), default="")
-    # True while the quota service holds this booking's spending: set once
-    # Commit succeeded, cleared once Release did. A booking whose flag
-    # disagrees with its state is a step a crash interrupted; the reconciler
-    # finishes it.
+    # True while the quota service holds this booking's spending (the
+    # states in booking_state.CHARGED): kept in step with the state.
     funded: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # The group session this booking is one participant's place in; empty
     # for an individual session. A group's places share the counselor's time.
     group_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    # A reschedule's new booking names the booking it replaces: while the
+    # move is under way (the old one `moving`), this is how either is found.
+    replaces_booking_id: Mapped[str] = mapped_column(String(64), default="")
+    # The rule that refused the confirmation, for a caller that waited on it.
+    outcome: Mapped[str] = mapped_column(String(32), default="")
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
 

@@ -89,10 +89,38 @@ class QuotaPort:
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
 
-    async def release(self, hold_id: str, reason: str) -> None:
-        request = qpb.ReleaseRequest(hold_id=hold_id, reason=reason)
+    async def release(self, hold_id: str, reason: str, booking_cancelled: bool = False) -> None:
+        """Gives back a hold; a booked one only with `booking_cancelled`."""
+        request = qpb.ReleaseRequest(
+            hold_id=hold_id, reason=reason, booking_cancelled=booking_cancelled
+        )
         try:
             await self._quota().Release(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _translated(error) from None
+
+    async def move(
+        self,
+        hold_id: str,
+        employee_id: str,
+        provider_id: str,
+        start: datetime,
+        minutes: int,
+        booking_ref: str,
+    ) -> None:
+        """Moves a booked hold to a new session, or refuses and changes nothing."""
+        request = qpb.MoveRequest(
+            hold_id=hold_id,
+            employee_id=employee_id,
+            provider_id=provider_id,
+            session_start=timestamp(start),
+            minutes=minutes,
+            booking_ref=booking_ref,
+        )
+        try:
+            await self._quota().Move(
                 request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
             )
         except grpc.aio.AioRpcError as error:

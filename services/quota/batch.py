@@ -162,6 +162,27 @@ class CommitOp(_Op):
 class ReleaseOp(_Op):
     hold_id: str
     reason: str
+    booking_cancelled: bool = False
+
+
+@dataclass(eq=False)
+class MoveOp(_Op):
+    """A booked hold moved to another session of its employee (a reschedule)."""
+
+    hold_id: str
+    employee_id: str
+    provider_id: str
+    session_start: datetime
+    minutes: int
+    booking_ref: str
+
+    @property
+    def year(self) -> int:
+        return fiscal_year_of(self.session_start)
+
+    @property
+    def week(self) -> str:
+        return iso_week(self.session_start).label
 
 
 @dataclass
@@ -223,6 +244,7 @@ class _Batch:
     policies: dict[tuple[str, str, int], int] = field(default_factory=dict)
     taken_weeks: set[tuple[str, str]] = field(default_factory=set)
     entries: list[dict[str, Any]] = field(default_factory=list)
+    moved_holds: dict[str, dict[str, Any]] = field(default_factory=dict)  # rare: own UPDATE
 
     def change(
         self,
@@ -443,6 +465,8 @@ class HoldBatcher:
             return self._reserve(work, op)
         if isinstance(op, CommitOp):
             return _commit(work, op)
+        if isinstance(op, MoveOp):
+            return _move(work, op)
         assert isinstance(op, ReleaseOp)
         return _release(work, op)
 
@@ -609,8 +633,101 @@ def _release(work: _Batch, op: ReleaseOp) -> HoldView:
         raise FailedPrecondition(
             RuleCode.SESSION_COMPLETED, "hold", "a completed session cannot be released"
         )
+    if state is HoldState.BOOKED and not op.booking_cancelled:
+        raise FailedPrecondition(
+            RuleCode.HOLD_BOOKED,
+            "hold",
+            "HOLD_BOOKED: the hold pays for a confirmed booking; only cancelling it gives it back",
+        )
     if state in (HoldState.HELD, HoldState.BOOKED):
         give_back(work, hold, "RELEASE", op.actor, op.reason)
+    return HoldView.of(hold)
+
+
+def _move(work: _Batch, op: MoveOp) -> HoldView:
+    """Moves a booked hold to a new session in place: the same hold, the old
+    session's charges given back and the new one's spent, in one step. The
+    checks see the old session as given back, and nothing changes unless
+    all of them pass."""
+    hold = _locked_hold(work, op.hold_id)
+    if hold["employee_id"] != op.employee_id:
+        raise InvalidArgument.single("employee_id", "the employee whose hold it is")
+    state = HoldState(hold["state"])
+    week = op.week
+    if (
+        state is HoldState.BOOKED
+        and hold["booking_ref"] == op.booking_ref
+        and hold["session_start"] == op.session_start
+        and hold["provider_id"] == op.provider_id
+    ):
+        return HoldView.of(hold)  # a retried move
+    if state is not HoldState.BOOKED:
+        raise FailedPrecondition(
+            RuleCode.NOT_BOOKED, "hold", "NOT_BOOKED: only a confirmed booking's hold can move"
+        )
+    if share_of(hold).size != 1:
+        raise FailedPrecondition(
+            RuleCode.NOT_BOOKED, "hold", "a group session's place does not move on its own"
+        )
+    employee_key, provider_key, agency_key = ReserveOp.keys_of(
+        op.employee_id, op.provider_id, hold["agency_id"], op.session_start
+    )
+    rate = work.rates.get((op.provider_id, op.year))
+    if rate is None:
+        raise FailedPrecondition(
+            RuleCode.NO_CONTRACT, provider_key.subject, f"provider has no contract for {op.year}"
+        )
+    for key, rule in (
+        (employee_key, RuleCode.NO_ENTITLEMENT_POLICY),
+        (provider_key, RuleCode.NO_CONTRACT),
+        (agency_key, RuleCode.NO_BUDGET_POOL),
+    ):
+        if key not in work.accounts:
+            raise FailedPrecondition(
+                rule, key.subject, f"no {key.kind.value} account for {op.year}"
+            )
+    if week != hold["iso_week"] and (op.employee_id, week) in work.taken_weeks:
+        raise FailedPrecondition(
+            RuleCode.WEEKLY_LIMIT,
+            employee_key.subject,
+            f"WEEKLY_LIMIT: one session per person per week; {week} is taken",
+            left={"iso_week": week},
+        )
+    given_back = dict(zip(hold_keys(hold), _charges(hold, hold["minutes"]), strict=True))
+    moved = {**hold, "provider_id": op.provider_id, "hourly_rate_ntd": rate}
+    moved["minutes"] = op.minutes
+    needed = dict(
+        zip((employee_key, provider_key, agency_key), _charges(moved, op.minutes), strict=True)
+    )
+    for key, amount in needed.items():
+        totals = work.accounts[key].totals
+        credit = given_back.get(key, 0)
+        require_room(key, Totals(totals.entitled, totals.held, totals.spent - credit), amount)
+
+    # Every check passed: the old session goes back, the new one is spent.
+    for key, amount in given_back.items():
+        work.change(
+            work.accounts[key], "RELEASE", hold["hold_id"], op.actor, "rescheduled", spent=-amount
+        )
+    for key, amount in needed.items():
+        work.change(
+            work.accounts[key], "COMMIT", hold["hold_id"], op.actor, "rescheduled", spent=amount
+        )
+    work.taken_weeks.discard((op.employee_id, hold["iso_week"]))
+    work.taken_weeks.add((op.employee_id, week))
+    hold.update(
+        provider_id=op.provider_id,
+        hourly_rate_ntd=rate,
+        session_start=op.session_start,
+        session_month=local(op.session_start).month,
+        fiscal_year=op.year,
+        iso_week=week,
+        minutes=op.minutes,
+        amount_ntd=needed[agency_key],
+        booking_ref=op.booking_ref,
+    )
+    work.touch(hold)
+    work.moved_holds[hold["hold_id"]] = hold
     return HoldView.of(hold)
 
 
@@ -619,10 +736,12 @@ async def _read(
 ) -> None:
     """Reads and locks everything the batch's requests may touch."""
     reserves = [op for op in batch if isinstance(op, ReserveOp)]
-    hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp)}
+    moves = [op for op in batch if isinstance(op, MoveOp)]
+    hold_ids = {op.hold_id for op in batch if isinstance(op, CommitOp | ReleaseOp | MoveOp)}
 
     keys_wanted = {op.idempotency_key for op in reserves}
     weeks = {(op.employee_id, iso_week(op.session_start).label) for op in reserves}
+    weeks |= {(op.employee_id, op.week) for op in moves}
     if hold_ids or reserves:
         # One read locks the holds to commit or release, finds the holds that
         # earlier tries of these reservations made, and the active holds
@@ -639,12 +758,22 @@ async def _read(
                     work.by_key[hold["idempotency_key"]] = hold
 
     keys = {key for hold in work.holds.values() for key in hold_keys(hold)}
+    for move in moves:
+        moving = work.holds.get(move.hold_id)
+        if moving is not None:
+            keys |= set(
+                ReserveOp.keys_of(
+                    move.employee_id, move.provider_id, moving["agency_id"], move.session_start
+                )
+            )
+    if moves:
+        work.rates |= await reference.rates(connection, {(m.provider_id, m.year) for m in moves})
     if reserves:
         keys |= {key for op in reserves for key in op.account_keys()}
         work.organisations = await reference.organisations(
             connection, {op.agency_id for op in reserves}
         )
-        work.rates = await reference.rates(
+        work.rates |= await reference.rates(
             connection, {(op.provider_id, op.year) for op in reserves}
         )
         wanted = {
@@ -749,11 +878,36 @@ async def _lock_accounts(
     return accounts
 
 
+_MOVED_COLUMNS = (
+    "provider_id",
+    "hourly_rate_ntd",
+    "session_start",
+    "session_month",
+    "fiscal_year",
+    "iso_week",
+    "booking_ref",
+)
+
+
 async def _write(connection: AsyncConnection, work: _Batch) -> None:
     """Writes what the batch changed: accounts, holds and ledger entries."""
     if connection.dialect.name == "postgresql":
         await _write_postgres(connection, work)
-        return
+    else:
+        await _write_portable(connection, work)
+    if work.moved_holds:
+        await connection.execute(
+            update(HOLDS)
+            .where(HOLDS.c.hold_id == bindparam("k_hold"))
+            .values({name: bindparam(f"v_{name}") for name in _MOVED_COLUMNS}),
+            [
+                {"k_hold": hold_id, **{f"v_{name}": h[name] for name in _MOVED_COLUMNS}}
+                for hold_id, h in work.moved_holds.items()
+            ],
+        )
+
+
+async def _write_portable(connection: AsyncConnection, work: _Batch) -> None:
     new_accounts = [a for a in work.accounts.values() if a.new]
     if new_accounts:
         await connection.execute(

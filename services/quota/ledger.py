@@ -23,6 +23,7 @@ from services.quota.batch import (
     CommitOp,
     HoldBatcher,
     HoldView,
+    MoveOp,
     ReleaseOp,
     Reservation,
     ReserveOp,
@@ -214,14 +215,53 @@ class QuotaLedger:
         )
         return hold
 
-    async def release(self, hold_id: str, reason: str, actor: str) -> HoldView:
+    async def move(
+        self,
+        hold_id: str,
+        employee_id: str,
+        provider_id: str,
+        session_start: datetime | None,
+        minutes: int,
+        booking_ref: str,
+        actor: str,
+    ) -> HoldView:
+        checker = FieldChecker()
+        checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
+        checker.identifier(employee_id, "employee_id")
+        checker.identifier(provider_id, "provider_id")
+        checker.require(session_start is not None, "session_start", "required")
+        check_session_minutes(checker, minutes, "minutes")
+        checker.text(booking_ref, "booking_ref", 128)
+        checker.raise_if_any()
+        assert session_start is not None
+        hold: HoldView = await self._batcher.submit(
+            MoveOp(
+                actor=actor,
+                future=self._batcher.new_future(),
+                hold_id=hold_id,
+                employee_id=employee_id,
+                provider_id=provider_id,
+                session_start=session_start,
+                minutes=minutes,
+                booking_ref=booking_ref,
+            )
+        )
+        return hold
+
+    async def release(
+        self, hold_id: str, reason: str, actor: str, booking_cancelled: bool = False
+    ) -> HoldView:
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         checker.text(reason, "reason")
         checker.raise_if_any()
         hold: HoldView = await self._batcher.submit(
             ReleaseOp(
-                actor=actor, future=self._batcher.new_future(), hold_id=hold_id, reason=reason
+                actor=actor,
+                future=self._batcher.new_future(),
+                hold_id=hold_id,
+                reason=reason,
+                booking_cancelled=booking_cancelled,
             )
         )
         return hold

@@ -137,9 +137,26 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
 
     async def Release(self, request: pb.ReleaseRequest, context: Context) -> pb.ReleaseResponse:
         hold = await self._ledger.release(
-            request.hold_id, request.reason, current_identity().subject
+            request.hold_id,
+            request.reason,
+            current_identity().subject,
+            booking_cancelled=request.booking_cancelled,
         )
         return pb.ReleaseResponse(hold=hold_pb(hold))
+
+    async def Move(self, request: pb.MoveRequest, context: Context) -> pb.MoveResponse:
+        hold = await self._ledger.move(
+            request.hold_id,
+            request.employee_id,
+            request.provider_id,
+            moment(request.session_start, "session_start")
+            if request.HasField("session_start")
+            else None,
+            request.minutes,
+            request.booking_ref,
+            current_identity().subject,
+        )
+        return pb.MoveResponse(hold=hold_pb(hold))
 
     async def Grant(self, request: pb.GrantRequest, context: Context) -> pb.GrantResponse:
         grant_id, balance = await self._ledger.grant(

@@ -85,6 +85,7 @@ POLICY: dict[str, Access] = {
     QUOTA + "Reserve": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "Commit": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "Release": _row(any_of=[ADMIN], services=["matcher"]),
+    QUOTA + "Move": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "Grant": _row(any_of=[ADMIN]),
     # An auditor follows the public money (agencies' pools, providers' hours),
     # not a person's use of the programme: no employee's account.

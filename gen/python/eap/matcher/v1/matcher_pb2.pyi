@@ -1536,9 +1536,9 @@ class UnservedCase(_message.Message):
     missing: _builtins.int
     """Sessions it wanted and did not get."""
     reason: _builtins.str
-    """NO_QUALIFIED_COUNSELOR, NO_COMMON_AVAILABILITY, AGENCY_BUDGET_EXHAUSTED,
-    PROVIDER_CAP_REACHED, ENTITLEMENT_EXHAUSTED, WEEKLY_LIMIT,
-    CRISIS_DEADLINE_UNREACHABLE or OUTCOMPETED.
+    """NO_QUALIFIED_COUNSELOR, NO_COMMON_AVAILABILITY, AGENCY_BUDGET,
+    PROVIDER_CAP, EMPLOYEE_ENTITLEMENT, WEEKLY_LIMIT,
+    CRISIS_DEADLINE or OUTCOMPETED.
     """
     explanation: _builtins.str
     """The reason in plain words."""

@@ -317,7 +317,7 @@ class Hold(_message.Message):
     minutes: _builtins.int
     """Minutes held or spent."""
     amount_ntd: _builtins.int
-    """NT$ held or spent (hourly rate x minutes / 60, rounded half up)."""
+    """NT$ held or spent (hourly rate x minutes / 60, rounded up to the NT$)."""
     booking_ref: _builtins.str
     """The caller's reference, as given to Reserve."""
     agency_id: _builtins.str
@@ -466,25 +466,97 @@ class ReleaseRequest(_message.Message):
 
     HOLD_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    BOOKING_CANCELLED_FIELD_NUMBER: _builtins.int
     hold_id: _builtins.str
     """The hold or booking to give back."""
     reason: _builtins.str
     """Why (e.g. "cancelled by employee"); recorded in the ledger. No personal
     data.
     """
+    booking_cancelled: _builtins.bool
+    """The booking this hold pays for was cancelled: a BOOKED hold may go back."""
     def __init__(
         self,
         *,
         hold_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        booking_cancelled: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold_id", b"hold_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_cancelled", b"booking_cancelled", "hold_id", b"hold_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
+
+@_typing.final
+class MoveRequest(_message.Message):
+    """Request for Move."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_ID_FIELD_NUMBER: _builtins.int
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    SESSION_START_FIELD_NUMBER: _builtins.int
+    MINUTES_FIELD_NUMBER: _builtins.int
+    BOOKING_REF_FIELD_NUMBER: _builtins.int
+    hold_id: _builtins.str
+    """The BOOKED hold to move."""
+    employee_id: _builtins.str
+    """The employee it belongs to (checked against the hold)."""
+    provider_id: _builtins.str
+    """The provider whose counselor holds the new session."""
+    minutes: _builtins.int
+    """The new session's length, 60 to 120 minutes."""
+    booking_ref: _builtins.str
+    """The caller's reference for the new booking (opaque, no personal data)."""
+    @_builtins.property
+    def session_start(self) -> _timestamp_pb2.Timestamp:
+        """When the new session starts."""
+
+    def __init__(
+        self,
+        *,
+        hold_id: _builtins.str = ...,
+        employee_id: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        session_start: _timestamp_pb2.Timestamp | None = ...,
+        minutes: _builtins.int = ...,
+        booking_ref: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["session_start", b"session_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_ref", b"booking_ref", "employee_id", b"employee_id", "hold_id", b"hold_id", "minutes", b"minutes", "provider_id", b"provider_id", "session_start", b"session_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveRequest: _TypeAlias = MoveRequest  # noqa: Y015
+
+@_typing.final
+class MoveResponse(_message.Message):
+    """Response of Move."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLD_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def hold(self) -> Global___Hold:
+        """The hold, now charging the new session."""
+
+    def __init__(
+        self,
+        *,
+        hold: Global___Hold | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hold", b"hold"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MoveResponse: _TypeAlias = MoveResponse  # noqa: Y015
 
 @_typing.final
 class ReleaseResponse(_message.Message):

@@ -61,6 +61,11 @@ class QuotaServiceStub:
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.Move = channel.unary_unary(
+                '/eap.quota.v1.QuotaService/Move',
+                request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.MoveRequest.SerializeToString,
+                response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.MoveResponse.FromString,
+                _registered_method=True)
         self.Grant = channel.unary_unary(
                 '/eap.quota.v1.QuotaService/Grant',
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.GrantRequest.SerializeToString,
@@ -155,7 +160,22 @@ class QuotaServiceServicer:
 
     def Release(self, request, context):
         """Gives back everything a hold or a confirmed (not yet completed) booking
-        took. Releasing something already released or expired is a no-op.
+        took. Releasing something already released or expired is a no-op. A
+        confirmed booking's hold is given back only when the request says the
+        booking was cancelled (FAILED_PRECONDITION HOLD_BOOKED otherwise), so a
+        confirmation that failed or lost a race never undoes one that won.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Move(self, request, context):
+        """Moves a confirmed booking's hold to another session of the same
+        employee (a reschedule), in one transaction: the rules are checked for
+        the new session as if the old one were given back (so a move within the
+        same ISO week keeps the week's one session), and either the hold now
+        charges the new session, or it is refused and nothing changed. A retry
+        of a move that succeeded returns the moved hold.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,6 +288,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseRequest.FromString,
                     response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'Move': grpc.unary_unary_rpc_method_handler(
+                    servicer.Move,
+                    request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.MoveRequest.FromString,
+                    response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.MoveResponse.SerializeToString,
             ),
             'Grant': grpc.unary_unary_rpc_method_handler(
                     servicer.Grant,
@@ -418,6 +443,33 @@ class QuotaService:
             '/eap.quota.v1.QuotaService/Release',
             eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseRequest.SerializeToString,
             eap_dot_quota_dot_v1_dot_quota__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Move(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.quota.v1.QuotaService/Move',
+            eap_dot_quota_dot_v1_dot_quota__pb2.MoveRequest.SerializeToString,
+            eap_dot_quota_dot_v1_dot_quota__pb2.MoveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -59,7 +59,18 @@ class QuotaServiceStub:
     """
     Release: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ReleaseRequest, _quota_pb2.ReleaseResponse]
     """Gives back everything a hold or a confirmed (not yet completed) booking
-    took. Releasing something already released or expired is a no-op.
+    took. Releasing something already released or expired is a no-op. A
+    confirmed booking's hold is given back only when the request says the
+    booking was cancelled (FAILED_PRECONDITION HOLD_BOOKED otherwise), so a
+    confirmation that failed or lost a race never undoes one that won.
+    """
+    Move: _grpc.UnaryUnaryMultiCallable[_quota_pb2.MoveRequest, _quota_pb2.MoveResponse]
+    """Moves a confirmed booking's hold to another session of the same
+    employee (a reschedule), in one transaction: the rules are checked for
+    the new session as if the old one were given back (so a move within the
+    same ISO week keeps the week's one session), and either the hold now
+    charges the new session, or it is refused and nothing changed. A retry
+    of a move that succeeded returns the moved hold.
     """
     Grant: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GrantRequest, _quota_pb2.GrantResponse]
     """Records a special approval that adds minutes to one employee's annual
@@ -136,7 +147,18 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """
     Release: _aio.UnaryUnaryMultiCallable[_quota_pb2.ReleaseRequest, _quota_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Gives back everything a hold or a confirmed (not yet completed) booking
-    took. Releasing something already released or expired is a no-op.
+    took. Releasing something already released or expired is a no-op. A
+    confirmed booking's hold is given back only when the request says the
+    booking was cancelled (FAILED_PRECONDITION HOLD_BOOKED otherwise), so a
+    confirmation that failed or lost a race never undoes one that won.
+    """
+    Move: _aio.UnaryUnaryMultiCallable[_quota_pb2.MoveRequest, _quota_pb2.MoveResponse]  # type: ignore[assignment]
+    """Moves a confirmed booking's hold to another session of the same
+    employee (a reschedule), in one transaction: the rules are checked for
+    the new session as if the old one were given back (so a move within the
+    same ISO week keeps the week's one session), and either the hold now
+    charges the new session, or it is refused and nothing changed. A retry
+    of a move that succeeded returns the moved hold.
     """
     Grant: _aio.UnaryUnaryMultiCallable[_quota_pb2.GrantRequest, _quota_pb2.GrantResponse]  # type: ignore[assignment]
     """Records a special approval that adds minutes to one employee's annual
@@ -228,7 +250,24 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quota_pb2.ReleaseResponse, _abc.Awaitable[_quota_pb2.ReleaseResponse]]:
         """Gives back everything a hold or a confirmed (not yet completed) booking
-        took. Releasing something already released or expired is a no-op.
+        took. Releasing something already released or expired is a no-op. A
+        confirmed booking's hold is given back only when the request says the
+        booking was cancelled (FAILED_PRECONDITION HOLD_BOOKED otherwise), so a
+        confirmation that failed or lost a race never undoes one that won.
+        """
+
+    @_abc_1.abstractmethod
+    def Move(
+        self,
+        request: _quota_pb2.MoveRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_pb2.MoveResponse, _abc.Awaitable[_quota_pb2.MoveResponse]]:
+        """Moves a confirmed booking's hold to another session of the same
+        employee (a reschedule), in one transaction: the rules are checked for
+        the new session as if the old one were given back (so a move within the
+        same ISO week keeps the week's one session), and either the hold now
+        charges the new session, or it is refused and nothing changed. A retry
+        of a move that succeeded returns the moved hold.
         """
 
     @_abc_1.abstractmethod
