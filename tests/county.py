@@ -47,7 +47,7 @@ async def seed(
         )
         await stub.TopUpBudget(
             pb.TopUpBudgetRequest(
-                idempotency_key=f"budget-{agency}",
+                idempotency_key=f"budget-{agency}-{year}",
                 agency_id=agency,
                 fiscal_year=year,
                 amount_ntd=budget,

@@ -7,12 +7,16 @@ on SQLite and on PostgreSQL + Redis. The clock is moved to Monday 8 March
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import os
+import sys
 from pathlib import Path
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from eap.calendar.v1 import calendar_pb2 as cpb
@@ -22,11 +26,14 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.calendar.service import CalendarService
+from services.cli import consistency
 from services.matcher.booking_state import BookingState as S
 from services.matcher.booking_state import step
+from services.matcher.orm import BookingRow
 from services.matcher.service import MatcherService
+from services.quota.orm import Hold
 from services.quota.service import QuotaService
-from services.runtime import clock
+from services.runtime import clock, database
 from services.runtime.server import start
 from tests.conftest import MONDAY, Backend, Suite, at
 from tests.county import RATE, account, changed, counselor, seed
@@ -457,3 +464,157 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
             assert await bookings.reconcile() == 0  # nothing left to finish
     finally:
         await server.stop(0)
+
+
+async def _consistent(backend: Backend) -> list[str]:
+    """`eapctl verify`'s findings on the suite's databases."""
+    matcher = database.create_engine(backend.settings.database_url_for("matcher"))
+    quota = database.create_engine(backend.settings.database_url_for("quota"))
+    try:
+        return [str(p) for p in await consistency.check(matcher, quota)]
+    finally:
+        await matcher.dispose()
+        await quota.dispose()
+
+
+@pytest.mark.parametrize("reason", ["SLOT_TAKEN", "PROVIDER_CAP", "AGENCY_BUDGET", "HOLD_EXPIRED"])
+async def test_a_failed_reschedule_within_the_week_keeps_the_booking(
+    suite: Suite, backend: Backend, reason: str
+) -> None:
+    """Whatever refuses the new slot, the old booking stands as it was,
+    charged once, and the caller hears the rule that refused."""
+    await submit(suite, case())
+    await submit(suite, case("K2", "E2"))
+    found = await slots(suite)
+    booking = await book(suite, found[0])
+    counselor_id = "C002" if reason in ("PROVIDER_CAP", "AGENCY_BUDGET") else "C001"
+    later = next(
+        s
+        for s in found
+        if s.counselor_id == counselor_id
+        and local(s.start).date() == local(found[0].start).date()
+        and local(s.start).hour == 14
+    )
+    if reason in ("PROVIDER_CAP", "AGENCY_BUDGET"):
+        await suite.quota.SetProviderContract(
+            qpb.SetProviderContractRequest(
+                provider_id="P2",
+                fiscal_year=2027,
+                hourly_rate_ntd=150_000 if reason == "AGENCY_BUDGET" else RATE,
+                cap_minutes=30 if reason == "PROVIDER_CAP" else 6_000,
+                reason="test",
+            )
+        )
+    if reason == "SLOT_TAKEN":
+        await hold(suite, later, "K2")
+    request = pb.HoldSlotRequest(
+        case_id="K1",
+        counselor_id=later.counselor_id,
+        start=later.start,
+        replaces_booking_id=booking.booking_id,
+    )
+    try:
+        held = (await suite.matcher.HoldSlot(request)).booking
+        if reason == "HOLD_EXPIRED":
+            clock.advance(dt.timedelta(hours=1))
+        error = await refused(
+            suite.matcher.RescheduleBooking(
+                pb.RescheduleBookingRequest(
+                    booking_id=booking.booking_id, new_booking_id=held.booking_id
+                )
+            )
+        )
+    except grpc.aio.AioRpcError as refusal:  # the hold itself was refused
+        error = refusal
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert rule(error) == reason
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert [(b.booking_id, b.state) for b in got.bookings if b.state != pb.BOOKING_STATE_HELD] == [
+        (booking.booking_id, pb.BOOKING_STATE_BOOKED)
+    ]
+    balance = await agency(suite)
+    assert (balance.held, balance.spent) == (0, RATE)
+    assert await _consistent(backend) == []
+
+
+async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Backend) -> None:
+    """Four corruptions, each found and named by its row."""
+    await submit(suite, case())
+    await submit(suite, case("K2", "E2"))
+    found = await slots(suite)
+    first = await book(suite, found[0])
+    second = await book(
+        suite, next(s for s in found[1:] if s.counselor_id != found[0].counselor_id), "K2"
+    )
+    assert await _consistent(backend) == []
+    matcher = database.create_engine(backend.settings.database_url_for("matcher"))
+    quota = database.create_engine(backend.settings.database_url_for("quota"))
+    try:
+        bookings, holds = BookingRow.__table__, Hold.__table__
+        async with matcher.begin() as connection:
+            row = (
+                (
+                    await connection.execute(
+                        select(bookings).where(bookings.c.booking_id == first.booking_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            # A booked session with no charge, in the same ISO week as K1's:
+            # two sessions of one employee in one week, too.
+            await connection.execute(
+                insert(bookings).values({**row, "booking_id": "twin", "quota_hold_id": ""})
+            )
+            # A charge with no session: K2's booking cancelled behind the ledger's back.
+            await connection.execute(
+                update(bookings)
+                .where(bookings.c.booking_id == second.booking_id)
+                .values(state="cancelled")
+            )
+        async with quota.begin() as connection:
+            hold = (
+                (
+                    await connection.execute(
+                        select(holds).where(holds.c.booking_ref == first.booking_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            # K1's session charged twice (a second hold, in another week so
+            # the weekly index lets it in).
+            await connection.execute(
+                insert(holds).values(
+                    {**hold, "hold_id": "copy", "idempotency_key": "copy", "iso_week": "2027-W30"}
+                )
+            )
+        problems = [str(p) for p in await consistency.check(matcher, quota)]
+    finally:
+        await matcher.dispose()
+        await quota.dispose()
+    assert any(p.startswith("UNCHARGED: booking twin") for p in problems), problems
+    assert any(
+        p.startswith(f"CHARGED_TWICE: booking {first.booking_id}") and "copy" in p for p in problems
+    ), problems
+    assert any(
+        p.startswith("CHARGE_WITHOUT_SESSION: hold") and "cancelled" in p for p in problems
+    ), problems
+    assert any(
+        p.startswith("WEEKLY_LIMIT: bookings") and "twin" in p and first.booking_id in p
+        for p in problems
+    ), problems
+    # The command says the same, and fails.
+    command = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("eapctl")),
+        "verify",
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("EAP_")},
+            "DATABASE_URL": backend.settings.database_url,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(command.communicate(), 60)
+    assert command.returncode == 1, out + err
+    assert b"UNCHARGED: booking twin" in out

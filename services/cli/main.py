@@ -49,6 +49,32 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.consistency import check
+    from services.runtime import database
+
+    async def run() -> list[str]:
+        matcher = database.create_engine(settings.database_url_for("matcher"))
+        quota = database.create_engine(settings.database_url_for("quota"))
+        try:
+            return [str(problem) for problem in await check(matcher, quota)]
+        finally:
+            await matcher.dispose()
+            await quota.dispose()
+
+    problems = asyncio.run(run())
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"verify: {len(problems)} problems between bookings and ledger", file=sys.stderr)
+        return 1
+    print(
+        "verify: every session carries exactly one charge of its cost, every charge a session; "
+        "no week, cap or budget is over its limit"
+    )
+    return 0
+
+
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import database
     from services.runtime.audit import AuditKeys, AuditTrail
@@ -161,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring every service's tables up to date")
     migrate.set_defaults(run=_migrate)
+
+    check = commands.add_parser(
+        "verify",
+        help="prove that bookings and the quota ledger agree: one charge of its cost per "
+        "session, no charge without one, no week, cap or budget over its limit",
+    )
+    check.set_defaults(run=_verify)
 
     quota = commands.add_parser("quota", help="the quota ledger")
     quota_commands = quota.add_subparsers(dest="quota_command", required=True)
