@@ -52,6 +52,7 @@ lint: setup
 	$(BIN)/ruff check services tests tools bench
 	$(BIN)/ruff format --check services tests tools bench
 	$(BIN)/mypy services
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/python tools/protogen.py --check
 

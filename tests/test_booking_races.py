@@ -117,7 +117,10 @@ class Race:
         windows = []
         for month in range(6):  # ranges are at most 31 days long
             window = pb.TimeRange()
-            begin = dt.datetime.now(dt.UTC) + dt.timedelta(days=30 * month)
+            # Ranges meet at midnight, where no session is.
+            today = dt.datetime.now(TAIPEI).date()
+            begin = dt.datetime(today.year, today.month, today.day, tzinfo=TAIPEI)
+            begin += dt.timedelta(days=1 + 30 * month)
             window.start.FromDatetime(begin)
             window.end.FromDatetime(begin + dt.timedelta(days=30))
             windows.append(window)

@@ -34,10 +34,11 @@ from services.matcher.booking_state import CHARGED, LIVE, SHOWN, UNDER_WAY, step
 from services.matcher.booking_state import BookingState as S
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.cases import Case, TimeOff, TimeRange, validate
+from services.matcher.counselors import Category, Counselor, Modality
 from services.matcher.instance import CaseKind
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
-from services.matcher.registry import Category, Counselor, Modality, counselor_of
+from services.matcher.registry import counselor_of
 from services.matcher.slots import Appointment, Diary, Offer
 from services.rules.codes import RuleCode
 from services.rules.office_time import OFFICE_ZONE, iso_week, local_day
@@ -335,8 +336,7 @@ class Bookings:
         weeks: dict[str, set[str]] = {}
         for b in booked:
             per_case[b.case_id] = per_case.get(b.case_id, 0) + 1
-            year, week = iso_week(b.start)
-            weeks.setdefault(b.employee_id, set()).add(f"{year}-W{week:02d}")
+            weeks.setdefault(b.employee_id, set()).add(iso_week(b.start).label)
         found = []
         for row in rows:
             case = case_of(row)

@@ -37,9 +37,10 @@ from services.matcher.booking import QUOTA_HOLD_SECONDS, BookingView, appointmen
 from services.matcher.booking_state import UNDER_WAY, step
 from services.matcher.booking_state import BookingState as S
 from services.matcher.calendar_port import CalendarPort
+from services.matcher.counselors import Counselor, Modality
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
-from services.matcher.registry import Counselor, Modality, counselor_of
+from services.matcher.registry import counselor_of
 from services.matcher.slots import Diary
 from services.rules.codes import RuleCode
 from services.rules.office_time import OFFICE_ZONE, local_day
@@ -57,8 +58,6 @@ from services.runtime.fields import FieldChecker
 log = logging.getLogger("eap.matcher")
 
 MAX_PARTICIPANTS = 30  # the quota service's largest group share
-GROUP_TOO_SMALL = "GROUP_TOO_SMALL"
-GROUP_DECLINED = "GROUP_DECLINED"
 
 
 @dataclass(frozen=True)
@@ -321,7 +320,7 @@ class GroupBookings:
         assert request.start is not None and request.modality is not None
         case = case_of(row)
         if not case.accepts_group:
-            return GROUP_DECLINED, "the case does not accept a group session"
+            return RuleCode.GROUP_DECLINED, "the case does not accept a group session"
         if request.modality not in case.modalities:
             return RuleCode.NOT_BOOKABLE, "the case does not accept this modality"
         # The case as it would be seen in this group: its length and modality.
@@ -435,8 +434,8 @@ def _too_small(places: int, least: int, refused: list[Refusal]) -> FailedPrecond
     for refusal in refused:
         rules[refusal.rule] = rules.get(refusal.rule, 0) + 1
     return FailedPrecondition(
-        GROUP_TOO_SMALL,
+        RuleCode.GROUP_TOO_SMALL,
         "group",
-        f"{GROUP_TOO_SMALL}: {places} of the cases can take part, at least {least} needed",
+        f"{RuleCode.GROUP_TOO_SMALL}: {places} of the cases can take part, at least {least} needed",
         left={f"refused_{rule.lower()}": str(n) for rule, n in sorted(rules.items())},
     )

@@ -2,119 +2,24 @@
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
-from enum import StrEnum
+from datetime import datetime, time
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.counselors import (
+    AvailabilityException,
+    Category,
+    Counselor,
+    ExceptionKind,
+    Modality,
+    WeeklyWindow,
+    validate,
+)
 from services.matcher.orm import CounselorRow
 from services.runtime.errors import NotFound
 from services.runtime.fields import FieldChecker
-
-
-class Category(StrEnum):
-    PSYCHOLOGICAL = "psychological"
-    LEGAL = "legal"
-    FINANCIAL = "financial"
-    FAMILY = "family"
-    HEALTH = "health"
-    MANAGEMENT = "management"
-
-
-class Modality(StrEnum):
-    IN_PERSON = "in_person"
-    VIDEO = "video"
-    PHONE = "phone"
-
-
-@dataclass(frozen=True)
-class WeeklyWindow:
-    weekday: int  # ISO: 1 Monday ... 7 Sunday
-    start: time
-    end: time
-
-
-class ExceptionKind(StrEnum):
-    LEAVE = "leave"  # the range is taken out of the counselor's hours
-    EXTRA = "extra"  # the range is added, holiday or not
-
-
-@dataclass(frozen=True)
-class AvailabilityException:
-    kind: ExceptionKind
-    start: datetime  # timezone-aware
-    end: datetime
-    note: str = ""
-
-
-MAX_EXCEPTIONS = 200
-LONGEST_EXCEPTION = timedelta(days=31)
-
-
-@dataclass(frozen=True)
-class Counselor:
-    counselor_id: str
-    provider_id: str
-    display_name: str
-    specialties: tuple[Category, ...]
-    modalities: tuple[Modality, ...]
-    location: str
-    max_sessions_per_day: int
-    weekly_availability: tuple[WeeklyWindow, ...]
-    exceptions: tuple[AvailabilityException, ...] = ()
-
-
-def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counselor") -> None:
-    checker.identifier(counselor.counselor_id, f"{prefix}.counselor_id")
-    checker.identifier(counselor.provider_id, f"{prefix}.provider_id")
-    checker.require(
-        0 < len(counselor.display_name) <= 200, f"{prefix}.display_name", "1-200 characters"
-    )
-    checker.require(bool(counselor.specialties), f"{prefix}.specialties", "at least one")
-    checker.require(bool(counselor.modalities), f"{prefix}.modalities", "at least one")
-    checker.require(len(counselor.location) <= 200, f"{prefix}.location", "at most 200 characters")
-    checker.require(
-        1 <= counselor.max_sessions_per_day <= 12, f"{prefix}.max_sessions_per_day", "1 to 12"
-    )
-    checker.require(
-        len(counselor.weekly_availability) <= 50,
-        f"{prefix}.weekly_availability",
-        "at most 50 windows",
-    )
-    checker.require(
-        len(counselor.exceptions) <= MAX_EXCEPTIONS,
-        f"{prefix}.exceptions",
-        f"at most {MAX_EXCEPTIONS}",
-    )
-    for n, exception in enumerate(counselor.exceptions):
-        field = f"{prefix}.exceptions[{n}]"
-        checker.require(exception.start < exception.end, f"{field}.range.end", "after start")
-        checker.require(
-            exception.end - exception.start <= LONGEST_EXCEPTION,
-            f"{field}.range",
-            "at most 31 days long",
-        )
-        checker.text(exception.note, f"{field}.note", 200)
-    by_day: dict[int, list[WeeklyWindow]] = {}
-    for n, window in enumerate(counselor.weekly_availability):
-        field = f"{prefix}.weekly_availability[{n}]"
-        checker.require(1 <= window.weekday <= 7, f"{field}.weekday", "1 (Monday) to 7 (Sunday)")
-        checker.require(window.start < window.end, f"{field}.end_time", "after start_time")
-        by_day.setdefault(window.weekday, []).append(window)
-    for windows in by_day.values():
-        windows.sort(key=lambda w: w.start)
-        for earlier, later in itertools.pairwise(windows):
-            if later.start < earlier.end:
-                n = counselor.weekly_availability.index(later)
-                checker.require(
-                    False,
-                    f"{prefix}.weekly_availability[{n}]",
-                    "overlaps another window on the same weekday",
-                )
 
 
 def _row(counselor: Counselor) -> CounselorRow:

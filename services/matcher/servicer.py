@@ -12,20 +12,20 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking import Bookings, BookingView
 from services.matcher.cases import Case, TimeOff, TimeRange
+from services.matcher.counselors import (
+    AvailabilityException,
+    Category,
+    Counselor,
+    ExceptionKind,
+    Modality,
+    WeeklyWindow,
+)
 from services.matcher.directory import Contact, Directory
 from services.matcher.group_booking import GroupBookings, GroupRequest
 from services.matcher.instance import CaseKind
 from services.matcher.jobs import JobRequest, Jobs, Proposed
 from services.matcher.orm import JobRow
-from services.matcher.registry import (
-    AvailabilityException,
-    Category,
-    Counselor,
-    CounselorRegistry,
-    ExceptionKind,
-    Modality,
-    WeeklyWindow,
-)
+from services.matcher.registry import CounselorRegistry
 from services.matcher.slots import Offer
 from services.runtime import paging, policy
 from services.runtime.fields import FieldChecker, moment, timestamp
