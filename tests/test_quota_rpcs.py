@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from datetime import timedelta
 
 import grpc
@@ -645,3 +646,31 @@ async def test_group_shares_are_checked(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     fields = {v.field for v in details(error)["BadRequest"].field_violations}  # type: ignore[attr-defined]
     assert fields == {field}
+
+
+async def test_a_move_into_the_next_year_opens_its_entitlement(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    await seed(quota.stub, year=YEAR + 1)
+    booked = (await quota.stub.Reserve(reserve_request("b", n_week=50))).hold
+    await quota.stub.Commit(pb.CommitRequest(hold_id=booked.hold_id))
+    start = reserve_request("x").session_start
+    start.FromDatetime(dt.datetime(YEAR + 1, 1, 12, 10, tzinfo=dt.UTC))
+    moved = (
+        await quota.stub.Move(
+            pb.MoveRequest(
+                hold_id=booked.hold_id,
+                employee_id="E1",
+                provider_id="P1",
+                session_start=start,
+                minutes=60,
+                booking_ref="next-year",
+            )
+        )
+    ).hold
+    assert (moved.fiscal_year, moved.state) == (YEAR + 1, pb.HOLD_STATE_BOOKED)
+    assert (await balance(quota, EMPLOYEE, "E1")).spent == 0
+    next_year = await quota.stub.GetBalance(
+        pb.GetBalanceRequest(account=pb.AccountRef(kind=EMPLOYEE, id="E1", fiscal_year=YEAR + 1))
+    )
+    assert (next_year.balance.entitled, next_year.balance.spent) == (360, 60)
+    assert await quota.service.ledger.verify() == []

@@ -677,8 +677,17 @@ def _move(work: _Batch, op: MoveOp) -> HoldView:
         raise FailedPrecondition(
             RuleCode.NO_CONTRACT, provider_key.subject, f"provider has no contract for {op.year}"
         )
+    opening: int | None = None
+    if employee_key not in work.accounts:
+        organisation = work.organisations.get(hold["agency_id"], "")
+        opening = work.policies.get((organisation, hold["staff_category"], op.year))
+        if opening is None:
+            raise FailedPrecondition(
+                RuleCode.NO_ENTITLEMENT_POLICY,
+                f"policy/{organisation}/{hold['staff_category']}/{op.year}",
+                "no entitlement policy for this organisation, staff category and year",
+            )
     for key, rule in (
-        (employee_key, RuleCode.NO_ENTITLEMENT_POLICY),
         (provider_key, RuleCode.NO_CONTRACT),
         (agency_key, RuleCode.NO_BUDGET_POOL),
     ):
@@ -700,11 +709,22 @@ def _move(work: _Batch, op: MoveOp) -> HoldView:
         zip((employee_key, provider_key, agency_key), _charges(moved, op.minutes), strict=True)
     )
     for key, amount in needed.items():
-        totals = work.accounts[key].totals
+        totals = work.accounts[key].totals if key in work.accounts else Totals(opening or 0, 0, 0)
         credit = given_back.get(key, 0)
         require_room(key, Totals(totals.entitled, totals.held, totals.spent - credit), amount)
 
     # Every check passed: the old session goes back, the new one is spent.
+    if opening is not None:
+        employee = _Account(employee_key, 0, 0, 0, hold["staff_category"], new=True)
+        work.accounts[employee_key] = employee
+        work.change(
+            employee,
+            "ENTITLEMENT_OPEN",
+            "policy",
+            op.actor,
+            "entitlement by policy",
+            entitled=opening,
+        )
     for key, amount in given_back.items():
         work.change(
             work.accounts[key], "RELEASE", hold["hold_id"], op.actor, "rescheduled", spent=-amount
@@ -783,6 +803,20 @@ async def _read(
         }
         if wanted:
             work.policies = await reference.policies(connection, wanted)
+    moved = [(m, work.holds[m.hold_id]) for m in moves if m.hold_id in work.holds]
+    if moved:
+        # A move into a year the employee has no account for yet opens it by
+        # policy, as a reservation would.
+        work.organisations |= await reference.organisations(
+            connection, {hold["agency_id"] for _, hold in moved}
+        )
+        wanted = {
+            (work.organisations[hold["agency_id"]], hold["staff_category"], m.year)
+            for m, hold in moved
+            if hold["agency_id"] in work.organisations
+        }
+        if wanted:
+            work.policies |= await reference.policies(connection, wanted)
 
     if keys:
         work.accounts = await _lock_accounts(connection, keys)
