@@ -29,7 +29,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli.consistency import check
-from services.matcher.booking_state import UNDER_WAY
+from services.matcher.booking.state import UNDER_WAY
 from services.office_calendar.shipped import load_shipped
 from services.runtime import database
 from tests import county, replicas

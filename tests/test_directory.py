@@ -9,7 +9,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from eap.matcher.v1 import matcher_pb2 as mpb
-from services.matcher.directory import Directory, load_keys
+from services.matcher.registry.directory import Directory, load_keys
 from tests.access import Secured
 from tests.test_access import _book
 from tests.test_matcher_booking import case

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from services.matcher import generate as gen
-from services.matcher import verify as verify_cli
-from services.matcher.greedy import solve
-from services.matcher.instance import (
+from services.matcher.optimization import generate as gen
+from services.matcher.optimization import verify as verify_cli
+from services.matcher.optimization.greedy import solve
+from services.matcher.optimization.instance import (
     FormatError,
     Instance,
     Schedule,
@@ -26,7 +26,7 @@ from services.matcher.instance import (
     load_instance,
     load_schedule,
 )
-from services.matcher.verify import Verdict, verify
+from services.matcher.optimization.verify import Verdict, verify
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 needs_bench = pytest.mark.skipif(
@@ -424,7 +424,15 @@ def test_schedules_round_trip(tmp_path: Path) -> None:
 def test_generator_is_deterministic_across_processes() -> None:
     def run(hash_seed: str) -> str:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        cmd = [sys.executable, "-m", "services.matcher.generate", "--scale", "S", "--seed", "2"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "services.matcher.optimization.generate",
+            "--scale",
+            "S",
+            "--seed",
+            "2",
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, env=env, check=True).stdout
 
     first = run("1")

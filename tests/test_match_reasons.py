@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from services.matcher import solver
-from services.matcher.instance import load_instance
-from services.matcher.reasons import WORDS
+from services.matcher.optimization import solver
+from services.matcher.optimization.instance import load_instance
+from services.matcher.optimization.reasons import WORDS
 from services.rules.codes import RuleCode
 
 TUESDAY = ["2027-03-09T09:00", "2027-03-09T12:00"]

@@ -8,10 +8,10 @@ import subprocess
 import zlib
 from pathlib import Path
 
-from services.matcher import greedy
-from services.matcher.generate import generate
-from services.matcher.instance import load_instance
-from services.matcher.report import render
+from services.matcher.optimization import greedy
+from services.matcher.optimization.generate import generate
+from services.matcher.optimization.instance import load_instance
+from services.matcher.optimization.report import render
 from tests.tools import require_tool
 
 GREEN = (0x2F, 0x8F, 0x4E)  # "fully served" bars

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from services.matcher import greedy, lns, solver
-from services.matcher.generate import generate
-from services.matcher.instance import load_instance
-from services.matcher.solver import solve
-from services.matcher.verify import score_upper_bound, verify
+from services.matcher.optimization import greedy, lns, solver
+from services.matcher.optimization.generate import generate
+from services.matcher.optimization.instance import load_instance
+from services.matcher.optimization.solver import solve
+from services.matcher.optimization.verify import score_upper_bound, verify
 
 BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))

@@ -27,8 +27,8 @@ from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.calendar.service import CalendarService
 from services.cli import consistency
-from services.matcher.booking_state import BookingState as S
-from services.matcher.booking_state import step
+from services.matcher.booking.state import BookingState as S
+from services.matcher.booking.state import step
 from services.matcher.orm import BookingRow
 from services.matcher.service import MatcherService
 from services.quota.orm import Hold

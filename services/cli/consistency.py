@@ -9,7 +9,7 @@ the quota's ledger tell one story.
 - no provider is over its cap and no agency over its budget, and every
   balance equals its ledger (the quota's own check).
 
-A booking with a step under way (booking_state.UNDER_WAY) is between the
+A booking with a step under way (booking.state.UNDER_WAY) is between the
 two stories and is left out, with its charge; the reconciler settles it.
 Problems name rows by booking and hold id only: no person.
 """
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.matcher.booking_state import CHARGED, UNDER_WAY, BookingState
+from services.matcher.booking.state import CHARGED, UNDER_WAY, BookingState
 from services.matcher.orm import BookingRow
 from services.quota import orm as quota_orm
 from services.quota.domain import HoldState, Share

@@ -137,18 +137,18 @@ JOB_COMMANDS = ("submit", "watch", "result", "apply")
 # Each match tool's module, imported only when asked for: `solve` counts
 # its start-up against its time limit.
 MATCH_TOOLS = {
-    "generate": "generate",
-    "baseline": "greedy",
-    "solve": "solver",
-    "verify": "verify",
-    "report": "report",
-    "import-counselors": "counselor_csv",
+    "generate": "optimization.generate",
+    "baseline": "optimization.greedy",
+    "solve": "optimization.solver",
+    "verify": "optimization.verify",
+    "report": "optimization.report",
+    "import-counselors": "registry.counselor_csv",
 }
 
 
 def _match(args: argparse.Namespace, settings: Settings) -> int:
     if args.match_command in JOB_COMMANDS:
-        from services.matcher import jobs_cli
+        from services.matcher.optimization import jobs_cli
 
         return jobs_cli.main(args.match_command, args.rest)
     tool = import_module(f"services.matcher.{MATCH_TOOLS[args.match_command]}")

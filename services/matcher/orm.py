@@ -64,11 +64,11 @@ class BookingRow(Base):
     end: Mapped[datetime] = mapped_column(UtcDateTime())
     minutes: Mapped[int] = mapped_column(Integer)
     modality: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))  # booking_state.BookingState
+    state: Mapped[str] = mapped_column(String(16))  # booking.state.BookingState
     hold_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     quota_hold_id: Mapped[str] = mapped_column(String(64), default="")
     # True while the quota service holds this booking's spending (the
-    # states in booking_state.CHARGED): kept in step with the state.
+    # states in booking.state.CHARGED): kept in step with the state.
     funded: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # The group session this booking is one participant's place in; empty

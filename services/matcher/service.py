@@ -10,13 +10,16 @@ from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher import retention
-from services.matcher.booking import Bookings
+from services.matcher.booking.availability import Availability
+from services.matcher.booking.groups import GroupBookings
+from services.matcher.booking.records import CaseRecords
+from services.matcher.booking.saga import BookingSaga
+from services.matcher.booking.search import SlotSearch
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.directory import Directory, load_keys
-from services.matcher.group_booking import GroupBookings
-from services.matcher.jobs import JobRunner, Jobs, Snapshots
+from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
-from services.matcher.registry import CounselorRegistry
+from services.matcher.registry.directory import Directory, load_keys
+from services.matcher.registry.store import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
@@ -49,18 +52,21 @@ class MatcherService(DatabaseService):
             lambda: settings.calendar_address or f"127.0.0.1:{runtime.port}", credentials
         )
         self.calendar = calendar
-        self.bookings = Bookings(
+        self.cases = CaseRecords(self.engine, self.audit)
+        self.search = SlotSearch(
             self.engine,
             self.quota,
             calendar,
             settings.slot_hold_seconds,
             settings.crisis_deadline_hours,
-            self.audit,
         )
+        self.availability = Availability(self.engine, self.quota, calendar, self.audit)
+        self.bookings = BookingSaga(self.engine, self.quota)
         self.groups = GroupBookings(self.engine, self.quota, calendar, settings.slot_hold_seconds)
         self.jobs = Jobs(
             self.engine,
             Snapshots(self.engine, self.quota, calendar, settings.crisis_deadline_hours),
+            self.search,
             self.bookings,
             self.audit,
         )
@@ -96,7 +102,16 @@ class MatcherService(DatabaseService):
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(self.registry, self.bookings, self.groups, self.jobs, self.directory),
+            MatcherServicer(
+                registry=self.registry,
+                directory=self.directory,
+                cases=self.cases,
+                search=self.search,
+                availability=self.availability,
+                bookings=self.bookings,
+                groups=self.groups,
+                jobs=self.jobs,
+            ),
             server,
         )
 

@@ -10,9 +10,18 @@ from grpc import aio
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
-from services.matcher.booking import Bookings, BookingView
-from services.matcher.cases import Case, TimeOff, TimeRange
-from services.matcher.counselors import (
+from services.matcher.booking.availability import Availability
+from services.matcher.booking.cases import Case, TimeOff, TimeRange
+from services.matcher.booking.groups import GroupBookings, GroupRequest
+from services.matcher.booking.records import CaseRecords
+from services.matcher.booking.saga import BookingSaga
+from services.matcher.booking.search import SlotSearch
+from services.matcher.booking.slots import Offer
+from services.matcher.booking.store import BookingView
+from services.matcher.optimization.instance import CaseKind
+from services.matcher.optimization.jobs import JobRequest, Jobs, Proposed
+from services.matcher.orm import JobRow
+from services.matcher.registry.counselors import (
     AvailabilityException,
     Category,
     Counselor,
@@ -20,13 +29,8 @@ from services.matcher.counselors import (
     Modality,
     WeeklyWindow,
 )
-from services.matcher.directory import Contact, Directory
-from services.matcher.group_booking import GroupBookings, GroupRequest
-from services.matcher.instance import CaseKind
-from services.matcher.jobs import JobRequest, Jobs, Proposed
-from services.matcher.orm import JobRow
-from services.matcher.registry import CounselorRegistry
-from services.matcher.slots import Offer
+from services.matcher.registry.directory import Contact, Directory
+from services.matcher.registry.store import CounselorRegistry
 from services.runtime import paging, policy
 from services.runtime.fields import FieldChecker, moment, timestamp
 from services.runtime.policy import Scope
@@ -305,14 +309,21 @@ def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
 class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     def __init__(
         self,
+        *,
         registry: CounselorRegistry,
-        bookings: Bookings,
+        directory: Directory,
+        cases: CaseRecords,
+        search: SlotSearch,
+        availability: Availability,
+        bookings: BookingSaga,
         groups: GroupBookings,
         jobs: Jobs,
-        directory: Directory,
     ) -> None:
-        self._directory = directory
         self._registry = registry
+        self._directory = directory
+        self._cases = cases
+        self._search = search
+        self._availability = availability
         self._bookings = bookings
         self._groups = groups
         self._jobs = jobs
@@ -350,13 +361,13 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def SubmitCase(
         self, request: pb.SubmitCaseRequest, context: Context
     ) -> pb.SubmitCaseResponse:
-        case, created = await self._bookings.submit_case(case_from_pb(request.case))
+        case, created = await self._cases.submit_case(case_from_pb(request.case))
         if policy.scope() is Scope.REFERRAL:
             return pb.SubmitCaseResponse(case=pb.Case(case_id=case.case_id), created=created)
         return pb.SubmitCaseResponse(case=case_pb(case), created=created)
 
     async def GetCase(self, request: pb.GetCaseRequest, context: Context) -> pb.GetCaseResponse:
-        case, bookings = await self._bookings.get_case(request.case_id)
+        case, bookings = await self._cases.get_case(request.case_id)
         return pb.GetCaseResponse(case=case_pb(case), bookings=[booking_pb(b) for b in bookings])
 
     async def FindSlots(
@@ -365,7 +376,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         checker = FieldChecker()
         checker.require(0 <= request.max_slots <= MAX_SLOTS, "max_slots", f"0 to {MAX_SLOTS}")
         checker.raise_if_any()
-        offers = await self._bookings.find_slots(
+        offers = await self._search.find_slots(
             request.case_id,
             moment(request.window_start, "window_start")
             if request.HasField("window_start")
@@ -379,7 +390,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         checker = FieldChecker()
         start = _required_moment(checker, request, "start", "start")
         checker.raise_if_any()
-        booking = await self._bookings.hold(
+        booking = await self._search.hold(
             request.case_id, request.counselor_id, start, request.replaces_booking_id
         )
         return pb.HoldSlotResponse(booking=booking_pb(booking))
@@ -457,7 +468,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         start = _required_moment(checker, request, "window_start", "window_start")
         end = _required_moment(checker, request, "window_end", "window_end")
         checker.raise_if_any()
-        found = await self._bookings.group_candidates(
+        found = await self._availability.group_candidates(
             CATEGORIES[request.category], start, end, request.max_cases
         )
         return pb.ListGroupCandidatesResponse(
@@ -489,7 +500,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         start = _required_moment(checker, request, "window_start", "window_start")
         end = _required_moment(checker, request, "window_end", "window_end")
         checker.raise_if_any()
-        found = await self._bookings.free_time(list(request.counselor_ids), start, end)
+        found = await self._availability.free_time(list(request.counselor_ids), start, end)
         return pb.ListCounselorFreeTimeResponse(
             counselors=[
                 pb.CounselorFreeTime(
@@ -526,7 +537,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def DiscloseCase(
         self, request: pb.DiscloseCaseRequest, context: Context
     ) -> pb.DiscloseCaseResponse:
-        case, bookings = await self._bookings.disclose(
+        case, bookings = await self._cases.disclose(
             request.case_id,
             request.recipient,
             request.legal_reference,
@@ -560,7 +571,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         start = _required_moment(checker, request, "window_start", "window_start")
         end = _required_moment(checker, request, "window_end", "window_end")
         checker.raise_if_any()
-        bookings = await self._bookings.sessions(request.counselor_id, start, end)
+        bookings = await self._availability.sessions(request.counselor_id, start, end)
         return pb.ListSessionsResponse(bookings=[booking_pb(b) for b in bookings])
 
     async def CancelGroupSession(

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from services.matcher.counselors import Category, Counselor, Modality
-from services.matcher.instance import CaseKind
+from services.matcher.optimization.instance import CaseKind
+from services.matcher.registry.counselors import Category, Counselor, Modality
 from services.rules.sessions import BOOKABLE_LENGTH_TEXT, bookable_length
 from services.runtime.fields import FieldChecker
 

@@ -1,6 +1,6 @@
 """Check a schedule against its instance and score it, as FORMAT.md defines.
 
-    python -m services.matcher.verify INSTANCE.json SCHEDULE.json
+    python -m services.matcher.optimization.verify INSTANCE.json SCHEDULE.json
 
 prints one JSON summary (the keys of the benchmark's check_schedule.py, plus
 `other_sessions`, `violations_by_rule` and `warnings`) and exits 0 when the
@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from math import floor
 
-from services.matcher.instance import (
+from services.matcher.optimization.instance import (
     Case,
     CaseKind,
     Counselor,
@@ -529,7 +529,7 @@ def verify(inst: Instance, schedule: Schedule) -> Verdict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.matcher.verify",
+        prog="python -m services.matcher.optimization.verify",
         description="Check a schedule against its instance; print a JSON summary.",
     )
     parser.add_argument("instance")

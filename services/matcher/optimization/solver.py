@@ -1,6 +1,6 @@
 """Optimized matching of cases to counselor slots with OR-Tools CP-SAT.
 
-    python -m services.matcher.solver INSTANCE.json [--time-limit S] [-o SCHEDULE.json]
+    python -m services.matcher.optimization.solver INSTANCE.json [--time-limit S] [-o SCHEDULE.json]
 
 The model (`model.build_model`) has one boolean per candidate session
 (case, counselor, start). Candidates are pruned before it is built: per
@@ -28,16 +28,16 @@ from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
-from services.matcher import greedy, lns, reasons
-from services.matcher.instance import (
+from services.matcher.optimization import greedy, lns, reasons
+from services.matcher.optimization.instance import (
     FormatError,
     Instance,
     Schedule,
     dump_schedule,
     load_instance,
 )
-from services.matcher.lns import Progress, ProgressSink
-from services.matcher.model import (
+from services.matcher.optimization.lns import Progress, ProgressSink
+from services.matcher.optimization.model import (
     SCALE,
     CandidatePool,
     Costs,
@@ -49,7 +49,7 @@ from services.matcher.model import (
     schedule_of,
     with_sessions,
 )
-from services.matcher.verify import score_upper_bound, verify, violations_and_score
+from services.matcher.optimization.verify import score_upper_bound, verify, violations_and_score
 
 # Up to this many cases, one model of the whole instance; beyond, neighbourhoods.
 WHOLE_MODEL_CASES = 150

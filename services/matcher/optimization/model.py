@@ -18,7 +18,7 @@ from math import floor
 
 from ortools.sat.python import cp_model
 
-from services.matcher.instance import (
+from services.matcher.optimization.instance import (
     Case,
     CaseKind,
     Counselor,

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from fractions import Fraction
 
-from services.matcher.instance import Case, CaseKind, Instance, Session, Unserved
+from services.matcher.optimization.instance import Case, CaseKind, Instance, Session, Unserved
 from services.rules.codes import RuleCode
 from services.rules.office_time import iso_week
 

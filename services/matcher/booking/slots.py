@@ -17,9 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
-from services.matcher.cases import Case
-from services.matcher.counselors import Counselor, ExceptionKind, Modality
-from services.matcher.instance import CaseKind
+from services.matcher.booking.cases import Case
+from services.matcher.optimization.instance import CaseKind
+from services.matcher.registry.counselors import Counselor, ExceptionKind, Modality
 from services.office_calendar.calendar import OfficeCalendar
 from services.rules.codes import RuleCode
 from services.rules.office_time import OFFICE_ZONE, iso_week, local_day

@@ -16,15 +16,15 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from fractions import Fraction
 
-from services.matcher import reasons
-from services.matcher.instance import (
+from services.matcher.optimization import reasons
+from services.matcher.optimization.instance import (
     FormatError,
     Instance,
     Schedule,
     load_instance,
     load_schedule,
 )
-from services.matcher.verify import verify
+from services.matcher.optimization.verify import verify
 
 BAR_WIDTH = 420
 ROW = 22

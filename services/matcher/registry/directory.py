@@ -23,7 +23,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.matcher.booking import live
+from services.matcher.booking.store import live
 from services.matcher.orm import BookingRow, PersonRow
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail

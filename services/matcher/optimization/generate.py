@@ -1,6 +1,6 @@
 """Deterministic benchmark instances (eap-match-instance/1) shaped like a county EAP.
 
-    python -m services.matcher.generate --scale S --seed 1 [--weeks 4] [--tight 0.75]
+    python -m services.matcher.optimization.generate --scale S --seed 1 [--weeks 4] [--tight 0.75]
 
 The shape, and why:
 
@@ -38,7 +38,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
-from services.matcher.instance import INSTANCE_FORMAT, SEED_RULES, SEED_WEIGHTS, TIME_FORMAT
+from services.matcher.optimization.instance import (
+    INSTANCE_FORMAT,
+    SEED_RULES,
+    SEED_WEIGHTS,
+    TIME_FORMAT,
+)
 from services.office_calendar import OfficeCalendar, load_shipped
 from services.rules.office_time import OFFICE_ZONE_NAME
 from services.rules.sessions import SLOT_MINUTES
@@ -484,7 +489,7 @@ def generate(scale: str, seed: int, *, weeks: int = 4, tight: float = 0.75) -> d
         "format": INSTANCE_FORMAT,
         "name": f"eap-{scale}-seed{seed}-w{weeks}",
         "generator": {
-            "by": "services.matcher.generate",
+            "by": "services.matcher.optimization.generate",
             "scale": scale,
             "seed": seed,
             "weeks": weeks,
@@ -501,7 +506,7 @@ def generate(scale: str, seed: int, *, weeks: int = 4, tight: float = 0.75) -> d
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.matcher.generate",
+        prog="python -m services.matcher.optimization.generate",
         description="Write a deterministic eap-match-instance/1 to stdout.",
     )
     parser.add_argument("--scale", choices=sorted(SCALES), default="S")

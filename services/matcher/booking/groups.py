@@ -8,7 +8,7 @@ minutes and cost are shared out among the participants' quota holds (the
 quota service's GroupShare), so each agency pays for its own staff.
 
 Booking a group is a saga, like confirming one booking, on the same state
-machine (booking_state.py):
+machine (booking/state.py):
 1. under the counselor's row lock, check the counselor once and each case
    on its own, and hold a place (a `held` booking row with the group's id)
    for every case that passes; the same transaction moves them on to
@@ -32,16 +32,18 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.matcher import metrics, slots
-from services.matcher.booking import QUOTA_HOLD_SECONDS, BookingView, appointment, case_of, live
-from services.matcher.booking_state import UNDER_WAY, step
-from services.matcher.booking_state import BookingState as S
+from services.matcher import metrics
+from services.matcher.booking import slots
+from services.matcher.booking.saga import QUOTA_HOLD_SECONDS
+from services.matcher.booking.slots import Diary
+from services.matcher.booking.state import UNDER_WAY, step
+from services.matcher.booking.state import BookingState as S
+from services.matcher.booking.store import BookingView, appointment, case_of, live
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.counselors import Counselor, Modality
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
-from services.matcher.registry import counselor_of
-from services.matcher.slots import Diary
+from services.matcher.registry.counselors import Counselor, Modality
+from services.matcher.registry.store import counselor_of
 from services.rules.codes import RuleCode
 from services.rules.office_time import OFFICE_ZONE, local_day
 from services.rules.sessions import BOOKABLE_LENGTH_TEXT, SLOT_MINUTES, bookable_length

@@ -1,6 +1,6 @@
 """First-come-first-served booking: the baseline an optimizer has to beat.
 
-    python -m services.matcher.greedy INSTANCE.json [--order crisis-first|submitted|value]
+    eapctl match baseline INSTANCE.json [--order crisis-first|submitted|value]
 
 FORMAT.md calls the baseline "the first-come-first-served booking that most
 appointment systems do today", and gives crisis cases a deadline (rule 7)
@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from fractions import Fraction
 
-from services.matcher import reasons
-from services.matcher.instance import (
+from services.matcher.optimization import reasons
+from services.matcher.optimization.instance import (
     Case,
     CaseKind,
     Counselor,
@@ -306,7 +306,7 @@ def solve(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.matcher.greedy",
+        prog="python -m services.matcher.optimization.greedy",
         description="First-come-first-served booking of an instance; the schedule on stdout.",
     )
     parser.add_argument("instance")

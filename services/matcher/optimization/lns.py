@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
-from services.matcher.instance import Instance, Schedule
-from services.matcher.model import (
+from services.matcher.optimization.instance import Instance, Schedule
+from services.matcher.optimization.model import (
     SCALE,
     Candidate,
     CandidatePool,
@@ -32,7 +32,7 @@ from services.matcher.model import (
     spread,
     with_sessions,
 )
-from services.matcher.verify import violations_and_score
+from services.matcher.optimization.verify import violations_and_score
 
 NEIGHBOURHOOD_CASES = 25  # cases re-planned together
 NEIGHBOURHOOD_SECONDS = 0.5  # the most one round may search

@@ -30,11 +30,14 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
-from services.matcher import metrics, slots
-from services.matcher.booking import Bookings, BookingView, case_of, live
+from services.matcher import metrics
+from services.matcher.booking import slots
+from services.matcher.booking.cases import Case
+from services.matcher.booking.saga import BookingSaga
+from services.matcher.booking.search import SlotSearch
+from services.matcher.booking.store import BookingView, case_of, live
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.cases import Case
-from services.matcher.instance import (
+from services.matcher.optimization.instance import (
     INSTANCE_FORMAT,
     SEED_RULES,
     SEED_WEIGHTS,
@@ -43,10 +46,10 @@ from services.matcher.instance import (
     load_instance,
     load_schedule,
 )
+from services.matcher.optimization.report import render
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
 from services.matcher.quota_port import QuotaPort
-from services.matcher.registry import counselor_of
-from services.matcher.report import render
+from services.matcher.registry.store import counselor_of
 from services.rules.office_time import OFFICE_ZONE, OFFICE_ZONE_NAME, iso_week, local_day
 from services.rules.sessions import SLOT_MINUTES
 from services.runtime import clock, job_queue
@@ -258,11 +261,13 @@ class Jobs:
         self,
         engine: AsyncEngine,
         snapshots: Snapshots,
-        bookings: Bookings,
+        search: SlotSearch,
+        bookings: BookingSaga,
         audit: AuditTrail | None = None,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._snapshots = snapshots
+        self._search = search
         self._bookings = bookings
         self._audit = audit
 
@@ -387,11 +392,11 @@ class Jobs:
         for proposed in order:
             try:
                 if dry_run:
-                    await self._bookings.check(
+                    await self._search.check(
                         proposed.case_id, proposed.counselor_id, proposed.start
                     )
                 else:
-                    held = await self._bookings.hold(
+                    held = await self._search.hold(
                         proposed.case_id, proposed.counselor_id, proposed.start
                     )
                     view: BookingView = await self._bookings.confirm(held.booking_id)
@@ -480,7 +485,7 @@ class JobRunner:
             child = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "services.matcher.solver",
+                "services.matcher.optimization.solver",
                 str(given),
                 "--time-limit",
                 str(seconds),

@@ -8,7 +8,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.matcher.counselors import (
+from services.matcher.orm import CounselorRow
+from services.matcher.registry.counselors import (
     AvailabilityException,
     Category,
     Counselor,
@@ -17,7 +18,6 @@ from services.matcher.counselors import (
     WeeklyWindow,
     validate,
 )
-from services.matcher.orm import CounselorRow
 from services.runtime.errors import NotFound
 from services.runtime.fields import FieldChecker
 

@@ -1,0 +1,1 @@
+"""Online booking: cases, slot search, holds, and the booking saga with the quota."""

@@ -1,0 +1,458 @@
+"""The booking saga: confirming, cancelling, completing and moving a
+booking, each a step of its state machine with the quota service.
+
+Confirming spends the quota in the same step: the booking's state machine
+(state.py) gives the step to one caller, which reserves the quota,
+commits it and writes the booking down as booked; a refusal gives the hold
+up and names the quota's rule. Cancelling, completing and rescheduling go
+the same way, a compare-and-set on the booking first, then the quota
+service, then the step's end; a step a crash cut short stays in its state
+under way, and `reconcile` finishes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.matcher import metrics
+from services.matcher.booking.state import CHARGED, UNDER_WAY, step
+from services.matcher.booking.state import BookingState as S
+from services.matcher.booking.store import BookingView, load_booking, load_case, view
+from services.matcher.orm import BookingRow
+from services.matcher.quota_port import QuotaPort
+from services.rules.codes import RuleCode
+from services.runtime import clock
+from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, ServiceError
+from services.runtime.fields import FieldChecker
+
+log = logging.getLogger("eap.matcher")
+
+QUOTA_HOLD_SECONDS = 300  # the quota hold lives only while ConfirmBooking runs
+RECONCILE_AFTER = timedelta(seconds=60)  # a step older than this was cut short
+OUTCOME_WAIT_SECONDS = 12.0  # a step another caller owns: two quota calls at most
+OUTCOME_POLL_SECONDS = 0.05
+
+
+def _busy() -> Aborted:
+    return Aborted(
+        f"{RuleCode.BOOKING_BUSY}: another request is changing this booking; retry in a moment"
+    )
+
+
+def _cancelled_meanwhile() -> FailedPrecondition:
+    return FailedPrecondition(
+        RuleCode.BOOKING_CANCELLED,
+        "booking",
+        "BOOKING_CANCELLED: the booking was cancelled while it was being confirmed",
+    )
+
+
+class BookingSaga:
+    def __init__(self, engine: AsyncEngine, quota: QuotaPort) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._quota = quota
+
+    # -- confirming, cancelling, completing, moving ---------------------------------
+    #
+    # Each method takes its step with a compare-and-set (booking_state.step);
+    # only the caller that won a step talks to the quota service for it.
+
+    async def confirm(self, booking_id: str) -> BookingView:
+        now = clock.now()
+        async with self._sessions() as session:
+            row = await load_booking(session, booking_id, own=True)
+            case = await load_case(session, row.case_id)
+        state = S(row.state)
+        if state is S.CONFIRMING:
+            return await self._outcome(booking_id)
+        if state is not S.HELD:
+            return self._settled(row, now)
+        async with self._sessions() as session, session.begin():
+            won = await step(
+                session,
+                booking_id,
+                S.HELD,
+                S.CONFIRMING,
+                now,
+                condition=BookingRow.hold_expires_at > now,
+            )
+        if not won:
+            return await self._outcome(booking_id)
+        try:
+            quota_hold = await self._quota.reserve(
+                f"booking-{booking_id}",
+                case.employee_id,
+                case.agency_id,
+                case.staff_category,
+                row.provider_id,
+                row.start,
+                row.minutes,
+                QUOTA_HOLD_SECONDS,
+                booking_id,
+            )
+        except FailedPrecondition as refusal:
+            await self._refused(booking_id, refusal.rule)
+            metrics.BOOKINGS.labels("refused").inc()
+            raise
+        # Written down before the commit, so that a cancellation meanwhile,
+        # or the reconciler after a crash, can give the quota back.
+        async with self._sessions() as session, session.begin():
+            recorded = await self._record_quota_hold(session, booking_id, quota_hold)
+        if not recorded:  # cancelled while the quota was being reserved
+            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            raise _cancelled_meanwhile()
+        try:
+            await self._quota.commit(quota_hold)
+        except FailedPrecondition as refusal:
+            await self._quota.release(quota_hold, "confirmation failed")
+            await self._refused(booking_id, refusal.rule)
+            raise
+        async with self._sessions() as session, session.begin():
+            booked = await step(
+                session,
+                booking_id,
+                S.CONFIRMING,
+                S.BOOKED,
+                clock.now(),
+                hold_expires_at=None,
+                funded=True,
+            )
+        if not booked:  # cancelled while the quota was being committed
+            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            raise _cancelled_meanwhile()
+        metrics.BOOKINGS.labels("booked").inc()
+        return await view(self._sessions, booking_id)
+
+    async def cancel(self, booking_id: str, reason: str) -> BookingView:
+        checker = FieldChecker()
+        checker.text(reason, "reason", 200)
+        checker.raise_if_any()
+        now = clock.now()
+        async with self._sessions() as session, session.begin():
+            row = await load_booking(session, booking_id, own=True)
+            state = S(row.state)
+            if state in (S.COMPLETED, S.COMPLETING):
+                raise FailedPrecondition(
+                    RuleCode.SESSION_COMPLETED,
+                    "booking",
+                    "a completed session cannot be cancelled",
+                )
+            if state is S.MOVING:
+                raise _busy()
+            if state is S.HELD:
+                # Lapsed or not, a hold that is given up is released.
+                if await step(session, booking_id, S.HELD, S.RELEASED, now, hold_expires_at=None):
+                    metrics.BOOKINGS.labels("released").inc()
+            elif state in (S.CONFIRMING, S.BOOKED) and await step(
+                session, booking_id, state, S.CANCELLING, now, hold_expires_at=None
+            ):
+                metrics.BOOKINGS.labels("cancelled").inc()
+        async with self._sessions() as session:
+            row = await load_booking(session, booking_id)
+        if S(row.state) is S.CANCELLING and row.quota_hold_id:
+            # Whoever finds a cancellation under way may finish it: releasing
+            # is idempotent, and the booking is cancelled whatever happens.
+            await self._finish_cancelling(booking_id, row.quota_hold_id, reason or "cancelled")
+        elif S(row.state) is S.CONFIRMING:
+            raise _busy()  # the race went the other way; a retry sees the outcome
+        return await view(self._sessions, booking_id)
+
+    async def complete(self, booking_id: str, minutes: int) -> BookingView:
+        now = clock.now()
+        async with self._sessions() as session:
+            row = await load_booking(session, booking_id, own=True)
+        state = S(row.state)
+        if state is S.COMPLETED:
+            return BookingView.of(row, now)
+        if state is S.COMPLETING:
+            raise _busy()
+        if state is not S.BOOKED:
+            raise FailedPrecondition(
+                RuleCode.NOT_BOOKED, "booking", "only a booked session can be completed"
+            )
+        if not 0 <= minutes <= row.minutes:
+            raise InvalidArgument.single("minutes", f"0 to the {row.minutes} minutes booked")
+        booked_minutes, used = row.minutes, minutes or row.minutes
+        async with self._sessions() as session, session.begin():
+            # The minutes used are written with the step, so that the
+            # reconciler can finish it with the same commit.
+            if not await step(session, booking_id, S.BOOKED, S.COMPLETING, now, minutes=used):
+                raise _busy()
+        try:
+            await self._quota.commit(row.quota_hold_id, used, completed=True)
+        except ServiceError:
+            async with self._sessions() as session, session.begin():
+                await step(
+                    session, booking_id, S.COMPLETING, S.BOOKED, clock.now(), minutes=booked_minutes
+                )
+            raise
+        async with self._sessions() as session, session.begin():
+            await step(session, booking_id, S.COMPLETING, S.COMPLETED, clock.now())
+        metrics.BOOKINGS.labels("completed").inc()
+        return await view(self._sessions, booking_id)
+
+    async def reschedule(
+        self, booking_id: str, new_booking_id: str
+    ) -> tuple[BookingView, BookingView]:
+        """Moves a booking to a new hold of the same case, atomically: the
+        quota service moves the booking's hold to the new session in one
+        step (Move), so the rules see one session, never two, and either the
+        new booking stands and the old one is cancelled, or the old one
+        stands as it was and the caller hears the rule that refused."""
+        now = clock.now()
+        async with self._sessions() as session:
+            old = await load_booking(session, booking_id, own=True)
+            new = await load_booking(session, new_booking_id, own=True)
+        if new.case_id != old.case_id or new.group_id or old.group_id:
+            raise InvalidArgument.single("new_booking_id", "a hold of the same case")
+        if S(new.state) is S.BOOKED and new.replaces_booking_id == booking_id:
+            return BookingView.of(new, now), BookingView.of(old, now)  # a retry
+        if S(new.state) is S.CONFIRMING and new.replaces_booking_id == booking_id:
+            await self._outcome(new_booking_id)
+            return await view(self._sessions, new_booking_id), await view(
+                self._sessions, booking_id
+            )
+        if S(old.state) is S.MOVING:
+            raise _busy()
+        if S(old.state) is not S.BOOKED:
+            raise FailedPrecondition(
+                RuleCode.NOT_BOOKED, "booking", "only a booked session can move"
+            )
+        async with self._sessions() as session, session.begin():
+            if not await step(session, booking_id, S.BOOKED, S.MOVING, now):
+                raise _busy()
+            if not await step(
+                session,
+                new_booking_id,
+                S.HELD,
+                S.CONFIRMING,
+                now,
+                condition=BookingRow.hold_expires_at > now,
+                replaces_booking_id=booking_id,
+            ):
+                # Raising rolls both steps back: the old booking stays booked.
+                raise FailedPrecondition(
+                    RuleCode.HOLD_EXPIRED,
+                    "booking",
+                    "HOLD_EXPIRED: the new slot's hold lapsed or was given up",
+                )
+        return await self._move(old, new)
+
+    async def _move(self, old: BookingRow, new: BookingRow) -> tuple[BookingView, BookingView]:
+        """The quota's part of a reschedule, and its outcome written down."""
+        try:
+            await self._quota.move(
+                old.quota_hold_id,
+                old.employee_id,
+                new.provider_id,
+                new.start,
+                new.minutes,
+                new.booking_id,
+            )
+        except FailedPrecondition as refusal:
+            async with self._sessions() as session, session.begin():
+                await step(session, old.booking_id, S.MOVING, S.BOOKED, clock.now())
+                await step(
+                    session,
+                    new.booking_id,
+                    S.CONFIRMING,
+                    S.RELEASED,
+                    clock.now(),
+                    outcome=refusal.rule[:32],
+                    hold_expires_at=None,
+                )
+            metrics.BOOKINGS.labels("refused").inc()
+            raise
+        async with self._sessions() as session, session.begin():
+            now = clock.now()
+            await step(
+                session,
+                new.booking_id,
+                S.CONFIRMING,
+                S.BOOKED,
+                now,
+                quota_hold_id=old.quota_hold_id,
+                funded=True,
+                hold_expires_at=None,
+            )
+            await step(session, old.booking_id, S.MOVING, S.CANCELLED, now, funded=False)
+        metrics.BOOKINGS.labels("booked").inc()
+        metrics.BOOKINGS.labels("cancelled").inc()
+        return await view(self._sessions, new.booking_id), await view(
+            self._sessions, old.booking_id
+        )
+
+    async def _outcome(self, booking_id: str) -> BookingView:
+        """What a step another caller owns comes to: waits for it (two
+        quota calls at most), then answers as that caller was answered."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + OUTCOME_WAIT_SECONDS
+        while True:
+            async with self._sessions() as session:
+                row = await load_booking(session, booking_id)
+            if S(row.state) not in UNDER_WAY or loop.time() > until:
+                break
+            await asyncio.sleep(OUTCOME_POLL_SECONDS)
+        if S(row.state) in UNDER_WAY:
+            raise _busy()
+        return self._settled(row, clock.now())
+
+    def _settled(self, row: BookingRow, now: datetime) -> BookingView:
+        """A confirmation's answer from a booking no longer held."""
+        view = BookingView.of(row, now)
+        state = S(row.state)
+        if state in CHARGED:
+            return view  # a retried confirmation
+        if state in (S.CANCELLED, S.CANCELLING):
+            raise _cancelled_meanwhile()
+        if state is S.RELEASED and row.outcome:
+            raise FailedPrecondition(
+                row.outcome, "booking", f"{row.outcome}: the confirmation was refused"
+            )
+        raise FailedPrecondition(
+            RuleCode.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
+        )
+
+    async def _refused(self, booking_id: str, rule: str) -> None:
+        """A confirmation the quota refused: the hold is given up, or, if it
+        was cancelled meanwhile, the cancellation finishes."""
+        async with self._sessions() as session, session.begin():
+            now = clock.now()
+            released = await step(
+                session,
+                booking_id,
+                S.CONFIRMING,
+                S.RELEASED,
+                now,
+                outcome=rule[:32],
+                hold_expires_at=None,
+            )
+            if not released:
+                await step(session, booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
+
+    async def _record_quota_hold(
+        self, session: AsyncSession, booking_id: str, quota_hold: str
+    ) -> bool:
+        result = await session.execute(
+            update(BookingRow)
+            .where(BookingRow.booking_id == booking_id, BookingRow.state == S.CONFIRMING.value)
+            .values(quota_hold_id=quota_hold, updated_at=clock.now())
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            return True
+        # Not confirming any more: cancelled meanwhile. Note the hold anyway,
+        # for the reconciler, should this process stop before releasing it.
+        await session.execute(
+            update(BookingRow)
+            .where(BookingRow.booking_id == booking_id, BookingRow.quota_hold_id == "")
+            .values(quota_hold_id=quota_hold)
+            .execution_options(synchronize_session=False)
+        )
+        return False
+
+    async def _finish_cancelling(self, booking_id: str, quota_hold: str, reason: str) -> None:
+        await self._quota.release(quota_hold, reason, booking_cancelled=True)
+        async with self._sessions() as session, session.begin():
+            await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=False)
+
+    async def _view(self, booking_id: str) -> BookingView:
+        async with self._sessions() as session:
+            row = await load_booking(session, booking_id)
+        return BookingView.of(row, clock.now())
+
+    # -- upkeep --------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Writes down lapsed holds as released; returns how many."""
+        now = clock.now()
+        async with self._sessions() as session, session.begin():
+            result = await session.execute(
+                update(BookingRow)
+                .where(BookingRow.state == S.HELD.value, BookingRow.hold_expires_at <= now)
+                .values(state=S.RELEASED.value, hold_expires_at=None, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        swept = int(result.rowcount)  # type: ignore[attr-defined]
+        metrics.HOLDS_EXPIRED.inc(swept)
+        return swept
+
+    async def reconcile(self) -> int:
+        """Finishes the steps a crash cut short: a booking left in a state
+        under way (booking_state.UNDER_WAY) for longer than any caller
+        waits. Every quota call here is idempotent, so a step finished
+        twice comes out as once. Returns how many it finished."""
+        stale = clock.now() - RECONCILE_AFTER
+        async with self._sessions() as session:
+            rows = list(
+                await session.scalars(
+                    select(BookingRow).where(
+                        BookingRow.updated_at < stale,
+                        BookingRow.state.in_([s.value for s in UNDER_WAY]),
+                        BookingRow.group_id == "",
+                    )
+                )
+            )
+        fixed = 0
+        for row in rows:
+            try:
+                await self._reconcile(row)
+            except ServiceError as error:
+                log.warning("booking not reconciled", extra={"error": type(error).__name__})
+                continue
+            fixed += 1
+        if rows:
+            log.warning("bookings reconciled", extra={"count": fixed})
+        return fixed
+
+    async def _reconcile(self, row: BookingRow) -> None:
+        state, now = S(row.state), clock.now()
+        if state is S.CANCELLING:
+            if row.quota_hold_id:
+                await self._quota.release(row.quota_hold_id, "cancelled", booking_cancelled=True)
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
+        elif state is S.COMPLETING:
+            try:
+                await self._quota.commit(row.quota_hold_id, row.minutes, completed=True)
+                target = S.COMPLETED
+            except FailedPrecondition:
+                target = S.BOOKED
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.COMPLETING, target, now)
+        elif state is S.CONFIRMING and row.replaces_booking_id:
+            async with self._sessions() as session:
+                old = await load_booking(session, row.replaces_booking_id)
+            with contextlib.suppress(FailedPrecondition):
+                await self._move(old, row)
+        elif state is S.CONFIRMING and not row.quota_hold_id:
+            # The reservation's answer never arrived: no charge was made
+            # (a quota hold it may have left lapses on its own).
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CONFIRMING, S.RELEASED, now)
+        elif state is S.CONFIRMING:
+            try:
+                await self._quota.commit(row.quota_hold_id)
+            except FailedPrecondition as refusal:
+                await self._quota.release(row.quota_hold_id, "confirmation never finished")
+                await self._refused(row.booking_id, refusal.rule)
+                return
+            async with self._sessions() as session, session.begin():
+                await step(session, row.booking_id, S.CONFIRMING, S.BOOKED, now, funded=True)
+        elif state is S.MOVING:
+            async with self._sessions() as session:
+                moving_to = await session.scalar(
+                    select(BookingRow).where(
+                        BookingRow.replaces_booking_id == row.booking_id,
+                        BookingRow.state == S.CONFIRMING.value,
+                    )
+                )
+            if moving_to is None:  # the new booking's side was settled already
+                async with self._sessions() as session, session.begin():
+                    await step(session, row.booking_id, S.MOVING, S.BOOKED, now)

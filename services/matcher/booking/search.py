@@ -1,0 +1,202 @@
+"""Finding slots for a case and holding one: the slot rules (slots.py)
+applied to the diary as stored, under the counselor's row lock, with the
+quota's room for the slot's fiscal year.
+
+A hold is a booking row in state `held` with a lapse time; while it lives,
+nobody else can take its time, on any replica: every hold and confirmation
+locks the counselor's registry row, re-reads the live appointments and only
+then writes, so two requests for one counselor queue instead of racing.
+(On SQLite every write transaction is already alone: BEGIN IMMEDIATE.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from eap.quota.v1 import quota_pb2 as qpb
+from services.matcher import metrics
+from services.matcher.booking import slots
+from services.matcher.booking.cases import Case
+from services.matcher.booking.slots import Diary, Offer
+from services.matcher.booking.store import (
+    BookingView,
+    appointment,
+    diary_around,
+    live,
+    load_booking,
+    load_case,
+    lock_counselor,
+)
+from services.matcher.calendar_port import CalendarPort
+from services.matcher.orm import BookingRow, CounselorRow
+from services.matcher.quota_port import QuotaPort
+from services.matcher.registry.store import counselor_of
+from services.rules.codes import RuleCode
+from services.rules.office_time import local_day
+from services.runtime import clock
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.fields import FieldChecker
+
+DEFAULT_WINDOW = timedelta(days=14)
+LONGEST_WINDOW = timedelta(days=62)
+
+
+class SlotSearch:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        quota: QuotaPort,
+        calendars: CalendarPort,
+        hold_seconds: int,
+        crisis_deadline_hours: int,
+    ) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._quota = quota
+        self._calendars = calendars
+        self._hold = timedelta(seconds=hold_seconds)
+        self._deadline_hours = crisis_deadline_hours
+
+    async def find_slots(
+        self, case_id: str, start: datetime | None, end: datetime | None, max_slots: int
+    ) -> list[Offer]:
+        now = clock.now()
+        begin = start or now
+        finish = end or begin + DEFAULT_WINDOW
+        checker = FieldChecker()
+        checker.require(begin < finish, "window_end", "after window_start")
+        checker.require(
+            finish - begin <= LONGEST_WINDOW, "window_end", "at most 62 days after window_start"
+        )
+        checker.raise_if_any()
+        async with self._sessions() as session:
+            case = await load_case(session, case_id, own=True)
+            counselors = [
+                counselor_of(row)
+                for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))
+            ]
+            qualified = [c for c in counselors if case.can_see(c)]
+            rows = await session.scalars(
+                select(BookingRow).where(
+                    live(now),
+                    or_(
+                        and_(
+                            BookingRow.counselor_id.in_([c.counselor_id for c in qualified]),
+                            BookingRow.start < finish + timedelta(days=1),
+                            BookingRow.end > begin - timedelta(days=1),
+                        ),
+                        BookingRow.employee_id == case.employee_id,
+                        BookingRow.case_id == case.case_id,
+                    ),
+                )
+            )
+            diary = Diary(appointment(row) for row in rows)
+        offers = slots.find(
+            case,
+            qualified,
+            diary,
+            self._calendars.current,
+            (begin, finish),
+            now,
+            self._deadline_hours,
+        )
+        offers = await self._with_quota_room(case, offers)
+        return offers[:max_slots]
+
+    async def _with_quota_room(self, case: Case, offers: list[Offer]) -> list[Offer]:
+        """Drops slots the quota could not pay for: the provider's hours, the
+        employee's entitlement (once their account is open) and the agency's
+        budget left in the slot's fiscal year. (The exact price is the quota
+        service's to check when the booking is confirmed.)"""
+        years = sorted({local_day(o.start).year for o in offers})
+        room: dict[tuple[int, str, int], int | None] = {}
+        for year in years:
+            room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)] = await self._quota.left(
+                qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year
+            )
+            room[(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)] = await self._quota.left(
+                qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year
+            )
+            for provider in sorted({o.counselor.provider_id for o in offers}):
+                room[(qpb.ACCOUNT_KIND_PROVIDER, provider, year)] = await self._quota.left(
+                    qpb.ACCOUNT_KIND_PROVIDER, provider, year
+                )
+
+        def payable(offer: Offer) -> bool:
+            year = local_day(offer.start).year
+            agency = room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)]
+            employee = room[(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)]
+            provider = room[(qpb.ACCOUNT_KIND_PROVIDER, offer.counselor.provider_id, year)]
+            return (
+                agency is not None
+                and agency > 0
+                and provider is not None
+                and provider >= case.minutes
+                and (employee is None or employee >= case.minutes)
+            )
+
+        return [o for o in offers if payable(o)]
+
+    async def hold(
+        self, case_id: str, counselor_id: str, start: datetime, replaces: str = ""
+    ) -> BookingView:
+        """Holds the slot for the case. `replaces` names a booking of the
+        same case that a reschedule will cancel: its time and week count as
+        free for this hold."""
+        now = clock.now()
+        async with self._sessions() as session, session.begin():
+            case = await load_case(session, case_id, own=True)
+            if replaces:
+                old = await load_booking(session, replaces, own=True)
+                if old.case_id != case_id or BookingView.of(old, now).state != "booked":
+                    raise InvalidArgument.single(
+                        "replaces_booking_id", "a booked session of the same case"
+                    )
+            counselor = await lock_counselor(session, counselor_id)
+            problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
+            if problem is not None:
+                raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
+            diary = await diary_around(session, case, counselor_id, start, now, replaces)
+            blocked = slots.blocked_by(case, counselor, start, diary)
+            if blocked is not None:
+                raise FailedPrecondition(blocked[0], "slot", blocked[1])
+            row = BookingRow(
+                booking_id=uuid.uuid4().hex,
+                case_id=case.case_id,
+                employee_id=case.employee_id,
+                counselor_id=counselor.counselor_id,
+                provider_id=counselor.provider_id,
+                start=start,
+                end=start + timedelta(minutes=case.minutes),
+                minutes=case.minutes,
+                modality=case.modality_with(counselor).value,
+                state="held",
+                hold_expires_at=now + self._hold,
+                quota_hold_id="",
+                funded=False,
+                updated_at=now,
+            )
+            session.add(row)
+        metrics.BOOKINGS.labels("held").inc()
+        return BookingView.of(row, now)
+
+    async def check(self, case_id: str, counselor_id: str, start: datetime) -> None:
+        """What `hold` would refuse, without holding: FAILED_PRECONDITION
+        naming the rule, or nothing (a dry run)."""
+        now = clock.now()
+        async with self._sessions() as session:
+            case = await load_case(session, case_id, own=True)
+            row = await session.get(CounselorRow, counselor_id)
+            if row is None:
+                raise NotFound("counselor_id names no counselor")
+            counselor = counselor_of(row)
+            problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
+            if problem is not None:
+                raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
+            diary = await diary_around(session, case, counselor_id, start, now)
+        blocked = slots.blocked_by(case, counselor, start, diary)
+        if blocked is not None:
+            raise FailedPrecondition(blocked[0], "slot", blocked[1])

@@ -1,0 +1,1 @@
+"""The counselor registry and the encrypted people directory."""
