@@ -274,24 +274,22 @@ async def profile(
 
 
 class BatchTimer:
-    """Times the phases of the hold batcher's transactions (services/quota/batch.py,
-    if the service has one): reads and locks, checks in Python, writes, commit."""
+    """Times the phases of the hold queue's transactions (services/quota/holds/):
+    reads and locks, checks in Python, writes, commit."""
 
     def __init__(self) -> None:
         self.sizes: list[int] = []
         self.phases: dict[str, float] = collections.defaultdict(float)
         self.installed = False
         try:
-            from services.quota import batch
+            from services.quota.holds import queue
         except ImportError:
-            return
-        batcher = getattr(batch, "HoldBatcher", None)
-        if batcher is None or not all(hasattr(batch, f) for f in ("_read", "_write")):
             return
         self.installed = True
         timer = self
-        read, write = batch._read, batch._write
-        transaction, apply = batcher._transaction, batcher._apply
+        batcher = queue.HoldBatcher
+        read, write, apply = queue.read, queue.write, queue.apply
+        transaction = batcher._transaction
 
         async def timed_read(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
@@ -307,10 +305,10 @@ class BatchTimer:
             finally:
                 timer.phases["write (UPDATE/INSERT)"] += time.perf_counter() - began
 
-        def timed_apply(self: Any, *args: Any, **kwargs: Any) -> Any:
+        def timed_apply(*args: Any, **kwargs: Any) -> Any:
             began = time.perf_counter()
             try:
-                return apply(self, *args, **kwargs)
+                return apply(*args, **kwargs)
             finally:
                 timer.phases["checks and changes in Python"] += time.perf_counter() - began
 
@@ -322,10 +320,10 @@ class BatchTimer:
                 timer.sizes.append(len(ops))
                 timer.phases["whole transaction"] += time.perf_counter() - began
 
-        batch._read = timed_read
-        batch._write = timed_write
-        batcher._apply = timed_apply
-        batcher._transaction = timed_transaction
+        queue.read = timed_read  # type: ignore[assignment]
+        queue.write = timed_write  # type: ignore[assignment]
+        queue.apply = timed_apply
+        batcher._transaction = timed_transaction  # type: ignore[method-assign]
 
     def reset(self) -> None:
         self.sizes.clear()
@@ -333,7 +331,7 @@ class BatchTimer:
 
     def report(self) -> None:
         if not self.installed:
-            print("(no services.quota.batch.HoldBatcher to time)")
+            print("(no services.quota.holds.queue.HoldBatcher to time)")
             return
         count = len(self.sizes)
         if not count:

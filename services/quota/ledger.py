@@ -19,15 +19,6 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.quota import metrics, orm
-from services.quota.batch import (
-    CommitOp,
-    HoldBatcher,
-    HoldView,
-    MoveOp,
-    ReleaseOp,
-    Reservation,
-    ReserveOp,
-)
 from services.quota.disclosure import UsageRow, suppress_small_cells
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
@@ -41,6 +32,15 @@ from services.quota.domain import (
     check_session_minutes,
     check_share,
     require_room,
+)
+from services.quota.holds.queue import HoldBatcher
+from services.quota.holds.requests import (
+    CommitOp,
+    HoldView,
+    MoveOp,
+    ReleaseOp,
+    Reservation,
+    ReserveOp,
 )
 from services.quota.store import QuotaStore
 from services.rules.codes import RuleCode

@@ -8,7 +8,6 @@ from grpc import aio
 
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
-from services.quota.batch import HoldView
 from services.quota.domain import (
     AccountKey,
     AccountKind,
@@ -17,6 +16,7 @@ from services.quota.domain import (
     Share,
     current_fiscal_year,
 )
+from services.quota.holds.requests import HoldView
 from services.quota.ledger import (
     GrantCommand,
     QuotaLedger,
