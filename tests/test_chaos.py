@@ -272,8 +272,8 @@ async def test_verify_reads_one_snapshot_while_bookings_are_written(
         return result
 
     monkeypatch.setattr(AsyncSession, "execute", execute_then_book)
-    problems = await quota.service.ledger.verify()
+    problems = await quota.service.reads.verify()
     monkeypatch.undo()
     assert written, "verify never read the ledger's sums"
     assert problems == []
-    assert await quota.service.ledger.verify() == []
+    assert await quota.service.reads.verify() == []

@@ -777,7 +777,7 @@ async def test_no_request_makes_the_servers_fail(
         await suite.matcher.GetCounselor(mpb.GetCounselorRequest(counselor_id="C001"))
     assert _unexpected_errors() == unexpected_before
     quota = next(s for s in suite.server.services if isinstance(s, QuotaService))
-    assert await quota.ledger.verify() == []
+    assert await quota.reads.verify() == []
     for service in suite.server.services:
         trail = getattr(service, "audit", None)
         if trail is not None:

@@ -225,7 +225,7 @@ async def test_a_real_prometheus_scrapes_the_suite(suite: Suite, prometheus: int
     assert suite.server is not None
     await _traffic(suite)
     (quota,) = [s for s in suite.server.services if isinstance(s, QuotaService)]
-    await quota.ledger.refresh_metrics(2027)
+    await quota.reads.refresh_metrics(2027)
     handled = await _scraped(
         prometheus,
         'grpc_server_handled_total{grpc_service="eap.matcher.v1.MatcherService",'

@@ -1,8 +1,9 @@
 """Random sequences of quota operations against the ledger on a SQLite file,
 checked after every step against a plain model of what the totals must be.
 
-In-process, no gRPC: the machine drives `QuotaLedger` with its own event loop
-(one per test case), because Hypothesis runs the steps synchronously.
+In-process, no gRPC: the machine drives the quota use cases (`QuotaLedger`,
+`Funding`, `LedgerReads`) with its own event loop (one per test case),
+because Hypothesis runs the steps synchronously.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.quota import orm
 from services.quota.domain import AccountKey, AccountKind
-from services.quota.ledger import GrantCommand, QuotaLedger, ReserveCommand
+from services.quota.funding import Funding, GrantCommand
+from services.quota.ledger import QuotaLedger, ReserveCommand
+from services.quota.ledger_reads import LedgerReads
 from services.rules.office_time import OFFICE_ZONE as TAIPEI
 from services.runtime import clock, database
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -107,6 +110,8 @@ class QuotaMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.engine: AsyncEngine = database.create_engine(url)
         self.ledger = QuotaLedger(self.engine, default_hold_ttl_seconds=DEFAULT_TTL)
+        self.funding = Funding(self.engine, self.ledger.reference)
+        self.reads = LedgerReads(self.engine)
         self.model: dict[AccountKey, Totals] = {}
         self.model_holds: dict[str, ModelHold] = {}
         self.serial = 0
@@ -115,11 +120,11 @@ class QuotaMachine(RuleBasedStateMachine):
     def seed(self) -> None:
         async def seed() -> None:
             for agency, budget in BUDGETS.items():
-                await self.ledger.upsert_agency(agency, ORG, agency, "test")
-                await self.ledger.top_up(f"budget-{agency}", agency, YEAR, budget, "budget", "t")
-            await self.ledger.set_policy(ORG, CATEGORY, YEAR, ENTITLEMENT, "test")
+                await self.funding.upsert_agency(agency, ORG, agency, "test")
+                await self.funding.top_up(f"budget-{agency}", agency, YEAR, budget, "budget", "t")
+            await self.funding.set_policy(ORG, CATEGORY, YEAR, ENTITLEMENT, "test")
             for provider, (rate, cap) in CONTRACTS.items():
-                await self.ledger.set_contract(provider, YEAR, rate, cap, "contract", "test")
+                await self.funding.set_contract(provider, YEAR, rate, cap, "contract", "test")
 
         self.run(seed())
         for agency, budget in BUDGETS.items():
@@ -409,17 +414,17 @@ class QuotaMachine(RuleBasedStateMachine):
         if account not in self.model:
             # An employee's account opens with the first reservation.
             with pytest.raises(NotFound):
-                self.run(self.ledger.grant(command, "test"))
+                self.run(self.funding.grant(command, "test"))
             return
-        grant_id, balance = self.run(self.ledger.grant(command, "test"))
+        grant_id, balance = self.run(self.funding.grant(command, "test"))
         self.model[account].entitled += minutes
         assert balance.totals.entitled == self.model[account].entitled
         if retried:
-            assert self.run(self.ledger.grant(command, "test"))[0] == grant_id
+            assert self.run(self.funding.grant(command, "test"))[0] == grant_id
 
     @rule(agency=st.sampled_from(sorted(BUDGETS)), amount=st.integers(1, 5_000))
     def top_up(self, agency: str, amount: int) -> None:
-        self.run(self.ledger.top_up(self.key("topup"), agency, YEAR, amount, "top-up", "test"))
+        self.run(self.funding.top_up(self.key("topup"), agency, YEAR, amount, "top-up", "test"))
         self.model[AccountKey(AccountKind.AGENCY, agency, YEAR)].entitled += amount
 
     # -- checks after every step ---------------------------------------------
@@ -431,7 +436,7 @@ class QuotaMachine(RuleBasedStateMachine):
             async with sessions() as session:
                 accounts = (await session.scalars(select(orm.Account))).all()
                 holds = (await session.scalars(select(orm.Hold))).all()
-            return list(accounts), list(holds), await self.ledger.verify()
+            return list(accounts), list(holds), await self.reads.verify()
 
         accounts, holds, problems = self.run(read())
         assert problems == []
@@ -445,7 +450,7 @@ class QuotaMachine(RuleBasedStateMachine):
         }
         assert actual == {key: totals.as_tuple() for key, totals in self.model.items()}
         for key, totals in self.model.items():
-            balance = self.run(self.ledger.balance(key)).totals
+            balance = self.run(self.reads.balance(key)).totals
             assert (balance.entitled, balance.held, balance.spent) == totals.as_tuple()
         for entitled, held, spent in actual.values():
             assert min(held, spent, entitled - held - spent) >= 0, (entitled, held, spent)

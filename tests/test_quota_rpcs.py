@@ -252,7 +252,7 @@ async def test_move_charges_the_new_session_in_one_step(quota: QuotaClient) -> N
     employee = await balance(quota, EMPLOYEE, "E1")
     assert (employee.held, employee.spent) == (0, 60 + 90)
     assert (await balance(quota, AGENCY, "PT-HR")).spent == 2 * 2000 + 1000
-    assert await quota.service.ledger.verify() == []
+    assert await quota.service.reads.verify() == []
     # A hold that is not booked does not move.
     held = (await quota.stub.Reserve(reserve_request("h", n_week=6))).hold
     error = await refused(quota.stub.Move(replace_hold(move(6), held.hold_id)))
@@ -615,7 +615,7 @@ async def test_group_shares_divide_the_provider_minutes_and_cost(quota: QuotaCli
     assert (provider.held, provider.spent) == (0, 90)
     hr, edu = await balance(quota, AGENCY, "PT-HR"), await balance(quota, AGENCY, "PT-EDU")
     assert (hr.spent, edu.spent, hr.held + edu.held) == (2000, 1000, 0)
-    assert await quota.service.ledger.verify() == []
+    assert await quota.service.reads.verify() == []
 
 
 async def test_a_released_share_gives_back_only_itself(quota: QuotaClient) -> None:
@@ -673,4 +673,4 @@ async def test_a_move_into_the_next_year_opens_its_entitlement(quota: QuotaClien
         pb.GetBalanceRequest(account=pb.AccountRef(kind=EMPLOYEE, id="E1", fiscal_year=YEAR + 1))
     )
     assert (next_year.balance.entitled, next_year.balance.spent) == (360, 60)
-    assert await quota.service.ledger.verify() == []
+    assert await quota.service.reads.verify() == []

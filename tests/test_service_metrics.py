@@ -46,7 +46,7 @@ async def test_quota_and_matcher_metrics_follow_the_traffic(suite: Suite) -> Non
     await book(suite, found[0])
     lapsing = await hold(suite, found[1], "K2")
     (quota,) = [s for s in suite.server.services if isinstance(s, QuotaService)]
-    await quota.ledger.refresh_metrics(2027)
+    await quota.reads.refresh_metrics(2027)
     after = await _samples(suite)
 
     def grew(name: str, **labels: str) -> float:

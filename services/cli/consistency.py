@@ -26,7 +26,7 @@ from services.matcher.booking.state import CHARGED, UNDER_WAY, BookingState
 from services.matcher.orm import BookingRow
 from services.quota import orm as quota_orm
 from services.quota.domain import HoldState, Share
-from services.quota.ledger import QuotaLedger
+from services.quota.ledger_reads import LedgerReads
 from services.rules.codes import RuleCode
 from services.rules.cost import session_cost_ntd
 from services.rules.office_time import iso_week
@@ -107,7 +107,7 @@ async def check(matcher: AsyncEngine, quota: AsyncEngine) -> list[Problem]:
                     f"one employee's {len(week_ids)} sessions in ISO week {week}",
                 )
             )
-    for line in await QuotaLedger(quota).verify():
+    for line in await LedgerReads(quota).verify():
         subject, _, detail = line.partition(": ")
         problems.append(Problem("LEDGER", subject, detail))
     return problems

@@ -29,13 +29,13 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
-    from services.quota.ledger import QuotaLedger
+    from services.quota.ledger_reads import LedgerReads
     from services.runtime import database
 
     async def run() -> list[str]:
         engine = database.create_engine(settings.database_url_for("quota"))
         try:
-            return await QuotaLedger(engine).verify()
+            return await LedgerReads(engine).verify()
         finally:
             await engine.dispose()
 

@@ -9,7 +9,9 @@ from pathlib import Path
 from grpc import aio
 
 from eap.quota.v1 import quota_pb2_grpc
+from services.quota.funding import Funding
 from services.quota.ledger import QuotaLedger
+from services.quota.ledger_reads import LedgerReads
 from services.quota.servicer import QuotaServicer
 from services.rules.office_time import fiscal_year_of
 from services.runtime import clock, lease
@@ -35,8 +37,10 @@ class QuotaService(DatabaseService):
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.ledger = QuotaLedger(
-            self.engine, settings.hold_ttl_seconds, self.audit, settings.quota_max_queue_seconds
+            self.engine, settings.hold_ttl_seconds, settings.quota_max_queue_seconds
         )
+        self.funding = Funding(self.engine, self.ledger.reference)
+        self.reads = LedgerReads(self.engine, self.audit)
         runtime.spawn(
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )
@@ -47,7 +51,9 @@ class QuotaService(DatabaseService):
         await super().close()
 
     def register(self, server: aio.Server) -> None:
-        quota_pb2_grpc.add_QuotaServiceServicer_to_server(QuotaServicer(self.ledger), server)
+        quota_pb2_grpc.add_QuotaServiceServicer_to_server(
+            QuotaServicer(self.ledger, self.funding, self.reads), server
+        )
 
     async def _sweep_forever(self, every: float) -> None:
         """Gives back expired holds. One replica at a time holds the sweep
@@ -69,7 +75,7 @@ class QuotaService(DatabaseService):
         """Keeps the balance gauges of the current fiscal year fresh."""
         while True:
             try:
-                await self.ledger.refresh_metrics(fiscal_year_of(clock.now()))
+                await self.reads.refresh_metrics(fiscal_year_of(clock.now()))
             except Exception:  # a store is down: the health probe reports it
                 log.warning("quota metrics refresh failed", exc_info=True)
             await asyncio.sleep(METRICS_SECONDS)

@@ -16,12 +16,10 @@ from services.quota.domain import (
     Share,
     current_fiscal_year,
 )
+from services.quota.funding import Funding, GrantCommand
 from services.quota.holds.requests import HoldView
-from services.quota.ledger import (
-    GrantCommand,
-    QuotaLedger,
-    ReserveCommand,
-)
+from services.quota.ledger import QuotaLedger, ReserveCommand
+from services.quota.ledger_reads import LedgerReads
 from services.runtime import clock, paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
@@ -101,8 +99,10 @@ def _after_entry(token: str) -> int:
 
 
 class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
-    def __init__(self, ledger: QuotaLedger) -> None:
+    def __init__(self, ledger: QuotaLedger, funding: Funding, reads: LedgerReads) -> None:
         self._ledger = ledger
+        self._funding = funding
+        self._reads = reads
 
     async def Reserve(self, request: pb.ReserveRequest, context: Context) -> pb.ReserveResponse:
         command = ReserveCommand(
@@ -159,7 +159,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
         return pb.MoveResponse(hold=hold_pb(hold))
 
     async def Grant(self, request: pb.GrantRequest, context: Context) -> pb.GrantResponse:
-        grant_id, balance = await self._ledger.grant(
+        grant_id, balance = await self._funding.grant(
             GrantCommand(
                 idempotency_key=request.idempotency_key,
                 account=account_key(request.account),
@@ -175,7 +175,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def GetBalance(
         self, request: pb.GetBalanceRequest, context: Context
     ) -> pb.GetBalanceResponse:
-        balance = await self._ledger.balance(account_key(request.account))
+        balance = await self._reads.balance(account_key(request.account))
         return pb.GetBalanceResponse(balance=balance_pb(balance))
 
     async def ListLedger(
@@ -183,7 +183,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     ) -> pb.ListLedgerResponse:
         size = paging.page_size(request.page_size, 100, MAX_PAGE)
         key = account_key(request.account) if request.HasField("account") else None
-        entries = await self._ledger.ledger(key, _after_entry(request.page_token), size + 1)
+        entries = await self._reads.ledger(key, _after_entry(request.page_token), size + 1)
         page = entries[:size]
         return pb.ListLedgerResponse(
             entries=[
@@ -211,7 +211,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def GetUsageSummary(
         self, request: pb.GetUsageSummaryRequest, context: Context
     ) -> pb.GetUsageSummaryResponse:
-        rows = await self._ledger.usage(_year(request.fiscal_year), request.organisation)
+        rows = await self._reads.usage(_year(request.fiscal_year), request.organisation)
         return pb.GetUsageSummaryResponse(
             rows=[
                 pb.UsageRow(
@@ -231,7 +231,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def UpsertAgency(
         self, request: pb.UpsertAgencyRequest, context: Context
     ) -> pb.UpsertAgencyResponse:
-        await self._ledger.upsert_agency(
+        await self._funding.upsert_agency(
             request.agency_id,
             request.organisation,
             request.display_name,
@@ -242,7 +242,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def SetProviderContract(
         self, request: pb.SetProviderContractRequest, context: Context
     ) -> pb.SetProviderContractResponse:
-        balance = await self._ledger.set_contract(
+        balance = await self._funding.set_contract(
             request.provider_id,
             request.fiscal_year,
             request.hourly_rate_ntd,
@@ -255,13 +255,15 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def GetProviderContract(
         self, request: pb.GetProviderContractRequest, context: Context
     ) -> pb.GetProviderContractResponse:
-        rate, balance = await self._ledger.contract(request.provider_id, _year(request.fiscal_year))
+        rate, balance = await self._funding.contract(
+            request.provider_id, _year(request.fiscal_year)
+        )
         return pb.GetProviderContractResponse(hourly_rate_ntd=rate, balance=balance_pb(balance))
 
     async def SetEntitlementPolicy(
         self, request: pb.SetEntitlementPolicyRequest, context: Context
     ) -> pb.SetEntitlementPolicyResponse:
-        await self._ledger.set_policy(
+        await self._funding.set_policy(
             request.organisation,
             request.staff_category,
             request.fiscal_year,
@@ -273,7 +275,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def TopUpBudget(
         self, request: pb.TopUpBudgetRequest, context: Context
     ) -> pb.TopUpBudgetResponse:
-        balance = await self._ledger.top_up(
+        balance = await self._funding.top_up(
             request.idempotency_key,
             request.agency_id,
             request.fiscal_year,
@@ -286,7 +288,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def TransferBudget(
         self, request: pb.TransferBudgetRequest, context: Context
     ) -> pb.TransferBudgetResponse:
-        giver, taker = await self._ledger.transfer(
+        giver, taker = await self._funding.transfer(
             request.idempotency_key,
             request.from_agency_id,
             request.to_agency_id,

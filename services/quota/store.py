@@ -7,14 +7,16 @@ transaction holds the database's write lock from BEGIN instead.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from dataclasses import fields, is_dataclass
 from datetime import datetime
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.quota import orm
-from services.quota.domain import AccountKey, AccountKind
+from services.quota.domain import AccountKey, AccountKind, Balance, Totals
 from services.runtime import clock
 
 
@@ -117,3 +119,19 @@ class QuotaStore:
                 created_at=clock.now(),
             )
         )
+
+
+def request_fingerprint(command: object) -> str:
+    """A digest of a request's fields: the same request always gives the
+    same one (fields are plain values, datetimes and account keys)."""
+    if is_dataclass(command) and not isinstance(command, type):
+        command = tuple(getattr(command, field.name) for field in fields(command))
+    return hashlib.sha256(repr(command).encode()).hexdigest()
+
+
+def balance_of(key: AccountKey, account: orm.Account) -> Balance:
+    return Balance(key, Totals(account.entitled, account.held, account.spent))
+
+
+def totals_of(account: orm.Account) -> Totals:
+    return Totals(account.entitled, account.held, account.spent)

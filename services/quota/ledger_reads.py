@@ -1,0 +1,204 @@
+"""What the books say: balances, ledger pages, usage aggregates with small
+cells withheld, the balance gauges, and the check that every balance is
+its ledger's sum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.quota import metrics, orm
+from services.quota.disclosure import UsageRow, suppress_small_cells
+from services.quota.domain import (
+    AccountKey,
+    AccountKind,
+    Balance,
+    HoldState,
+    check_fiscal_year,
+)
+from services.quota.store import QuotaStore, balance_of, totals_of
+from services.runtime import policy
+from services.runtime.audit import AuditTrail
+from services.runtime.auth import Role, current_identity
+from services.runtime.errors import (
+    InvalidArgument,
+    NotFound,
+    ServiceError,
+)
+from services.runtime.fields import FieldChecker
+
+
+def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
+    """The caller's scope on an account (policy.py): an employee reads only
+    their own, HR no employee's; `None` is every account, individuals' too."""
+    if key is None:
+        policy.require_own(refusal, employee_id="*")  # "*" is nobody's id
+    elif key.kind is AccountKind.EMPLOYEE:
+        policy.require_own(refusal, employee_id=key.owner_id)
+    else:
+        policy.require_own(refusal)
+
+
+class LedgerReads:
+    def __init__(self, engine: AsyncEngine, audit: AuditTrail | None = None) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._audit = audit
+
+    async def balance(self, key: AccountKey) -> Balance:
+        checker = FieldChecker()
+        checker.require(key.kind in AccountKind, "account.kind", "required")
+        checker.identifier(key.owner_id, "account.id")
+        check_fiscal_year(checker, key.fiscal_year, "account.fiscal_year")
+        checker.raise_if_any()
+        missing = NotFound(f"no {key.kind.value} account for {key.fiscal_year}")
+        _require_reader(key, missing)
+        async with self._sessions() as session:
+            account = await QuotaStore(session, "").get_account(key)
+        if account is None:
+            raise missing
+        await self._audited(key)
+        return balance_of(key, account)
+
+    async def ledger(
+        self, key: AccountKey | None, after: int, limit: int
+    ) -> Sequence[orm.LedgerEntry]:
+        _require_reader(key, InvalidArgument.single("account", "required: an account you may read"))
+        query = select(orm.LedgerEntry).where(orm.LedgerEntry.entry_id > after)
+        if key is not None:
+            query = query.where(
+                orm.LedgerEntry.account_kind == key.kind.value,
+                orm.LedgerEntry.account_owner == key.owner_id,
+                orm.LedgerEntry.fiscal_year == key.fiscal_year,
+            )
+        query = query.order_by(orm.LedgerEntry.entry_id).limit(limit)
+        async with self._sessions() as session:
+            entries = (await session.scalars(query)).all()
+        await self._audited(key)
+        return entries
+
+    async def _audited(self, key: AccountKey | None) -> None:
+        """Writes a person's read of an employee's account (or of every
+        account) to the audit trail. Agencies' and providers' accounts are
+        aggregates; the matcher's reads (entitlement left, while it plans a
+        booking its own caller asked for) are not a person looking."""
+        if self._audit is None or (key is not None and key.kind is not AccountKind.EMPLOYEE):
+            return
+        if current_identity().role is Role.SERVICE:
+            return
+        record = (
+            "account/*" if key is None else f"account/employee/{key.owner_id}/{key.fiscal_year}"
+        )
+        await self._audit.record("read", record)
+
+    async def usage(self, year: int, organisation: str) -> list[UsageRow]:
+        """Spent sessions per agency, staff category and month. A cell of
+        fewer than MIN_CELL_PEOPLE people is withheld, and so is any cell
+        that would let such a cell be worked out by subtraction
+        (disclosure.suppress_small_cells)."""
+        hold = orm.Hold
+        query = (
+            select(
+                hold.agency_id,
+                hold.staff_category,
+                hold.session_month,
+                func.count(func.distinct(hold.employee_id)),
+                func.count(),
+                func.sum(hold.minutes),
+                func.sum(hold.amount_ntd),
+            )
+            .where(
+                hold.fiscal_year == year,
+                hold.state.in_((HoldState.BOOKED.value, HoldState.COMPLETED.value)),
+            )
+            .group_by(hold.agency_id, hold.staff_category, hold.session_month)
+            .order_by(hold.agency_id, hold.staff_category, hold.session_month)
+        )
+        if organisation:
+            query = query.join(orm.Agency, orm.Agency.agency_id == hold.agency_id).where(
+                orm.Agency.organisation == organisation
+            )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).all()
+        return suppress_small_cells(
+            [
+                UsageRow(a, c, int(m), int(p), int(n), int(mins or 0), int(amt or 0))
+                for a, c, m, p, n, mins, amt in rows
+            ]
+        )
+
+    async def refresh_metrics(self, year: int) -> None:
+        """Sets the balance gauges of every agency and provider for `year`,
+        and the count of active holds."""
+        account = orm.Account
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        account.kind,
+                        account.owner_id,
+                        account.entitled,
+                        account.held,
+                        account.spent,
+                    ).where(
+                        account.fiscal_year == year,
+                        account.kind.in_((AccountKind.AGENCY.value, AccountKind.PROVIDER.value)),
+                    )
+                )
+            ).all()
+            active = await session.scalar(
+                select(func.count()).where(orm.Hold.state == HoldState.HELD.value)
+            )
+        for kind, owner, entitled, held, spent in rows:
+            if kind == AccountKind.AGENCY.value:
+                gauge, scale = metrics.AGENCY_BUDGET, 1  # NT$
+            else:
+                gauge, scale = metrics.PROVIDER_TIME, 60  # minutes to seconds
+            values = {"entitled": entitled, "held": held, "spent": spent}
+            values["left"] = entitled - held - spent
+            for state, value in values.items():
+                gauge.labels(owner, str(year), state).set(value * scale)
+        metrics.HOLDS_ACTIVE.set(active or 0)
+
+    async def verify(self) -> list[str]:
+        """Every account whose totals differ from its ledger's sums, and
+        every negative total; empty when the books balance."""
+        entry = orm.LedgerEntry
+        sums = select(
+            entry.account_kind,
+            entry.account_owner,
+            entry.fiscal_year,
+            func.sum(entry.delta_entitled),
+            func.sum(entry.delta_held),
+            func.sum(entry.delta_spent),
+        ).group_by(entry.account_kind, entry.account_owner, entry.fiscal_year)
+        async with self._sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                # Both reads from one snapshot. Under READ COMMITTED each
+                # statement sees what committed before it began, so a batch
+                # committing between them shows in the accounts but not in
+                # the ledger sums, and books that balance seem not to.
+                # (SQLite's BEGIN IMMEDIATE already holds off every writer.)
+                await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+            ledger = {
+                (k, o, y): (int(e), int(h), int(s))
+                for k, o, y, e, h, s in (await session.execute(sums)).all()
+            }
+            accounts = (await session.scalars(select(orm.Account))).all()
+        problems = []
+        seen = set()
+        for account in accounts:
+            ident = (account.kind, account.owner_id, account.fiscal_year)
+            seen.add(ident)
+            label = AccountKey(
+                AccountKind(account.kind), account.owner_id, account.fiscal_year
+            ).subject
+            totals = (account.entitled, account.held, account.spent)
+            if ledger.get(ident) != totals:
+                problems.append(f"{label}: totals {totals} != ledger {ledger.get(ident)}")
+            if min(account.held, account.spent, totals_of(account).left) < 0:
+                problems.append(f"{label}: negative balance {totals}")
+        for ident in ledger.keys() - seen:
+            problems.append(f"{ident[0]}/{ident[2]}: ledger entries without an account")
+        return problems
