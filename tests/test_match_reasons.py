@@ -125,3 +125,31 @@ def test_each_reason_is_given_where_it_holds(reason: RuleCode) -> None:
 
 def test_every_reason_has_a_case() -> None:
     assert set(CASES) == set(WORDS)
+
+
+def test_the_budget_is_named_when_only_a_dearer_counselor_is_left() -> None:
+    """The cheap counselor's one hour went to K1; the dear one is free, but
+    the budget left cannot pay for her: the budget, not the competition,
+    keeps K2 out (as the quota would refuse her booking)."""
+    dear = {
+        "id": "C2",
+        "provider": "P2",
+        "specialties": ["psychological"],
+        "modalities": ["in_person"],
+        "max_sessions_per_day": 3,
+        "availability": [TUESDAY],
+    }
+    inst = load_instance(
+        instance(
+            [case("K1", "E1"), case("K2", "E2")],
+            providers=[
+                {"id": "P1", "hourly_rate_ntd": 2000, "hours_cap": 10},
+                {"id": "P2", "hourly_rate_ntd": 3000, "hours_cap": 10},
+            ],
+            counselors=[*one_slot(["2027-03-09T09:00", "2027-03-09T10:00"]), dear],
+            agencies=[{"id": "A1", "budget_ntd": 4999}],
+        )
+    )
+    schedule = solver.solve(inst, time_limit=5).schedule
+    assert [(s.case, s.counselor) for s in schedule.sessions] in ([("K1", "C1")], [("K2", "C1")])
+    assert [u.code for u in schedule.unserved] == [RuleCode.AGENCY_BUDGET.value]

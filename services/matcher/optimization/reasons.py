@@ -11,11 +11,20 @@ binds, the counselors' time went to other cases.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 
-from services.matcher.optimization.instance import Case, CaseKind, Instance, Session, Unserved
+from services.matcher.optimization.instance import (
+    Case,
+    CaseKind,
+    Counselor,
+    Instance,
+    Session,
+    Unserved,
+)
 from services.rules.codes import RuleCode
 from services.rules.office_time import iso_week
 
@@ -53,6 +62,8 @@ class _Use:
         self.employee_weeks: Counter[tuple[str, tuple[int, int]]] = Counter()
         self.agency_spent: dict[str, Fraction] = defaultdict(Fraction)
         self.provider_minutes: Counter[str] = Counter()
+        self.counselor_busy: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+        self.counselor_days: Counter[tuple[str, date]] = Counter()
         for s in sessions:
             case = inst.case_by_id[s.case]
             counselor = inst.counselor_by_id[s.counselor]
@@ -60,6 +71,24 @@ class _Use:
             self.employee_weeks[(case.employee, iso_week(s.start))] += 1
             self.agency_spent[case.agency] += inst.session_cost(counselor, s.minutes)
             self.provider_minutes[counselor.provider] += s.minutes
+            self.counselor_busy[s.counselor].append((s.start, s.end))
+            self.counselor_days[(s.counselor, s.start.date())] += 1
+
+        for busy in self.counselor_busy.values():
+            busy.sort()
+
+    def free(self, counselor: Counselor, start: datetime, minutes: int) -> bool:
+        """The counselor could still take a session at `start` (rule 3). A
+        valid schedule's sessions of one counselor do not overlap, so only
+        the sessions either side of `start` can be in the way."""
+        if self.counselor_days[(counselor.id, start.date())] >= counselor.max_sessions_per_day:
+            return False
+        busy = self.counselor_busy[counselor.id]
+        at = bisect.bisect_left(busy, (start,))
+        end = start + timedelta(minutes=minutes)
+        after_ok = at == len(busy) or end <= busy[at][0]
+        before_ok = at == 0 or busy[at - 1][1] <= start
+        return after_ok and before_ok
 
 
 def reason_for(inst: Instance, case: Case, use: _Use) -> RuleCode:
@@ -82,17 +111,40 @@ def reason_for(inst: Instance, case: Case, use: _Use) -> RuleCode:
     if all(use.employee_weeks[(case.employee, w)] >= limit for w in weeks):
         return RuleCode.WEEKLY_LIMIT
     usable = [k for k in counselors if starts[k.id]]
-    cheapest = min(inst.session_cost(k, case.minutes) for k in usable)
+    limit_met = _money_or_hours(inst, case, use, usable)
+    if limit_met is not None:
+        return limit_met
+    # What is left to the case: starts in a week it may still use, at a time
+    # the schedule left free. None left, the time went to other cases; some
+    # left, the budget or the caps may still rule those out.
+    open_weeks = {w for w in weeks if use.employee_weeks[(case.employee, w)] < limit}
+    left = [
+        k
+        for k in usable
+        if any(iso_week(t) in open_weeks and use.free(k, t, case.minutes) for t in starts[k.id])
+    ]
+    if not left:
+        return RuleCode.OUTCOMPETED
+    return _money_or_hours(inst, case, use, left) or RuleCode.OUTCOMPETED
+
+
+def _money_or_hours(
+    inst: Instance, case: Case, use: _Use, counselors: Sequence[Counselor]
+) -> RuleCode | None:
+    """AGENCY_BUDGET if what is left of the budget pays for a session with
+    none of `counselors`, PROVIDER_CAP if all their providers' hours are
+    used up, else None."""
+    cheapest = min(inst.session_cost(k, case.minutes) for k in counselors)
     budget = inst.agency_by_id[case.agency].budget_ntd
     if budget - use.agency_spent[case.agency] < cheapest:
         return RuleCode.AGENCY_BUDGET
-    providers = {k.provider for k in usable}
+    providers = {k.provider for k in counselors}
     if all(
         inst.provider_by_id[p].hours_cap * 60 - use.provider_minutes[p] < case.minutes
         for p in providers
     ):
         return RuleCode.PROVIDER_CAP
-    return RuleCode.OUTCOMPETED
+    return None
 
 
 def unserved(inst: Instance, sessions: Sequence[Session]) -> tuple[Unserved, ...]:
