@@ -301,6 +301,36 @@ async def test_list_ledger_pages_through_every_entry(quota: QuotaClient) -> None
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_list_charges_pages_through_booked_and_completed_holds(quota: QuotaClient) -> None:
+    """What the matcher's check compares its sessions with: every charging
+    hold, priced and placed, and nothing merely held or given back."""
+    await seed(quota.stub)
+    holds = [
+        (await quota.stub.Reserve(reserve_request(f"c{n}", n_week=n))).hold for n in range(1, 6)
+    ]
+    for hold in holds[:3]:
+        await quota.stub.Commit(pb.CommitRequest(hold_id=hold.hold_id))
+    await quota.stub.Commit(pb.CommitRequest(hold_id=holds[2].hold_id, completed=True))
+    await quota.stub.Release(pb.ReleaseRequest(hold_id=holds[3].hold_id, reason="changed"))
+    seen: list[pb.Hold] = []
+    token = ""
+    while True:
+        page = await quota.stub.ListCharges(pb.ListChargesRequest(page_size=2, page_token=token))
+        assert len(page.holds) <= 2
+        seen.extend(page.holds)
+        token = page.next_page_token
+        if not token:
+            break
+    assert sorted(h.hold_id for h in seen) == sorted(h.hold_id for h in holds[:3])
+    assert [h.hold_id for h in seen] == sorted(h.hold_id for h in seen)  # by id
+    assert {h.state for h in seen} == {pb.HOLD_STATE_BOOKED, pb.HOLD_STATE_COMPLETED}
+    assert all(h.hourly_rate_ntd == RATE and h.amount_ntd == RATE for h in seen)
+    assert {h.session_start.seconds for h in seen} == {h.session_start.seconds for h in holds[:3]}
+    for bad in (pb.ListChargesRequest(page_token="garbage"), pb.ListChargesRequest(page_size=5001)):
+        error = await refused(quota.stub.ListCharges(bad))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def spend(
     quota: QuotaClient,
     key: str,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from datetime import timedelta
 from importlib import import_module
 from typing import cast
 
@@ -51,13 +52,19 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
 
 def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.consistency import check
-    from services.runtime import database
+    from services.runtime import clock, database
 
     async def run() -> list[str]:
         matcher = database.create_engine(settings.database_url_for("matcher"))
         quota = database.create_engine(settings.database_url_for("quota"))
         try:
-            return [str(problem) for problem in await check(matcher, quota)]
+            # Sessions older than retention may have lost their booking to a purge.
+            purged_before = (
+                clock.now() - timedelta(days=settings.retention_days)
+                if settings.retention_days > 0
+                else None
+            )
+            return [str(p) for p in await check(matcher, quota, purged_before)]
         finally:
             await matcher.dispose()
             await quota.dispose()

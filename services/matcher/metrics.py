@@ -4,7 +4,7 @@ outcomes, states and reason codes only."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 BOOKINGS = Counter(
     "eap_matcher_bookings_total",
@@ -34,4 +34,14 @@ UNSERVED = Counter(
     "eap_matcher_unserved_cases_total",
     "Cases a finished match job left short, by reason code.",
     ("reason",),
+)
+CONSISTENCY_PROBLEMS = Gauge(
+    "eap_matcher_consistency_problems",
+    "Sessions and quota charges that disagreed at the last check across services, "
+    "by kind (UNCHARGED, CHARGED_TWICE, WRONG_CHARGE, CHARGE_WITHOUT_SESSION, WEEKLY_LIMIT).",
+    ("kind",),
+)
+CONSISTENCY_CHECKED = Gauge(
+    "eap_matcher_consistency_checked_timestamp_seconds",
+    "When the last check across services finished (Unix time).",
 )

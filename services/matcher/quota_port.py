@@ -9,7 +9,7 @@ service is UNAVAILABLE.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
 import grpc
@@ -156,6 +156,23 @@ class QuotaPort:
                 return None
             raise _translated(error) from None
         return response.hourly_rate_ntd, response.balance.left
+
+    async def charges(self, page_size: int = 5000) -> AsyncIterator[qpb.Hold]:
+        """Every booked or completed quota hold, page by page (ListCharges)."""
+        token = ""
+        while True:
+            request = qpb.ListChargesRequest(page_size=page_size, page_token=token)
+            try:
+                response = await self._quota().ListCharges(
+                    request, timeout=CALL_SECONDS * 6, metadata=self._credentials.metadata()
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _translated(error) from None
+            for hold in response.holds:
+                yield hold
+            token = response.next_page_token
+            if not token:
+                return
 
     async def close(self) -> None:
         if self._channel is not None:

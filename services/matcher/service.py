@@ -15,6 +15,7 @@ from services.matcher.booking.groups import GroupBookings
 from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
+from services.matcher.booking.watch import ConsistencyWatch
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
@@ -30,6 +31,7 @@ UPKEEP_SECONDS = 30.0
 PURGE_SECONDS = 3600.0
 FIRST_CALENDAR_SECONDS = 0.5
 CALENDAR_SECONDS = 300.0
+FIRST_CHECK_SECONDS = 60.0  # after start: steps a restart cut short are reconciled by then
 
 
 class MatcherService(DatabaseService):
@@ -74,7 +76,10 @@ class MatcherService(DatabaseService):
             self.engine, load_keys(settings.data_keys_file, settings.development), self.audit
         )
         self._retention_days = settings.retention_days
+        self.watch = ConsistencyWatch(self.engine, self.quota, settings.retention_days)
         runtime.spawn(self._upkeep(), "matcher-upkeep")
+        if settings.consistency_seconds > 0:
+            runtime.spawn(self._watch(settings.consistency_seconds), "matcher-consistency")
         runtime.spawn(JobRunner(self.engine).run_forever(), "matcher-jobs")
 
     async def _upkeep(self) -> None:
@@ -99,6 +104,17 @@ class MatcherService(DatabaseService):
             except Exception:  # a store is down: the health probe reports it
                 log.warning("booking upkeep failed", exc_info=True)
             await asyncio.sleep(UPKEEP_SECONDS)
+
+    async def _watch(self, every: float) -> None:
+        """The check across services, every `every` seconds, on every
+        replica (each reports its own gauges: alert on the max)."""
+        await asyncio.sleep(min(every, FIRST_CHECK_SECONDS))
+        while True:
+            try:
+                await self.watch.check()
+            except Exception:  # the quota service or a store is down: its own alerts say so
+                log.warning("consistency check failed", exc_info=True)
+            await asyncio.sleep(every)
 
     def register(self, server: aio.Server) -> None:
         matcher_pb2_grpc.add_MatcherServiceServicer_to_server(

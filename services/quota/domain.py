@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from services.rules.codes import RuleCode
+from services.rules.cost import Share
 from services.rules.office_time import fiscal_year_of
 from services.rules.sessions import SESSION_LENGTH_TEXT, session_length_ok
 from services.runtime.errors import FailedPrecondition
@@ -33,6 +34,11 @@ class HoldState(StrEnum):
     COMPLETED = "completed"
     RELEASED = "released"
     EXPIRED = "expired"
+
+
+# The holds that charge a session: what the usage summaries count and what
+# every booked or completed session must carry exactly one of.
+CHARGING_STATES = (HoldState.BOOKED.value, HoldState.COMPLETED.value)
 
 
 @dataclass(frozen=True)
@@ -77,26 +83,6 @@ class Balance:
     @property
     def unit(self) -> str:
         return UNITS[self.key.kind]
-
-
-@dataclass(frozen=True)
-class Share:
-    """A participant's part of a group session's provider hours and cost.
-
-    A group session is one session of the counselor's time, however many
-    attend: the provider's hours and the money are spent once and shared out
-    among the participants' holds (so each agency pays for its own staff),
-    while each participant spends a whole session of their own entitlement
-    and their week's one session. Shares are whole minutes and whole NT$:
-    the first `total % size` participants carry one unit more, so the parts
-    always add up to the total. An individual session is the share 0 of 1.
-    """
-
-    size: int = 1
-    index: int = 0
-
-    def of(self, total: int) -> int:
-        return total // self.size + (1 if self.index < total % self.size else 0)
 
 
 def check_share(checker: FieldChecker, share: Share, field: str) -> None:

@@ -18,7 +18,6 @@ from services.quota import metrics
 from services.quota.domain import (
     MAX_HOLD_TTL_SECONDS,
     AccountKey,
-    Share,
     check_session_minutes,
     check_share,
 )
@@ -34,6 +33,7 @@ from services.quota.holds.requests import (
 from services.quota.reference import ReferenceData
 from services.quota.store import request_fingerprint
 from services.rules.codes import RuleCode
+from services.rules.cost import Share
 from services.rules.sessions import MAX_SESSION_MINUTES
 from services.runtime.errors import (
     FailedPrecondition,

@@ -12,12 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from services.quota import metrics, orm
 from services.quota.disclosure import UsageRow, suppress_small_cells
 from services.quota.domain import (
+    CHARGING_STATES,
     AccountKey,
     AccountKind,
     Balance,
     HoldState,
     check_fiscal_year,
 )
+from services.quota.holds.requests import HoldView
 from services.quota.store import QuotaStore, balance_of, totals_of
 from services.runtime import policy
 from services.runtime.audit import AuditTrail
@@ -92,6 +94,20 @@ class LedgerReads:
         )
         await self._audit.record("read", record)
 
+    async def charges(self, after: str, limit: int) -> list[HoldView]:
+        """BOOKED and COMPLETED holds with ids after `after`, by id: the
+        charges the matcher's check compares its sessions with."""
+        hold = orm.Hold.__table__
+        query = (
+            select(hold)
+            .where(hold.c.state.in_(CHARGING_STATES), hold.c.hold_id > after)
+            .order_by(hold.c.hold_id)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            rows = (await session.execute(query)).mappings().all()
+        return [HoldView.of(dict(row)) for row in rows]
+
     async def usage(self, year: int, organisation: str) -> list[UsageRow]:
         """Spent sessions per agency, staff category and month. A cell of
         fewer than MIN_CELL_PEOPLE people is withheld, and so is any cell
@@ -110,7 +126,7 @@ class LedgerReads:
             )
             .where(
                 hold.fiscal_year == year,
-                hold.state.in_((HoldState.BOOKED.value, HoldState.COMPLETED.value)),
+                hold.state.in_(CHARGING_STATES),
             )
             .group_by(hold.agency_id, hold.staff_category, hold.session_month)
             .order_by(hold.agency_id, hold.staff_category, hold.session_month)

@@ -32,3 +32,12 @@ RESERVES_SHED = Counter(
     "Reserves refused RESOURCE_EXHAUSTED at once because the queue ahead would "
     "outlast the caller's deadline (the service is over its capacity).",
 )
+LEDGER_PROBLEMS = Gauge(
+    "eap_quota_ledger_problems",
+    "Accounts whose balance differed from their ledger's sum, or went below zero "
+    "(a cap or budget over), at the last check.",
+)
+LEDGER_CHECKED = Gauge(
+    "eap_quota_ledger_checked_timestamp_seconds",
+    "When the last check of the ledger finished (Unix time).",
+)

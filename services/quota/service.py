@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from grpc import aio
 
 from eap.quota.v1 import quota_pb2_grpc
+from services.quota import metrics
 from services.quota.funding import Funding
 from services.quota.ledger import QuotaLedger
 from services.quota.ledger_reads import LedgerReads
@@ -45,6 +47,8 @@ class QuotaService(DatabaseService):
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )
         runtime.spawn(self._metrics_forever(), "quota-metrics")
+        if settings.consistency_seconds > 0:
+            runtime.spawn(self._check_forever(settings.consistency_seconds), "quota-ledger-check")
 
     async def close(self) -> None:
         await self.ledger.close()
@@ -70,6 +74,26 @@ class QuotaService(DatabaseService):
                     pass
             except Exception:
                 log.exception("hold sweep failed")
+
+    async def _check_forever(self, every: float) -> None:
+        """The ledger's own check (every balance its ledger's sum, none
+        below zero) every `every` seconds, by one replica at a time."""
+        while True:
+            await asyncio.sleep(every)
+            if not await lease.take_turn(
+                self.redis, self.name, "ledger-check", every * 2, self.lease_scope
+            ):
+                continue
+            try:
+                problems = await self.reads.verify()
+            except Exception:  # a store is down: the health probe reports it
+                log.warning("ledger check failed", exc_info=True)
+                continue
+            metrics.LEDGER_PROBLEMS.set(len(problems))
+            metrics.LEDGER_CHECKED.set(time.time())
+            if problems:
+                # Account subjects and totals only (agencies, providers, pseudonymous ids).
+                log.error("ledger disagrees with balances", extra={"count": len(problems)})
 
     async def _metrics_forever(self) -> None:
         """Keeps the balance gauges of the current fiscal year fresh."""

@@ -13,13 +13,13 @@ from services.quota.domain import (
     AccountKind,
     Balance,
     HoldState,
-    Share,
     current_fiscal_year,
 )
 from services.quota.funding import Funding, GrantCommand
 from services.quota.holds.requests import HoldView
 from services.quota.ledger import QuotaLedger, ReserveCommand
 from services.quota.ledger_reads import LedgerReads
+from services.rules.cost import Share
 from services.runtime import clock, paging
 from services.runtime.auth import current_identity
 from services.runtime.errors import InvalidArgument
@@ -42,6 +42,7 @@ _STATES = {
 }
 _UNITS = {"minutes": pb.UNIT_MINUTES, "ntd": pb.UNIT_NTD}
 MAX_PAGE = 1000
+MAX_CHARGES_PAGE = 5000
 
 
 def _year(year: int) -> int:
@@ -84,6 +85,8 @@ def hold_pb(hold: HoldView) -> pb.Hold:
         group=pb.GroupShare(size=hold.share.size, index=hold.share.index)
         if hold.share.size > 1
         else None,
+        hourly_rate_ntd=hold.hourly_rate_ntd,
+        session_start=timestamp(hold.session_start),
     )
 
 
@@ -206,6 +209,18 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                 for e in page
             ],
             next_page_token=paging.page_token(page[-1].entry_id) if len(entries) > size else "",
+        )
+
+    async def ListCharges(
+        self, request: pb.ListChargesRequest, context: Context
+    ) -> pb.ListChargesResponse:
+        size = paging.page_size(request.page_size, 1000, MAX_CHARGES_PAGE)
+        after = paging.after(request.page_token) or ""
+        holds = await self._reads.charges(after, size + 1)
+        page = holds[:size]
+        return pb.ListChargesResponse(
+            holds=[hold_pb(hold) for hold in page],
+            next_page_token=paging.page_token(page[-1].hold_id) if len(holds) > size else "",
         )
 
     async def GetUsageSummary(

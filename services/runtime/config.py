@@ -35,6 +35,7 @@ service its own database.
 | EAP_DATA_KEYS_FILE | (none; dev: a public key) | Fernet keys for contacts, newest first |
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
+| EAP_CONSISTENCY_SECONDS | 600 | how often sessions, charges and ledger are checked; 0: never |
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Settings:
     slot_hold_seconds: int = 600
     crisis_deadline_hours: int = CRISIS_DEADLINE_HOURS
     retention_days: int = 1825
+    consistency_seconds: float = 600.0
     data_keys_file: str | None = None
     audit_keys_file: str | None = None
 
@@ -136,6 +138,7 @@ class Settings:
             slot_hold_seconds=_int(env, "EAP_SLOT_HOLD_SECONDS", cls.slot_hold_seconds),
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
             retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
+            consistency_seconds=_float(env, "EAP_CONSISTENCY_SECONDS", cls.consistency_seconds),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
         )

@@ -93,6 +93,7 @@ POLICY: dict[str, Access] = {
         any_of=[ADMIN], own=[EMPLOYEE], aggregates=[HR, AUDITOR], services=["matcher"]
     ),
     QUOTA + "ListLedger": _row(any_of=[ADMIN], own=[EMPLOYEE], aggregates=[AUDITOR]),
+    QUOTA + "ListCharges": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "GetUsageSummary": _row(any_of=[ADMIN, HR, AUDITOR]),
     QUOTA + "UpsertAgency": _row(any_of=[ADMIN]),
     QUOTA + "SetProviderContract": _row(any_of=[ADMIN]),

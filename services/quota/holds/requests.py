@@ -12,8 +12,8 @@ from services.quota.domain import (
     AccountKey,
     AccountKind,
     Balance,
-    Share,
 )
+from services.rules.cost import Share
 from services.rules.office_time import fiscal_year_of, iso_week
 
 log = logging.getLogger("eap.quota")
@@ -35,6 +35,8 @@ class HoldView:
     expires_at: datetime
     booking_ref: str
     share: Share
+    hourly_rate_ntd: int
+    session_start: datetime
 
     @property
     def provider_minutes(self) -> int:
@@ -55,6 +57,8 @@ class HoldView:
             hold["expires_at"],
             hold["booking_ref"],
             share_of(hold),
+            hold["hourly_rate_ntd"],
+            hold["session_start"],
         )
 
 

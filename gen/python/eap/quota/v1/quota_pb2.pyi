@@ -306,6 +306,8 @@ class Hold(_message.Message):
     PROVIDER_ID_FIELD_NUMBER: _builtins.int
     PROVIDER_MINUTES_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    HOURLY_RATE_NTD_FIELD_NUMBER: _builtins.int
+    SESSION_START_FIELD_NUMBER: _builtins.int
     hold_id: _builtins.str
     """Server-assigned id."""
     state: Global___HoldState.ValueType
@@ -328,6 +330,8 @@ class Hold(_message.Message):
     """Minutes charged to the provider's hour cap: all of `minutes` for an
     individual session, this participant's share for a group session.
     """
+    hourly_rate_ntd: _builtins.int
+    """The provider's hourly rate the hold was priced at, NT$."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When a HELD hold expires."""
@@ -335,6 +339,10 @@ class Hold(_message.Message):
     @_builtins.property
     def group(self) -> Global___GroupShare:
         """The group share, for a group session's hold."""
+
+    @_builtins.property
+    def session_start(self) -> _timestamp_pb2.Timestamp:
+        """When the session starts."""
 
     def __init__(
         self,
@@ -351,10 +359,12 @@ class Hold(_message.Message):
         provider_id: _builtins.str = ...,
         provider_minutes: _builtins.int = ...,
         group: Global___GroupShare | None = ...,
+        hourly_rate_ntd: _builtins.int = ...,
+        session_start: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "group", b"group"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "group", b"group", "session_start", b"session_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "group", b"group", "hold_id", b"hold_id", "iso_week", b"iso_week", "minutes", b"minutes", "provider_id", b"provider_id", "provider_minutes", b"provider_minutes", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "group", b"group", "hold_id", b"hold_id", "hourly_rate_ntd", b"hourly_rate_ntd", "iso_week", b"iso_week", "minutes", b"minutes", "provider_id", b"provider_id", "provider_minutes", b"provider_minutes", "session_start", b"session_start", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -797,6 +807,60 @@ class LedgerEntry(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LedgerEntry: _TypeAlias = LedgerEntry  # noqa: Y015
+
+@_typing.final
+class ListChargesRequest(_message.Message):
+    """Request for ListCharges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """At most this many holds, 1-5000; zero means 1000."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargesRequest: _TypeAlias = ListChargesRequest  # noqa: Y015
+
+@_typing.final
+class ListChargesResponse(_message.Message):
+    """Response of ListCharges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HOLDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass to the next call; empty when there are no more."""
+    @_builtins.property
+    def holds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Hold]:
+        """BOOKED and COMPLETED holds, by hold id."""
+
+    def __init__(
+        self,
+        *,
+        holds: _abc.Iterable[Global___Hold] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["holds", b"holds", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListChargesResponse: _TypeAlias = ListChargesResponse  # noqa: Y015
 
 @_typing.final
 class ListLedgerResponse(_message.Message):

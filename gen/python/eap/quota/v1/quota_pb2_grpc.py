@@ -81,6 +81,11 @@ class QuotaServiceStub:
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerRequest.SerializeToString,
                 response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerResponse.FromString,
                 _registered_method=True)
+        self.ListCharges = channel.unary_unary(
+                '/eap.quota.v1.QuotaService/ListCharges',
+                request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesRequest.SerializeToString,
+                response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesResponse.FromString,
+                _registered_method=True)
         self.GetUsageSummary = channel.unary_unary(
                 '/eap.quota.v1.QuotaService/GetUsageSummary',
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.GetUsageSummaryRequest.SerializeToString,
@@ -203,6 +208,16 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCharges(self, request, context):
+        """The holds that charge a session (BOOKED and COMPLETED), by hold id, in
+        pages: what the matcher's periodic check compares its sessions with
+        (every booked or completed session exactly one charge of its cost,
+        every charge a session). Carries no employee ids.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetUsageSummary(self, request, context):
         """Spent sessions, minutes and money per agency, staff category and month,
         for HR. Carries no employee ids, and never shows a cell of fewer than
@@ -308,6 +323,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.ListLedger,
                     request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerRequest.FromString,
                     response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerResponse.SerializeToString,
+            ),
+            'ListCharges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCharges,
+                    request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesRequest.FromString,
+                    response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesResponse.SerializeToString,
             ),
             'GetUsageSummary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetUsageSummary,
@@ -551,6 +571,33 @@ class QuotaService:
             '/eap.quota.v1.QuotaService/ListLedger',
             eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerRequest.SerializeToString,
             eap_dot_quota_dot_v1_dot_quota__pb2.ListLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCharges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.quota.v1.QuotaService/ListCharges',
+            eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesRequest.SerializeToString,
+            eap_dot_quota_dot_v1_dot_quota__pb2.ListChargesResponse.FromString,
             options,
             channel_credentials,
             insecure,

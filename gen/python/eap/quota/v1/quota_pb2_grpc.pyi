@@ -80,6 +80,12 @@ class QuotaServiceStub:
     """Entitled, held, spent and left for one employee, provider or agency."""
     ListLedger: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ListLedgerRequest, _quota_pb2.ListLedgerResponse]
     """The ledger entries, oldest first, optionally for one account, in pages."""
+    ListCharges: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ListChargesRequest, _quota_pb2.ListChargesResponse]
+    """The holds that charge a session (BOOKED and COMPLETED), by hold id, in
+    pages: what the matcher's periodic check compares its sessions with
+    (every booked or completed session exactly one charge of its cost,
+    every charge a session). Carries no employee ids.
+    """
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]
     """Spent sessions, minutes and money per agency, staff category and month,
     for HR. Carries no employee ids, and never shows a cell of fewer than
@@ -168,6 +174,12 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """Entitled, held, spent and left for one employee, provider or agency."""
     ListLedger: _aio.UnaryUnaryMultiCallable[_quota_pb2.ListLedgerRequest, _quota_pb2.ListLedgerResponse]  # type: ignore[assignment]
     """The ledger entries, oldest first, optionally for one account, in pages."""
+    ListCharges: _aio.UnaryUnaryMultiCallable[_quota_pb2.ListChargesRequest, _quota_pb2.ListChargesResponse]  # type: ignore[assignment]
+    """The holds that charge a session (BOOKED and COMPLETED), by hold id, in
+    pages: what the matcher's periodic check compares its sessions with
+    (every booked or completed session exactly one charge of its cost,
+    every charge a session). Carries no employee ids.
+    """
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
     """Spent sessions, minutes and money per agency, staff category and month,
     for HR. Carries no employee ids, and never shows a cell of fewer than
@@ -295,6 +307,18 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_quota_pb2.ListLedgerResponse, _abc.Awaitable[_quota_pb2.ListLedgerResponse]]:
         """The ledger entries, oldest first, optionally for one account, in pages."""
+
+    @_abc_1.abstractmethod
+    def ListCharges(
+        self,
+        request: _quota_pb2.ListChargesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_pb2.ListChargesResponse, _abc.Awaitable[_quota_pb2.ListChargesResponse]]:
+        """The holds that charge a session (BOOKED and COMPLETED), by hold id, in
+        pages: what the matcher's periodic check compares its sessions with
+        (every booked or completed session exactly one charge of its cost,
+        every charge a session). Carries no employee ids.
+        """
 
     @_abc_1.abstractmethod
     def GetUsageSummary(
