@@ -538,6 +538,80 @@ async def test_a_failed_reschedule_within_the_week_keeps_the_booking(
     assert await _consistent(backend) == []
 
 
+async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_booking(
+    backend: Backend,
+) -> None:
+    """Monday 31 December 2029 and Wednesday 2 January 2030 share ISO week
+    2030-W01 but not a fiscal year: the move is checked against the 2030
+    entitlement, which the policy sets at nothing. (The counselor works
+    Monday days and Wednesday evenings.) The employee keeps the
+    December session, charged once, and hears EMPLOYEE_ENTITLEMENT."""
+    december, january = dt.date(2029, 12, 31), dt.date(2030, 1, 2)
+    with clock.moved_to(dt.datetime(2029, 12, 24, 8, tzinfo=TAIPEI)):
+        server = await start([QuotaService(), MatcherService()], backend.settings)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                suite = Suite(
+                    matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+                    quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+                )
+                await seed(suite.quota, year=2029)
+                await seed(suite.quota, year=2030, entitlement_minutes=0)
+                await suite.matcher.UpsertCounselor(
+                    pb.UpsertCounselorRequest(counselor=counselor())
+                )
+                await submit(
+                    suite, case(availability=[span(december, 9, 17), span(january, 18, 21)])
+                )
+                found = list(
+                    (
+                        await suite.matcher.FindSlots(
+                            pb.FindSlotsRequest(
+                                case_id="K1",
+                                window_start=at(december, 0),
+                                window_end=at(january + dt.timedelta(days=1), 0),
+                                max_slots=200,
+                            )
+                        )
+                    ).slots
+                )
+                booking = await book(
+                    suite, next(s for s in found if local(s.start).date() == december)
+                )
+                later = next(s for s in found if local(s.start).date() == january)
+                held = (
+                    await suite.matcher.HoldSlot(
+                        pb.HoldSlotRequest(
+                            case_id="K1",
+                            counselor_id=later.counselor_id,
+                            start=later.start,
+                            replaces_booking_id=booking.booking_id,
+                        )
+                    )
+                ).booking
+                error = await refused(
+                    suite.matcher.RescheduleBooking(
+                        pb.RescheduleBookingRequest(
+                            booking_id=booking.booking_id, new_booking_id=held.booking_id
+                        )
+                    )
+                )
+                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert rule(error) == "EMPLOYEE_ENTITLEMENT"
+                got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+                assert [(b.booking_id, b.state) for b in got.bookings] == [
+                    (booking.booking_id, pb.BOOKING_STATE_BOOKED)
+                ]
+                pool = qpb.AccountRef(kind=qpb.ACCOUNT_KIND_AGENCY, id="PT-HR", fiscal_year=2029)
+                balance = (
+                    await suite.quota.GetBalance(qpb.GetBalanceRequest(account=pool))
+                ).balance
+                assert (balance.held, balance.spent) == (0, RATE)
+                assert await _consistent(backend) == []
+        finally:
+            await server.stop(0)
+
+
 async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Backend) -> None:
     """Four corruptions, each found and named by its row."""
     await submit(suite, case())
