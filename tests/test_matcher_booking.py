@@ -467,6 +467,64 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
         await server.stop(0)
 
 
+async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
+    backend: Backend, march_2027: None
+) -> None:
+    """While a reschedule owns both bookings (the old one moving, the new
+    hold confirming), cancelling the new hold answers BOOKING_BUSY: were it
+    cancelled, the quota's Move would hand the charge to a cancelled
+    booking (found by tests/test_booking_stateful.py). The move then
+    finishes, here by the reconciler, as after a crash."""
+    matcher_service = MatcherService()
+    server = await start([QuotaService(), matcher_service], backend.settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            suite = Suite(
+                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+            )
+            await seed(suite.quota)
+            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+            await submit(suite, case())
+            found = await slots(suite)
+            old = await book(suite, found[0])
+            later = next(s for s in found if local(s.start).date() != local(found[0].start).date())
+            new = (
+                await suite.matcher.HoldSlot(
+                    pb.HoldSlotRequest(
+                        case_id="K1",
+                        counselor_id=later.counselor_id,
+                        start=later.start,
+                        replaces_booking_id=old.booking_id,
+                    )
+                )
+            ).booking
+            # The reschedule's first step, and then its replica stopped.
+            await _crash_after(matcher_service, old.booking_id, S.BOOKED, S.MOVING)
+            await _crash_after(
+                matcher_service,
+                new.booking_id,
+                S.HELD,
+                S.CONFIRMING,
+                replaces_booking_id=old.booking_id,
+            )
+            error = await refused(
+                suite.matcher.CancelBooking(pb.CancelBookingRequest(booking_id=new.booking_id))
+            )
+            assert error.code() == grpc.StatusCode.ABORTED
+            assert "BOOKING_BUSY" in (error.details() or "")
+            clock.advance(dt.timedelta(seconds=61))
+            assert await matcher_service.bookings.reconcile() == 2  # both rows under way
+            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+            assert {b.booking_id: b.state for b in got.bookings} == {
+                new.booking_id: pb.BOOKING_STATE_BOOKED
+            }
+            assert (await agency(suite)).spent == RATE
+            assert await _consistent(backend) == []
+    finally:
+        await server.stop(0)
+
+
 async def _consistent(backend: Backend) -> list[str]:
     """`eapctl verify`'s findings on the suite's databases."""
     matcher = database.create_engine(backend.settings.database_url_for("matcher"))

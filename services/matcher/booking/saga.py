@@ -143,14 +143,24 @@ class BookingSaga:
                     "booking",
                     "a completed session cannot be cancelled",
                 )
-            if state is S.MOVING:
+            if state is S.MOVING or (state is S.CONFIRMING and row.replaces_booking_id):
+                # A reschedule owns both bookings until the quota has moved
+                # the charge; cancelled meanwhile, the new one would carry
+                # it away uncancelled. A retry sees the move's outcome.
                 raise _busy()
             if state is S.HELD:
                 # Lapsed or not, a hold that is given up is released.
                 if await step(session, booking_id, S.HELD, S.RELEASED, now, hold_expires_at=None):
                     metrics.BOOKINGS.labels("released").inc()
             elif state in (S.CONFIRMING, S.BOOKED) and await step(
-                session, booking_id, state, S.CANCELLING, now, hold_expires_at=None
+                session,
+                booking_id,
+                state,
+                S.CANCELLING,
+                now,
+                # (A booked one a move made keeps its replaces_booking_id.)
+                condition=BookingRow.replaces_booking_id == "" if state is S.CONFIRMING else None,
+                hold_expires_at=None,
             ):
                 metrics.BOOKINGS.labels("cancelled").inc()
         async with self._sessions() as session:
