@@ -37,11 +37,18 @@ QUOTA_HOLD_SECONDS = 300  # the quota hold lives only while ConfirmBooking runs
 RECONCILE_AFTER = timedelta(seconds=60)  # a step older than this was cut short
 OUTCOME_WAIT_SECONDS = 12.0  # a step another caller owns: two quota calls at most
 OUTCOME_POLL_SECONDS = 0.05
+CANCEL_ATTEMPTS = 3  # a cancellation that lost a race to a confirmation tries again
 
 
 def _busy() -> Aborted:
     return Aborted(
         f"{RuleCode.BOOKING_BUSY}: another request is changing this booking; retry in a moment"
+    )
+
+
+def _completed() -> FailedPrecondition:
+    return FailedPrecondition(
+        RuleCode.SESSION_COMPLETED, "booking", "a completed session cannot be cancelled"
     )
 
 
@@ -133,16 +140,35 @@ class BookingSaga:
         checker = FieldChecker()
         checker.text(reason, "reason", 200)
         checker.raise_if_any()
+        for _ in range(CANCEL_ATTEMPTS):
+            await self._start_cancelling(booking_id)
+            async with self._sessions() as session:
+                row = await load_booking(session, booking_id)
+            state = S(row.state)
+            if state is S.CANCELLING and row.quota_hold_id:
+                # Whoever finds a cancellation under way may finish it: releasing
+                # is idempotent, and the booking is cancelled whatever happens.
+                await self._finish_cancelling(booking_id, row.quota_hold_id, reason or "cancelled")
+            if state in (S.CANCELLING, S.CANCELLED, S.RELEASED):
+                return await view(self._sessions, booking_id)
+            if state is S.COMPLETED:
+                raise _completed()  # a completion won the race
+            if state is not S.BOOKED:
+                raise _busy()  # another step won the race; a retry sees its outcome
+            # A confirmation won the race: the booking is booked now, and
+            # cancelling it is a step like any other.
+        raise _busy()
+
+    async def _start_cancelling(self, booking_id: str) -> None:
+        """The cancellation's first step, from the state the booking is in
+        now: a hold is released; a booking or a confirmation under way
+        moves to `cancelling`. Losing the compare-and-set changes nothing."""
         now = clock.now()
         async with self._sessions() as session, session.begin():
             row = await load_booking(session, booking_id, own=True)
             state = S(row.state)
             if state in (S.COMPLETED, S.COMPLETING):
-                raise FailedPrecondition(
-                    RuleCode.SESSION_COMPLETED,
-                    "booking",
-                    "a completed session cannot be cancelled",
-                )
+                raise _completed()
             if state is S.MOVING or (state is S.CONFIRMING and row.replaces_booking_id):
                 # A reschedule owns both bookings until the quota has moved
                 # the charge; cancelled meanwhile, the new one would carry
@@ -163,15 +189,6 @@ class BookingSaga:
                 hold_expires_at=None,
             ):
                 metrics.BOOKINGS.labels("cancelled").inc()
-        async with self._sessions() as session:
-            row = await load_booking(session, booking_id)
-        if S(row.state) is S.CANCELLING and row.quota_hold_id:
-            # Whoever finds a cancellation under way may finish it: releasing
-            # is idempotent, and the booking is cancelled whatever happens.
-            await self._finish_cancelling(booking_id, row.quota_hold_id, reason or "cancelled")
-        elif S(row.state) is S.CONFIRMING:
-            raise _busy()  # the race went the other way; a retry sees the outcome
-        return await view(self._sessions, booking_id)
 
     async def complete(self, booking_id: str, minutes: int) -> BookingView:
         now = clock.now()
