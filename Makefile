@@ -46,7 +46,7 @@ fuzz: setup  ## 2,000 fuzzed requests to every RPC, on SQLite and PostgreSQL (ma
 	-@bash tools/ensure-stores.sh
 	EAP_FUZZ_CALLS_PER_RPC=$${EAP_FUZZ_CALLS_PER_RPC:-2000} \
 	EAP_FUZZ_BACKENDS=$${EAP_FUZZ_BACKENDS:-sqlite,postgres} \
-	EAP_TEST_HANG_SECONDS=7200 $(BIN)/python -m pytest -q -s -o faulthandler_timeout=3600 tests/test_fuzz.py
+	EAP_TEST_HANG_SECONDS=7200 $(BIN)/python -m pytest -q -s -o faulthandler_timeout=3600 tests/suite/test_fuzz.py
 
 lint: setup
 	$(BIN)/ruff check services tests tools bench

@@ -2,8 +2,8 @@
 seeded with money enough never to refuse, counselors with every weekday
 free, slots nobody has used yet, and the booking calls a client makes.
 
-tests/test_booking_races.py fires fixed races on one booking;
-tests/test_booking_stateful.py lets Hypothesis choose the steps and races.
+tests/matcher/test_booking_races.py fires fixed races on one booking;
+tests/matcher/test_booking_stateful.py lets Hypothesis choose the steps and races.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ each test's database is copied from (PostgreSQL's CREATE DATABASE ...
 TEMPLATE; a file copy for SQLite): running them per test was a good part of
 `make test`'s time. The services still run their migrations when they start,
 finding the database at head; the migrations themselves are tested from an
-empty database (tests/test_runtime.py and the `eapctl migrate` of each
+empty database (tests/runtime/test_runtime.py and the `eapctl migrate` of each
 replica cluster).
 """
 

@@ -116,7 +116,7 @@ class _SQLiteConnection(aiosqlite.Connection):
     then calls stop() itself and waits for a worker thread that the first stop
     already ended. That task never ends, and the event loop's close waits on
     it for ever (aiosqlite 0.22; a test run hung there, see
-    tests/test_database.py). A second stop() waits on the first.
+    tests/runtime/test_database.py). A second stop() waits on the first.
     """
 
     _stopping: asyncio.Future[Any] | None = None

@@ -28,7 +28,7 @@ from services.matcher.optimization.instance import (
 )
 from services.matcher.optimization.verify import Verdict, verify
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench"
 needs_bench = pytest.mark.skipif(
     not (BENCH / "check_schedule.py").exists(),
     reason=f"the shared benchmark referee is not at {BENCH} (the project works without it)",

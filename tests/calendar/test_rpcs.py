@@ -21,9 +21,9 @@ from services.calendar.service import CalendarService
 from services.runtime import clock
 from services.runtime.server import start
 from tests.conftest import TAIPEI, Backend
-from tests.test_quota_rpcs import details, refused
+from tests.quota.test_rpcs import details, refused
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "services/calendar/examples/pingtung-2027.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "services/calendar/examples/pingtung-2027.toml"
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from services.matcher import retention
 from services.runtime import clock
 from tests.conftest import MONDAY, TAIPEI, Suite
 from tests.county import RATE, account
-from tests.test_audit import trail_of
-from tests.test_matcher_booking import book, case, slots, span, submit
-from tests.test_quota_rpcs import refused
+from tests.matcher.test_booking import book, case, slots, span, submit
+from tests.quota.test_rpcs import refused
+from tests.runtime.test_audit import trail_of
 
 
 async def test_old_cases_are_purged_and_the_aggregates_stay(suite: Suite) -> None:

@@ -11,8 +11,8 @@ import grpc
 from eap.matcher.v1 import matcher_pb2 as pb
 from tests.conftest import MONDAY, Suite, at
 from tests.county import counselor
-from tests.test_matcher_booking import book, case, local, slots, submit
-from tests.test_quota_rpcs import refused
+from tests.matcher.test_booking import book, case, local, slots, submit
+from tests.quota.test_rpcs import refused
 
 
 def _request(**changes: object) -> pb.ListGroupCandidatesRequest:

@@ -45,8 +45,8 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.quota.v1 import quota_pb2 as qpb
 from tests.conftest import Suite
 from tests.county import YEAR, account, counselor
-from tests.test_matcher_booking import case, submit
-from tests.test_matcher_jobs import run_job
+from tests.matcher.test_booking import case, submit
+from tests.matcher.test_jobs import run_job
 
 MINUTES = 90
 RATES = {"P1": 1335, "P2": 1779, "P3": 2011}  # NT$ an hour, each 3 mod 4 (see above)

@@ -20,7 +20,7 @@ from services.calendar.program import Program
 from services.calendar.program_file import ProgramFileError, parse_program
 from services.office_calendar import load_shipped
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "services/calendar/examples/pingtung-2027.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "services/calendar/examples/pingtung-2027.toml"
 OFFICE_HOURS = [(time(8, 30), time(12, 0)), (time(13, 30), time(17, 30))]
 
 

@@ -16,7 +16,7 @@ from services.quota.service import QuotaService
 from services.runtime import clock
 from tests.conftest import Suite
 from tests.county import RATE
-from tests.test_matcher_booking import book, case, hold, slots, submit
+from tests.matcher.test_booking import book, case, hold, slots, submit
 
 
 async def _samples(suite: Suite) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

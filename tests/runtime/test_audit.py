@@ -31,8 +31,8 @@ from services.runtime.server import start
 from tests.access import Secured
 from tests.conftest import Backend, Suite
 from tests.county import account
-from tests.test_matcher_booking import case, submit
-from tests.test_quota_rpcs import refused as refused_call
+from tests.matcher.test_booking import case, submit
+from tests.quota.test_rpcs import refused as refused_call
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
 

@@ -16,7 +16,7 @@ from services.matcher.optimization.instance import load_instance
 from services.matcher.optimization.solver import solve
 from services.matcher.optimization.verify import score_upper_bound, verify
 
-BENCH = Path(__file__).resolve().parents[2] / "shared" / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "shared" / "bench"
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
 
 

@@ -13,7 +13,7 @@ from services.matcher.service import MatcherService
 from services.runtime.server import start
 from tests.conftest import Backend
 from tests.county import counselor
-from tests.test_quota_rpcs import details, refused
+from tests.quota.test_rpcs import details, refused
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from services.runtime.config import Settings
 from tests import replicas
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
-DATA = Path(__file__).resolve().parents[1] / "services" / "cli" / "data"
+DATA = Path(__file__).resolve().parents[2] / "services" / "cli" / "data"
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

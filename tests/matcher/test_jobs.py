@@ -21,14 +21,14 @@ from services.runtime import clock
 from services.runtime.database import create_engine
 from tests.conftest import MONDAY, Backend, Suite, at
 from tests.county import RATE
-from tests.test_matcher_booking import (
+from tests.matcher.test_booking import (
     agency,
     case,
     rule,
     span,
     submit,
 )
-from tests.test_quota_rpcs import refused
+from tests.quota.test_rpcs import refused
 
 WEDNESDAY = MONDAY + dt.timedelta(days=2)
 NEXT_MONDAY = MONDAY + dt.timedelta(weeks=1)

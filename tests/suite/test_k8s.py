@@ -18,7 +18,7 @@ import yaml
 
 from tests.tools import require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ROOT / "deploy" / "k8s" / "overlays"
 VALIDATE = str(Path(sys.executable).with_name("kubernetes-validate"))
 SERVICES = {

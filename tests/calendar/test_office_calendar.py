@@ -14,7 +14,7 @@ from services.calendar.service import CalendarService
 from services.office_calendar import CalendarFileError, load_shipped, parse_dgpa_csv
 from services.runtime.server import start
 from tests.conftest import Backend
-from tests.test_quota_rpcs import details, refused
+from tests.quota.test_rpcs import details, refused
 
 HEADER = "西元日期,星期,是否放假,備註\r\n"
 

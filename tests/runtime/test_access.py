@@ -23,8 +23,8 @@ from services.runtime.auth import Role
 from tests.access import Keys, Metadata, Secured, bearer
 from tests.conftest import MONDAY, at
 from tests.county import account
-from tests.test_matcher_booking import case
-from tests.test_quota_rpcs import refused
+from tests.matcher.test_booking import case
+from tests.quota.test_rpcs import refused
 
 REFLECTION = "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import icalendar
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
-EXAMPLE = Path(__file__).resolve().parents[1] / "services/calendar/examples/pingtung-2027.toml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "services/calendar/examples/pingtung-2027.toml"
 
 
 def test_plan_writes_grids_ics_csv_and_html(tmp_path: Path) -> None:

@@ -26,12 +26,12 @@ import yaml
 
 from services.quota.service import QuotaService
 from tests.conftest import Suite
-from tests.test_matcher_booking import book, case, slots, submit
+from tests.matcher.test_booking import book, case, slots, submit
 from tests.tools import require_tool
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "k8s" / "base" / "monitoring"
-ALERT_TESTS = Path(__file__).parent / "monitoring" / "alerts_test.yaml"
+ALERT_TESTS = Path(__file__).parents[1] / "monitoring" / "alerts_test.yaml"
 
 
 def _groups() -> dict[str, Any]:
@@ -90,7 +90,7 @@ def test_every_alert_has_a_runbook_entry() -> None:
 def test_dashboard_is_well_formed_grafana_json() -> None:
     board = _dashboard()
     schema = json.loads(
-        (Path(__file__).parent / "monitoring/grafana-dashboard.schema.json").read_text()
+        (Path(__file__).parents[1] / "monitoring/grafana-dashboard.schema.json").read_text()
     )
     jsonschema.validate(board, schema)
     ids = [p["id"] for p in board["panels"]]

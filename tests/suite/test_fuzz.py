@@ -66,7 +66,7 @@ from services.quota.service import QuotaService
 from services.runtime import metrics, paging
 from tests.conftest import MONDAY, Backend, Suite, at
 from tests.county import counselor, reserve_request
-from tests.test_matcher_booking import case, slots, span, submit
+from tests.matcher.test_booking import case, slots, span, submit
 
 CALLS_PER_RPC = int(os.environ.get("EAP_FUZZ_CALLS_PER_RPC", "120"))
 BACKENDS = os.environ.get("EAP_FUZZ_BACKENDS", "sqlite").split(",")
@@ -83,10 +83,10 @@ SERVER_FAULTS = frozenset(
     }
 )
 EXAMPLE_PROGRAM = (
-    Path(__file__).resolve().parents[1] / "services/calendar/examples/pingtung-2027.toml"
+    Path(__file__).resolve().parents[2] / "services/calendar/examples/pingtung-2027.toml"
 )
 TRAILS = ["quota", "matcher", "calendar"]  # the audit trails: one a service
-OFFICE_CSV = Path(__file__).resolve().parents[1] / "services/office_calendar/data/2027.csv"
+OFFICE_CSV = Path(__file__).resolve().parents[2] / "services/office_calendar/data/2027.csv"
 
 
 def _services() -> list[ServiceDescriptor]:

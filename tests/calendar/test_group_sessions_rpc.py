@@ -16,8 +16,8 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.quota.v1 import quota_pb2 as qpb
 from tests.conftest import MONDAY, Suite, at
 from tests.county import RATE, account
-from tests.test_matcher_booking import book, case, local, slots, span, submit
-from tests.test_quota_rpcs import refused
+from tests.matcher.test_booking import book, case, local, slots, span, submit
+from tests.quota.test_rpcs import refused
 
 NEXT_MONDAY = MONDAY + dt.timedelta(weeks=1)
 

@@ -38,10 +38,10 @@ from services.runtime import clock, database
 from services.runtime.server import start
 from tests.conftest import MONDAY, Backend, Suite, at
 from tests.county import RATE, account, changed, counselor, seed
-from tests.test_quota_rpcs import details, refused
+from tests.quota.test_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
-SHIPPED = Path(__file__).resolve().parents[1] / "services" / "office_calendar" / "data"
+SHIPPED = Path(__file__).resolve().parents[2] / "services" / "office_calendar" / "data"
 
 
 def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
@@ -473,7 +473,7 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
     """While a reschedule owns both bookings (the old one moving, the new
     hold confirming), cancelling the new hold answers BOOKING_BUSY: were it
     cancelled, the quota's Move would hand the charge to a cancelled
-    booking (found by tests/test_booking_stateful.py). The move then
+    booking (found by tests/matcher/test_booking_stateful.py). The move then
     finishes, here by the reconciler, as after a crash."""
     matcher_service = MatcherService()
     server = await start([QuotaService(), matcher_service], backend.settings)

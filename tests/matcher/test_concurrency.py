@@ -25,8 +25,8 @@ from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
 from services.office_calendar.shipped import load_shipped
 from tests import county, replicas
+from tests.matcher.test_booking import details
 from tests.replicas import Cluster
-from tests.test_matcher_booking import details
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

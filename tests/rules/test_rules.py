@@ -15,7 +15,7 @@ from services.rules.codes import RuleCode
 from services.rules.cost import session_cost_ntd
 from services.rules.office_time import OFFICE_ZONE, fiscal_year_of, iso_week, local_day
 
-SERVICES = Path(__file__).resolve().parents[1] / "services"
+SERVICES = Path(__file__).resolve().parents[2] / "services"
 RULES = SERVICES / "rules"
 
 

@@ -11,9 +11,9 @@ from sqlalchemy import text
 from eap.matcher.v1 import matcher_pb2 as mpb
 from services.matcher.registry.directory import Directory, load_keys
 from tests.access import Secured
-from tests.test_access import _book
-from tests.test_matcher_booking import case
-from tests.test_quota_rpcs import refused
+from tests.matcher.test_booking import case
+from tests.quota.test_rpcs import refused
+from tests.runtime.test_access import _book
 
 LIN = mpb.Contact(name="林美華", phone="08-7320415", email="mei-hua.lin@example.tw")
 

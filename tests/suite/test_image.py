@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.cli import registry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HADOLINT = str(Path(sys.executable).with_name("hadolint"))
 
 

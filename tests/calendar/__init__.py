@@ -1,0 +1,1 @@
+"""The calendar: planning, meeting times, group sessions, the office calendar."""

@@ -1,0 +1,1 @@
+"""The matcher: registry, booking, its saga across replicas, optimization and match jobs."""

@@ -1,0 +1,1 @@
+"""The runtime all three services share: configuration, server, access policy, audit, load."""
