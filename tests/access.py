@@ -44,12 +44,14 @@ class Keys:
     def token(
         self, role: str, subject: str, kid: str = IDP, signer: str | None = None, **claims: object
     ) -> str:
+        now = int(time.time())
         payload: dict[str, object] = {
             "sub": subject,
             "role": role,
             "iss": "eap",
             "aud": "eap-suite",
-            "exp": int(time.time()) + 300,
+            "iat": now,
+            "exp": now + 300,
             **claims,
         }
         return self.sign(kid, payload, signer)

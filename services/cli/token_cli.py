@@ -60,7 +60,12 @@ def main(argv: list[str], settings: Settings) -> int:
     minting = commands.add_parser("mint", help="a development token (EAP_AUTH_MODE=dev only)")
     minting.add_argument("--role", required=True, choices=[r.value for r in Role])
     minting.add_argument("--subject", required=True, help="pseudonymous id: the token's `sub`")
-    minting.add_argument("--minutes", type=int, default=60, help="lifetime (default 60)")
+    minting.add_argument(
+        "--minutes",
+        type=int,
+        default=60,
+        help="lifetime (default 60, at most EAP_JWT_MAX_LIFETIME_SECONDS)",
+    )
     commands.add_parser("data-key", help="a new Fernet key for EAP_DATA_KEYS_FILE")
     commands.add_parser("audit-key", help="a new HMAC key for EAP_AUDIT_KEYS_FILE")
     keygen = commands.add_parser("keygen", help="a P-256 key pair: KID.key and KID.pem")
@@ -87,5 +92,12 @@ def main(argv: list[str], settings: Settings) -> int:
     if args.role == Role.SERVICE.value:
         print("eapctl token mint: services sign their own tokens", file=sys.stderr)
         return 2
-    print(mint(settings, Role(args.role), args.subject, max(1, min(args.minutes, 24 * 60))))
+    # A longer token would be refused by every service (auth.py).
+    longest = settings.jwt_max_lifetime_seconds // 60
+    if args.minutes > longest:
+        print(
+            f"eapctl token mint: lifetime cut to {longest} minutes (EAP_JWT_MAX_LIFETIME_SECONDS)",
+            file=sys.stderr,
+        )
+    print(mint(settings, Role(args.role), args.subject, max(1, min(args.minutes, longest))))
     return 0

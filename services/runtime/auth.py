@@ -1,8 +1,16 @@
 """Who is calling: bearer JWTs signed with an asymmetric key (ES256 or
-RS256), checked against the trusted keys (keys.py), with issuer, audience
-and expiry required.
+RS256), checked against the trusted keys: the PEM directory (keys.py) and
+the identity provider's published key set (jwks.py), either or both.
 
-Every call's metadata goes through `Authenticator.identify`; the interceptor
+A token must carry `iss`, `aud`, `sub`, `exp` and `iat`; `nbf` is honoured.
+Clocks may differ by `EAP_JWT_LEEWAY_SECONDS` (30 s): a token issued or
+valid only further in the future is refused; `exp` has no leeway. A token may live at most
+`EAP_JWT_MAX_LIFETIME_SECONDS` (an hour) from `iat` to `exp`: a stolen
+long-lived token would otherwise be good for as long as its issuer said,
+and the provider's own lifetime is not ours to trust. Refusals name the
+rule, never the token or its claims.
+
+Every call's metadata goes through `Authenticator.authenticate`; the interceptor
 puts the resulting `Identity` in a context variable that handlers read with
 `current_identity()`. What each role may then do is policy.py's.
 
@@ -27,6 +35,8 @@ manifests set `jwt`).
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,7 +47,10 @@ import jwt
 
 from services.runtime.config import Settings
 from services.runtime.errors import Unauthenticated
+from services.runtime.jwks import JwksKeys
 from services.runtime.keys import SERVICE_KID_PREFIX, KeyRing, VerifyingKey, service_of
+
+REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
 
 
 class Role(StrEnum):
@@ -78,21 +91,67 @@ class Authenticator:
         self._keys = KeyRing(Path(keys_dir) if keys_dir else None)
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        self._leeway = settings.jwt_leeway_seconds
+        self._max_lifetime = settings.jwt_max_lifetime_seconds
+        self.jwks = (
+            JwksKeys(
+                settings.jwt_jwks_url,
+                settings.oidc_issuer_url,
+                require_https=settings.auth_mode == "jwt",
+            )
+            if settings.jwt_jwks_url or settings.oidc_issuer_url
+            else None
+        )
 
     def identify(self, metadata: Sequence[tuple[str, str | bytes]]) -> Identity:
+        """The caller, checked with the keys at hand; never waits."""
+        token = self._bearer(metadata)
+        if token is None:
+            return DEV_IDENTITY
+        return self._verify(token, self._key_for(self._kid(token)))
+
+    async def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> Identity:
+        """`identify`, but keeping the provider's key set fresh: a token
+        naming a key not at hand waits for the set to be fetched again (off
+        the event loop, bounded and rate-limited: jwks.py)."""
+        jwks = self.jwks
+        if jwks is None:
+            return self.identify(metadata)
+        token = self._bearer(metadata)
+        if token is None:
+            return DEV_IDENTITY
+        kid = self._kid(token)
+        known = self._keys.keys().get(kid) or jwks.keys().get(kid)
+        # Service keys never come from the provider: no fetch for them.
+        if known is None and not kid.startswith(SERVICE_KID_PREFIX):
+            await jwks.refresh(wait=True)
+        elif jwks.stale():
+            await jwks.refresh(wait=False)  # this call goes on with the keys at hand
+        return self._verify(token, self._key_for(kid))
+
+    def _bearer(self, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+        """The bearer token, or None for a development call without one."""
         header = next((str(v) for k, v in metadata if k == "authorization"), None)
         if header is None:
             if self._dev:
-                return DEV_IDENTITY
+                return None
             raise Unauthenticated("missing bearer token")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise Unauthenticated("authorization header must be `Bearer <token>`")
+        return token
+
+    @staticmethod
+    def _kid(token: str) -> str:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.InvalidTokenError:
             raise Unauthenticated("invalid token: not a JWT") from None
-        key = self._key_for(kid)
+        if not isinstance(kid, str) or not kid:
+            raise Unauthenticated("token names no signing key (kid)")
+        return kid
+
+    def _verify(self, token: str, key: VerifyingKey) -> Identity:
         try:
             claims = jwt.decode(
                 token,
@@ -100,12 +159,21 @@ class Authenticator:
                 algorithms=[key.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,
-                options={"require": ["exp", "sub", "iss", "aud"]},
+                # `exp` with no leeway (a token never outlives its expiry);
+                # `iat` and `nbf` with ours, in _check_times.
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_iat": False,
+                    "verify_nbf": False,
+                },
             )
         except jwt.ExpiredSignatureError:
             raise Unauthenticated("token expired") from None
+        except jwt.MissingRequiredClaimError as error:
+            raise Unauthenticated(f"token lacks the `{error.claim}` claim") from None
         except jwt.InvalidTokenError as error:
             raise Unauthenticated(f"invalid token: {type(error).__name__}") from None
+        self._check_times(claims)
         try:
             role = Role(str(claims.get("role")))
         except ValueError:
@@ -118,11 +186,34 @@ class Authenticator:
             raise Unauthenticated("a service token must be signed with that service's own key")
         return Identity(subject=subject, role=role)
 
-    def _key_for(self, kid: object) -> VerifyingKey:
-        keys = self._keys.keys()
-        if not isinstance(kid, str) or not kid:
-            raise Unauthenticated("token names no signing key (kid)")
-        key = keys.get(kid)
+    def _check_times(self, claims: dict[str, object]) -> None:
+        """Numeric dates that are numbers (PyJWT takes "123" too); `iat` and
+        `nbf` no further ahead than the clock skew allowed (PyJWT's own
+        `iat` check may go: pyjwt#939, and its leeway would stretch `exp`
+        too); the lifetime."""
+        issued, expires = _numeric_date(claims, "iat"), _numeric_date(claims, "exp")
+        not_before = _numeric_date(claims, "nbf") if "nbf" in claims else issued
+        if max(issued, not_before) > time.time() + self._leeway:
+            raise Unauthenticated("token not valid yet (iat or nbf in the future)")
+        if expires - issued > self._max_lifetime:
+            raise Unauthenticated(
+                f"token lifetime exceeds the maximum of {self._max_lifetime} s "
+                "(EAP_JWT_MAX_LIFETIME_SECONDS)"
+            )
+
+    def _key_for(self, kid: str) -> VerifyingKey:
+        # The PEM directory first: it holds the service keys, and an operator's
+        # file wins over the provider's set.
+        key = self._keys.keys().get(kid)
+        if key is None and self.jwks is not None and not kid.startswith(SERVICE_KID_PREFIX):
+            key = self.jwks.keys().get(kid)
         if key is None:
             raise Unauthenticated("token signed by an unknown key")
         return key
+
+
+def _numeric_date(claims: dict[str, object], claim: str) -> float:
+    value = claims[claim]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise Unauthenticated(f"invalid token: `{claim}` must be a number")
+    return float(value)

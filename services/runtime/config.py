@@ -15,9 +15,13 @@ service its own database.
 | DATABASE_URL_FILE, REDIS_URL_FILE | (none) | files holding those URLs (mounted Secrets) |
 | EAP_AUTH_MODE | dev | `jwt`: every call needs a bearer JWT; `dev`: see auth.py |
 | EAP_JWT_KEYS_DIR | var/dev-keys (dev mode) | trusted public keys, `<kid>.pem` each (a Secret) |
+| EAP_JWT_JWKS_URL | (none) | the provider's JWKS, beside the PEM keys (https in jwt mode) |
+| EAP_OIDC_ISSUER_URL | (none) | OIDC issuer whose discovery names the JWKS; default `iss` |
+| EAP_JWT_MAX_LIFETIME_SECONDS | 3600 | longest a token may live, `iat` to `exp` |
+| EAP_JWT_LEEWAY_SECONDS | 30 | clock skew allowed on `iat` and `nbf` (none on `exp`) |
 | EAP_SERVICE_KEYS_DIR | (none) | this service's signing key, `service-<name>.key` (a Secret) |
 | EAP_RATE_LIMIT_PER_SECOND | 20 (jwt), 0 (dev) | calls per caller per second, over 10 s; 0: none |
-| EAP_JWT_ISSUER | eap | required `iss` claim |
+| EAP_JWT_ISSUER | eap (EAP_OIDC_ISSUER_URL if set) | required `iss` claim |
 | EAP_JWT_AUDIENCE | eap-suite | required `aud` claim |
 | EAP_LOG_LEVEL | INFO | Python logging level |
 | EAP_MAX_CONCURRENT_RPCS | 0 | calls served at once; beyond, RESOURCE_EXHAUSTED; 0: no limit |
@@ -47,6 +51,7 @@ from pathlib import Path
 
 from services.rules.sessions import CRISIS_DEADLINE_HOURS
 from services.runtime.errors import ConfigError
+from services.runtime.jwks import check_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/eap.sqlite3"
 DEV_KEYS_DIR = "var/dev-keys"  # where `eapctl token mint` keeps its development key
@@ -65,6 +70,10 @@ class Settings:
     rate_limit_per_second: int = 0
     jwt_issuer: str = "eap"
     jwt_audience: str = "eap-suite"
+    jwt_jwks_url: str | None = None
+    oidc_issuer_url: str | None = None
+    jwt_max_lifetime_seconds: int = 3600
+    jwt_leeway_seconds: int = 30
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 10.0
     max_concurrent_rpcs: int = 0
@@ -97,11 +106,23 @@ class Settings:
         if mode not in ("dev", "jwt"):
             raise ConfigError("EAP_AUTH_MODE", "must be `dev` or `jwt`")
         keys_dir = env.get("EAP_JWT_KEYS_DIR") or (DEV_KEYS_DIR if mode == "dev" else None)
-        if mode == "jwt" and not (keys_dir and any(Path(keys_dir).glob("*.pem"))):
+        jwks_url = _url(env, "EAP_JWT_JWKS_URL", mode)
+        issuer_url = _url(env, "EAP_OIDC_ISSUER_URL", mode)
+        published = bool(jwks_url or issuer_url)
+        if mode == "jwt" and not published and not (keys_dir and any(Path(keys_dir).glob("*.pem"))):
             raise ConfigError(
                 "EAP_JWT_KEYS_DIR",
-                "must name a directory of `<kid>.pem` keys when EAP_AUTH_MODE=jwt",
+                "must name a directory of `<kid>.pem` keys when EAP_AUTH_MODE=jwt "
+                "(or EAP_JWT_JWKS_URL or EAP_OIDC_ISSUER_URL the provider's keys)",
             )
+        max_lifetime = _int(env, "EAP_JWT_MAX_LIFETIME_SECONDS", cls.jwt_max_lifetime_seconds)
+        if max_lifetime < 60:
+            # Our services renew their tokens a minute before they expire:
+            # under a minute they would sign one for every call.
+            raise ConfigError("EAP_JWT_MAX_LIFETIME_SECONDS", "must be 60 or more")
+        leeway = _int(env, "EAP_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds)
+        if not 0 <= leeway <= 300:
+            raise ConfigError("EAP_JWT_LEEWAY_SECONDS", "must be between 0 and 300")
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
@@ -118,8 +139,13 @@ class Settings:
             rate_limit_per_second=_int(
                 env, "EAP_RATE_LIMIT_PER_SECOND", 20 if mode == "jwt" else 0
             ),
-            jwt_issuer=env.get("EAP_JWT_ISSUER", cls.jwt_issuer),
+            # An OIDC provider's tokens name it as their issuer.
+            jwt_issuer=env.get("EAP_JWT_ISSUER", issuer_url or cls.jwt_issuer),
             jwt_audience=env.get("EAP_JWT_AUDIENCE", cls.jwt_audience),
+            jwt_jwks_url=jwks_url,
+            oidc_issuer_url=issuer_url,
+            jwt_max_lifetime_seconds=max_lifetime,
+            jwt_leeway_seconds=leeway,
             log_level=env.get("EAP_LOG_LEVEL", cls.log_level).upper(),
             shutdown_grace_seconds=_float(
                 env, "EAP_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds
@@ -154,6 +180,11 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
         except OSError as error:
             raise ConfigError(f"{name}_FILE", f"cannot be read: {error.strerror}") from None
     return env.get(name) or None
+
+
+def _url(env: Mapping[str, str], name: str, mode: str) -> str | None:
+    url = env.get(name) or None
+    return check_url(url, name, require_https=mode == "jwt") if url else None
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -131,7 +131,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             )
         return handler  # client streams: none at all
 
-    def _enter(self, service: str, method: str, context: aio.ServicerContext[Any, Any]) -> None:
+    async def _enter(
+        self, service: str, method: str, context: aio.ServicerContext[Any, Any]
+    ) -> None:
         metadata: Any = context.invocation_metadata() or ()
         request_id = next((str(v) for k, v in metadata if k == "x-request-id"), None)
         request_id = (request_id or uuid.uuid4().hex)[:64]
@@ -140,7 +142,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         purpose = next((str(v) for k, v in metadata if k == "x-eap-purpose"), method)
         audit.set_purpose(purpose)
         if service not in policy.PUBLIC_SERVICES:
-            identity = self._authenticator.identify(metadata)
+            # Awaited: a token naming a key just rotated in at the identity
+            # provider waits for its key set, fetched off the event loop.
+            identity = await self._authenticator.authenticate(metadata)
             set_identity(identity)
             policy.authorize(f"{service}/{method}", identity)
 
@@ -167,7 +171,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             deadline = None
             concurrency.in_flight += 1
             try:
-                self._enter(service, method, context)
+                await self._enter(service, method, context)
                 await self._limit(service)
                 remaining = context.time_remaining()
                 call_deadline.set_remaining(remaining)
@@ -195,7 +199,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             deadline = None
             concurrency.in_flight += 1
             try:
-                self._enter(service, method, context)
+                await self._enter(service, method, context)
                 await self._limit(service)
                 remaining = context.time_remaining()
                 call_deadline.set_remaining(remaining)
@@ -217,7 +221,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
         async def wrapped(requests: Any, context: aio.ServicerContext[Any, Any]) -> Any:
             try:
-                self._enter(service, method, context)
+                await self._enter(service, method, context)
             except ServiceError as error:
                 status = to_status(error)
                 await context.abort(status.code, status.details, status.trailing_metadata)

@@ -30,6 +30,8 @@ class ServiceCredentials:
         self._name = name
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
+        # Never longer than the callee accepts (EAP_JWT_MAX_LIFETIME_SECONDS).
+        self._lifetime = min(LIFETIME_SECONDS, settings.jwt_max_lifetime_seconds)
         self._key: SigningKey | None = None
         if settings.service_keys_dir:
             folder = Path(settings.service_keys_dir)
@@ -59,7 +61,7 @@ class ServiceCredentials:
         now = time.time()
         with self._lock:
             if now > self._expires - RENEW_BEFORE_SECONDS:
-                self._expires = now + LIFETIME_SECONDS
+                self._expires = now + self._lifetime
                 self._token = jwt.encode(
                     {
                         "sub": self._name,
