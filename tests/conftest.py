@@ -158,6 +158,7 @@ async def secured_suite(tmp_path: Path, march_2027: None) -> AsyncIterator[Secur
     depend on the store), seeded by an administrator."""
     made = make_keys(tmp_path / "keys")
     url = stores.migrated_sqlite(tmp_path / "eap.db")
+    await stores.sign_audit_heads(url, made.audit)  # as if migrated under the suite's key
     settings = Settings(grpc_address="127.0.0.1:0", metrics_port=0, database_url=url)
     server = await start(
         [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)

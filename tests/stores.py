@@ -130,3 +130,33 @@ def migrated_sqlite(path: Path) -> str:
 def redis_url() -> str:
     require("Redis", REDIS_URL, 6379)
     return REDIS_URL
+
+
+async def sign_audit_heads(url: str, keys_file: Path) -> None:
+    """The audit trails' heads signed with `keys_file`'s first key, as
+    `eapctl migrate` under that key signs them. The templates are migrated
+    under the development key, which a suite with keys of its own rightly
+    takes for someone else's (services/runtime/audit.py)."""
+    from sqlalchemy import select, update
+
+    from services.runtime.audit import AuditKeys, signed_head, tables
+    from services.runtime.database import create_engine
+
+    keys = AuditKeys.load(str(keys_file), development=False)
+    trails = [
+        s.name for s in registry.build(list(registry.SERVICES)) if getattr(s, "audited", False)
+    ]
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            for trail in trails:
+                _, head = tables(trail)
+                last_seq, last_hash = (
+                    await connection.execute(select(head.c.last_seq, head.c.last_hash))
+                ).one()
+                signed = signed_head(trail, last_seq, last_hash, keys)
+                await connection.execute(
+                    update(head).values(key_id=signed.key_id, signature=signed.signature)
+                )
+    finally:
+        await engine.dispose()

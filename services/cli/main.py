@@ -83,26 +83,42 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    from redis.asyncio import Redis
+
     from services.runtime import database
-    from services.runtime.audit import AuditKeys, AuditTrail
+    from services.runtime.audit import AuditKeys, AuditTrail, Checkpoint
 
     keys = AuditKeys.load(settings.audit_keys_file, settings.development)
 
     async def run() -> list[str]:
         problems = []
-        for service in registry.build(list(registry.SERVICES)):
-            if not getattr(service, "audited", False):
-                continue
-            engine = database.create_engine(settings.database_url_for(service.name))
-            try:
-                trail = AuditTrail(engine, service.name, keys)
-                found = await trail.verify()
-                entries = len(await trail.entries(0, 10**9)) if not found else 0
-            finally:
-                await engine.dispose()
-            if not found:
-                print(f"{service.name} audit trail: {entries} entries, the chain holds")
-            problems += found
+        # The heads' checkpoints outside the database, where the services
+        # keep them (REDIS_URL).
+        redis = (
+            Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            if settings.redis_url
+            else None
+        )
+        try:
+            for service in registry.build(list(registry.SERVICES)):
+                if not getattr(service, "audited", False):
+                    continue
+                url = settings.database_url_for(service.name)
+                engine = database.create_engine(url)
+                scope = database.scope_of(url)
+                checkpoint = Checkpoint(redis, service.name, scope) if redis else None
+                try:
+                    trail = AuditTrail(engine, service.name, keys, checkpoint)
+                    found = await trail.verify()
+                    entries = len(await trail.entries(0, 10**9)) if not found else 0
+                finally:
+                    await engine.dispose()
+                if not found:
+                    print(f"{service.name} audit trail: {entries} entries, the chain holds")
+                problems += found
+        finally:
+            if redis is not None:
+                await redis.aclose()
         return problems
 
     problems = asyncio.run(run())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import zlib
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -179,8 +179,15 @@ async def probe_stores(engine: AsyncEngine, redis: Redis | None) -> dict[str, bo
     return stores
 
 
-async def migrate(engine: AsyncEngine, migrations: Path, version_table: str) -> None:
-    """Brings the service's tables to the newest revision.
+async def migrate(
+    engine: AsyncEngine,
+    migrations: Path,
+    version_table: str,
+    attributes: Mapping[str, object] | None = None,
+) -> None:
+    """Brings the service's tables to the newest revision. `attributes` go
+    to the migrations (`audit.migration_attributes`: the audit keys, which
+    sign a trail's head).
 
     On PostgreSQL an advisory lock keeps replicas that start together from
     racing; SQLite's BEGIN IMMEDIATE does the same there.
@@ -189,7 +196,7 @@ async def migrate(engine: AsyncEngine, migrations: Path, version_table: str) -> 
         if not is_sqlite(engine):
             lock_id = zlib.crc32(version_table.encode())
             await connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": lock_id})
-        await connection.run_sync(_upgrade, migrations, version_table)
+        await connection.run_sync(_upgrade, migrations, version_table, attributes or {})
 
 
 def alembic_config(migrations: Path, version_table: str) -> Config:
@@ -199,8 +206,14 @@ def alembic_config(migrations: Path, version_table: str) -> Config:
     return config
 
 
-def _upgrade(connection: Connection, migrations: Path, version_table: str) -> None:
+def _upgrade(
+    connection: Connection,
+    migrations: Path,
+    version_table: str,
+    attributes: Mapping[str, object],
+) -> None:
     config = alembic_config(migrations, version_table)
+    config.attributes.update(attributes)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
 

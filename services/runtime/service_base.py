@@ -8,7 +8,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.runtime import database
-from services.runtime.audit import AuditKeys, AuditTrail
+from services.runtime.audit import AuditKeys, AuditTrail, Checkpoint, migration_attributes
 from services.runtime.server import Runtime
 
 
@@ -46,10 +46,22 @@ class DatabaseService:
         url = settings.database_url_for(self.name)
         self._engine = database.create_engine(url, settings.database_pool_size)
         self.lease_scope = database.scope_of(url)
-        await database.migrate(self._engine, self.migrations, self.version_table)
+        await database.migrate(
+            self._engine,
+            self.migrations,
+            self.version_table,
+            migration_attributes(settings.audit_keys_file, settings.development),
+        )
         if self.audited:
             keys = AuditKeys.load(settings.audit_keys_file, settings.development)
-            self.audit = AuditTrail(self._engine, self.name, keys)
+            # The trail's head checkpointed in Redis, outside the database,
+            # where there is one (services/runtime/audit.py).
+            checkpoint = (
+                Checkpoint(runtime.redis, self.name, self.lease_scope)
+                if runtime.redis is not None
+                else None
+            )
+            self.audit = AuditTrail(self._engine, self.name, keys, checkpoint)
         if self.uses_redis:
             self._redis = runtime.redis
         await self.started(runtime)
