@@ -79,6 +79,9 @@ class BookingRow(Base):
     replaces_booking_id: Mapped[str] = mapped_column(String(64), default="")
     # The rule that refused the confirmation, for a caller that waited on it.
     outcome: Mapped[str] = mapped_column(String(32), default="")
+    # Why it was cancelled, as the caller wrote it, sealed with the data keys
+    # (registry/directory.py): free text never reaches the ledger or the audit.
+    cancel_reason: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
 

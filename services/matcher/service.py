@@ -54,6 +54,7 @@ class MatcherService(DatabaseService):
             lambda: settings.calendar_address or f"127.0.0.1:{runtime.port}", credentials
         )
         self.calendar = calendar
+        data_keys = load_keys(settings.data_keys_file, settings.development)
         self.cases = CaseRecords(self.engine, self.audit)
         self.search = SlotSearch(
             self.engine,
@@ -61,10 +62,13 @@ class MatcherService(DatabaseService):
             calendar,
             settings.slot_hold_seconds,
             settings.crisis_deadline_hours,
+            self.audit,
         )
         self.availability = Availability(self.engine, self.quota, calendar, self.audit)
-        self.bookings = BookingSaga(self.engine, self.quota)
-        self.groups = GroupBookings(self.engine, self.quota, calendar, settings.slot_hold_seconds)
+        self.bookings = BookingSaga(self.engine, self.quota, data_keys)
+        self.groups = GroupBookings(
+            self.engine, self.quota, calendar, settings.slot_hold_seconds, data_keys
+        )
         self.jobs = Jobs(
             self.engine,
             Snapshots(self.engine, self.quota, calendar, settings.crisis_deadline_hours),
@@ -72,9 +76,7 @@ class MatcherService(DatabaseService):
             self.bookings,
             self.audit,
         )
-        self.directory = Directory(
-            self.engine, load_keys(settings.data_keys_file, settings.development), self.audit
-        )
+        self.directory = Directory(self.engine, data_keys, self.audit)
         self._retention_days = settings.retention_days
         self.watch = ConsistencyWatch(self.engine, self.quota, settings.retention_days)
         runtime.spawn(self._upkeep(), "matcher-upkeep")

@@ -29,11 +29,13 @@ import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from cryptography.fernet import MultiFernet
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.matcher import metrics
 from services.matcher.booking import slots
+from services.matcher.booking.cancellation import GROUP_CANCELLED, seal
 from services.matcher.booking.saga import QUOTA_HOLD_SECONDS
 from services.matcher.booking.slots import Diary
 from services.matcher.booking.state import UNDER_WAY, step
@@ -122,9 +124,15 @@ class GroupResult:
 
 class GroupBookings:
     def __init__(
-        self, engine: AsyncEngine, quota: QuotaPort, calendars: CalendarPort, hold_seconds: int
+        self,
+        engine: AsyncEngine,
+        quota: QuotaPort,
+        calendars: CalendarPort,
+        hold_seconds: int,
+        data_keys: MultiFernet,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._data_keys = data_keys  # the caller's cancellation reason is sealed with them
         self._quota = quota
         self._calendars = calendars
         self._hold = timedelta(seconds=hold_seconds)
@@ -171,6 +179,7 @@ class GroupBookings:
         checker.identifier(group_id, "group_id")
         checker.text(reason, "reason", 200)
         checker.raise_if_any()
+        sealed = seal(self._data_keys, reason)
         now = clock.now()
         async with self._sessions() as session, session.begin():
             rows = list(
@@ -194,14 +203,18 @@ class GroupBookings:
                         f"{RuleCode.BOOKING_BUSY}: the group session is being changed; retry"
                     )
                 if state is S.HELD:
-                    await step(session, row.booking_id, S.HELD, S.RELEASED, now)
+                    await step(
+                        session, row.booking_id, S.HELD, S.RELEASED, now, cancel_reason=sealed
+                    )
                 elif state is S.BOOKED:
-                    await step(session, row.booking_id, S.BOOKED, S.CANCELLING, now)
+                    await step(
+                        session, row.booking_id, S.BOOKED, S.CANCELLING, now, cancel_reason=sealed
+                    )
                     metrics.BOOKINGS.labels("cancelled").inc()
         for row in rows:
             if row.quota_hold_id and S(row.state) in (S.BOOKED, S.CANCELLING):
                 await self._quota.release(
-                    row.quota_hold_id, reason or "group cancelled", booking_cancelled=True
+                    row.quota_hold_id, GROUP_CANCELLED, booking_cancelled=True
                 )
                 async with self._sessions() as session, session.begin():
                     await step(

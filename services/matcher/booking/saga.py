@@ -17,10 +17,12 @@ import contextlib
 import logging
 from datetime import datetime, timedelta
 
+from cryptography.fernet import MultiFernet
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from services.matcher import metrics
+from services.matcher.booking.cancellation import CANCELLED, seal
 from services.matcher.booking.state import CHARGED, UNDER_WAY, step
 from services.matcher.booking.state import BookingState as S
 from services.matcher.booking.store import BookingView, load_booking, load_case, view
@@ -61,9 +63,10 @@ def _cancelled_meanwhile() -> FailedPrecondition:
 
 
 class BookingSaga:
-    def __init__(self, engine: AsyncEngine, quota: QuotaPort) -> None:
+    def __init__(self, engine: AsyncEngine, quota: QuotaPort, data_keys: MultiFernet) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._quota = quota
+        self._data_keys = data_keys  # the caller's cancellation reason is sealed with them
 
     # -- confirming, cancelling, completing, moving ---------------------------------
     #
@@ -112,7 +115,7 @@ class BookingSaga:
         async with self._sessions() as session, session.begin():
             recorded = await self._record_quota_hold(session, booking_id, quota_hold)
         if not recorded:  # cancelled while the quota was being reserved
-            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            await self._finish_cancelling(booking_id, quota_hold)
             raise _cancelled_meanwhile()
         try:
             await self._quota.commit(quota_hold)
@@ -131,7 +134,7 @@ class BookingSaga:
                 funded=True,
             )
         if not booked:  # cancelled while the quota was being committed
-            await self._finish_cancelling(booking_id, quota_hold, "cancelled")
+            await self._finish_cancelling(booking_id, quota_hold)
             raise _cancelled_meanwhile()
         metrics.BOOKINGS.labels("booked").inc()
         return await view(self._sessions, booking_id)
@@ -141,14 +144,14 @@ class BookingSaga:
         checker.text(reason, "reason", 200)
         checker.raise_if_any()
         for _ in range(CANCEL_ATTEMPTS):
-            await self._start_cancelling(booking_id)
+            await self._start_cancelling(booking_id, seal(self._data_keys, reason))
             async with self._sessions() as session:
                 row = await load_booking(session, booking_id)
             state = S(row.state)
             if state is S.CANCELLING and row.quota_hold_id:
                 # Whoever finds a cancellation under way may finish it: releasing
                 # is idempotent, and the booking is cancelled whatever happens.
-                await self._finish_cancelling(booking_id, row.quota_hold_id, reason or "cancelled")
+                await self._finish_cancelling(booking_id, row.quota_hold_id)
             if state in (S.CANCELLING, S.CANCELLED, S.RELEASED):
                 return await view(self._sessions, booking_id)
             if state is S.COMPLETED:
@@ -159,7 +162,7 @@ class BookingSaga:
             # cancelling it is a step like any other.
         raise _busy()
 
-    async def _start_cancelling(self, booking_id: str) -> None:
+    async def _start_cancelling(self, booking_id: str, sealed_reason: bytes | None) -> None:
         """The cancellation's first step, from the state the booking is in
         now: a hold is released; a booking or a confirmation under way
         moves to `cancelling`. Losing the compare-and-set changes nothing."""
@@ -176,7 +179,15 @@ class BookingSaga:
                 raise _busy()
             if state is S.HELD:
                 # Lapsed or not, a hold that is given up is released.
-                if await step(session, booking_id, S.HELD, S.RELEASED, now, hold_expires_at=None):
+                if await step(
+                    session,
+                    booking_id,
+                    S.HELD,
+                    S.RELEASED,
+                    now,
+                    hold_expires_at=None,
+                    cancel_reason=sealed_reason,
+                ):
                     metrics.BOOKINGS.labels("released").inc()
             elif state in (S.CONFIRMING, S.BOOKED) and await step(
                 session,
@@ -187,6 +198,7 @@ class BookingSaga:
                 # (A booked one a move made keeps its replaces_booking_id.)
                 condition=BookingRow.replaces_booking_id == "" if state is S.CONFIRMING else None,
                 hold_expires_at=None,
+                cancel_reason=sealed_reason,
             ):
                 metrics.BOOKINGS.labels("cancelled").inc()
 
@@ -384,8 +396,8 @@ class BookingSaga:
         )
         return False
 
-    async def _finish_cancelling(self, booking_id: str, quota_hold: str, reason: str) -> None:
-        await self._quota.release(quota_hold, reason, booking_cancelled=True)
+    async def _finish_cancelling(self, booking_id: str, quota_hold: str) -> None:
+        await self._quota.release(quota_hold, CANCELLED, booking_cancelled=True)
         async with self._sessions() as session, session.begin():
             await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=False)
 
@@ -442,7 +454,7 @@ class BookingSaga:
         state, now = S(row.state), clock.now()
         if state is S.CANCELLING:
             if row.quota_hold_id:
-                await self._quota.release(row.quota_hold_id, "cancelled", booking_cancelled=True)
+                await self._quota.release(row.quota_hold_id, CANCELLED, booking_cancelled=True)
             async with self._sessions() as session, session.begin():
                 await step(session, row.booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
         elif state is S.COMPLETING:

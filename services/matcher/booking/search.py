@@ -25,6 +25,7 @@ from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
     appointment,
+    audit_read,
     diary_around,
     live,
     load_booking,
@@ -38,6 +39,7 @@ from services.matcher.registry.store import counselor_of
 from services.rules.codes import RuleCode
 from services.rules.office_time import local_day
 from services.runtime import clock
+from services.runtime.audit import AuditTrail
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.fields import FieldChecker
 
@@ -53,8 +55,10 @@ class SlotSearch:
         calendars: CalendarPort,
         hold_seconds: int,
         crisis_deadline_hours: int,
+        audit: AuditTrail | None = None,
     ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._audit = audit
         self._quota = quota
         self._calendars = calendars
         self._hold = timedelta(seconds=hold_seconds)
@@ -104,6 +108,8 @@ class SlotSearch:
             self._deadline_hours,
         )
         offers = await self._with_quota_room(case, offers)
+        # The case's details and its employee's diary were read for it.
+        await audit_read(self._audit, "cases", [case.case_id])
         return offers[:max_slots]
 
     async def _with_quota_room(self, case: Case, offers: list[Offer]) -> list[Offer]:

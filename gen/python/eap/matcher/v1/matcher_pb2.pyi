@@ -1053,7 +1053,10 @@ class CancelBookingRequest(_message.Message):
     booking_id: _builtins.str
     """The booking, or a hold to give up."""
     reason: _builtins.str
-    """Why, in a few words (no personal data)."""
+    """Why, in a few words, at most 200 characters. Kept sealed with the
+    booking (the data keys); the quota ledger and the audit trail record
+    only that the booking was cancelled, never these words.
+    """
     def __init__(
         self,
         *,
@@ -2033,7 +2036,9 @@ class CancelGroupSessionRequest(_message.Message):
     group_id: _builtins.str
     """The group session."""
     reason: _builtins.str
-    """Why (kept in the quota ledger); no personal data."""
+    """Why, at most 200 characters. Kept sealed with each place's booking;
+    the quota ledger records only GROUP_SESSION_CANCELLED.
+    """
     def __init__(
         self,
         *,
