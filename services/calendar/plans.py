@@ -29,13 +29,12 @@ from services.calendar.office_days import OfficeDays
 from services.calendar.orm import AttendanceRow, EnrollmentRow, EventRow, PlanRow
 from services.calendar.planner import Event, Plan, Unplaced, plan_program
 from services.calendar.program import Activity, Kind, Person, Program, Span
-from services.calendar.program_file import DEFAULT_OFFICE_HOURS, ProgramFileError, parse_program
+from services.calendar.program_file import DEFAULT_OFFICE_HOURS
+from services.calendar.program_reading import check_program, read_program_off_loop
 from services.office_calendar import OfficeCalendar
 from services.runtime import clock, job_queue, policy
 from services.runtime.errors import (
     FailedPrecondition,
-    FieldViolation,
-    InvalidArgument,
     NotFound,
     PermissionDenied,
 )
@@ -43,7 +42,6 @@ from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.calendar")
 
-MAX_PROGRAM_BYTES = 2_000_000
 DEFAULT_TIME_LIMIT = 20
 MAX_TIME_LIMIT = 300
 ADHOC = "adhoc"  # the activity id of events scheduled by hand
@@ -57,26 +55,6 @@ class StoredPlan:
     waitlisted: dict[str, int]
 
 
-def read_program(text: str, year: int = 0) -> Program:
-    """The programme file, or INVALID_ARGUMENT naming each mistake's key
-    and line."""
-    if len(text.encode()) > MAX_PROGRAM_BYTES:
-        raise InvalidArgument.single("program_toml", "at most 2 MB")
-    try:
-        program = parse_program(text)
-    except ProgramFileError as error:
-        raise InvalidArgument(
-            [
-                FieldViolation(
-                    f"program_toml: {m.key}",
-                    f"line {m.line}: {m.message}" if m.line else m.message,
-                )
-                for m in error.mistakes
-            ]
-        ) from None
-    return replace(program, year=year) if year else program
-
-
 class Plans:
     def __init__(self, engine: AsyncEngine, office_days: OfficeDays) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
@@ -87,15 +65,15 @@ class Plans:
         checker.require(year == 0 or 2000 <= year <= 2200, "year", "0, or 2000 to 2200")
         checker.require(0 <= time_limit <= MAX_TIME_LIMIT, "time_limit_seconds", "0 (20 s) to 300")
         checker.raise_if_any()
-        program = read_program(text, year)
+        name, year = await check_program(text, year)
         plan_id = uuid.uuid4().hex
         async with self._sessions() as session, session.begin():
             session.add(
                 PlanRow(
                     plan_id=plan_id,
                     state="queued",
-                    name=program.name[:200],
-                    year=program.year,
+                    name=name[:200],
+                    year=year,
                     program_toml=text,
                     time_limit_seconds=time_limit or DEFAULT_TIME_LIMIT,
                     unplaced=[],
@@ -115,7 +93,7 @@ class Plans:
             return await _load(session, plan_id)
 
     async def _done(self, plan_id: str) -> tuple[Program, Plan, StoredPlan]:
-        return _finished(await self.get(plan_id))
+        return await _finished(await self.get(plan_id))
 
     async def export(self, plan_id: str, person: str, room: str) -> tuple[bytes, int]:
         program, _, stored = await self._done(plan_id)
@@ -228,7 +206,7 @@ class Plans:
             # Checked under the plan's lock, so two changes cannot both pass
             # against the plan as it was before either.
             await _lock_plan(session, plan_id)
-            program, plan, _ = _finished(await _load(session, plan_id))
+            program, plan, _ = await _finished(await _load(session, plan_id))
             known = {p.id for p in program.people}
             for field, ids in (
                 ("required_person_ids", required),
@@ -264,7 +242,7 @@ class Plans:
         calendar = await self._office_days.calendar(start.date(), start.date())
         async with self._sessions() as session, session.begin():
             await _lock_plan(session, plan_id)
-            program, plan, _ = _finished(await _load(session, plan_id))
+            program, plan, _ = await _finished(await _load(session, plan_id))
             row = await _locked_event(session, plan_id, uid)
             if row.state == "cancelled":
                 raise FailedPrecondition("EVENT_CANCELLED", f"event/{uid}", "it is cancelled")
@@ -455,7 +433,7 @@ async def _load(session: Any, plan_id: str) -> StoredPlan:
     return StoredPlan(row, events, enrolled, waitlisted)
 
 
-def _finished(stored: StoredPlan) -> tuple[Program, Plan, StoredPlan]:
+async def _finished(stored: StoredPlan) -> tuple[Program, Plan, StoredPlan]:
     """A finished plan's programme, its live events as the planner's values
     (cancelled ones left out), and the stored rows."""
     if stored.row.state != "done":
@@ -464,7 +442,7 @@ def _finished(stored: StoredPlan) -> tuple[Program, Plan, StoredPlan]:
             f"plan/{stored.row.plan_id}",
             f"the plan is {stored.row.state}, not done yet",
         )
-    program = read_program(stored.row.program_toml, stored.row.year)
+    program = await read_program_off_loop(stored.row.program_toml, stored.row.year)
     events = tuple(_event(e) for e in stored.events if e.state != "cancelled")
     unplaced = tuple(Unplaced(**u) for u in stored.row.unplaced)
     plan = Plan(program, events, unplaced, stored.row.solver_status, stored.row.seconds)
@@ -548,7 +526,7 @@ class PlanRunner:
             return False
         beating = asyncio.create_task(self._beat(row.plan_id))
         try:
-            program = read_program(row.program_toml, row.year)
+            program = await read_program_off_loop(row.program_toml, row.year)
             calendar = await self._office_days.calendar(
                 date(program.year, 1, 1), date(program.year, 12, 31)
             )

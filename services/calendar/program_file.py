@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, time
 from pathlib import Path
 from typing import Any, TypeVar
 
+from services.calendar import program_limits
 from services.calendar.program import (
     MONTHS,
     Activity,
@@ -31,6 +31,10 @@ from services.calendar.program import (
     WeeklyBusy,
     Weights,
 )
+from services.calendar.program_mistakes import LineIndex, listed
+from services.calendar.program_mistakes import Mistake as Mistake
+from services.calendar.program_mistakes import ProgramFileError as ProgramFileError
+from services.calendar.program_mistakes import ProgramTooLarge as ProgramTooLarge
 
 WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MAX_DURATION_MINUTES = 8 * 60
@@ -59,28 +63,16 @@ ACTIVITY_KEYS = (
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Mistake:
-    key: str  # e.g. "activities[3].windows"
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.key} (line {self.line})" if self.line else self.key
-        return f"{where}: {self.message}"
-
-
-class ProgramFileError(ValueError):
-    def __init__(self, mistakes: list[Mistake]) -> None:
-        self.mistakes = mistakes
-        super().__init__("\n".join(str(m) for m in mistakes))
-
-
 def load_program(path: str | Path) -> Program:
     return parse_program(Path(path).read_text(encoding="utf-8"))
 
 
 def parse_program(text: str) -> Program:
+    """The programme, or ProgramFileError naming every mistake; in time
+    linear in the text (within `program_limits`)."""
+    problem = program_limits.size_problem(text) or program_limits.depth_problem(text)
+    if problem:
+        raise ProgramTooLarge(problem)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -88,6 +80,13 @@ def parse_program(text: str) -> Program:
         raise ProgramFileError(
             [Mistake("(file)", int(line.group(1)) if line else None, str(error))]
         ) from None
+    except RecursionError:
+        # The text check counts levels before this; were it ever to count
+        # short, the depth is still the caller's mistake, not ours.
+        raise ProgramTooLarge(program_limits.depth_words()) from None
+    problem = program_limits.shape_problem(data)
+    if problem:
+        raise ProgramTooLarge(problem)
     reader = _Reader(text)
     program = reader.program(data)
     if reader.mistakes:
@@ -98,34 +97,15 @@ def parse_program(text: str) -> Program:
 
 class _Reader:
     def __init__(self, text: str) -> None:
-        self._lines = text.splitlines()
+        self._lines = LineIndex(text)
         self.mistakes: list[Mistake] = []
+        self._named = 0  # named at activities so far, roles expanded
+        self._role_names = "none"  # for messages, once the people are read
 
     # --- reporting ---------------------------------------------------------
 
     def fail(self, key: str, message: str) -> None:
-        self.mistakes.append(Mistake(key, self._line_of(key), message))
-
-    def _line_of(self, key: str) -> int | None:
-        """The line of `key` ("activities[2].windows"): after the third
-        `[[activities]]` header, the first `windows =` line."""
-        parts = re.findall(r"([A-Za-z_][\w-]*)(?:\[(\d+)\])?", key)
-        at = 0
-        for name, index in parts:
-            headers = [n for n, line in enumerate(self._lines) if line.strip() == f"[[{name}]]"]
-            if index and headers:  # the index-th table of an array of tables
-                if int(index) >= len(headers):
-                    return None
-                at = headers[int(index)]
-            else:  # a key (an array's items are on its line)
-                pattern = re.compile(rf"^\s*(\[{re.escape(name)}\]|{re.escape(name)}\s*=)")
-                for n in range(at, len(self._lines)):
-                    if pattern.match(self._lines[n]):
-                        at = n
-                        break
-                else:
-                    return None
-        return at + 1
+        self.mistakes.append(Mistake(key, self._lines.line_of(key), message))
 
     # --- typed fields ------------------------------------------------------
 
@@ -185,23 +165,18 @@ class _Reader:
         people = [p for group in self.each(data, "", "people", self._person) for p in group]
         rooms = self.each(data, "", "rooms", self._room)
         known_ids = [p.id for p in people]
-        for dup in {i for i in known_ids if known_ids.count(i) > 1}:
-            self.fail(f"people[{known_ids.index(dup)}].id", f"{dup!r} appears more than once")
+        self._duplicates("people", known_ids)
         roles: dict[str, list[str]] = {}
         for person in people:
             for role in person.roles:
                 roles.setdefault(role, []).append(person.id)
-        room_ids = [r.id for r in rooms]
-        for dup in {i for i in room_ids if room_ids.count(i) > 1}:
-            self.fail(f"rooms[{room_ids.index(dup)}].id", f"{dup!r} appears more than once")
+        self._role_names = listed(sorted(roles))
+        self._duplicates("rooms", [r.id for r in rooms])
+        everyone = set(known_ids)
         activities = self.each(
-            data, "", "activities", lambda v, k: self._activity(v, k, set(known_ids), roles)
+            data, "", "activities", lambda v, k: self._activity(v, k, everyone, roles)
         )
-        activity_ids = [a.id for a in activities]
-        for dup in {i for i in activity_ids if activity_ids.count(i) > 1}:
-            self.fail(
-                f"activities[{activity_ids.index(dup)}].id", f"{dup!r} appears more than once"
-            )
+        self._duplicates("activities", [a.id for a in activities])
         if None in (name, year, slot, per_day):
             return None
         assert name is not None and year is not None and slot is not None
@@ -217,6 +192,17 @@ class _Reader:
             activities=tuple(activities),
             weights=weights,
         )
+
+    def _duplicates(self, table: str, ids: list[str]) -> None:
+        """Each id given more than once, reported at its first appearance."""
+        first: dict[str, int] = {}
+        reported: set[str] = set()
+        for n, given in enumerate(ids):
+            if given not in first:
+                first[given] = n
+            elif given not in reported:
+                reported.add(given)
+                self.fail(f"{table}[{first[given]}].id", f"{given!r} appears more than once")
 
     def _block(self, value: Any, key: str) -> tuple[time, time] | None:
         match = (
@@ -344,14 +330,24 @@ class _Reader:
         if value.startswith("role:"):
             role = value.removeprefix("role:")
             if role not in roles:
-                known = ", ".join(sorted(roles)) or "none"
-                self.fail(key, f"no one has the role {role!r} (roles: {known})")
+                self.fail(key, f"no one has the role {role!r} (roles: {self._role_names})")
                 return None
-            return roles[role]
+            return self._counted(key, roles[role])
         if value not in people:
             self.fail(key, f"{value!r} is not in [[people]]")
             return None
-        return [value]
+        return self._counted(key, [value])
+
+    def _counted(self, key: str, attendees: list[str]) -> list[str] | None:
+        """`attendees`, while the file's total stays within MAX_ATTENDEES;
+        past it, one mistake and no more names."""
+        before = self._named
+        self._named += len(attendees)
+        if self._named <= program_limits.MAX_ATTENDEES:
+            return attendees
+        if before <= program_limits.MAX_ATTENDEES:
+            self.fail(key, program_limits.attendees_words())
+        return None
 
     def _activity(
         self, table: Any, key: str, people: set[str], roles: dict[str, list[str]]
@@ -374,10 +370,11 @@ class _Reader:
             cadence = self._choice(table, key, "cadence", Cadence, "once")
             if cadence is Cadence.TIMES:
                 self.fail(f"{key}.cadence", "give the number of times itself, e.g. cadence = 6")
+        before = len(self.mistakes)
         windows = self.each(table, key, "windows", self._window)
         if "windows" not in table:
             windows = [MonthRange(1, 12)]
-        elif not windows and not any(m.key.startswith(f"{key}.windows") for m in self.mistakes):
+        elif not windows and len(self.mistakes) == before:  # no window reported wrong
             self.fail(f"{key}.windows", "must list at least one month range")
         if cadence is Cadence.TWICE_A_YEAR and len(windows) not in (1, 2):
             self.fail(f"{key}.windows", "twice a year takes one window, or two (one each)")
@@ -414,6 +411,7 @@ class _Reader:
         assert activity_id is not None and title is not None and kind is not None
         assert cadence is not None and duration is not None and needs_room is not None
         assert room_capacity is not None and capacity is not None and gap is not None
+        named = set(required)
         return Activity(
             id=activity_id,
             title=title,
@@ -422,7 +420,7 @@ class _Reader:
             windows=tuple(windows),
             duration_minutes=duration,
             required=tuple(dict.fromkeys(required)),
-            optional=tuple(p for p in dict.fromkeys(optional) if p not in required),
+            optional=tuple(p for p in dict.fromkeys(optional) if p not in named),
             needs_room=needs_room,
             room_capacity=room_capacity,
             capacity=capacity,
@@ -465,7 +463,11 @@ class _Reader:
             self.fail(f"{key}.part_of_day", f'{part!r} is not "morning" or "afternoon"')
             part = None
         weekdays = []
-        for n, day in enumerate(table.get("weekdays", [])):
+        given = table.get("weekdays", [])
+        if not isinstance(given, list):
+            self.fail(f"{key}.weekdays", "must be a list")
+            given = []
+        for n, day in enumerate(given):
             if day in WEEKDAYS:
                 weekdays.append(WEEKDAYS.index(day))
             else:

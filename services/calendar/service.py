@@ -7,6 +7,7 @@ from pathlib import Path
 from grpc import aio
 
 from eap.calendar.v1 import calendar_pb2_grpc
+from services.calendar import program_reading
 from services.calendar.groups import GroupSessions
 from services.calendar.matcher_port import MatcherPort
 from services.calendar.office_days import OfficeDays
@@ -24,6 +25,7 @@ class CalendarService(DatabaseService):
     version_table = "alembic_version_calendar"
 
     async def started(self, runtime: Runtime) -> None:
+        program_reading.warm_up()  # its interpreter starts while the service does
         self.office_days = OfficeDays(self.engine)
         await self.office_days.seed_shipped_years()
         self.plans = Plans(self.engine, self.office_days)

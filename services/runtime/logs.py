@@ -3,6 +3,7 @@
 Log calls pass only ids of requests, holds and accounts of institutions
 (agencies, providers) and rule names; never a person's data. The request id
 travels in a context variable so that every line a call writes carries it.
+No line passes MAX_LINE_BYTES: longer fields are cut in their middle, marked.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from typing import Any
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+MAX_LINE_BYTES = 4096
+MIN_FIELD_BYTES = 64  # below this a field says nothing; the line is shortened otherwise
+_MARKER = " [...{:,} bytes cut...] "
+_MARKER_BYTES = len(_MARKER.format(10**12).encode())
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +43,80 @@ class JsonFormatter(logging.Formatter):
             # message quotes the row it choked on, personal data and all.
             kind, _, trace = record.exc_info
             entry["exc"] = kind.__qualname__ + "\n" + "".join(traceback.format_tb(trace))
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return capped(entry)
+
+
+def _line(entry: dict[str, Any]) -> str:
+    return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def capped(entry: dict[str, Any]) -> str:
+    """`entry` as one JSON line of at most MAX_LINE_BYTES of UTF-8: collectors
+    split or drop longer lines (and a stack 1,000 frames deep, or a field
+    quoting a whole request, is no use to an operator at full length), so
+    the longest fields give way first, each cut in its middle."""
+    line = _line(entry)
+    if len(line.encode()) <= MAX_LINE_BYTES:
+        return line
+    texts = {
+        key: value if isinstance(value, str) else _line(value)
+        for key, value in entry.items()
+        if not isinstance(value, bool | int | float | None)
+    }
+
+    def with_texts(cut: dict[str, str]) -> str:
+        return _line({key: cut.get(key, value) for key, value in entry.items()})
+
+    # What the line takes besides the texts' contents: keys, quotes, commas
+    # and a marker in each; escapes ("\n" for a newline) may still widen
+    # a cut text, so the budget shrinks until the line fits.
+    overhead = len(with_texts(dict.fromkeys(texts, "")).encode())
+    budget = MAX_LINE_BYTES - overhead - len(texts) * _MARKER_BYTES
+    sizes = {key: len(text.encode()) for key, text in texts.items()}
+    while budget >= MIN_FIELD_BYTES * len(texts):
+        shares = _shares(sizes, budget)
+        line = with_texts({key: _cut(text, shares[key]) for key, text in texts.items()})
+        if len(line.encode()) <= MAX_LINE_BYTES:
+            return line
+        budget = budget * 3 // 4
+    # Too many fields to share the line: what happened, and that more was said.
+    short: dict[str, Any] = {
+        key: _cut(str(entry[key]), MIN_FIELD_BYTES)
+        for key in ("ts", "level", "logger", "request_id")
+        if key in entry
+    }
+    short["msg"] = _cut(str(entry.get("msg", "")), 1024)
+    short["truncated"] = True
+    return _line(short)
+
+
+def _shares(sizes: dict[str, int], budget: int) -> dict[str, int]:
+    """Bytes for each text: the short ones whole, the rest of the budget in
+    equal parts to the long ones."""
+    shares: dict[str, int] = {}
+    left = dict(sizes)
+    while left:
+        equal = budget // len(left)
+        fitting = {key: size for key, size in left.items() if size <= equal}
+        if not fitting:
+            shares.update(dict.fromkeys(left, equal))
+            break
+        shares.update(fitting)
+        budget -= sum(fitting.values())
+        for key in fitting:
+            del left[key]
+    return shares
+
+
+def _cut(text: str, limit: int) -> str:
+    """`text` within `limit` bytes of UTF-8 (the marker besides), its start
+    and end kept: a stack's last frames say the most."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    head = data[: limit // 2].decode(errors="ignore")
+    tail = data[len(data) - (limit - limit // 2) :].decode(errors="ignore")
+    return f"{head}{_MARKER.format(len(data) - limit)}{tail}"
 
 
 def configure(level: str = "INFO") -> None:
