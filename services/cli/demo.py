@@ -42,6 +42,7 @@ from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry, token_cli
 from services.matcher.service import MatcherService
+from services.quota.service import QuotaService
 from services.rules.office_time import OFFICE_ZONE
 from services.runtime.auth import Role
 from services.runtime.config import Settings
@@ -128,6 +129,11 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             await _year_plan(calendar)
             await _group_sessions(calendar, matcher, quota)
             await _confidentiality(matcher, audit_pb2_grpc.AuditServiceStub(channel), settings)
+            # The balance gauges follow the current fiscal year; the story
+            # is in the county's, so they are read for it before the dump,
+            # which then shows what a scrape would (small agencies absent).
+            (books,) = [s for s in server.services if isinstance(s, QuotaService)]
+            await books.reads.refresh_metrics(int(_load_county()["fiscal_year"]))
     finally:
         await server.stop(1)
     METRICS_DUMP.write_bytes(generate_latest(REGISTRY))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -41,6 +42,16 @@ def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
         policy.require_own(refusal, employee_id=key.owner_id)
     else:
         policy.require_own(refusal)
+
+
+def _label_sets(gauge: Gauge, owner_label: str) -> set[tuple[str, ...]]:
+    """The label values, in the gauge's label order, of every series it has."""
+    names = (owner_label, "fiscal_year", "state")
+    return {
+        tuple(sample.labels[name] for name in names)
+        for family in gauge.collect()
+        for sample in family.samples
+    }
 
 
 class LedgerReads:
@@ -145,9 +156,11 @@ class LedgerReads:
         )
 
     async def refresh_metrics(self, year: int) -> None:
-        """Sets the balance gauges of every agency and provider for `year`,
-        and the count of active holds."""
+        """Sets the balance gauges for `year` of every agency and provider
+        that enough people stand behind (metrics.shown_owners), removes
+        those of every other, and sets the count of active holds."""
         account = orm.Account
+        hold = orm.Hold
         async with self._sessions() as session:
             rows = (
                 await session.execute(
@@ -163,10 +176,32 @@ class LedgerReads:
                     )
                 )
             ).all()
+            # Who stands behind each agency's and provider's charges: the
+            # pseudonymous ids stay in this function, only counted.
+            behind = (
+                await session.execute(
+                    select(hold.agency_id, hold.provider_id, hold.employee_id)
+                    .where(hold.fiscal_year == year, hold.state.in_(CHARGING_STATES))
+                    .distinct()
+                )
+            ).all()
             active = await session.scalar(
                 select(func.count()).where(orm.Hold.state == HoldState.HELD.value)
             )
+        people: dict[str, dict[str, set[str]]] = {
+            AccountKind.AGENCY.value: {},
+            AccountKind.PROVIDER.value: {},
+        }
+        for kind, owner, *_ in rows:
+            people[kind][owner] = set()
+        for agency, provider, employee in behind:
+            people[AccountKind.AGENCY.value].setdefault(agency, set()).add(employee)
+            people[AccountKind.PROVIDER.value].setdefault(provider, set()).add(employee)
+        shown = {kind: metrics.shown_owners(who) for kind, who in people.items()}
+        exported: set[tuple[Gauge, tuple[str, ...]]] = set()
         for kind, owner, entitled, held, spent in rows:
+            if owner not in shown[kind]:
+                continue
             if kind == AccountKind.AGENCY.value:
                 gauge, scale = metrics.AGENCY_BUDGET, 1  # NT$
             else:
@@ -175,6 +210,18 @@ class LedgerReads:
             values["left"] = entitled - held - spent
             for state, value in values.items():
                 gauge.labels(owner, str(year), state).set(value * scale)
+                exported.add((gauge, (owner, str(year), state)))
+        # Whatever was exported for `year` before and is not now (its owner
+        # fell under the threshold) goes: a stale series would go on
+        # showing a small group's money. Read from the gauges themselves,
+        # not remembered here, since they belong to the process.
+        for gauge, owner_label in (
+            (metrics.AGENCY_BUDGET, "agency"),
+            (metrics.PROVIDER_TIME, "provider"),
+        ):
+            for labels in _label_sets(gauge, owner_label):
+                if labels[1] == str(year) and (gauge, labels) not in exported:
+                    gauge.remove(*labels)
         metrics.HOLDS_ACTIVE.set(active or 0)
 
     async def verify(self) -> list[str]:

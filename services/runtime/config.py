@@ -9,6 +9,7 @@ service its own database.
 |---|---|---|
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
 | EAP_METRICS_PORT | 9464 | Prometheus endpoint port; 0 picks a free one; -1 turns it off |
+| EAP_METRICS_TOKEN(_FILE) | (none) | if set, `/metrics` wants `Authorization: Bearer <token>` |
 | DATABASE_URL | sqlite:///./var/eap.sqlite3 | SQLAlchemy URL; postgresql:// or sqlite:/// |
 | EAP_<SERVICE>_DATABASE_URL | DATABASE_URL | per-service override |
 | REDIS_URL | (none) | redis://host:port/db; without it Redis features are off |
@@ -61,6 +62,7 @@ DEV_KEYS_DIR = "var/dev-keys"  # where `eapctl token mint` keeps its development
 class Settings:
     grpc_address: str = "127.0.0.1:50051"
     metrics_port: int = 9464
+    metrics_token: str | None = None
     database_url: str = DEFAULT_DATABASE_URL
     service_database_urls: Mapping[str, str] | None = None
     redis_url: str | None = None
@@ -126,6 +128,7 @@ class Settings:
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
+            metrics_token=_secret(env, "EAP_METRICS_TOKEN"),
             database_url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
             service_database_urls={
                 service: env[f"EAP_{service.upper()}_DATABASE_URL"]

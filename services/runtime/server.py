@@ -24,7 +24,6 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
 
 from services.runtime import audit_servicer, metrics
 from services.runtime.auth import Authenticator
@@ -32,6 +31,7 @@ from services.runtime.config import Settings
 from services.runtime.decoding import DecodingInterceptor
 from services.runtime.interceptor import RuntimeInterceptor
 from services.runtime.load_shedding import ConcurrencyLimit
+from services.runtime.metrics_http import start_metrics_server
 from services.runtime.rate_limit import RateLimiter
 
 log = logging.getLogger("eap.server")
@@ -172,7 +172,9 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
 
     metrics_port = None
     if settings.metrics_port >= 0:
-        http_server, _thread = start_http_server(settings.metrics_port, addr=_host(settings))
+        http_server = start_metrics_server(
+            settings.metrics_port, _host(settings), settings.metrics_token
+        )
         metrics_port = http_server.server_port
 
     await server.start()

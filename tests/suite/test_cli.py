@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from services.quota import orm as quota_orm
+from services.quota.disclosure import MIN_CELL_PEOPLE
 from services.runtime.auth import Authenticator, Role
 from services.runtime.config import Settings
 from tests import replicas
@@ -46,10 +52,17 @@ def test_match_verify_reports_an_unreadable_file(tmp_path: Path) -> None:
 
 def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     demo = subprocess.run(
-        [EAPCTL, "demo"], capture_output=True, text=True, timeout=180, cwd=tmp_path
+        [EAPCTL, "demo", "--keep"], capture_output=True, text=True, timeout=180, cwd=tmp_path
     )
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     out = demo.stdout
+    kept = re.search(r"SQLite at (\S+)", out)
+    assert kept, out[:500]
+    database = Path(kept.group(1))
+    try:
+        _no_small_group_in_metrics(tmp_path / "var", database)
+    finally:
+        shutil.rmtree(database.parent)
     for line in (
         "[SLOT_TAKEN]",  # a second person on a held slot
         "HR applies it:",  # the optimized job booked its result
@@ -68,6 +81,37 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         assert line in out, line
     assert "Traceback" not in demo.stderr
     _no_personal_data_in_logs_or_metrics(tmp_path / "var", demo.stderr)
+
+
+def _no_small_group_in_metrics(var: Path, database: Path) -> None:
+    """Acceptance 4 of issue 14: no series of the demo's metrics names an
+    agency or provider that fewer than MIN_CELL_PEOPLE distinct employees
+    stand behind (booked or completed sessions in the year), counted here
+    from the demo's own database."""
+    metrics = (var / "demo-metrics.prom").read_text(encoding="utf-8")
+    with sqlite3.connect(database) as db:
+        people = {
+            (kind, owner, str(year)): int(n)
+            for kind in ("agency", "provider")
+            for owner, year, n in db.execute(
+                f"SELECT {kind}_id, fiscal_year, COUNT(DISTINCT employee_id) "
+                f"FROM {quota_orm.Hold.__tablename__} WHERE state IN ('booked', 'completed') "
+                f"GROUP BY {kind}_id, fiscal_year"
+            )
+        }
+    small = {owner for (_, owner, _), n in people.items() if n < MIN_CELL_PEOPLE}
+    assert small, people  # the demo has small agencies and providers: the check is real
+    shown = set()
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            named = set(sample.labels.values()) & small
+            assert not named, f"{sample.name}{sample.labels} names a group under five"
+            for kind in ("agency", "provider"):
+                if kind in sample.labels:
+                    key = (kind, sample.labels[kind], sample.labels.get("fiscal_year", ""))
+                    assert people.get(key, 0) >= MIN_CELL_PEOPLE, (sample.name, sample.labels)
+                    shown.add(sample.labels[kind])
+    assert shown, "no balance series at all: the scan saw nothing"
 
 
 def _no_personal_data_in_logs_or_metrics(var: Path, stderr: str) -> None:

@@ -158,6 +158,16 @@ def test_network_policies_let_only_the_right_callers_in() -> None:
     ]
     for name in ("matcher-from-clients-and-calendar", "calendar-from-clients-and-matcher"):
         assert {"podSelector": {"matchLabels": {"eap.io/client": "true"}}} in callers(name)
+    # Only Prometheus's pods reach the metrics ports, and only those ports.
+    assert callers("metrics-from-monitoring") == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+    assert [r["ports"] for r in policies["metrics-from-monitoring"]["spec"]["ingress"]] == [
+        [{"port": "metrics"}]
+    ]
     dev = _of(_objects("dev"), "NetworkPolicy")
     for store in ("postgres", "redis"):
         (peer,) = [p for r in dev[f"{store}-from-services"]["spec"]["ingress"] for p in r["from"]]

@@ -27,6 +27,7 @@ import yaml
 from services.quota.service import QuotaService
 from tests.conftest import Suite
 from tests.matcher.test_booking import book, case, slots, submit
+from tests.suite.test_service_metrics import enough_people
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,6 +225,7 @@ async def _scraped(port: int, expr: str, seconds: float = 20) -> list[dict[str, 
 async def test_a_real_prometheus_scrapes_the_suite(suite: Suite, prometheus: int) -> None:
     assert suite.server is not None
     await _traffic(suite)
+    await enough_people(suite)  # or the balances are not exported
     (quota,) = [s for s in suite.server.services if isinstance(s, QuotaService)]
     await quota.reads.refresh_metrics(2027)
     handled = await _scraped(
