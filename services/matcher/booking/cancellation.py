@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from cryptography.fernet import MultiFernet
 
+from services.rules.codes import RuleCode
+
 # The reasons the quota's ledger records for a release a cancellation made.
-CANCELLED = "BOOKING_CANCELLED"
-GROUP_CANCELLED = "GROUP_SESSION_CANCELLED"
+CANCELLED = RuleCode.BOOKING_CANCELLED.value
+GROUP_CANCELLED = RuleCode.GROUP_SESSION_CANCELLED.value
 
 
 def seal(keys: MultiFernet, reason: str) -> bytes | None:
