@@ -84,6 +84,7 @@ from services.runtime.errors import ConfigError
 
 GENESIS = "0" * 64
 MAX_PURPOSE = 100
+RECORD_CHARS = 200  # an entry's record and reference fields
 MIN_KEY_BYTES = 32
 DEV_AUDIT_KEY = hashlib.sha256(b"eap development audit key: public, never for real data").digest()
 # An entry the trail writes itself when it finds its head not signed by a
@@ -126,9 +127,9 @@ def tables(prefix: str, keyed: bool = True, signed: bool = True) -> tuple[Table,
         Column("actor", String(128), nullable=False),
         Column("role", String(16), nullable=False),
         Column("action", String(16), nullable=False),  # read, disclose, purge, alarm
-        Column("record", String(200), nullable=False),  # e.g. case/K-1001
+        Column("record", String(RECORD_CHARS), nullable=False),  # e.g. case/K-1001
         Column("purpose", String(MAX_PURPOSE), nullable=False),
-        Column("reference", String(200), nullable=False),  # legal reference or consent
+        Column("reference", String(RECORD_CHARS), nullable=False),  # legal reference or consent
         *key_column,  # the audit key that signed it
         Column("prev_hash", String(64), nullable=False),
         Column("hash", String(64), nullable=False),
@@ -371,6 +372,22 @@ class AuditTrail:
         self._checkpoint = checkpoint
         self._entries, self._head = tables(prefix)
 
+    async def record_reads(self, kind: str, ids: Sequence[str]) -> None:
+        """A read of the records `ids` (of `kind`, e.g. "cases"), naming every
+        one: as many entries as their ids take, each `<kind> id,id,...`
+        within an entry's record field. Nothing read, one entry saying so,
+        so that the read itself is on file."""
+        prefix = f"{kind} "
+        chunk: list[str] = []
+        size = len(prefix)
+        for record_id in ids:
+            if chunk and size + len(record_id) + 1 > RECORD_CHARS:
+                await self.record("read", prefix + ",".join(chunk))
+                chunk, size = [], len(prefix)
+            chunk.append(record_id)
+            size += len(record_id) + 1
+        await self.record("read", prefix + (",".join(chunk) if chunk else "(none)"))
+
     async def record(self, action: str, record: str, reference: str = "") -> None:
         """Appends one entry for the current caller and purpose."""
         identity = current_identity()
@@ -379,9 +396,9 @@ class AuditTrail:
             "actor": identity.subject[:128],
             "role": identity.role.value,
             "action": action,
-            "record": record[:200],
+            "record": record[:RECORD_CHARS],
             "purpose": _purpose_var.get() or "unstated",
-            "reference": reference[:200],
+            "reference": reference[:RECORD_CHARS],
             "key_id": self._keys.signing_id,
         }
         for attempt in range(5):

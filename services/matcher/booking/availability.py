@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher.booking import slots
 from services.matcher.booking.cases import Case, TimeRange
-from services.matcher.booking.store import BookingView, audit_read, case_of, live
+from services.matcher.booking.store import BookingView, case_of, live
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.orm import BookingRow, CaseRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
@@ -104,7 +104,8 @@ class Availability:
             )
             if len(found) == (limit or 500):
                 break
-        await audit_read(self._audit, "cases", [c.case.case_id for c in found])
+        if self._audit:
+            await self._audit.record_reads("cases", [c.case.case_id for c in found])
         return found
 
     async def sessions(
@@ -134,7 +135,8 @@ class Availability:
                 .order_by(BookingRow.start, BookingRow.booking_id)
             )
             found = [BookingView.of(row, now) for row in rows]
-        await audit_read(self._audit, "cases", sorted({b.case_id for b in found}))
+        if self._audit:
+            await self._audit.record_reads("cases", sorted({b.case_id for b in found}))
         return found
 
     async def free_time(

@@ -25,7 +25,6 @@ from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
     appointment,
-    audit_read,
     diary_around,
     live,
     load_booking,
@@ -109,7 +108,8 @@ class SlotSearch:
         )
         offers = await self._with_quota_room(case, offers)
         # The case's details and its employee's diary were read for it.
-        await audit_read(self._audit, "cases", [case.case_id])
+        if self._audit:
+            await self._audit.record_reads("cases", [case.case_id])
         return offers[:max_slots]
 
     async def _with_quota_room(self, case: Case, offers: list[Offer]) -> list[Offer]:

@@ -4,7 +4,6 @@ on, the counselor row locked, the diary around a slot)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,7 +20,6 @@ from services.matcher.registry.counselors import Category, Counselor, Modality
 from services.matcher.registry.store import counselor_of
 from services.rules.office_time import OFFICE_ZONE, local_day
 from services.runtime import clock, policy
-from services.runtime.audit import AuditTrail
 from services.runtime.errors import NotFound
 
 
@@ -195,25 +193,3 @@ async def view(sessions: async_sessionmaker[AsyncSession], booking_id: str) -> B
     async with sessions() as session:
         row = await load_booking(session, booking_id)
     return BookingView.of(row, clock.now())
-
-
-AUDIT_RECORD_CHARS = 200  # an audit entry's record field
-
-
-async def audit_read(audit: AuditTrail | None, kind: str, ids: Sequence[str]) -> None:
-    """Writes a read of the records `ids` (of `kind`, e.g. "cases") to the
-    audit trail, naming every one: as many entries as their ids take, each
-    `<kind> id,id,...` within an entry's record field. Nothing read, one
-    entry saying so, so that the read itself is on file."""
-    if audit is None:
-        return
-    prefix = f"{kind} "
-    chunk: list[str] = []
-    size = len(prefix)
-    for record_id in ids:
-        if chunk and size + len(record_id) + 1 > AUDIT_RECORD_CHARS:
-            await audit.record("read", prefix + ",".join(chunk))
-            chunk, size = [], len(prefix)
-        chunk.append(record_id)
-        size += len(record_id) + 1
-    await audit.record("read", prefix + (",".join(chunk) if chunk else "(none)"))
