@@ -8,9 +8,11 @@ on SQLite and on PostgreSQL + Redis. The clock is moved to Monday 8 March
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
@@ -407,6 +409,21 @@ async def test_the_matcher_books_by_the_calendar_services_years(
         await server.stop(0)
 
 
+@contextlib.asynccontextmanager
+async def _served(backend: Backend, matcher_service: MatcherService) -> AsyncIterator[Suite]:
+    """Quota and `matcher_service` in one server, nothing seeded: for the
+    tests that reach into the matcher service or set their own county."""
+    server = await start([QuotaService(), matcher_service], backend.settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield Suite(
+                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
+                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
+            )
+    finally:
+        await server.stop(0)
+
+
 async def _crash_after(
     service: MatcherService, booking_id: str, source: S, target: S, **values: object
 ) -> None:
@@ -421,50 +438,42 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
     """A confirmation whose quota commit never ran, and a cancellation whose
     quota release never ran: the reconciler finishes both."""
     matcher_service = MatcherService()
-    server = await start([QuotaService(), matcher_service], backend.settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            suite = Suite(
-                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
-                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
-            )
-            await seed(suite.quota)
-            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
-            await submit(suite, case())
-            await submit(suite, case("K2", "E2"))
-            first = (await slots(suite))[0]
-            # K1: confirming, its quota reserved, then the replica died before Commit.
-            held = await hold(suite, first)
-            second = (await slots(suite, "K2"))[0]
-            bookings = matcher_service.bookings
-            quota_hold = await matcher_service.quota.reserve(
-                f"booking-{held.booking_id}",
-                "E1",
-                "PT-HR",
-                "official",
-                "P1",
-                first.start.ToDatetime(tzinfo=dt.UTC),
-                60,
-                300,
-                held.booking_id,
-            )
-            await _crash_after(
-                matcher_service, held.booking_id, S.HELD, S.CONFIRMING, quota_hold_id=quota_hold
-            )
-            # K2: booked and paid for, then cancelled; the replica died before Release.
-            paid = await book(suite, second, "K2")
-            await _crash_after(matcher_service, paid.booking_id, S.BOOKED, S.CANCELLING)
-            assert (await agency(suite)).held == RATE  # K1's reservation, not yet spent
-            assert await bookings.reconcile() == 0  # too fresh: the step may still be running
-            clock.advance(dt.timedelta(seconds=61))
-            assert await bookings.reconcile() == 2
-            balance = await agency(suite)
-            assert (balance.held, balance.spent) == (0, RATE)  # K1 spent; K2 given back
-            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
-            assert [b.state for b in got.bookings] == [pb.BOOKING_STATE_BOOKED]
-            assert await bookings.reconcile() == 0  # nothing left to finish
-    finally:
-        await server.stop(0)
+    async with _served(backend, matcher_service) as suite:
+        await seed(suite.quota)
+        await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+        await submit(suite, case())
+        await submit(suite, case("K2", "E2"))
+        first = (await slots(suite))[0]
+        # K1: confirming, its quota reserved, then the replica died before Commit.
+        held = await hold(suite, first)
+        second = (await slots(suite, "K2"))[0]
+        bookings = matcher_service.bookings
+        quota_hold = await matcher_service.quota.reserve(
+            f"booking-{held.booking_id}",
+            "E1",
+            "PT-HR",
+            "official",
+            "P1",
+            first.start.ToDatetime(tzinfo=dt.UTC),
+            60,
+            300,
+            held.booking_id,
+        )
+        await _crash_after(
+            matcher_service, held.booking_id, S.HELD, S.CONFIRMING, quota_hold_id=quota_hold
+        )
+        # K2: booked and paid for, then cancelled; the replica died before Release.
+        paid = await book(suite, second, "K2")
+        await _crash_after(matcher_service, paid.booking_id, S.BOOKED, S.CANCELLING)
+        assert (await agency(suite)).held == RATE  # K1's reservation, not yet spent
+        assert await bookings.reconcile() == 0  # too fresh: the step may still be running
+        clock.advance(dt.timedelta(seconds=61))
+        assert await bookings.reconcile() == 2
+        balance = await agency(suite)
+        assert (balance.held, balance.spent) == (0, RATE)  # K1 spent; K2 given back
+        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+        assert [b.state for b in got.bookings] == [pb.BOOKING_STATE_BOOKED]
+        assert await bookings.reconcile() == 0  # nothing left to finish
 
 
 async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
@@ -476,53 +485,45 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
     booking (found by tests/matcher/test_booking_stateful.py). The move then
     finishes, here by the reconciler, as after a crash."""
     matcher_service = MatcherService()
-    server = await start([QuotaService(), matcher_service], backend.settings)
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            suite = Suite(
-                matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
-                quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
-            )
-            await seed(suite.quota)
-            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
-            await submit(suite, case())
-            found = await slots(suite)
-            old = await book(suite, found[0])
-            later = next(s for s in found if local(s.start).date() != local(found[0].start).date())
-            new = (
-                await suite.matcher.HoldSlot(
-                    pb.HoldSlotRequest(
-                        case_id="K1",
-                        counselor_id=later.counselor_id,
-                        start=later.start,
-                        replaces_booking_id=old.booking_id,
-                    )
+    async with _served(backend, matcher_service) as suite:
+        await seed(suite.quota)
+        await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+        await submit(suite, case())
+        found = await slots(suite)
+        old = await book(suite, found[0])
+        later = next(s for s in found if local(s.start).date() != local(found[0].start).date())
+        new = (
+            await suite.matcher.HoldSlot(
+                pb.HoldSlotRequest(
+                    case_id="K1",
+                    counselor_id=later.counselor_id,
+                    start=later.start,
+                    replaces_booking_id=old.booking_id,
                 )
-            ).booking
-            # The reschedule's first step, and then its replica stopped.
-            await _crash_after(matcher_service, old.booking_id, S.BOOKED, S.MOVING)
-            await _crash_after(
-                matcher_service,
-                new.booking_id,
-                S.HELD,
-                S.CONFIRMING,
-                replaces_booking_id=old.booking_id,
             )
-            error = await refused(
-                suite.matcher.CancelBooking(pb.CancelBookingRequest(booking_id=new.booking_id))
-            )
-            assert error.code() == grpc.StatusCode.ABORTED
-            assert "BOOKING_BUSY" in (error.details() or "")
-            clock.advance(dt.timedelta(seconds=61))
-            assert await matcher_service.bookings.reconcile() == 2  # both rows under way
-            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
-            assert {b.booking_id: b.state for b in got.bookings} == {
-                new.booking_id: pb.BOOKING_STATE_BOOKED
-            }
-            assert (await agency(suite)).spent == RATE
-            assert await _consistent(backend) == []
-    finally:
-        await server.stop(0)
+        ).booking
+        # The reschedule's first step, and then its replica stopped.
+        await _crash_after(matcher_service, old.booking_id, S.BOOKED, S.MOVING)
+        await _crash_after(
+            matcher_service,
+            new.booking_id,
+            S.HELD,
+            S.CONFIRMING,
+            replaces_booking_id=old.booking_id,
+        )
+        error = await refused(
+            suite.matcher.CancelBooking(pb.CancelBookingRequest(booking_id=new.booking_id))
+        )
+        assert error.code() == grpc.StatusCode.ABORTED
+        assert "BOOKING_BUSY" in (error.details() or "")
+        clock.advance(dt.timedelta(seconds=61))
+        assert await matcher_service.bookings.reconcile() == 2  # both rows under way
+        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+        assert {b.booking_id: b.state for b in got.bookings} == {
+            new.booking_id: pb.BOOKING_STATE_BOOKED
+        }
+        assert (await agency(suite)).spent == RATE
+        assert await _consistent(backend) == []
 
 
 async def _consistent(backend: Backend) -> list[str]:
@@ -606,68 +607,52 @@ async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_book
     December session, charged once, and hears EMPLOYEE_ENTITLEMENT."""
     december, january = dt.date(2029, 12, 31), dt.date(2030, 1, 2)
     with clock.moved_to(dt.datetime(2029, 12, 24, 8, tzinfo=TAIPEI)):
-        server = await start([QuotaService(), MatcherService()], backend.settings)
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                suite = Suite(
-                    matcher_pb2_grpc.MatcherServiceStub(channel),  # type: ignore[arg-type]
-                    quota_pb2_grpc.QuotaServiceStub(channel),  # type: ignore[arg-type]
-                )
-                await seed(suite.quota, year=2029)
-                await seed(suite.quota, year=2030, entitlement_minutes=0)
-                await suite.matcher.UpsertCounselor(
-                    pb.UpsertCounselorRequest(counselor=counselor())
-                )
-                await submit(
-                    suite, case(availability=[span(december, 9, 17), span(january, 18, 21)])
-                )
-                found = list(
-                    (
-                        await suite.matcher.FindSlots(
-                            pb.FindSlotsRequest(
-                                case_id="K1",
-                                window_start=at(december, 0),
-                                window_end=at(january + dt.timedelta(days=1), 0),
-                                max_slots=200,
-                            )
-                        )
-                    ).slots
-                )
-                booking = await book(
-                    suite, next(s for s in found if local(s.start).date() == december)
-                )
-                later = next(s for s in found if local(s.start).date() == january)
-                held = (
-                    await suite.matcher.HoldSlot(
-                        pb.HoldSlotRequest(
+        async with _served(backend, MatcherService()) as suite:
+            await seed(suite.quota, year=2029)
+            await seed(suite.quota, year=2030, entitlement_minutes=0)
+            await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
+            await submit(suite, case(availability=[span(december, 9, 17), span(january, 18, 21)]))
+            found = list(
+                (
+                    await suite.matcher.FindSlots(
+                        pb.FindSlotsRequest(
                             case_id="K1",
-                            counselor_id=later.counselor_id,
-                            start=later.start,
-                            replaces_booking_id=booking.booking_id,
+                            window_start=at(december, 0),
+                            window_end=at(january + dt.timedelta(days=1), 0),
+                            max_slots=200,
                         )
                     )
-                ).booking
-                error = await refused(
-                    suite.matcher.RescheduleBooking(
-                        pb.RescheduleBookingRequest(
-                            booking_id=booking.booking_id, new_booking_id=held.booking_id
-                        )
+                ).slots
+            )
+            booking = await book(suite, next(s for s in found if local(s.start).date() == december))
+            later = next(s for s in found if local(s.start).date() == january)
+            held = (
+                await suite.matcher.HoldSlot(
+                    pb.HoldSlotRequest(
+                        case_id="K1",
+                        counselor_id=later.counselor_id,
+                        start=later.start,
+                        replaces_booking_id=booking.booking_id,
                     )
                 )
-                assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-                assert rule(error) == "EMPLOYEE_ENTITLEMENT"
-                got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
-                assert [(b.booking_id, b.state) for b in got.bookings] == [
-                    (booking.booking_id, pb.BOOKING_STATE_BOOKED)
-                ]
-                pool = qpb.AccountRef(kind=qpb.ACCOUNT_KIND_AGENCY, id="PT-HR", fiscal_year=2029)
-                balance = (
-                    await suite.quota.GetBalance(qpb.GetBalanceRequest(account=pool))
-                ).balance
-                assert (balance.held, balance.spent) == (0, RATE)
-                assert await _consistent(backend) == []
-        finally:
-            await server.stop(0)
+            ).booking
+            error = await refused(
+                suite.matcher.RescheduleBooking(
+                    pb.RescheduleBookingRequest(
+                        booking_id=booking.booking_id, new_booking_id=held.booking_id
+                    )
+                )
+            )
+            assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert rule(error) == "EMPLOYEE_ENTITLEMENT"
+            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+            assert [(b.booking_id, b.state) for b in got.bookings] == [
+                (booking.booking_id, pb.BOOKING_STATE_BOOKED)
+            ]
+            pool = qpb.AccountRef(kind=qpb.ACCOUNT_KIND_AGENCY, id="PT-HR", fiscal_year=2029)
+            balance = (await suite.quota.GetBalance(qpb.GetBalanceRequest(account=pool))).balance
+            assert (balance.held, balance.spent) == (0, RATE)
+            assert await _consistent(backend) == []
 
 
 async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Backend) -> None:
