@@ -164,6 +164,7 @@ class Race:
             window.start.FromDatetime(begin)
             window.end.FromDatetime(begin + dt.timedelta(days=30))
             windows.append(window)
+        await county.enrol(self.stubs[0], [f"E{self.cases:05d}"])
         await self.stubs[0].SubmitCase(
             pb.SubmitCaseRequest(
                 case=pb.Case(

@@ -24,7 +24,7 @@ from services.runtime.config import Settings
 from services.runtime.server import RunningServer, Service, start
 from tests import stores, watchdog
 from tests.access import AsAdmin, Secured, bearer, make_keys, secured
-from tests.county import counselor, seed
+from tests.county import counselor, enrol, seed
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -129,6 +129,7 @@ async def _running(backend: Backend, services: list[Service]) -> AsyncIterator[S
             calendar_pb2_grpc.CalendarServiceStub(channel),  # type: ignore[arg-type]
         )
         await seed(suite.quota)
+        await enrol(suite.matcher)
         await suite.matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))
         await suite.matcher.UpsertCounselor(
             mpb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))
@@ -168,6 +169,7 @@ async def secured_suite(tmp_path: Path, march_2027: None) -> AsyncIterator[Secur
     async with grpc.aio.insecure_channel(address, interceptors=[AsAdmin(admin)]) as setup:
         await seed(quota_pb2_grpc.QuotaServiceStub(setup))
         matcher = matcher_pb2_grpc.MatcherServiceStub(setup)
+        await enrol(matcher)
         await matcher.UpsertCounselor(mpb.UpsertCounselorRequest(counselor=counselor()))
         await matcher.UpsertCounselor(
             mpb.UpsertCounselorRequest(counselor=counselor("C002", provider="P2"))

@@ -9,14 +9,20 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as mpb
+from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
+from services.matcher.booking.records import case_id_for
+from services.runtime.auth import Identity, Role
 
 M = TypeVar("M", bound=Message)
 
 YEAR = 2027
 RATE = 2000  # NT$ per hour
 ORG = "pingtung"
+# The people directory's staff: every test employee E0-E200 works for
+# PT-HR as an official, unless a test enrols them otherwise.
+STAFF = tuple(f"E{n}" for n in range(201))
 
 
 def at(day: dt.date, hour: int = 10) -> Timestamp:
@@ -128,3 +134,28 @@ def changed(message: M, changes: dict[str, object]) -> M:
         else:
             setattr(message, field, value)
     return message
+
+
+async def enrol(
+    matcher: matcher_pb2_grpc.MatcherServiceStub,
+    employees: tuple[str, ...] | list[str] = STAFF,
+    agency: str = "PT-HR",
+    category: str = "official",
+    metadata: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """Puts `employees` in the people directory (who pays for their cases)."""
+    await matcher.ImportPeople(
+        mpb.ImportPeopleRequest(
+            people=[
+                mpb.Person(employee_id=e, agency_id=agency, staff_category=category)
+                for e in employees
+            ]
+        ),
+        metadata=metadata,
+    )
+
+
+def case_id(request_id: str, subject: str = "dev", role: Role = Role.ADMIN) -> str:
+    """The id the matcher gives the case `subject` submits as `request_id`
+    (by default a development call's: an administrator, `dev`)."""
+    return case_id_for(Identity(subject, role), request_id)

@@ -41,7 +41,8 @@ class CalendarService(DatabaseService):
         await self.matcher.close()
         await super().close()
 
-    def register(self, server: aio.Server) -> None:
-        calendar_pb2_grpc.add_CalendarServiceServicer_to_server(
-            CalendarServicer(self.office_days, self.plans, self.groups), server
-        )
+    def servicer(self) -> object:
+        return CalendarServicer(self.office_days, self.plans, self.groups)
+
+    def add_to_server(self, servicer: object, server: aio.Server) -> None:
+        calendar_pb2_grpc.add_CalendarServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]

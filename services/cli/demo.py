@@ -41,6 +41,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry, token_cli
+from services.matcher.registry import people_csv
 from services.matcher.service import MatcherService
 from services.quota.service import QuotaService
 from services.rules.office_time import OFFICE_ZONE
@@ -215,7 +216,6 @@ async def _confidentiality(
         f"{found.contact.name}, {found.contact.phone}"
     )
     referral = mpb.Case(
-        case_id="K-1901",
         employee_id="emp-7a30",
         agency_id="PT-PERSONNEL",
         staff_category="official",
@@ -231,7 +231,8 @@ async def _confidentiality(
         time_off=mpb.TIME_OFF_OFFICIAL_LEAVE,
     )
     received = await matcher.SubmitCase(
-        mpb.SubmitCaseRequest(case=referral), metadata=bearer(Role.SUPERVISOR, "sup-01")
+        mpb.SubmitCaseRequest(case=referral, request_id="ref-2027-014"),
+        metadata=bearer(Role.SUPERVISOR, "sup-01"),
     )
     print(
         f"   supervisor sup-01 refers a member of staff: received ({received.case.case_id}); "
@@ -351,6 +352,15 @@ async def _story(
     print(
         "   entitlements: "
         + ", ".join(f"{p['staff_category']} {p['hours']} h" for p in county["entitlement_policy"])
+    )
+    people, problems = people_csv.parse(
+        resources.files("services.cli").joinpath("data/people.csv").read_bytes()
+    )
+    assert not problems, problems
+    loaded = await matcher.ImportPeople(mpb.ImportPeopleRequest(people=people, replace_all=True))
+    print(
+        f"   people directory: {loaded.added} employees, each with their agency and staff "
+        "category (a case is paid for by the directory's, never the caller's word)"
     )
 
     await _online_booking(county, matcher, quota)

@@ -29,16 +29,24 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _of(settings: Settings, tenant: str, line: str) -> str:
+    """A line of a report, naming its tenant where there are several."""
+    return f"{tenant}: {line}" if len(settings.tenants) > 1 else line
+
+
 def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     from services.quota.ledger_reads import LedgerReads
     from services.runtime import database
 
     async def run() -> list[str]:
-        engine = database.create_engine(settings.database_url_for("quota"))
-        try:
-            return await LedgerReads(engine).verify()
-        finally:
-            await engine.dispose()
+        problems = []
+        for tenant in settings.tenants:
+            engine = database.create_engine(settings.database_url_for("quota", tenant))
+            try:
+                problems += [_of(settings, tenant, p) for p in await LedgerReads(engine).verify()]
+            finally:
+                await engine.dispose()
+        return problems
 
     problems = asyncio.run(run())
     for problem in problems:
@@ -55,19 +63,23 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import clock, database
 
     async def run() -> list[str]:
-        matcher = database.create_engine(settings.database_url_for("matcher"))
-        quota = database.create_engine(settings.database_url_for("quota"))
-        try:
-            # Sessions older than retention may have lost their booking to a purge.
-            purged_before = (
-                clock.now() - timedelta(days=settings.retention_days)
-                if settings.retention_days > 0
-                else None
-            )
-            return [str(p) for p in await check(matcher, quota, purged_before)]
-        finally:
-            await matcher.dispose()
-            await quota.dispose()
+        problems = []
+        for tenant in settings.tenants:
+            matcher = database.create_engine(settings.database_url_for("matcher", tenant))
+            quota = database.create_engine(settings.database_url_for("quota", tenant))
+            try:
+                # Sessions older than retention may have lost their booking to a purge.
+                purged_before = (
+                    clock.now() - timedelta(days=settings.retention_days)
+                    if settings.retention_days > 0
+                    else None
+                )
+                found = await check(matcher, quota, purged_before)
+                problems += [_of(settings, tenant, str(p)) for p in found]
+            finally:
+                await matcher.dispose()
+                await quota.dispose()
+        return problems
 
     problems = asyncio.run(run())
     for problem in problems:
@@ -100,22 +112,24 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
             else None
         )
         try:
-            for service in registry.build(list(registry.SERVICES)):
-                if not getattr(service, "audited", False):
-                    continue
-                url = settings.database_url_for(service.name)
-                engine = database.create_engine(url)
-                scope = database.scope_of(url)
-                checkpoint = Checkpoint(redis, service.name, scope) if redis else None
-                try:
-                    trail = AuditTrail(engine, service.name, keys, checkpoint)
-                    found = await trail.verify()
-                    entries = len(await trail.entries(0, 10**9)) if not found else 0
-                finally:
-                    await engine.dispose()
-                if not found:
-                    print(f"{service.name} audit trail: {entries} entries, the chain holds")
-                problems += found
+            for tenant in settings.tenants:
+                for service in registry.build(list(registry.SERVICES)):
+                    if not getattr(service, "audited", False):
+                        continue
+                    url = settings.database_url_for(service.name, tenant)
+                    engine = database.create_engine(url)
+                    scope = database.scope_of(url)
+                    checkpoint = Checkpoint(redis, service.name, scope) if redis else None
+                    try:
+                        trail = AuditTrail(engine, service.name, keys, checkpoint)
+                        found = await trail.verify()
+                        entries = len(await trail.entries(0, 10**9)) if not found else 0
+                    finally:
+                        await engine.dispose()
+                    if not found:
+                        held = f"{service.name} audit trail: {entries} entries, the chain holds"
+                        print(_of(settings, tenant, held))
+                    problems += [_of(settings, tenant, p) for p in found]
         finally:
             if redis is not None:
                 await redis.aclose()
@@ -138,13 +152,17 @@ def _retention_purge(args: argparse.Namespace, settings: Settings) -> int:
     keys = AuditKeys.load(settings.audit_keys_file, settings.development)
 
     async def run() -> tuple[int, int]:
-        engine = database.create_engine(settings.database_url_for("matcher"))
-        try:
-            return await retention.purge(
-                engine, AuditTrail(engine, "matcher", keys), settings.retention_days
-            )
-        finally:
-            await engine.dispose()
+        cases = jobs = 0
+        for tenant in settings.tenants:
+            engine = database.create_engine(settings.database_url_for("matcher", tenant))
+            try:
+                purged = await retention.purge(
+                    engine, AuditTrail(engine, "matcher", keys), settings.retention_days
+                )
+            finally:
+                await engine.dispose()
+            cases, jobs = cases + purged[0], jobs + purged[1]
+        return cases, jobs
 
     cases, jobs = asyncio.run(run())
     print(
@@ -166,6 +184,7 @@ MATCH_TOOLS = {
     "verify": "optimization.verify",
     "report": "optimization.report",
     "import-counselors": "registry.counselor_csv",
+    "import-people": "registry.people_csv",
 }
 
 

@@ -29,14 +29,18 @@ def build(names: list[str]) -> list[Service]:
 
 
 async def migrate_all(settings: Settings) -> None:
-    """Brings every service's tables to the newest revision (`eapctl migrate`)."""
+    """Brings every service's tables, in every tenant's database, to the
+    newest revision (`eapctl migrate`)."""
     from services.runtime import audit, database
 
     # The audit keys sign the trails' heads (services/runtime/audit.py).
     attributes = audit.migration_attributes(settings.audit_keys_file, settings.development)
-    for service in build(list(SERVICES)):
-        engine = database.create_engine(settings.database_url_for(service.name))
-        try:
-            await database.migrate(engine, service.migrations, service.version_table, attributes)
-        finally:
-            await engine.dispose()
+    for tenant in settings.tenants:
+        for service in build(list(SERVICES)):
+            engine = database.create_engine(settings.database_url_for(service.name, tenant))
+            try:
+                await database.migrate(
+                    engine, service.migrations, service.version_table, attributes
+                )
+            finally:
+                await engine.dispose()

@@ -39,9 +39,10 @@ CONSISTENCY_PROBLEMS = Gauge(
     "eap_matcher_consistency_problems",
     "Sessions and quota charges that disagreed at the last check across services, "
     "by kind (UNCHARGED, CHARGED_TWICE, WRONG_CHARGE, CHARGE_WITHOUT_SESSION, WEEKLY_LIMIT).",
-    ("kind",),
+    ("tenant", "kind"),
 )
 CONSISTENCY_CHECKED = Gauge(
     "eap_matcher_consistency_checked_timestamp_seconds",
     "When the last check across services finished (Unix time).",
+    ("tenant",),
 )

@@ -95,6 +95,16 @@ class PersonRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class StaffRow(Base):
+    """One person of the people directory HR keeps (registry/staff.py)."""
+
+    __tablename__ = "matcher_staff"
+    employee_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # pseudonymous
+    agency_id: Mapped[str] = mapped_column(String(64))
+    staff_category: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class JobRow(Base):
     """A match job: queued, running (on `worker`, alive while `heartbeat_at`
     moves), done or failed. The instance is a snapshot taken at submission,

@@ -20,6 +20,7 @@ from services.matcher.calendar_port import CalendarPort
 from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry.directory import Directory, load_keys
+from services.matcher.registry.staff import StaffDirectory
 from services.matcher.registry.store import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
 from services.runtime.server import Runtime
@@ -55,7 +56,8 @@ class MatcherService(DatabaseService):
         )
         self.calendar = calendar
         data_keys = load_keys(settings.data_keys_file, settings.development)
-        self.cases = CaseRecords(self.engine, self.audit)
+        self.staff = StaffDirectory(self.engine)
+        self.cases = CaseRecords(self.engine, self.staff, self.audit)
         self.search = SlotSearch(
             self.engine,
             self.quota,
@@ -78,7 +80,7 @@ class MatcherService(DatabaseService):
         )
         self.directory = Directory(self.engine, data_keys, self.audit)
         self._retention_days = settings.retention_days
-        self.watch = ConsistencyWatch(self.engine, self.quota, settings.retention_days)
+        self.watch = ConsistencyWatch(self.engine, self.quota, settings.retention_days, self.tenant)
         runtime.spawn(self._upkeep(), "matcher-upkeep")
         if settings.consistency_seconds > 0:
             runtime.spawn(self._watch(settings.consistency_seconds), "matcher-consistency")
@@ -118,20 +120,21 @@ class MatcherService(DatabaseService):
                 log.warning("consistency check failed", exc_info=True)
             await asyncio.sleep(every)
 
-    def register(self, server: aio.Server) -> None:
-        matcher_pb2_grpc.add_MatcherServiceServicer_to_server(
-            MatcherServicer(
-                registry=self.registry,
-                directory=self.directory,
-                cases=self.cases,
-                search=self.search,
-                availability=self.availability,
-                bookings=self.bookings,
-                groups=self.groups,
-                jobs=self.jobs,
-            ),
-            server,
+    def servicer(self) -> object:
+        return MatcherServicer(
+            registry=self.registry,
+            directory=self.directory,
+            cases=self.cases,
+            search=self.search,
+            availability=self.availability,
+            bookings=self.bookings,
+            groups=self.groups,
+            jobs=self.jobs,
+            staff=self.staff,
         )
+
+    def add_to_server(self, servicer: object, server: aio.Server) -> None:
+        matcher_pb2_grpc.add_MatcherServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         await self.quota.close()

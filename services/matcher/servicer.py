@@ -30,6 +30,7 @@ from services.matcher.registry.counselors import (
     WeeklyWindow,
 )
 from services.matcher.registry.directory import Contact, Directory
+from services.matcher.registry.staff import StaffDirectory, StaffMember
 from services.matcher.registry.store import CounselorRegistry
 from services.runtime import paging, policy
 from services.runtime.fields import FieldChecker, moment, timestamp
@@ -318,7 +319,9 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         bookings: BookingSaga,
         groups: GroupBookings,
         jobs: Jobs,
+        staff: StaffDirectory,
     ) -> None:
+        self._staff = staff
         self._registry = registry
         self._directory = directory
         self._cases = cases
@@ -361,7 +364,9 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def SubmitCase(
         self, request: pb.SubmitCaseRequest, context: Context
     ) -> pb.SubmitCaseResponse:
-        case, created = await self._cases.submit_case(case_from_pb(request.case))
+        case, created = await self._cases.submit_case(
+            case_from_pb(request.case), request.request_id
+        )
         if policy.scope() is Scope.REFERRAL:
             return pb.SubmitCaseResponse(case=pb.Case(case_id=case.case_id), created=created)
         return pb.SubmitCaseResponse(case=case_pb(case), created=created)
@@ -545,6 +550,21 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         )
         return pb.DiscloseCaseResponse(
             case=case_pb(case), bookings=[booking_pb(b) for b in bookings]
+        )
+
+    async def ImportPeople(
+        self, request: pb.ImportPeopleRequest, context: Context
+    ) -> pb.ImportPeopleResponse:
+        count = await self._staff.import_people(
+            [StaffMember(p.employee_id, p.agency_id, p.staff_category) for p in request.people],
+            replace_all=request.replace_all,
+            dry_run=request.dry_run,
+        )
+        return pb.ImportPeopleResponse(
+            added=count.added,
+            changed=count.changed,
+            removed=count.removed,
+            unchanged=count.unchanged,
         )
 
     async def SetContact(

@@ -31,6 +31,7 @@ from services.runtime.errors import (
     ServiceError,
 )
 from services.runtime.fields import FieldChecker
+from services.runtime.tenancy import DEFAULT_TENANT
 
 
 def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
@@ -46,7 +47,7 @@ def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
 
 def _label_sets(gauge: Gauge, owner_label: str) -> set[tuple[str, ...]]:
     """The label values, in the gauge's label order, of every series it has."""
-    names = (owner_label, "fiscal_year", "state")
+    names = ("tenant", owner_label, "fiscal_year", "state")
     return {
         tuple(sample.labels[name] for name in names)
         for family in gauge.collect()
@@ -55,9 +56,12 @@ def _label_sets(gauge: Gauge, owner_label: str) -> set[tuple[str, ...]]:
 
 
 class LedgerReads:
-    def __init__(self, engine: AsyncEngine, audit: AuditTrail | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, audit: AuditTrail | None = None, tenant: str = DEFAULT_TENANT
+    ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._audit = audit
+        self._tenant = tenant  # its gauges' label
 
     async def balance(self, key: AccountKey) -> Balance:
         checker = FieldChecker()
@@ -158,7 +162,9 @@ class LedgerReads:
     async def refresh_metrics(self, year: int) -> None:
         """Sets the balance gauges for `year` of every agency and provider
         that enough people stand behind (metrics.shown_owners), removes
-        those of every other, and sets the count of active holds."""
+        those of every other, and sets the count of active holds; each
+        series labelled with the tenant."""
+        tenant = self._tenant
         account = orm.Account
         hold = orm.Hold
         async with self._sessions() as session:
@@ -209,8 +215,8 @@ class LedgerReads:
             values = {"entitled": entitled, "held": held, "spent": spent}
             values["left"] = entitled - held - spent
             for state, value in values.items():
-                gauge.labels(owner, str(year), state).set(value * scale)
-                exported.add((gauge, (owner, str(year), state)))
+                gauge.labels(tenant, owner, str(year), state).set(value * scale)
+                exported.add((gauge, (tenant, owner, str(year), state)))
         # Whatever was exported for `year` before and is not now (its owner
         # fell under the threshold) goes: a stale series would go on
         # showing a small group's money. Read from the gauges themselves,
@@ -220,9 +226,9 @@ class LedgerReads:
             (metrics.PROVIDER_TIME, "provider"),
         ):
             for labels in _label_sets(gauge, owner_label):
-                if labels[1] == str(year) and (gauge, labels) not in exported:
+                if labels[:3:2] == (tenant, str(year)) and (gauge, labels) not in exported:
                     gauge.remove(*labels)
-        metrics.HOLDS_ACTIVE.set(active or 0)
+        metrics.HOLDS_ACTIVE.labels(tenant).set(active or 0)
 
     async def verify(self) -> list[str]:
         """Every account whose totals differ from its ledger's sums, and

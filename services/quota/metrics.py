@@ -29,16 +29,18 @@ from services.quota.disclosure import MIN_CELL_PEOPLE
 AGENCY_BUDGET = Gauge(
     "eap_quota_agency_budget_ntd",
     "An agency's funded pool for the fiscal year, NT$, by state (entitled, held, spent, left).",
-    ("agency", "fiscal_year", "state"),
+    ("tenant", "agency", "fiscal_year", "state"),
 )
 PROVIDER_TIME = Gauge(
     # Prometheus wants base units: seconds, though the ledger counts minutes.
     "eap_quota_provider_seconds",
     "A provider's contracted hours for the fiscal year, in seconds, by state "
     "(entitled, held, spent, left).",
-    ("provider", "fiscal_year", "state"),
+    ("tenant", "provider", "fiscal_year", "state"),
 )
-HOLDS_ACTIVE = Gauge("eap_quota_holds_active", "Holds reserved and not yet committed or released.")
+HOLDS_ACTIVE = Gauge(
+    "eap_quota_holds_active", "Holds reserved and not yet committed or released.", ("tenant",)
+)
 HOLDS_EXPIRED = Counter(
     "eap_quota_holds_expired_total", "Holds given back because their time ran out."
 )
@@ -51,10 +53,12 @@ LEDGER_PROBLEMS = Gauge(
     "eap_quota_ledger_problems",
     "Accounts whose balance differed from their ledger's sum, or went below zero "
     "(a cap or budget over), at the last check.",
+    ("tenant",),
 )
 LEDGER_CHECKED = Gauge(
     "eap_quota_ledger_checked_timestamp_seconds",
     "When the last check of the ledger finished (Unix time).",
+    ("tenant",),
 )
 
 

@@ -42,7 +42,7 @@ class QuotaService(DatabaseService):
             self.engine, settings.hold_ttl_seconds, settings.quota_max_queue_seconds
         )
         self.funding = Funding(self.engine, self.ledger.reference)
-        self.reads = LedgerReads(self.engine, self.audit)
+        self.reads = LedgerReads(self.engine, self.audit, self.tenant)
         runtime.spawn(
             self._sweep_forever(runtime.settings.hold_sweep_seconds), "quota-hold-sweeper"
         )
@@ -54,10 +54,11 @@ class QuotaService(DatabaseService):
         await self.ledger.close()
         await super().close()
 
-    def register(self, server: aio.Server) -> None:
-        quota_pb2_grpc.add_QuotaServiceServicer_to_server(
-            QuotaServicer(self.ledger, self.funding, self.reads), server
-        )
+    def servicer(self) -> object:
+        return QuotaServicer(self.ledger, self.funding, self.reads)
+
+    def add_to_server(self, servicer: object, server: aio.Server) -> None:
+        quota_pb2_grpc.add_QuotaServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
 
     async def _sweep_forever(self, every: float) -> None:
         """Gives back expired holds. One replica at a time holds the sweep
@@ -89,8 +90,8 @@ class QuotaService(DatabaseService):
             except Exception:  # a store is down: the health probe reports it
                 log.warning("ledger check failed", exc_info=True)
                 continue
-            metrics.LEDGER_PROBLEMS.set(len(problems))
-            metrics.LEDGER_CHECKED.set(time.time())
+            metrics.LEDGER_PROBLEMS.labels(self.tenant).set(len(problems))
+            metrics.LEDGER_CHECKED.labels(self.tenant).set(time.time())
             if problems:
                 # Account subjects and totals only (agencies, providers, pseudonymous ids).
                 log.error("ledger disagrees with balances", extra={"count": len(problems)})

@@ -18,6 +18,8 @@ class RuleCode(StrEnum):
     NO_ENTITLEMENT_POLICY = "NO_ENTITLEMENT_POLICY"
     STAFF_CATEGORY_MISMATCH = "STAFF_CATEGORY_MISMATCH"
     CAP_BELOW_USE = "CAP_BELOW_USE"
+    # Who pays is the people directory's to say (or the employee's token's).
+    NOT_IN_DIRECTORY = "NOT_IN_DIRECTORY"
     # A booking's and a quota hold's life: the state machines refuse these.
     HOLD_EXPIRED = "HOLD_EXPIRED"
     HOLD_RELEASED = "HOLD_RELEASED"

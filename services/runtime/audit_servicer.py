@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from grpc import aio
@@ -11,6 +11,7 @@ from eap.audit.v1 import audit_pb2 as pb
 from eap.audit.v1 import audit_pb2_grpc
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import InvalidArgument
+from services.runtime.tenancy import TenantRouter
 
 Context = aio.ServicerContext[Any, Any]
 
@@ -60,9 +61,13 @@ class AuditServicer(audit_pb2_grpc.AuditServiceServicer):
         return pb.VerifyAuditTrailResponse(intact=not problems, problems=problems)
 
 
-def register(server: aio.Server, trails: Sequence[AuditTrail]) -> str | None:
-    """Serves the trails, if there are any; the service's full name then."""
-    if not trails:
+def register(server: aio.Server, trails: Mapping[str, Sequence[AuditTrail]]) -> str | None:
+    """Serves each tenant's trails (by tenant), if there are any; the
+    service's full name then."""
+    if not any(trails.values()):
         return None
-    audit_pb2_grpc.add_AuditServiceServicer_to_server(AuditServicer(trails), server)
+    audit_pb2_grpc.add_AuditServiceServicer_to_server(
+        TenantRouter({tenant: AuditServicer(own) for tenant, own in trails.items()}),  # type: ignore[arg-type]
+        server,
+    )
     return str(pb.DESCRIPTOR.services_by_name["AuditService"].full_name)

@@ -23,6 +23,13 @@ rotates, `service-<name>.<version>`); any other
 key's `service` token, or a `service-` key's token for anyone else, is
 refused, so no key can speak for a service it does not belong to.
 
+A user's token names their tenant in the `tenant` claim (tenancy.py):
+required where more than one tenant is served, and one not served here is
+refused. Our services name the tenant they call for in the `x-eap-tenant`
+header, which no user's call may carry. An employee's token may carry their
+`agency` and `staff_category`, which stand where the people directory does
+not know them (matcher/registry/staff.py).
+
 Development mode (`EAP_AUTH_MODE=dev`, the embedded default): a call
 without an `authorization` header is made by the subject `dev` with the role
 `admin`, so `eapctl serve all` on a laptop needs no key, and the services
@@ -46,11 +53,15 @@ from pathlib import Path
 import jwt
 
 from services.runtime.config import Settings
-from services.runtime.errors import Unauthenticated
+from services.runtime.errors import PermissionDenied, Unauthenticated
 from services.runtime.jwks import JwksKeys
 from services.runtime.keys import SERVICE_KID_PREFIX, KeyRing, VerifyingKey, service_of
+from services.runtime.tenancy import TENANT_CLAIM, TENANT_HEADER
+
+Metadata = Sequence[tuple[str, str | bytes]]
 
 REQUIRED_CLAIMS = ("exp", "iat", "sub", "iss", "aud")
+ATTRIBUTE_CLAIMS = ("agency", "staff_category")  # an employee's, where the provider has them
 
 
 class Role(StrEnum):
@@ -68,6 +79,11 @@ class Role(StrEnum):
 class Identity:
     subject: str
     role: Role
+    tenant: str = ""  # whose data the caller works on (tenancy.py)
+    # An employee's agency and staff category, where their token says
+    # (the `agency` and `staff_category` claims); else the people directory's.
+    agency: str = ""
+    staff_category: str = ""
 
 
 DEV_IDENTITY = Identity(subject="dev", role=Role.ADMIN)
@@ -93,6 +109,7 @@ class Authenticator:
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
         self._max_lifetime = settings.jwt_max_lifetime_seconds
+        self._tenants = settings.tenants
         self.jwks = (
             JwksKeys(
                 settings.jwt_jwks_url,
@@ -103,14 +120,14 @@ class Authenticator:
             else None
         )
 
-    def identify(self, metadata: Sequence[tuple[str, str | bytes]]) -> Identity:
+    def identify(self, metadata: Metadata) -> Identity:
         """The caller, checked with the keys at hand; never waits."""
         token = self._bearer(metadata)
         if token is None:
-            return DEV_IDENTITY
-        return self._verify(token, self._key_for(self._kid(token)))
+            return self._development_call(metadata)
+        return self._verify(token, self._key_for(self._kid(token)), metadata)
 
-    async def authenticate(self, metadata: Sequence[tuple[str, str | bytes]]) -> Identity:
+    async def authenticate(self, metadata: Metadata) -> Identity:
         """`identify`, but keeping the provider's key set fresh: a token
         naming a key not at hand waits for the set to be fetched again (off
         the event loop, bounded and rate-limited: jwks.py)."""
@@ -119,7 +136,7 @@ class Authenticator:
             return self.identify(metadata)
         token = self._bearer(metadata)
         if token is None:
-            return DEV_IDENTITY
+            return self._development_call(metadata)
         kid = self._kid(token)
         known = self._keys.keys().get(kid) or jwks.keys().get(kid)
         # Service keys never come from the provider: no fetch for them.
@@ -127,9 +144,36 @@ class Authenticator:
             await jwks.refresh(wait=True)
         elif jwks.stale():
             await jwks.refresh(wait=False)  # this call goes on with the keys at hand
-        return self._verify(token, self._key_for(kid))
+        return self._verify(token, self._key_for(kid), metadata)
 
-    def _bearer(self, metadata: Sequence[tuple[str, str | bytes]]) -> str | None:
+    def _development_call(self, metadata: Metadata) -> Identity:
+        """A development call without a token: an administrator, of the
+        tenant its header names (our services' calls) or the first."""
+        return Identity(DEV_IDENTITY.subject, DEV_IDENTITY.role, self._tenant(None, metadata))
+
+    def _tenant(self, claims: dict[str, object] | None, metadata: Metadata) -> str:
+        """The caller's tenant: a user's token's claim; a service's (or a
+        development call's) header. One tenant served is the default."""
+        header = next((str(v) for k, v in metadata if k == TENANT_HEADER), None)
+        trusted_header = claims is None or claims.get("role") == Role.SERVICE.value
+        if claims is not None and not trusted_header:
+            if header is not None:
+                raise PermissionDenied(
+                    f"only a service call may name its tenant in {TENANT_HEADER}"
+                )
+            named = claims.get(TENANT_CLAIM)
+        else:
+            named = header
+        if named is None and len(self._tenants) == 1:
+            return self._tenants[0]
+        if named is None:
+            raise Unauthenticated(f"the caller names no tenant (`{TENANT_CLAIM}` claim)")
+        if named not in self._tenants:
+            # The claim is the identity provider's: no tenant of ours is no access.
+            raise PermissionDenied("the caller's tenant is not served here")
+        return str(named)
+
+    def _bearer(self, metadata: Metadata) -> str | None:
         """The bearer token, or None for a development call without one."""
         header = next((str(v) for k, v in metadata if k == "authorization"), None)
         if header is None:
@@ -151,7 +195,7 @@ class Authenticator:
             raise Unauthenticated("token names no signing key (kid)")
         return kid
 
-    def _verify(self, token: str, key: VerifyingKey) -> Identity:
+    def _verify(self, token: str, key: VerifyingKey, metadata: Metadata) -> Identity:
         try:
             claims = jwt.decode(
                 token,
@@ -184,7 +228,12 @@ class Authenticator:
             signed_by_service and service_of(key.kid) != subject
         ):
             raise Unauthenticated("a service token must be signed with that service's own key")
-        return Identity(subject=subject, role=role)
+        attributes = {
+            claim: value
+            for claim in ATTRIBUTE_CLAIMS
+            if role is Role.EMPLOYEE and isinstance(value := claims.get(claim), str)
+        }
+        return Identity(subject, role, self._tenant(claims, metadata), **attributes)
 
     def _check_times(self, claims: dict[str, object]) -> None:
         """Numeric dates that are numbers (PyJWT takes "123" too); `iat` and

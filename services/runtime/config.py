@@ -10,7 +10,8 @@ service its own database.
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
 | EAP_METRICS_PORT | 9464 | Prometheus endpoint port; 0 picks a free one; -1 turns it off |
 | EAP_METRICS_TOKEN(_FILE) | (none) | if set, `/metrics` wants `Authorization: Bearer <token>` |
-| DATABASE_URL | sqlite:///./var/eap.sqlite3 | SQLAlchemy URL; postgresql:// or sqlite:/// |
+| EAP_TENANTS | default | the organisations served, comma-separated (tenancy.py) |
+| DATABASE_URL | sqlite:///./var/eap.sqlite3 | SQLAlchemy URL; postgresql:// or sqlite:/// (*) |
 | EAP_<SERVICE>_DATABASE_URL | DATABASE_URL | per-service override |
 | REDIS_URL | (none) | redis://host:port/db; without it Redis features are off |
 | DATABASE_URL_FILE, REDIS_URL_FILE | (none) | files holding those URLs (mounted Secrets) |
@@ -41,6 +42,10 @@ service its own database.
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 | EAP_CONSISTENCY_SECONDS | 600 | how often sessions, charges and ledger are checked; 0: never |
+
+(*) `{tenant}` in a database URL stands for the tenant's name: each tenant
+has its own database, and with more than one tenant every URL must say
+where (SQLite's default is then `sqlite:///./var/eap-{tenant}.sqlite3`).
 """
 
 from __future__ import annotations
@@ -53,8 +58,11 @@ from pathlib import Path
 from services.rules.sessions import CRISIS_DEADLINE_HOURS
 from services.runtime.errors import ConfigError
 from services.runtime.jwks import check_url
+from services.runtime.tenancy import DEFAULT_TENANT, valid_name
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/eap.sqlite3"
+TENANT_DATABASE_URL = "sqlite:///./var/eap-{tenant}.sqlite3"
+TENANT_PLACEHOLDER = "{tenant}"
 DEV_KEYS_DIR = "var/dev-keys"  # where `eapctl token mint` keeps its development key
 
 
@@ -63,6 +71,7 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     metrics_port: int = 9464
     metrics_token: str | None = None
+    tenants: tuple[str, ...] = (DEFAULT_TENANT,)
     database_url: str = DEFAULT_DATABASE_URL
     service_database_urls: Mapping[str, str] | None = None
     redis_url: str | None = None
@@ -98,8 +107,10 @@ class Settings:
     def development(self) -> bool:
         return self.auth_mode == "dev"
 
-    def database_url_for(self, service: str) -> str:
-        return (self.service_database_urls or {}).get(service, self.database_url)
+    def database_url_for(self, service: str, tenant: str | None = None) -> str:
+        """`service`'s database for `tenant` (the first tenant's by default)."""
+        url = (self.service_database_urls or {}).get(service, self.database_url)
+        return url.replace(TENANT_PLACEHOLDER, tenant or self.tenants[0])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,16 +136,32 @@ class Settings:
         leeway = _int(env, "EAP_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds)
         if not 0 <= leeway <= 300:
             raise ConfigError("EAP_JWT_LEEWAY_SECONDS", "must be between 0 and 300")
+        tenants = _tenants(env)
+        database_url = _secret(env, "DATABASE_URL") or (
+            DEFAULT_DATABASE_URL if len(tenants) == 1 else TENANT_DATABASE_URL
+        )
+        service_database_urls = {
+            service: env[f"EAP_{service.upper()}_DATABASE_URL"]
+            for service in ("quota", "matcher", "calendar")
+            if env.get(f"EAP_{service.upper()}_DATABASE_URL")
+        }
+        if len(tenants) > 1:
+            # Two tenants in one database would share its rows.
+            for name, url in (
+                ("DATABASE_URL", database_url),
+                *((f"EAP_{s.upper()}_DATABASE_URL", u) for s, u in service_database_urls.items()),
+            ):
+                if TENANT_PLACEHOLDER not in url:
+                    raise ConfigError(
+                        name, "must contain {tenant} when EAP_TENANTS names more than one"
+                    )
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
             metrics_token=_secret(env, "EAP_METRICS_TOKEN"),
-            database_url=_secret(env, "DATABASE_URL") or DEFAULT_DATABASE_URL,
-            service_database_urls={
-                service: env[f"EAP_{service.upper()}_DATABASE_URL"]
-                for service in ("quota", "matcher", "calendar")
-                if env.get(f"EAP_{service.upper()}_DATABASE_URL")
-            },
+            tenants=tenants,
+            database_url=database_url,
+            service_database_urls=service_database_urls,
             redis_url=_secret(env, "REDIS_URL"),
             auth_mode=mode,
             jwt_keys_dir=keys_dir,
@@ -171,6 +198,17 @@ class Settings:
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
         )
+
+
+def _tenants(env: Mapping[str, str]) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in env.get("EAP_TENANTS", DEFAULT_TENANT).split(",") if n.strip())
+    if not names or len(set(names)) != len(names) or not all(map(valid_name, names)):
+        raise ConfigError(
+            "EAP_TENANTS",
+            "must name one or more distinct tenants, comma-separated, each 1-40 "
+            "lower-case letters, digits or '-'",
+        )
+    return names
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

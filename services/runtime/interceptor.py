@@ -24,6 +24,7 @@ from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.logs import request_id_var
 from services.runtime.rate_limit import RateLimiter
 from services.runtime.status import internal_status, to_status
+from services.runtime.tenancy import set_tenant
 
 log = logging.getLogger("eap.rpc")
 
@@ -146,6 +147,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             # provider waits for its key set, fetched off the event loop.
             identity = await self._authenticator.authenticate(metadata)
             set_identity(identity)
+            set_tenant(identity.tenant)
             policy.authorize(f"{service}/{method}", identity)
 
     async def _limit(self, service: str) -> None:

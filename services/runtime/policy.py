@@ -126,6 +126,8 @@ POLICY: dict[str, Access] = {
     MATCHER + "SetContact": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "GetContact": _row(any_of=[ADMIN], own=[EMPLOYEE, COUNSELOR]),
     MATCHER + "ListSessions": _row(any_of=[ADMIN], own=[COUNSELOR]),
+    # HR keeps the people directory: who works where decides who pays.
+    MATCHER + "ImportPeople": _row(any_of=[ADMIN, HR]),
     # -- calendar: the programme's year; group sessions through the matcher ----------
     CALENDAR + "ListOfficeDays": _row(any_of=EVERYONE, services=["matcher"]),
     CALENDAR + "ImportOfficeCalendar": _row(any_of=[ADMIN]),

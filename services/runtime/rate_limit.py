@@ -47,7 +47,9 @@ class RateLimiter:
             return
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        caller = hashlib.sha256(f"{identity.role}:{identity.subject}".encode()).hexdigest()[:24]
+        caller = hashlib.sha256(
+            f"{identity.tenant}:{identity.role}:{identity.subject}".encode()
+        ).hexdigest()[:24]
         count = await self._count(f"{self._scope}:rate:{caller}:{window}", window)
         if count > self._limit:
             retry = (window + 1) * WINDOW_SECONDS - now

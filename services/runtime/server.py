@@ -15,7 +15,7 @@ import io
 import logging
 import signal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -26,13 +26,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime import audit_servicer, metrics
-from services.runtime.auth import Authenticator
+from services.runtime.auth import SYSTEM_IDENTITY, Authenticator, set_identity
 from services.runtime.config import Settings
 from services.runtime.decoding import DecodingInterceptor
 from services.runtime.interceptor import RuntimeInterceptor
 from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.metrics_http import start_metrics_server
 from services.runtime.rate_limit import RateLimiter
+from services.runtime.tenancy import TenantRouter, set_tenant
 
 log = logging.getLogger("eap.server")
 
@@ -56,9 +57,10 @@ class Runtime:
 
 
 class Service(Protocol):
-    """What a service gives the runtime."""
+    """What a service gives the runtime: one instance serves one tenant."""
 
     name: str  # short name: quota, matcher, calendar
+    tenant: str  # whose data it serves, set by the runtime before `start`
     full_name: str  # the gRPC service name, e.g. eap.quota.v1.QuotaService
     migrations: Path  # its Alembic scripts
     version_table: str  # its own Alembic version table, so services can share a database
@@ -68,8 +70,12 @@ class Service(Protocol):
     async def start(self, runtime: Runtime) -> None:
         """Connects its stores, migrates them, starts its background loops."""
 
-    def register(self, server: aio.Server) -> None:
-        """Adds its servicer to the server."""
+    def servicer(self) -> object:
+        """Its gRPC servicer (for its tenant), once started."""
+
+    def add_to_server(self, servicer: object, server: aio.Server) -> None:
+        """Adds a servicer of its gRPC service to the server (the generated
+        `add_...Servicer_to_server`)."""
 
     async def probe(self) -> dict[str, bool]:
         """Reachability of each store it needs, by store name."""
@@ -82,10 +88,15 @@ class Service(Protocol):
 class RunningServer:
     server: aio.Server
     port: int
-    services: Sequence[Service]
+    services: Sequence[Service]  # the first tenant's instances: those `start` was given
     runtime: Runtime
     health: HealthServicer
     metrics_port: int | None
+    tenants: dict[str, list[Service]] = field(default_factory=dict)  # every tenant's
+
+    @property
+    def instances(self) -> list[Service]:
+        return [s for services in self.tenants.values() for s in services] or list(self.services)
 
     async def stop(self, grace: float | None = None) -> None:
         grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
@@ -102,7 +113,7 @@ class RunningServer:
                     "background task did not stop",
                     extra={"task": task.get_name(), "stack": _stack(task), "others": _others()},
                 )
-        for service in self.services:
+        for service in self.instances:
             await service.close()
         if self.runtime.redis is not None:
             await self.runtime.redis.aclose()
@@ -120,14 +131,29 @@ def _others() -> list[str]:
     return [_stack(t) for t in asyncio.all_tasks() if t is not current and not t.done()]
 
 
+async def _start_for(tenant: str, service: Service, runtime: Runtime) -> None:
+    """Starts `service` for `tenant`, in a task of its own: the loops it
+    spawns keep the tenant (tasks copy the context they start in)."""
+    set_tenant(tenant)
+    set_identity(replace(SYSTEM_IDENTITY, tenant=tenant))
+    service.tenant = tenant
+    await service.start(runtime)
+
+
 async def start(services: Sequence[Service], settings: Settings) -> RunningServer:
+    """Serves `services` for the first tenant, and instances of the same
+    classes for every other tenant of `settings.tenants` (tenancy.py)."""
     runtime = Runtime(settings=settings)
     if settings.redis_url:
         runtime.redis = redis_asyncio.Redis.from_url(
             settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
-    for service in services:
-        await service.start(runtime)
+    tenants: dict[str, list[Service]] = {settings.tenants[0]: list(services)}
+    for tenant in settings.tenants[1:]:
+        tenants[tenant] = [type(service)() for service in services]
+    for tenant, instances in tenants.items():
+        for service in instances:
+            await asyncio.create_task(_start_for(tenant, service, runtime))
 
     server = aio.server(
         # The runtime's around every call; inside it, requests that do not
@@ -149,10 +175,19 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
             ("grpc.so_reuseport", 0),
         ],
     )
-    for service in services:
-        service.register(server)
+    for i, service in enumerate(services):
+        service.add_to_server(
+            TenantRouter(
+                {tenant: instances[i].servicer() for tenant, instances in tenants.items()}
+            ),
+            server,
+        )
     audit_service = audit_servicer.register(
-        server, [trail for s in services if (trail := getattr(s, "audit", None)) is not None]
+        server,
+        {
+            tenant: [trail for s in instances if (trail := getattr(s, "audit", None)) is not None]
+            for tenant, instances in tenants.items()
+        },
     )
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -178,7 +213,7 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
         metrics_port = http_server.server_port
 
     await server.start()
-    running = RunningServer(server, port, services, runtime, health, metrics_port)
+    running = RunningServer(server, port, services, runtime, health, metrics_port, tenants)
     # For liveness probes: the process serves, whatever its stores do (a
     # database outage makes pods unready, never restarts them all).
     await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -197,12 +232,19 @@ def _host(settings: Settings) -> str:
 
 
 async def _update_health(running: RunningServer) -> None:
-    all_up = True
-    for service in running.services:
+    """Each service SERVING while every tenant's stores answer."""
+    stores_of: dict[str, dict[str, bool]] = {}
+    for service in running.instances:
         try:
             stores = await asyncio.wait_for(service.probe(), timeout=5)
         except Exception:
             stores = {"database": False}
+        found = stores_of.setdefault(service.name, {})
+        for store, up in stores.items():
+            found[store] = found.get(store, True) and up
+    all_up = True
+    for service in running.services:
+        stores = stores_of[service.name]
         for store, up in stores.items():
             metrics.STORE_UP.labels(service.name, store).set(1 if up else 0)
             if not up:

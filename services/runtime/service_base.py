@@ -26,6 +26,7 @@ class DatabaseService:
     finishing_methods: frozenset[str] = frozenset()
 
     def __init__(self) -> None:
+        self.tenant = ""  # the runtime's to set: the first tenant's until then
         self._engine: AsyncEngine | None = None
         self._redis: Redis | None = None
         self.lease_scope = ""
@@ -43,7 +44,8 @@ class DatabaseService:
 
     async def start(self, runtime: Runtime) -> None:
         settings = runtime.settings
-        url = settings.database_url_for(self.name)
+        self.tenant = self.tenant or settings.tenants[0]
+        url = settings.database_url_for(self.name, self.tenant)
         self._engine = database.create_engine(url, settings.database_pool_size)
         self.lease_scope = database.scope_of(url)
         await database.migrate(

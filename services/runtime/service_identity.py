@@ -18,6 +18,7 @@ import jwt
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 from services.runtime.keys import SERVICE_KID_PREFIX, SigningKey, load_signing_key, service_of
+from services.runtime.tenancy import TENANT_HEADER, current_tenant
 
 LIFETIME_SECONDS = 300
 RENEW_BEFORE_SECONDS = 60  # a token is renewed this long before it expires
@@ -55,9 +56,12 @@ class ServiceCredentials:
         self._expires = 0.0
 
     def metadata(self) -> Metadata:
-        """What to send with a call: the service's current token, if any."""
+        """What to send with a call: the service's current token, if any,
+        and the tenant it calls for (the current call's or loop's)."""
+        tenant = current_tenant()
+        on_behalf: Metadata = ((TENANT_HEADER, tenant),) if tenant else ()
         if self._key is None:
-            return ()
+            return on_behalf
         now = time.time()
         with self._lock:
             if now > self._expires - RENEW_BEFORE_SECONDS:
@@ -75,4 +79,4 @@ class ServiceCredentials:
                     algorithm=self._key.algorithm,
                     headers={"kid": self._key.kid},
                 )
-            return (("authorization", f"Bearer {self._token}"),)
+            return (("authorization", f"Bearer {self._token}"), *on_behalf)

@@ -38,8 +38,9 @@ from services.quota.orm import Hold
 from services.quota.service import QuotaService
 from services.runtime import clock, database
 from services.runtime.server import start
+from services.runtime.tenancy import DEFAULT_TENANT
 from tests.conftest import MONDAY, Backend, Suite, at
-from tests.county import RATE, account, changed, counselor, seed
+from tests.county import RATE, account, changed, counselor, enrol, seed
 from tests.quota.test_rpcs import details, refused
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -52,6 +53,9 @@ def span(day: dt.date, start: int, end: int) -> pb.TimeRange:
 
 def local(stamp: Timestamp) -> dt.datetime:
     return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(TAIPEI)
+
+
+K1, K2 = "K1", "K2"
 
 
 def case(case_id: str = "K1", employee: str = "E1", **changes: object) -> pb.Case:
@@ -75,10 +79,11 @@ def case(case_id: str = "K1", employee: str = "E1", **changes: object) -> pb.Cas
 
 
 async def submit(suite: Suite, message: pb.Case) -> pb.Case:
+    """Submits `message` as an administrator, who may name cases."""
     return (await suite.matcher.SubmitCase(pb.SubmitCaseRequest(case=message))).case
 
 
-async def slots(suite: Suite, case_id: str = "K1", days: int = 14) -> list[pb.Slot]:
+async def slots(suite: Suite, case_id: str = K1, days: int = 14) -> list[pb.Slot]:
     request = pb.FindSlotsRequest(
         case_id=case_id,
         window_start=at(MONDAY, 0),
@@ -88,12 +93,12 @@ async def slots(suite: Suite, case_id: str = "K1", days: int = 14) -> list[pb.Sl
     return list((await suite.matcher.FindSlots(request)).slots)
 
 
-async def hold(suite: Suite, slot: pb.Slot, case_id: str = "K1") -> pb.Booking:
+async def hold(suite: Suite, slot: pb.Slot, case_id: str = K1) -> pb.Booking:
     request = pb.HoldSlotRequest(case_id=case_id, counselor_id=slot.counselor_id, start=slot.start)
     return (await suite.matcher.HoldSlot(request)).booking
 
 
-async def book(suite: Suite, slot: pb.Slot, case_id: str = "K1") -> pb.Booking:
+async def book(suite: Suite, slot: pb.Slot, case_id: str = K1) -> pb.Booking:
     held = await hold(suite, slot, case_id)
     request = pb.ConfirmBookingRequest(booking_id=held.booking_id)
     return (await suite.matcher.ConfirmBooking(request)).booking
@@ -127,7 +132,7 @@ async def test_find_hold_confirm_books_and_spends(suite: Suite) -> None:
     # One session a week: the case's next slots are in the following week only.
     later = await slots(suite)
     assert later and all(local(s.start).date() == MONDAY + dt.timedelta(weeks=1) for s in later)
-    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
     assert [b.booking_id for b in got.bookings] == [booking.booking_id]
     # A retried confirmation returns the booking and spends nothing more.
     again = await suite.matcher.ConfirmBooking(
@@ -142,16 +147,16 @@ async def test_a_held_slot_is_nobody_elses(suite: Suite) -> None:
     await submit(suite, case("K2", "E2"))
     first = (await slots(suite))[0]
     await hold(suite, first)
-    error = await refused(hold(suite, first, "K2"))
+    error = await refused(hold(suite, first, K2))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert rule(error) == "SLOT_TAKEN"
     # The other case is offered everything but that slot.
-    theirs = await slots(suite, "K2")
+    theirs = await slots(suite, K2)
     taken = (first.counselor_id, first.start.seconds)
     assert taken not in {(s.counselor_id, s.start.seconds) for s in theirs}
     # Overlapping, not equal, starts clash too.
     half_past = pb.Slot(counselor_id=first.counselor_id, start=at(MONDAY, 9, 30))
-    assert rule(await refused(hold(suite, half_past, "K2"))) == "SLOT_TAKEN"
+    assert rule(await refused(hold(suite, half_past, K2))) == "SLOT_TAKEN"
 
 
 async def test_a_lapsed_hold_frees_the_slot_and_cannot_be_confirmed(suite: Suite) -> None:
@@ -160,7 +165,7 @@ async def test_a_lapsed_hold_frees_the_slot_and_cannot_be_confirmed(suite: Suite
     first = (await slots(suite))[0]
     mine = await hold(suite, first)
     clock.advance(dt.timedelta(seconds=601))
-    theirs = await hold(suite, first, "K2")
+    theirs = await hold(suite, first, K2)
     assert theirs.state == pb.BOOKING_STATE_HELD
     error = await refused(
         suite.matcher.ConfirmBooking(pb.ConfirmBookingRequest(booking_id=mine.booking_id))
@@ -174,8 +179,10 @@ async def test_a_quota_refusal_books_nothing_and_holds_nothing(suite: Suite) -> 
     # The employee's year is 360 minutes: three two-hour sessions use it up.
     for week in range(3):
         day = MONDAY + dt.timedelta(weeks=week)
-        await submit(suite, case(f"X{week}", minutes=120, availability=[span(day, 9, 12)]))
-        await book(suite, (await slots(suite, f"X{week}", days=21))[0], f"X{week}")
+        earlier = await submit(
+            suite, case(f"X{week}", minutes=120, availability=[span(day, 9, 12)])
+        )
+        await book(suite, (await slots(suite, earlier.case_id, days=21))[0], earlier.case_id)
     fourth = MONDAY + dt.timedelta(weeks=3)
     await submit(suite, case(minutes=120, availability=[span(fourth, 9, 12)]))
     assert await slots(suite, days=28) == []  # FindSlots knows the entitlement is spent
@@ -187,7 +194,7 @@ async def test_a_quota_refusal_books_nothing_and_holds_nothing(suite: Suite) -> 
     assert rule(error) == "EMPLOYEE_ENTITLEMENT"
     after = await agency(suite)
     assert (after.held, after.spent) == (before.held, before.spent)
-    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
     assert list(got.bookings) == []  # the hold was given up with the refusal
 
 
@@ -225,7 +232,7 @@ async def test_reschedule_within_the_week(suite: Suite) -> None:
     later = next(s for s in found if local(s.start).hour == 14)
     held = await suite.matcher.HoldSlot(
         pb.HoldSlotRequest(
-            case_id="K1",
+            case_id=K1,
             counselor_id=later.counselor_id,
             start=later.start,
             replaces_booking_id=booking.booking_id,
@@ -284,7 +291,7 @@ async def test_bad_cases_are_refused_field_by_field(
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     bad = details(error)["BadRequest"]
     assert field in [v.field for v in bad.field_violations]  # type: ignore[attr-defined]
-    missing = await refused(suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1")))
+    missing = await refused(suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1)))
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -293,12 +300,12 @@ async def test_bad_requests_get_clear_statuses_and_change_nothing(suite: Suite) 
     unknown = await refused(suite.matcher.FindSlots(pb.FindSlotsRequest(case_id="nope")))
     assert unknown.code() == grpc.StatusCode.NOT_FOUND
     too_long = pb.FindSlotsRequest(
-        case_id="K1", window_start=at(MONDAY, 0), window_end=at(MONDAY + dt.timedelta(90), 0)
+        case_id=K1, window_start=at(MONDAY, 0), window_end=at(MONDAY + dt.timedelta(90), 0)
     )
     error = await refused(suite.matcher.FindSlots(too_long))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     backwards = pb.FindSlotsRequest(
-        case_id="K1", window_start=at(MONDAY, 10), window_end=at(MONDAY, 9)
+        case_id=K1, window_start=at(MONDAY, 10), window_end=at(MONDAY, 9)
     )
     assert (await refused(suite.matcher.FindSlots(backwards))).code() == (
         grpc.StatusCode.INVALID_ARGUMENT
@@ -309,7 +316,7 @@ async def test_bad_requests_get_clear_statuses_and_change_nothing(suite: Suite) 
     assert rule(await refused(hold(suite, outside))) == "NOT_BOOKABLE"
     nobody = pb.Slot(counselor_id="C404", start=at(MONDAY, 9))
     assert (await refused(hold(suite, nobody))).code() == grpc.StatusCode.NOT_FOUND
-    no_start = suite.matcher.HoldSlot(pb.HoldSlotRequest(case_id="K1", counselor_id="C001"))
+    no_start = suite.matcher.HoldSlot(pb.HoldSlotRequest(case_id=K1, counselor_id="C001"))
     assert (await refused(no_start)).code() == grpc.StatusCode.INVALID_ARGUMENT
     ghost = suite.matcher.ConfirmBooking(pb.ConfirmBookingRequest(booking_id="nope"))
     assert (await refused(ghost)).code() == grpc.StatusCode.NOT_FOUND
@@ -318,7 +325,7 @@ async def test_bad_requests_get_clear_statuses_and_change_nothing(suite: Suite) 
     assert not again.created
     clash = await refused(submit(suite, case(minutes=90)))
     assert clash.code() == grpc.StatusCode.ALREADY_EXISTS
-    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
     assert list(got.bookings) == []
     balance = await agency(suite)
     assert (balance.held, balance.spent) == (0, 0)
@@ -393,6 +400,7 @@ async def test_the_matcher_books_by_the_calendar_services_years(
             )
             calendar = calendar_pb2_grpc.CalendarServiceStub(channel)
             await seed(suite.quota)
+            await enrol(suite.matcher)
             await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
             await submit(suite, case())
             assert await matcher_service.calendar.refresh()
@@ -440,13 +448,14 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
     matcher_service = MatcherService()
     async with _served(backend, matcher_service) as suite:
         await seed(suite.quota)
+        await enrol(suite.matcher)
         await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
         await submit(suite, case())
         await submit(suite, case("K2", "E2"))
         first = (await slots(suite))[0]
         # K1: confirming, its quota reserved, then the replica died before Commit.
         held = await hold(suite, first)
-        second = (await slots(suite, "K2"))[0]
+        second = (await slots(suite, K2))[0]
         bookings = matcher_service.bookings
         quota_hold = await matcher_service.quota.reserve(
             f"booking-{held.booking_id}",
@@ -463,7 +472,7 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
             matcher_service, held.booking_id, S.HELD, S.CONFIRMING, quota_hold_id=quota_hold
         )
         # K2: booked and paid for, then cancelled; the replica died before Release.
-        paid = await book(suite, second, "K2")
+        paid = await book(suite, second, K2)
         await _crash_after(matcher_service, paid.booking_id, S.BOOKED, S.CANCELLING)
         assert (await agency(suite)).held == RATE  # K1's reservation, not yet spent
         assert await bookings.reconcile() == 0  # too fresh: the step may still be running
@@ -471,7 +480,7 @@ async def test_steps_a_crash_cut_short_are_finished(backend: Backend, march_2027
         assert await bookings.reconcile() == 2
         balance = await agency(suite)
         assert (balance.held, balance.spent) == (0, RATE)  # K1 spent; K2 given back
-        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
         assert [b.state for b in got.bookings] == [pb.BOOKING_STATE_BOOKED]
         assert await bookings.reconcile() == 0  # nothing left to finish
 
@@ -487,6 +496,7 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
     matcher_service = MatcherService()
     async with _served(backend, matcher_service) as suite:
         await seed(suite.quota)
+        await enrol(suite.matcher)
         await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
         await submit(suite, case())
         found = await slots(suite)
@@ -495,7 +505,7 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
         new = (
             await suite.matcher.HoldSlot(
                 pb.HoldSlotRequest(
-                    case_id="K1",
+                    case_id=K1,
                     counselor_id=later.counselor_id,
                     start=later.start,
                     replaces_booking_id=old.booking_id,
@@ -518,7 +528,7 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
         assert "BOOKING_BUSY" in (error.details() or "")
         clock.advance(dt.timedelta(seconds=61))
         assert await matcher_service.bookings.reconcile() == 2  # both rows under way
-        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+        got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
         assert {b.booking_id: b.state for b in got.bookings} == {
             new.booking_id: pb.BOOKING_STATE_BOOKED
         }
@@ -566,9 +576,9 @@ async def test_a_failed_reschedule_within_the_week_keeps_the_booking(
             )
         )
     if reason == "SLOT_TAKEN":
-        await hold(suite, later, "K2")
+        await hold(suite, later, K2)
     request = pb.HoldSlotRequest(
-        case_id="K1",
+        case_id=K1,
         counselor_id=later.counselor_id,
         start=later.start,
         replaces_booking_id=booking.booking_id,
@@ -588,7 +598,7 @@ async def test_a_failed_reschedule_within_the_week_keeps_the_booking(
         error = refusal
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert rule(error) == reason
-    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
     assert [(b.booking_id, b.state) for b in got.bookings if b.state != pb.BOOKING_STATE_HELD] == [
         (booking.booking_id, pb.BOOKING_STATE_BOOKED)
     ]
@@ -609,6 +619,7 @@ async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_book
     with clock.moved_to(dt.datetime(2029, 12, 24, 8, tzinfo=TAIPEI)):
         async with _served(backend, MatcherService()) as suite:
             await seed(suite.quota, year=2029)
+            await enrol(suite.matcher)
             await seed(suite.quota, year=2030, entitlement_minutes=0)
             await suite.matcher.UpsertCounselor(pb.UpsertCounselorRequest(counselor=counselor()))
             await submit(suite, case(availability=[span(december, 9, 17), span(january, 18, 21)]))
@@ -616,7 +627,7 @@ async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_book
                 (
                     await suite.matcher.FindSlots(
                         pb.FindSlotsRequest(
-                            case_id="K1",
+                            case_id=K1,
                             window_start=at(december, 0),
                             window_end=at(january + dt.timedelta(days=1), 0),
                             max_slots=200,
@@ -629,7 +640,7 @@ async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_book
             held = (
                 await suite.matcher.HoldSlot(
                     pb.HoldSlotRequest(
-                        case_id="K1",
+                        case_id=K1,
                         counselor_id=later.counselor_id,
                         start=later.start,
                         replaces_booking_id=booking.booking_id,
@@ -645,7 +656,7 @@ async def test_a_same_week_move_the_new_years_entitlement_refuses_keeps_the_book
             )
             assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
             assert rule(error) == "EMPLOYEE_ENTITLEMENT"
-            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+            got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id=K1))
             assert [(b.booking_id, b.state) for b in got.bookings] == [
                 (booking.booking_id, pb.BOOKING_STATE_BOOKED)
             ]
@@ -662,7 +673,7 @@ async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Ba
     found = await slots(suite)
     first = await book(suite, found[0])
     second = await book(
-        suite, next(s for s in found[1:] if s.counselor_id != found[0].counselor_id), "K2"
+        suite, next(s for s in found[1:] if s.counselor_id != found[0].counselor_id), K2
     )
     assert await _consistent(backend) == []
     matcher = database.create_engine(backend.settings.database_url_for("matcher"))
@@ -749,5 +760,8 @@ async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Ba
     assert watched == sorted(p for p in problems if not p.startswith("LEDGER")), watched
     for kind, count in (("UNCHARGED", 1), ("CHARGED_TWICE", 1), ("WEEKLY_LIMIT", 1)):
         assert (
-            REGISTRY.get_sample_value("eap_matcher_consistency_problems", {"kind": kind}) == count
+            REGISTRY.get_sample_value(
+                "eap_matcher_consistency_problems", {"tenant": DEFAULT_TENANT, "kind": kind}
+            )
+            == count
         )

@@ -121,6 +121,7 @@ async def test_a_hundred_people_one_slot_two_replicas(cluster: Cluster) -> None:
         matchers = [matcher_pb2_grpc.MatcherServiceStub(c) for c in channels]
         quota = quota_pb2_grpc.QuotaServiceStub(channels[0])
         await county.seed(quota, year=DAY.year)  # type: ignore[arg-type]
+        await county.enrol(matchers[0], [f"E{n:03d}" for n in range(CLIENTS + 2)])
         weekdays = [
             pb.WeeklyWindow(weekday=d, start_time="09:00", end_time="17:00") for d in range(1, 6)
         ]

@@ -11,9 +11,8 @@ from sqlalchemy import text
 from eap.matcher.v1 import matcher_pb2 as mpb
 from services.matcher.registry.directory import Directory, load_keys
 from tests.access import Secured
-from tests.matcher.test_booking import case
 from tests.quota.test_rpcs import refused
-from tests.runtime.test_access import _book
+from tests.runtime.test_access import _book, submit_own
 
 LIN = mpb.Contact(name="林美華", phone="08-7320415", email="mei-hua.lin@example.tw")
 
@@ -45,8 +44,7 @@ async def test_contacts_are_sealed_and_shown_only_to_who_needs_them(
     assert (await refused(matcher.GetContact(request, metadata=lead))).code() == (
         grpc.StatusCode.NOT_FOUND
     )
-    await matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K1", "E1")), metadata=e1)
-    booking = await _book(suite, "K1", "E1")
+    booking = await _book(suite, await submit_own(suite, "K1", "E1"), "E1")
     holder = suite.as_("counselor", booking.counselor_id)
     assert (await matcher.GetContact(request, metadata=holder)).contact.phone == LIN.phone
 

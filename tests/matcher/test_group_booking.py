@@ -14,7 +14,7 @@ import grpc
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.quota.v1 import quota_pb2 as qpb
 from tests.conftest import MONDAY, Suite, at
-from tests.county import RATE, account, counselor
+from tests.county import RATE, account, counselor, enrol
 from tests.matcher.test_booking import book, case, local, rule, slots, submit
 from tests.quota.test_rpcs import refused
 
@@ -48,6 +48,7 @@ async def test_a_group_spends_each_session_once_and_shares_the_counselors_time(
 ) -> None:
     await submit(suite, case("K1", "E1", accepts_group=True))
     await submit(suite, case("K2", "E2", accepts_group=True))
+    await enrol(suite.matcher, ["E3"], agency="PT-EDU")
     await submit(suite, case("K3", "E3", accepts_group=True, agency_id="PT-EDU"))
     answer = await suite.matcher.BookGroupSession(group("K1", "K2", "K3"))
     assert not answer.refused
@@ -107,6 +108,7 @@ async def test_participants_the_rules_refuse_are_named_and_the_rest_share_the_co
     await submit(suite, case("K3", "E3"))  # wants individual sessions only
     await submit(suite, case("K4", "E4", accepts_group=True, modalities=[pb.MODALITY_PHONE]))
     await submit(suite, case("K5", "E5", accepts_group=True))
+    await enrol(suite.matcher, ["E6"], category="contractor")
     await submit(suite, case("K6", "E6", accepts_group=True, staff_category="contractor"))
     # E5 already has a session this week.
     await book(suite, next(s for s in await slots(suite, "K5") if s.counselor_id == "C002"), "K5")
@@ -132,6 +134,7 @@ async def test_participants_the_rules_refuse_are_named_and_the_rest_share_the_co
 async def test_too_small_a_group_books_nothing(suite: Suite) -> None:
     await submit(suite, case("K1", "E1", accepts_group=True))
     await submit(suite, case("K2", "E2"))
+    await enrol(suite.matcher, ["E3"], category="contractor")
     await submit(suite, case("K3", "E3", accepts_group=True, staff_category="contractor"))
     error = await refused(suite.matcher.BookGroupSession(group("K1", "K2", "K3")))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -22,7 +22,7 @@ from services.runtime import policy
 from services.runtime.auth import Role
 from tests.access import Keys, Metadata, Secured, bearer
 from tests.conftest import MONDAY, at
-from tests.county import account
+from tests.county import account, case_id
 from tests.matcher.test_booking import case
 from tests.quota.test_rpcs import refused
 
@@ -155,6 +155,15 @@ async def test_no_rpc_lets_in_a_missing_or_bad_token(secured_suite: Secured) -> 
 # -- one employee, another's records ---------------------------------------------------
 
 
+async def submit_own(suite: Secured, request_id: str, employee: str, **changes: object) -> str:
+    """The employee submits their own case; the server's id for it."""
+    answer = await suite.matcher.SubmitCase(
+        mpb.SubmitCaseRequest(case=case("", employee, **changes), request_id=request_id),
+        metadata=suite.as_("employee", employee),
+    )
+    return answer.case.case_id
+
+
 async def _book(suite: Secured, case_id: str, employee: str) -> mpb.Booking:
     """The employee books their case's first slot, as a frontend does for them."""
     me = suite.as_("employee", employee)
@@ -182,34 +191,33 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
     matcher, quota = suite.matcher, suite.quota
     e1, e2 = suite.as_("employee", "E1"), suite.as_("employee", "E2")
     # Employees submit and book their own cases.
-    await matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K1", "E1")), metadata=e1)
-    await matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K2", "E2")), metadata=e2)
-    mine = await _book(suite, "K1", "E1")
-    theirs = await _book(suite, "K2", "E2")
+    k1, k2 = await submit_own(suite, "K1", "E1"), await submit_own(suite, "K2", "E2")
+    mine = await _book(suite, k1, "E1")
+    theirs = await _book(suite, k2, "E2")
     theirs_held = await matcher.HoldSlot(
         mpb.HoldSlotRequest(
-            case_id="K2",
+            case_id=k2,
             counselor_id=theirs.counselor_id,
             start=at(MONDAY + dt.timedelta(weeks=1), 9),
         ),
         metadata=e2,
     )
-    assert (await matcher.GetCase(mpb.GetCaseRequest(case_id="K1"), metadata=e1)).bookings
+    assert (await matcher.GetCase(mpb.GetCaseRequest(case_id=k1), metadata=e1)).bookings
 
     def same_as_missing(error: grpc.aio.AioRpcError, missing: grpc.aio.AioRpcError) -> bool:
         return (error.code(), error.details()) == (missing.code(), missing.details())
 
     # Reading: another's case looks exactly like a case that does not exist.
-    for case_id in ("K2", "K404"):
-        error = await refused(matcher.GetCase(mpb.GetCaseRequest(case_id=case_id), metadata=e1))
+    for unseen in (k2, "K404"):
+        error = await refused(matcher.GetCase(mpb.GetCaseRequest(case_id=unseen), metadata=e1))
         assert error.code() == grpc.StatusCode.NOT_FOUND
     gone = await refused(matcher.GetCase(mpb.GetCaseRequest(case_id="K404"), metadata=e1))
     window = {"window_start": at(MONDAY, 0), "window_end": at(MONDAY + dt.timedelta(days=7), 0)}
     attempts = {
-        "GetCase": matcher.GetCase(mpb.GetCaseRequest(case_id="K2"), metadata=e1),
-        "FindSlots": matcher.FindSlots(mpb.FindSlotsRequest(case_id="K2", **window), metadata=e1),
+        "GetCase": matcher.GetCase(mpb.GetCaseRequest(case_id=k2), metadata=e1),
+        "FindSlots": matcher.FindSlots(mpb.FindSlotsRequest(case_id=k2, **window), metadata=e1),
         "HoldSlot": matcher.HoldSlot(
-            mpb.HoldSlotRequest(case_id="K2", counselor_id="C001", start=at(MONDAY, 14)),
+            mpb.HoldSlotRequest(case_id=k2, counselor_id="C001", start=at(MONDAY, 14)),
             metadata=e1,
         ),
     }
@@ -233,7 +241,7 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
         ),
         "HoldSlot replacing theirs": matcher.HoldSlot(
             mpb.HoldSlotRequest(
-                case_id="K1",
+                case_id=k1,
                 counselor_id="C001",
                 start=at(MONDAY + dt.timedelta(weeks=1), 14),
                 replaces_booking_id=theirs.booking_id,
@@ -251,7 +259,9 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
 
     # Submitting for someone else, completing, matching, listing: refused.
     for name, call in {
-        "SubmitCase": matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K3", "E2")), metadata=e1),
+        "SubmitCase": matcher.SubmitCase(
+            mpb.SubmitCaseRequest(case=case("", "E2"), request_id="K3"), metadata=e1
+        ),
         "CompleteSession": matcher.CompleteSession(
             mpb.CompleteSessionRequest(booking_id=theirs.booking_id, minutes=60), metadata=e1
         ),
@@ -267,6 +277,9 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
         ),
     }.items():
         assert (await refused(call)).code() == grpc.StatusCode.PERMISSION_DENIED, name
+    # Nor may an employee name a case: a chosen id could run into another's.
+    named = matcher.SubmitCase(mpb.SubmitCaseRequest(case=case(k2, "E1")), metadata=e1)
+    assert (await refused(named)).code() == grpc.StatusCode.INVALID_ARGUMENT
 
     # The quota: one's own entitlement, never another's, nor the whole ledger.
     own = qpb.GetBalanceRequest(account=account(qpb.ACCOUNT_KIND_EMPLOYEE, "E1"))
@@ -291,21 +304,20 @@ async def test_an_employee_cannot_reach_anothers_case_by_any_rpc(secured_suite: 
 
     # Nothing of E2's changed.
     admin = suite.as_("admin", "eap-admin")
-    after = await matcher.GetCase(mpb.GetCaseRequest(case_id="K2"), metadata=admin)
+    after = await matcher.GetCase(mpb.GetCaseRequest(case_id=k2), metadata=admin)
     assert [b.state for b in after.bookings] == [mpb.BOOKING_STATE_BOOKED, mpb.BOOKING_STATE_HELD]
     assert (await quota.GetBalance(other, metadata=admin)).balance.spent == 60
 
 
 async def test_counselors_see_their_own_sessions_only(secured_suite: Secured) -> None:
     suite = secured_suite
-    e1 = suite.as_("employee", "E1")
-    await suite.matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K1", "E1")), metadata=e1)
-    booking = await _book(suite, "K1", "E1")
+    k1 = await submit_own(suite, "K1", "E1")
+    booking = await _book(suite, k1, "E1")
     lead = booking.counselor_id
     other = "C002" if lead == "C001" else "C001"
-    request = mpb.GetCaseRequest(case_id="K1")
+    request = mpb.GetCaseRequest(case_id=k1)
     seen = await suite.matcher.GetCase(request, metadata=suite.as_("counselor", lead))
-    assert seen.case.case_id == "K1"
+    assert seen.case.case_id == k1
     error = await refused(suite.matcher.GetCase(request, metadata=suite.as_("counselor", other)))
     assert error.code() == grpc.StatusCode.NOT_FOUND
     complete = mpb.CompleteSessionRequest(booking_id=booking.booking_id, minutes=60)
@@ -333,17 +345,20 @@ async def test_counselors_see_their_own_sessions_only(secured_suite: Secured) ->
 async def test_a_referral_tells_the_supervisor_nothing_but_received(secured_suite: Secured) -> None:
     suite = secured_suite
     supervisor = suite.as_("supervisor", "S1")
-    referral = case("K9", "E9", kind=mpb.CASE_KIND_INVOLUNTARY, referral_reference="REF-2027-1")
+    referral = case("", "E9", kind=mpb.CASE_KIND_INVOLUNTARY, referral_reference="REF-2027-1")
     answer = await suite.matcher.SubmitCase(
-        mpb.SubmitCaseRequest(case=referral), metadata=supervisor
+        mpb.SubmitCaseRequest(case=referral, request_id="R1"), metadata=supervisor
     )
-    assert answer.case == mpb.Case(case_id="K9") and answer.created
+    k9 = case_id("R1", "S1", Role.SUPERVISOR)
+    assert answer.case == mpb.Case(case_id=k9) and answer.created
     voluntary = await refused(
-        suite.matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K8", "E8")), metadata=supervisor)
+        suite.matcher.SubmitCase(
+            mpb.SubmitCaseRequest(case=case("", "E8"), request_id="R2"), metadata=supervisor
+        )
     )
     assert voluntary.code() == grpc.StatusCode.PERMISSION_DENIED
     for call in (
-        suite.matcher.GetCase(mpb.GetCaseRequest(case_id="K9"), metadata=supervisor),
+        suite.matcher.GetCase(mpb.GetCaseRequest(case_id=k9), metadata=supervisor),
         suite.quota.GetBalance(
             qpb.GetBalanceRequest(account=account(qpb.ACCOUNT_KIND_EMPLOYEE, "E9")),
             metadata=supervisor,
@@ -352,7 +367,7 @@ async def test_a_referral_tells_the_supervisor_nothing_but_received(secured_suit
         assert (await refused(call)).code() == grpc.StatusCode.PERMISSION_DENIED
     # The employee sees their case, the administrator too.
     mine = await suite.matcher.GetCase(
-        mpb.GetCaseRequest(case_id="K9"), metadata=suite.as_("employee", "E9")
+        mpb.GetCaseRequest(case_id=k9), metadata=suite.as_("employee", "E9")
     )
     assert mine.case.referral_reference == "REF-2027-1"
 

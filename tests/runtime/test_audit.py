@@ -46,6 +46,7 @@ from tests.conftest import Backend, Suite
 from tests.county import account
 from tests.matcher.test_booking import case, submit
 from tests.quota.test_rpcs import refused as refused_call
+from tests.runtime.test_access import submit_own
 from tests.stores import sign_audit_heads
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
@@ -62,13 +63,13 @@ def trail_of(suite: Suite, name: str) -> AuditTrail:
 async def test_reads_of_a_case_are_recorded_with_who_and_why(secured_suite: Secured) -> None:
     suite = secured_suite
     employee = suite.as_("employee", "E1")
-    await suite.matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K1", "E1")), metadata=employee)
+    k1 = await submit_own(suite, "K1", "E1")
     await suite.matcher.GetCase(
-        mpb.GetCaseRequest(case_id="K1"),
+        mpb.GetCaseRequest(case_id=k1),
         metadata=(*employee, ("x-eap-purpose", "checking my next session")),
     )
     admin = suite.as_("admin", "eap-admin-7")
-    await suite.matcher.GetCase(mpb.GetCaseRequest(case_id="K1"), metadata=admin)
+    await suite.matcher.GetCase(mpb.GetCaseRequest(case_id=k1), metadata=admin)
     await suite.quota.GetBalance(
         qpb.GetBalanceRequest(account=account(qpb.ACCOUNT_KIND_AGENCY, "PT-HR")), metadata=admin
     )  # an aggregate: not a person's record
@@ -79,8 +80,8 @@ async def test_reads_of_a_case_are_recorded_with_who_and_why(secured_suite: Secu
     )
     reads = [(e.actor, e.role, e.action, e.record, e.purpose) for e in listed.entries]
     assert reads == [
-        ("E1", "employee", "read", "case/K1", "checking my next session"),
-        ("eap-admin-7", "admin", "read", "case/K1", "GetCase"),
+        ("E1", "employee", "read", f"case/{k1}", "checking my next session"),
+        ("eap-admin-7", "admin", "read", f"case/{k1}", "GetCase"),
     ]
     assert listed.entries[1].prev_hash == listed.entries[0].hash
     quota = await auditor.ListAuditEntries(
@@ -166,12 +167,11 @@ async def test_a_disclosure_needs_a_legal_reference_or_consent_and_is_audited(
     secured_suite: Secured,
 ) -> None:
     suite = secured_suite
-    employee = suite.as_("employee", "E1")
-    await suite.matcher.SubmitCase(mpb.SubmitCaseRequest(case=case("K1", "E1")), metadata=employee)
+    k1 = await submit_own(suite, "K1", "E1")
     admin = suite.as_("admin", "eap-admin-7")
     for legal, consent in (("", ""), ("Court order 2027-12", "consent form 55")):
         request = mpb.DiscloseCaseRequest(
-            case_id="K1",
+            case_id=k1,
             recipient="Pingtung District Court",
             legal_reference=legal,
             consent_reference=consent,
@@ -180,7 +180,7 @@ async def test_a_disclosure_needs_a_legal_reference_or_consent_and_is_audited(
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     disclosed = await suite.matcher.DiscloseCase(
         mpb.DiscloseCaseRequest(
-            case_id="K1",
+            case_id=k1,
             recipient="Pingtung District Court",
             legal_reference="Court order 2027-12",
         ),
@@ -196,7 +196,7 @@ async def test_a_disclosure_needs_a_legal_reference_or_consent_and_is_audited(
     (disclosure,) = [e for e in entries if e.action == "disclose"]
     assert (disclosure.actor, disclosure.record, disclosure.reference, disclosure.purpose) == (
         "eap-admin-7",
-        "case/K1 to Pingtung District Court",
+        f"case/{k1} to Pingtung District Court",
         "legal:Court order 2027-12",
         "court order",
     )

@@ -43,3 +43,44 @@ def test_defaults_and_refusals(tmp_path: Path) -> None:
         Settings.from_env({"EAP_AUTH_MODE": "jwt", "EAP_JWT_KEYS_DIR": str(tmp_path)})
     assert "EAP_JWT_KEYS_DIR" in str(empty.value)
     assert Settings.from_env({}).jwt_keys_dir == "var/dev-keys"  # where `token mint` keeps its key
+
+
+def test_each_tenant_has_its_own_database() -> None:
+    one = Settings.from_env({})
+    assert one.tenants == ("default",)
+    assert one.database_url_for("quota") == "sqlite:///./var/eap.sqlite3"
+    two = Settings.from_env({"EAP_TENANTS": "pingtung, miaoli"})
+    assert two.tenants == ("pingtung", "miaoli")
+    assert two.database_url_for("matcher", "miaoli") == "sqlite:///./var/eap-miaoli.sqlite3"
+    assert two.database_url_for("matcher") == "sqlite:///./var/eap-pingtung.sqlite3"
+    shared = Settings.from_env(
+        {
+            "EAP_TENANTS": "pingtung,miaoli",
+            "DATABASE_URL": "postgresql://eap@db/eap_{tenant}",
+            "EAP_QUOTA_DATABASE_URL": "postgresql://eap@ledger/quota_{tenant}",
+        }
+    )
+    assert shared.database_url_for("calendar", "miaoli") == "postgresql://eap@db/eap_miaoli"
+    assert shared.database_url_for("quota", "miaoli") == "postgresql://eap@ledger/quota_miaoli"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"EAP_TENANTS": "pingtung,pingtung"}, "EAP_TENANTS"),
+        ({"EAP_TENANTS": "Pingtung County"}, "EAP_TENANTS"),
+        ({"EAP_TENANTS": " , "}, "EAP_TENANTS"),
+        # Two tenants in one database would share its rows.
+        ({"EAP_TENANTS": "a,b", "DATABASE_URL": "postgresql://db/eap"}, "DATABASE_URL"),
+        (
+            {"EAP_TENANTS": "a,b", "EAP_MATCHER_DATABASE_URL": "postgresql://db/m"},
+            "EAP_MATCHER_DATABASE_URL",
+        ),
+    ],
+)
+def test_tenants_that_would_share_or_misname_are_refused(
+    env: dict[str, str], variable: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(env)
+    assert refused.value.variable == variable

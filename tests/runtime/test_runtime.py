@@ -381,7 +381,9 @@ def test_a_service_signs_with_its_newest_key_and_speaks_only_for_itself(tmp_path
     (metadata,) = ServiceCredentials("matcher", config).metadata()
     token = metadata[1].removeprefix("Bearer ")
     assert jwt.get_unverified_header(token)["kid"] == "service-matcher.2028"
-    assert Authenticator(config).identify((metadata,)) == Identity("matcher", Role.SERVICE)
+    assert Authenticator(config).identify((metadata,)) == Identity(
+        "matcher", Role.SERVICE, "default"
+    )
     with pytest.raises(ConfigError):
         ServiceCredentials("quota", config)  # jwt mode, and no key of its own
 

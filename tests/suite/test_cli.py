@@ -74,7 +74,9 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "10 places took 3 h of the provider's cap, not 15 h",
         "withheld: fewer than 5 people",  # the usage summary's small cells
         "emp-2b7e asks for K-1002, someone else's: NOT_FOUND",
-        "received (K-1901); nothing else comes back",
+        "received (case-",
+        "); nothing else comes back",
+        "people directory: 15 employees",
         "chain intact",
         "Demo finished; the suite shut down cleanly.",
     ):

@@ -18,6 +18,7 @@ from services.matcher.service import MatcherService
 from services.quota.disclosure import MIN_CELL_PEOPLE
 from services.quota.service import QuotaService
 from services.runtime import clock
+from services.runtime.tenancy import DEFAULT_TENANT
 from tests.conftest import Suite
 from tests.county import RATE, reserve_request
 from tests.matcher.test_booking import book, case, hold, slots, submit
@@ -77,20 +78,35 @@ async def test_quota_and_matcher_metrics_follow_the_traffic(suite: Suite) -> Non
     assert grew("eap_matcher_bookings_total", outcome="held") == 2
     assert grew("eap_matcher_bookings_total", outcome="booked") == 1
     spent = _value(
-        after, "eap_quota_agency_budget_ntd", agency="PT-HR", fiscal_year="2027", state="spent"
+        after,
+        "eap_quota_agency_budget_ntd",
+        tenant=DEFAULT_TENANT,
+        agency="PT-HR",
+        fiscal_year="2027",
+        state="spent",
     )
     assert spent == MIN_CELL_PEOPLE * RATE
     left = _value(
-        after, "eap_quota_agency_budget_ntd", agency="PT-HR", fiscal_year="2027", state="left"
+        after,
+        "eap_quota_agency_budget_ntd",
+        tenant=DEFAULT_TENANT,
+        agency="PT-HR",
+        fiscal_year="2027",
+        state="left",
     )
     entitled = _value(
-        after, "eap_quota_agency_budget_ntd", agency="PT-HR", fiscal_year="2027", state="entitled"
+        after,
+        "eap_quota_agency_budget_ntd",
+        tenant=DEFAULT_TENANT,
+        agency="PT-HR",
+        fiscal_year="2027",
+        state="entitled",
     )
     assert left == entitled - spent
     # P2 serves at most E1: withheld, and P1 with it, or P1's hours times
     # the rate, taken from the agencies' NT$, would give P2's.
     assert not [labels for name, labels in after if name == "eap_quota_provider_seconds"]
-    assert ("eap_quota_holds_active", ()) in after
+    assert ("eap_quota_holds_active", (("tenant", DEFAULT_TENANT),)) in after
 
     # The second hold lapses; a sweep writes it down and counts it once,
     # whether ours or the server's own upkeep loop (it runs every 0.2 s
@@ -108,13 +124,14 @@ async def test_quota_and_matcher_metrics_follow_the_traffic(suite: Suite) -> Non
 
 
 # Every label the suite's metrics may carry. Outcomes, states, reasons,
-# kinds and names of code say nothing of a person; "agency" and "provider"
+# kinds, tenants (whole organisations) and names of code say nothing of a
+# person; "agency" and "provider"
 # only on the two balance gauges, which leave out small groups
 # (services/quota/metrics.py). A new label must be judged before it joins.
 OPERATIONAL_LABELS = {
     "grpc_type", "grpc_service", "grpc_method", "grpc_code",
     "service", "store", "role", "outcome", "state", "reason", "kind", "rule",
-    "fiscal_year", "le",
+    "fiscal_year", "le", "tenant",
 }  # fmt: skip
 GROUP_LABELS = {
     "eap_quota_agency_budget_ntd": {"agency"},

@@ -3,6 +3,9 @@ only on a legal reference or written consent."""
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import replace
+
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
@@ -11,22 +14,69 @@ from services.matcher.booking.cases import Case, validate
 from services.matcher.booking.store import BookingView, case_of, case_row, live, load_case, no_case
 from services.matcher.optimization.instance import CaseKind
 from services.matcher.orm import BookingRow, CaseRow
+from services.matcher.registry.staff import StaffDirectory, StaffMember
+from services.rules.codes import RuleCode
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
+from services.runtime.auth import Identity, Role, current_identity
 from services.runtime.errors import AlreadyExists, FailedPrecondition, PermissionDenied
 from services.runtime.fields import FieldChecker
 from services.runtime.policy import Scope
 
+# Stands for what the server fills in while the rest of a case is checked.
+_FILLED_IN = "filled-in"
+SERVER_ID_PREFIX = "case-"
+
+
+def case_id_for(submitter: Identity, request_id: str) -> str:
+    """The case id of `submitter`'s submission `request_id`: the same for a
+    retry, another for anyone else's equal key, so that a key names
+    nobody else's case."""
+    digest = hashlib.sha256(f"{submitter.role}\0{submitter.subject}\0{request_id}".encode())
+    return f"{SERVER_ID_PREFIX}{digest.hexdigest()[:32]}"
+
 
 class CaseRecords:
-    def __init__(self, engine: AsyncEngine, audit: AuditTrail | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, staff: StaffDirectory, audit: AuditTrail | None = None
+    ) -> None:
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._staff = staff
         self._audit = audit
 
-    async def submit_case(self, case: Case) -> tuple[Case, bool]:
-        """Stores the case; a retry with the same content returns the stored one."""
+    async def submit_case(self, case: Case, request_id: str) -> tuple[Case, bool]:
+        """Stores the case, paid by the employee's agency and category as the
+        directory (or their token) has them; a retry with the same content
+        returns the stored one.
+
+        An administrator, who sees every case anyway, may name it (their own
+        reference); anyone else's case gets the server's id for their
+        `request_id`, so that no key of theirs can run into, and so reveal,
+        somebody else's case."""
         checker = FieldChecker()
-        validate(case, checker)
+        named = bool(case.case_id)
+        if named:
+            checker.require(
+                policy.scope() is Scope.ANY,
+                "case.case_id",
+                "set by the server: leave it empty (request_id names the submission)",
+            )
+            checker.require(
+                not case.case_id.startswith(SERVER_ID_PREFIX),
+                "case.case_id",
+                f"ids starting {SERVER_ID_PREFIX!r} are the server's",
+            )
+        else:
+            checker.identifier(request_id, "request_id")
+        validate(
+            replace(
+                case,
+                case_id=case.case_id or _FILLED_IN,
+                agency_id=case.agency_id or _FILLED_IN,
+                staff_category=case.staff_category or _FILLED_IN,
+            ),
+            checker,
+        )
         checker.raise_if_any()
         if policy.scope() is Scope.REFERRAL:
             if case.kind is not CaseKind.INVOLUNTARY:
@@ -37,6 +87,22 @@ class CaseRecords:
                 PermissionDenied("an employee submits only their own cases"),
                 employee_id=case.employee_id,
             )
+        payer = await self._payer(case.employee_id)
+        for field, stated, known in (
+            ("case.agency_id", case.agency_id, payer.agency_id),
+            ("case.staff_category", case.staff_category, payer.staff_category),
+        ):
+            if stated and stated != known:
+                raise PermissionDenied(
+                    f"{field} must be the employee's own, as the people directory has it "
+                    "(or leave it empty)"
+                )
+        case = replace(
+            case,
+            case_id=case.case_id if named else case_id_for(current_identity(), request_id),
+            agency_id=payer.agency_id,
+            staff_category=payer.staff_category,
+        )
         try:
             return await self._store_case(case)
         except IntegrityError:
@@ -44,13 +110,33 @@ class CaseRecords:
             # again, and answer as to a retry.
             return await self._store_case(case)
 
+    async def _payer(self, employee_id: str) -> StaffMember:
+        """Who pays for `employee_id`'s sessions: the people directory's
+        entry, else the employee's own token's claims."""
+        member = await self._staff.member(employee_id)
+        if member is not None:
+            return member
+        me = current_identity()
+        if (
+            me.role is Role.EMPLOYEE
+            and me.subject == employee_id
+            and me.agency
+            and me.staff_category
+        ):
+            return StaffMember(employee_id, me.agency, me.staff_category)
+        raise FailedPrecondition(
+            RuleCode.NOT_IN_DIRECTORY,
+            "employee",
+            "the employee is not in the people directory: HR imports it (ImportPeople)",
+        )
+
     async def _store_case(self, case: Case) -> tuple[Case, bool]:
         async with self._sessions() as session, session.begin():
             existing = await session.get(CaseRow, case.case_id)
             if existing is not None:
                 stored = case_of(existing)
                 if not stored.same_request(case):
-                    raise AlreadyExists("case_id names a different case")
+                    raise AlreadyExists("this case id or request_id names a different case")
                 return stored, False
             stored = case.with_submitted_at(clock.now())
             session.add(case_row(stored))

@@ -37,13 +37,17 @@ LOGGED = 20  # problems named in the log line, at most
 
 
 class ConsistencyWatch:
-    def __init__(self, engine: AsyncEngine, quota: QuotaPort, retention_days: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, quota: QuotaPort, retention_days: int, tenant: str
+    ) -> None:
+        self._tenant = tenant  # its gauges' label
         self._engine = engine
         self._quota = quota
         self._retention_days = retention_days
 
     async def check(self) -> list[Problem]:
         """Compares, sets the metrics, logs what it found; the problems."""
+        tenant = self._tenant
         began = clock.now()
         charges = [
             Charge(
@@ -80,8 +84,8 @@ class ConsistencyWatch:
         problems = compare(sessions, charges, unsettled, purged_before)
         counts = Counter(p.rule for p in problems)
         for kind in KINDS:
-            metrics.CONSISTENCY_PROBLEMS.labels(kind).set(counts.get(kind, 0))
-        metrics.CONSISTENCY_CHECKED.set(time.time())
+            metrics.CONSISTENCY_PROBLEMS.labels(tenant, kind).set(counts.get(kind, 0))
+        metrics.CONSISTENCY_CHECKED.labels(tenant).set(time.time())
         if problems:
             # Ids and amounts only: no person is named (standing promise 6).
             log.error(

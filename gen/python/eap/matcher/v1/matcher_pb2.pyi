@@ -581,16 +581,23 @@ class Case(_message.Message):
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     ACCEPTS_GROUP_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
-    """Stable id chosen by the caller (e.g. a UUID); 1-64 letters, digits, "-",
-    "_" or ".".
+    """The case's id: the server's, from the submitter's request_id; or, for a
+    case an administrator submits, optionally their own reference (1-64
+    letters, digits, "-", "_" or ".", not starting "case-"). Empty in
+    anyone else's SubmitCase.
     """
     employee_id: _builtins.str
-    """Pseudonymous employee id: never a name or national id."""
+    """Pseudonymous employee id: never a name or national id. An employee
+    submits only their own.
+    """
     agency_id: _builtins.str
-    """The agency whose budget pays."""
+    """The agency whose budget pays: the employee's, from the people directory
+    or their token. In SubmitCase empty or that agency.
+    """
     staff_category: _builtins.str
     """The employee's staff category (e.g. "official"), which picks the
-    entitlement policy in the quota service.
+    entitlement policy in the quota service: like agency_id, the
+    directory's or the token's, never the caller's to choose.
     """
     category: Global___Category.ValueType
     """What the counseling is about."""
@@ -771,18 +778,29 @@ class SubmitCaseRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CASE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """The caller's key for this submission (e.g. a UUID), 1-64 letters,
+    digits, "-", "_" or "."; required unless case.case_id is named. A retry
+    with the same key and content returns the same case; the same key with
+    other content is ALREADY_EXISTS. Keys are scoped to the caller:
+    another caller's equal key is another case.
+    """
     @_builtins.property
     def case(self) -> Global___Case:
-        """The case, complete (submitted_at is ignored)."""
+        """The case, complete but for submitted_at (ignored) and case_id (the
+        server's, unless an administrator names it).
+        """
 
     def __init__(
         self,
         *,
         case: Global___Case | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2172,6 +2190,102 @@ class Contact(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
+
+@_typing.final
+class Person(_message.Message):
+    """One person of the people directory."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    STAFF_CATEGORY_FIELD_NUMBER: _builtins.int
+    employee_id: _builtins.str
+    """Pseudonymous employee id, as the identity provider names them (`sub`)."""
+    agency_id: _builtins.str
+    """The agency whose budget pays for their sessions."""
+    staff_category: _builtins.str
+    """Their staff category (e.g. "official")."""
+    def __init__(
+        self,
+        *,
+        employee_id: _builtins.str = ...,
+        agency_id: _builtins.str = ...,
+        staff_category: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "employee_id", b"employee_id", "staff_category", b"staff_category"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Person: _TypeAlias = Person  # noqa: Y015
+
+@_typing.final
+class ImportPeopleRequest(_message.Message):
+    """Request for ImportPeople."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    REPLACE_ALL_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    replace_all: _builtins.bool
+    """True: the rows are the whole directory, and whoever is missing leaves it."""
+    dry_run: _builtins.bool
+    """True: check and count, change nothing."""
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___Person]:
+        """The people, each employee id once; at most 100,000."""
+
+    def __init__(
+        self,
+        *,
+        people: _abc.Iterable[Global___Person] | None = ...,
+        replace_all: _builtins.bool = ...,
+        dry_run: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dry_run", b"dry_run", "people", b"people", "replace_all", b"replace_all"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportPeopleRequest: _TypeAlias = ImportPeopleRequest  # noqa: Y015
+
+@_typing.final
+class ImportPeopleResponse(_message.Message):
+    """Response of ImportPeople."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    REMOVED_FIELD_NUMBER: _builtins.int
+    UNCHANGED_FIELD_NUMBER: _builtins.int
+    added: _builtins.int
+    """People new to the directory."""
+    changed: _builtins.int
+    """People whose agency or staff category changed."""
+    removed: _builtins.int
+    """People who left it (replace_all)."""
+    unchanged: _builtins.int
+    """People as they were."""
+    def __init__(
+        self,
+        *,
+        added: _builtins.int = ...,
+        changed: _builtins.int = ...,
+        removed: _builtins.int = ...,
+        unchanged: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "changed", b"changed", "removed", b"removed", "unchanged", b"unchanged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportPeopleResponse: _TypeAlias = ImportPeopleResponse  # noqa: Y015
 
 @_typing.final
 class SetContactRequest(_message.Message):

@@ -164,6 +164,11 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ImportPeople = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ImportPeople',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.FromString,
+                _registered_method=True)
 
 
 class MatcherServiceServicer:
@@ -207,8 +212,15 @@ class MatcherServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitCase(self, request, context):
-        """Registers an employee's case, or returns the stored one when a case with
-        this id exists with the same content (a retried submission).
+        """Registers an employee's case, or returns the stored one when the same
+        caller retries with the same request_id (or case id) and content. The
+        case's id is the server's (in the response), from the caller's
+        request_id: keys are the caller's own, so nobody learns whether another
+        person's case exists. An administrator may instead name the case. The employee's
+        agency and staff category are the people directory's (ImportPeople) or
+        the employee's token's: a case naming others is refused
+        (PERMISSION_DENIED naming the field); empty, they are filled in. An
+        employee in neither gets FAILED_PRECONDITION NOT_IN_DIRECTORY.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -387,6 +399,17 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ImportPeople(self, request, context):
+        """Loads the people directory HR keeps (who works for which agency, in
+        which staff category), all rows or none: every row is checked first,
+        and one wrong row changes nothing. With replace_all, people missing
+        from the rows leave the directory. For HR and administrators; answers
+        counts only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -504,6 +527,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ImportPeople': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportPeople,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1142,6 +1170,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ListSessions',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportPeople(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ImportPeople',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.FromString,
             options,
             channel_credentials,
             insecure,

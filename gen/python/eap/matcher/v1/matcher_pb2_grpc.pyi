@@ -57,8 +57,15 @@ class MatcherServiceStub:
     ordered by id.
     """
     SubmitCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SubmitCaseRequest, _matcher_pb2.SubmitCaseResponse]
-    """Registers an employee's case, or returns the stored one when a case with
-    this id exists with the same content (a retried submission).
+    """Registers an employee's case, or returns the stored one when the same
+    caller retries with the same request_id (or case id) and content. The
+    case's id is the server's (in the response), from the caller's
+    request_id: keys are the caller's own, so nobody learns whether another
+    person's case exists. An administrator may instead name the case. The employee's
+    agency and staff category are the people directory's (ImportPeople) or
+    the employee's token's: a case naming others is refused
+    (PERMISSION_DENIED naming the field); empty, they are filled in. An
+    employee in neither gets FAILED_PRECONDITION NOT_IN_DIRECTORY.
     """
     GetCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]
     """One case by id, with what is booked for it."""
@@ -156,6 +163,13 @@ class MatcherServiceStub:
     """A counselor's schedule: their held, booked and completed sessions in a
     window, for the counselor themselves or an administrator.
     """
+    ImportPeople: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ImportPeopleRequest, _matcher_pb2.ImportPeopleResponse]
+    """Loads the people directory HR keeps (who works for which agency, in
+    which staff category), all rows or none: every row is checked first,
+    and one wrong row changes nothing. With replace_all, people missing
+    from the rows leave the directory. For HR and administrators; answers
+    counts only.
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -186,8 +200,15 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     ordered by id.
     """
     SubmitCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SubmitCaseRequest, _matcher_pb2.SubmitCaseResponse]  # type: ignore[assignment]
-    """Registers an employee's case, or returns the stored one when a case with
-    this id exists with the same content (a retried submission).
+    """Registers an employee's case, or returns the stored one when the same
+    caller retries with the same request_id (or case id) and content. The
+    case's id is the server's (in the response), from the caller's
+    request_id: keys are the caller's own, so nobody learns whether another
+    person's case exists. An administrator may instead name the case. The employee's
+    agency and staff category are the people directory's (ImportPeople) or
+    the employee's token's: a case naming others is refused
+    (PERMISSION_DENIED naming the field); empty, they are filled in. An
+    employee in neither gets FAILED_PRECONDITION NOT_IN_DIRECTORY.
     """
     GetCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]  # type: ignore[assignment]
     """One case by id, with what is booked for it."""
@@ -285,6 +306,13 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """A counselor's schedule: their held, booked and completed sessions in a
     window, for the counselor themselves or an administrator.
     """
+    ImportPeople: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ImportPeopleRequest, _matcher_pb2.ImportPeopleResponse]  # type: ignore[assignment]
+    """Loads the people directory HR keeps (who works for which agency, in
+    which staff category), all rows or none: every row is checked first,
+    and one wrong row changes nothing. With replace_all, people missing
+    from the rows leave the directory. For HR and administrators; answers
+    counts only.
+    """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     """MatcherService puts employees' cases in front of the right counselor at a
@@ -336,8 +364,15 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _matcher_pb2.SubmitCaseRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.SubmitCaseResponse, _abc.Awaitable[_matcher_pb2.SubmitCaseResponse]]:
-        """Registers an employee's case, or returns the stored one when a case with
-        this id exists with the same content (a retried submission).
+        """Registers an employee's case, or returns the stored one when the same
+        caller retries with the same request_id (or case id) and content. The
+        case's id is the server's (in the response), from the caller's
+        request_id: keys are the caller's own, so nobody learns whether another
+        person's case exists. An administrator may instead name the case. The employee's
+        agency and staff category are the people directory's (ImportPeople) or
+        the employee's token's: a case naming others is refused
+        (PERMISSION_DENIED naming the field); empty, they are filled in. An
+        employee in neither gets FAILED_PRECONDITION NOT_IN_DIRECTORY.
         """
 
     @_abc_1.abstractmethod
@@ -548,6 +583,19 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_matcher_pb2.ListSessionsResponse, _abc.Awaitable[_matcher_pb2.ListSessionsResponse]]:
         """A counselor's schedule: their held, booked and completed sessions in a
         window, for the counselor themselves or an administrator.
+        """
+
+    @_abc_1.abstractmethod
+    def ImportPeople(
+        self,
+        request: _matcher_pb2.ImportPeopleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ImportPeopleResponse, _abc.Awaitable[_matcher_pb2.ImportPeopleResponse]]:
+        """Loads the people directory HR keeps (who works for which agency, in
+        which staff category), all rows or none: every row is checked first,
+        and one wrong row changes nothing. With replace_all, people missing
+        from the rows leave the directory. For HR and administrators; answers
+        counts only.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
