@@ -1,18 +1,78 @@
-"""Small-cell suppression for the usage summary, free of storage and transport.
+"""Statistical disclosure control: every figure the quota releases about
+use of the programme (the usage summary, the balances HR reads, the
+metrics) is decided here, so that no figure, nor any sum or difference of
+figures, gives away a group of fewer than five people.
 
-Issue 6: reports and usage summaries suppress any cell smaller than five
-people, so that no one can be picked out of an aggregate. A cell is one
-agency, staff category and month of a fiscal year; its size is the number of
-distinct employees with a confirmed or completed session in it.
+The concepts are those of tau-ARGUS and sdcTable (Hundepool et al.,
+*Statistical Disclosure Control*, Wiley 2012, ch. 4): a table's cells and
+its margins are linked by linear relations, so withholding a small cell
+(primary suppression) protects nothing while the released figures still
+determine it; more figures must be withheld (secondary, or complementary,
+suppression) until no sensitive group can be worked out. sdcTable's
+"audit" checks that by solving the linear system; so does this module, over
+every figure released for a reporting period:
+
+- the atoms: the NT$ (and minutes) of one agency, staff category, month and
+  provider, summed over its charged sessions; nobody is shown an atom;
+- the figures: the usage summary's cells (agency, staff category, month)
+  and, per month, each agency's and each provider's total: what a reader of
+  HR's balances (the year so far, month by month, as each month closes)
+  can take apart by subtracting one month's reading from the next;
+- the sensitive groups: every atom, cell and monthly total behind which
+  fewer than MIN_CELL_PEOPLE distinct employees stand.
+
+Primary suppression withholds every figure with fewer than five people.
+Then, while some sensitive group's indicator lies in the row space of the
+released figures (it is a linear combination of them: the attacker solves
+for it), the released figure overlapping it with the fewest people (then
+the least money) whose withdrawal breaks that is withheld too. Figures of
+different months share no atom, so each month is decided on its own, and
+a month's decision never changes once the month is over.
+
+Periods are fixed: the months of the fiscal year. HR reads closed months
+only (a month closes CLOSING_DAYS after it ends, when late completions are
+in): an open month's figures, read on two days, would differ by one day's
+sessions. An agency's or provider's money is shown to HR exactly only where
+at least five distinct people stand behind it in the period and every one
+of its monthly totals is released; otherwise it is banded (rounded down to
+a band as wide as a tenth of the pool, and at least BAND_NTD).
+
+What this does not cover: bounds (an attacker who knows that amounts are
+not negative can sometimes narrow a withheld cell to an interval; sdcTable
+calls that the interval attack); figures released by someone else; and a
+month whose data changes after it closed. The ledger (ListLedger) lists
+bookings one by one and is for administrators and auditors only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
+import numpy as np
+
 MIN_CELL_PEOPLE = 5
-"""A cell describing fewer distinct people than this is never shown."""
+"""A group of fewer distinct people than this is never shown."""
+CLOSING_DAYS = 7
+"""A month's figures are released to HR this many days after it ends."""
+BAND_NTD = 50_000
+"""The narrowest band an agency's banded money is rounded to, NT$."""
+BAND_MINUTES = 600
+"""The narrowest band a provider's banded minutes are rounded to."""
+_EPSILON = 1e-8
+
+
+@dataclass(frozen=True)
+class Charge:
+    """One charged session, as only this module sees it."""
+
+    agency_id: str
+    staff_category: str
+    month: int
+    provider_id: str
+    employee_id: str
+    minutes: int
+    amount_ntd: int
 
 
 @dataclass(frozen=True)
@@ -23,65 +83,208 @@ class UsageRow:
     staff_category: str
     month: int
     people: int  # distinct employees
-    sessions: int  # spent holds: a group session counts once per participant
+    sessions: int  # charged sessions: a group session counts once per participant
     minutes: int
     amount_ntd: int
     suppressed: bool = False  # withheld: every count above is zero
 
 
-def suppress_small_cells(
-    rows: Sequence[UsageRow], minimum: int = MIN_CELL_PEOPLE
-) -> list[UsageRow]:
-    """`rows` in the same order, with every cell that must not be shown
-    withheld (`suppressed` set, people, sessions, minutes and NT$ zero).
+@dataclass(frozen=True)
+class Release:
+    """What may be shown for a period."""
 
-    Primary suppression: a cell with fewer than `minimum` people is withheld.
+    cells: list[UsageRow]  # every cell, withheld ones zeroed and marked
+    exact_agencies: frozenset[str]  # whose money may be shown exactly
+    exact_providers: frozenset[str]  # whose minutes may be shown exactly
 
-    Complementary suppression: withholding a cell is useless if it can be
-    recovered by subtraction. An agency's pool balance (GetBalance on the
-    agency account: `spent`) is the sum of the NT$ of all its cells in the
-    year, so if exactly one of an agency's cells were withheld, `spent` minus
-    the shown cells would give it back exactly. Hence the rule: an agency has
-    no withheld cell or at least two. When it has exactly one, its smallest
-    shown cell (fewest people, then least money, then by staff category and
-    month so that the choice is stable) is withheld as well. What can then be
-    recovered is only the withheld cells' sum, and it includes a cell of at
-    least `minimum` people, so it describes at least that many people
-    together. Both kinds of withheld cells look the same, so a reader cannot
-    tell which of them is the small one. Each cell belongs to exactly one
-    agency, so one pass over the agencies is enough: a complementary
-    suppression never leaves another agency with a lone withheld cell.
 
-    Not covered here: an agency whose whole year has fewer than `minimum`
-    people (say, a single small cell) is given away by its own balance,
-    whatever the report does; ListLedger on the agency account lists each booking's money;
-    two reports taken at different times can be subtracted; and provider
-    balances (minutes, across agencies and organisations) are a margin this
-    rule does not consider. Access to those reads is what protects them.
-    """
-    withheld = {index for index, row in enumerate(rows) if row.people < minimum}
-    by_agency: dict[str, list[int]] = {}
-    for index, row in enumerate(rows):
-        by_agency.setdefault(row.agency_id, []).append(index)
-    for cells in by_agency.values():
-        if sum(index in withheld for index in cells) != 1:
-            continue
-        shown = [index for index in cells if index not in withheld]
-        if shown:
-            withheld.add(
-                min(
-                    shown,
-                    key=lambda i: (
-                        rows[i].people,
-                        rows[i].amount_ntd,
-                        rows[i].staff_category,
-                        rows[i].month,
-                    ),
-                )
-            )
-    return [
-        UsageRow(row.agency_id, row.staff_category, row.month, 0, 0, 0, 0, suppressed=True)
-        if index in withheld
-        else row
-        for index, row in enumerate(rows)
+# A figure or group: (kind, key) naming it, the atoms it sums, its people.
+_Atom = tuple[str, str, int, str]  # agency, staff category, month, provider
+
+
+@dataclass
+class _Group:
+    name: tuple[str, ...]
+    atoms: frozenset[_Atom]
+    people: frozenset[str]
+    amount: int
+
+
+def release(charges: Iterable[Charge], minimum: int = MIN_CELL_PEOPLE) -> Release:
+    """The disclosure decision for the charges of one period (a fiscal
+    year's months, each decided on its own)."""
+    by_month: dict[int, list[Charge]] = {}
+    for charge in charges:
+        by_month.setdefault(charge.month, []).append(charge)
+    cells: list[UsageRow] = []
+    held_back: set[tuple[str, ...]] = set()
+    agency_people: dict[str, set[str]] = {}
+    provider_people: dict[str, set[str]] = {}
+    for month in sorted(by_month):
+        month_charges = by_month[month]
+        figures, sensitive = _groups(month_charges)
+        released = _audit(figures, sensitive, minimum)
+        held_back |= {f.name for f in figures if f.name not in released}
+        for f in figures:
+            if f.name[0] == "cell":
+                cells.append(_cell(f, month_charges, shown=f.name in released))
+        for c in month_charges:
+            agency_people.setdefault(c.agency_id, set()).add(c.employee_id)
+            provider_people.setdefault(c.provider_id, set()).add(c.employee_id)
+    cells.sort(key=lambda r: (r.agency_id, r.staff_category, r.month))
+    return Release(
+        cells=cells,
+        exact_agencies=frozenset(
+            a
+            for a, who in agency_people.items()
+            if len(who) >= minimum and not any(n[:2] == ("agency", a) for n in held_back)
+        ),
+        exact_providers=frozenset(
+            p
+            for p, who in provider_people.items()
+            if len(who) >= minimum and not any(n[:2] == ("provider", p) for n in held_back)
+        ),
+    )
+
+
+def banded(value: int, entitled: int, narrowest: int) -> tuple[int, int]:
+    """`value` rounded down to its band, and the band's width: a tenth of
+    what is entitled, and at least `narrowest`."""
+    width = max(narrowest, entitled // 10)
+    return value // width * width, width
+
+
+def closed_through(today_year: int, today_month: int, today_day: int, year: int) -> int:
+    """The last month of fiscal `year` closed on the given day (0: none)."""
+    if today_year < year:
+        return 0
+    if today_year > year:
+        # December closes in the new year's first CLOSING_DAYS days.
+        return 12 if (today_year, today_month, today_day) > (year + 1, 1, CLOSING_DAYS) else 11
+    return today_month - 1 if today_day > CLOSING_DAYS else max(today_month - 2, 0)
+
+
+def _groups(charges: Sequence[Charge]) -> tuple[list[_Group], list[_Group]]:
+    """One month's figures (cells, agency totals, provider totals) and the
+    groups to protect (those and every atom)."""
+    atoms: dict[_Atom, tuple[set[str], int]] = {}
+    for c in charges:
+        key = (c.agency_id, c.staff_category, c.month, c.provider_id)
+        people, amount = atoms.setdefault(key, (set(), 0))
+        people.add(c.employee_id)
+        atoms[key] = (people, amount + c.amount_ntd)
+
+    def group(name: tuple[str, ...], members: Iterable[_Atom]) -> _Group:
+        chosen = frozenset(members)
+        people: set[str] = set().union(*(atoms[a][0] for a in chosen))
+        return _Group(name, chosen, frozenset(people), sum(atoms[a][1] for a in chosen))
+
+    def by(part: Mapping[str, int]) -> dict[tuple[str, ...], list[_Atom]]:
+        grouped: dict[tuple[str, ...], list[_Atom]] = {}
+        for atom in atoms:
+            grouped.setdefault(tuple(str(atom[i]) for i in part.values()), []).append(atom)
+        return grouped
+
+    figures = [
+        *(group(("cell", *k), m) for k, m in by({"a": 0, "c": 1, "m": 2}).items()),
+        *(group(("agency", *k), m) for k, m in by({"a": 0, "m": 2}).items()),
+        *(group(("provider", *k), m) for k, m in by({"p": 3, "m": 2}).items()),
     ]
+    sensitive = figures + [group(("atom", *map(str, a)), [a]) for a in atoms]
+    return figures, sensitive
+
+
+def _audit(figures: list[_Group], sensitive: list[_Group], minimum: int) -> set[tuple[str, ...]]:
+    """The names of the figures that may be released: primary suppression,
+    then complementary until no small group is a combination of them."""
+    atoms = sorted({a for f in figures for a in f.atoms})
+    column = {a: i for i, a in enumerate(atoms)}
+
+    def vector(g: _Group) -> np.ndarray:
+        row = np.zeros(len(atoms))
+        row[[column[a] for a in g.atoms]] = 1.0
+        return row
+
+    small = [g for g in sensitive if len(g.people) < minimum]
+    small_vectors = np.array([vector(g) for g in small]).reshape(len(small), len(atoms))
+    released = [f for f in figures if len(f.people) >= minimum]
+    cost = sorted(released, key=lambda f: (len(f.people), f.amount, f.name))
+    while released:
+        exposed = _in_span(_basis(np.array([vector(f) for f in released])), small_vectors)
+        if not exposed.any():
+            break
+        target = small[int(np.argmax(exposed))]
+        overlapping = [f for f in cost if f in released and f.atoms & target.atoms]
+        withheld = next(
+            (
+                f
+                for f in overlapping
+                if not _in_span(
+                    _basis(np.array([vector(g) for g in released if g is not f])),
+                    vector(target)[None, :],
+                )[0]
+            ),
+            overlapping[0],
+        )
+        released.remove(withheld)
+    return {f.name for f in released}
+
+
+def _basis(rows: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the rows' span."""
+    if rows.size == 0:
+        return np.zeros((0, rows.shape[1] if rows.ndim == 2 else 0))
+    _, singular, right = np.linalg.svd(rows, full_matrices=False)
+    rank = int((singular > _EPSILON * max(1.0, float(singular[0]))).sum())
+    return right[:rank]
+
+
+def _in_span(basis: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Which of `vectors` are combinations of the basis's rows."""
+    if vectors.size == 0:
+        return np.zeros(len(vectors), dtype=bool)
+    if basis.size == 0:
+        return np.zeros(len(vectors), dtype=bool)
+    residual = vectors - (vectors @ basis.T) @ basis
+    return np.asarray(np.abs(residual).max(axis=1) < 1e-6)
+
+
+def _cell(figure: _Group, charges: Sequence[Charge], shown: bool) -> UsageRow:
+    _, agency, category, month = figure.name
+    if not shown:
+        return UsageRow(agency, category, int(month), 0, 0, 0, 0, suppressed=True)
+    mine = [c for c in charges if (c.agency_id, c.staff_category) == (agency, category)]
+    return UsageRow(
+        agency,
+        category,
+        int(month),
+        people=len(figure.people),
+        sessions=len(mine),
+        minutes=sum(c.minutes for c in mine),
+        amount_ntd=sum(c.amount_ntd for c in mine),
+    )
+
+
+def shown_owners(people: Mapping[str, Set[str]], minimum: int = MIN_CELL_PEOPLE) -> set[str]:
+    """The agencies (or providers) whose live balance gauges may be
+    exported (metrics.py): `people` maps each one with an account to the
+    distinct employees behind its charges in the year.
+
+    Primary suppression: fewer than `minimum` people, not shown. Then
+    complementary suppression: the gauges of one family add up to something
+    known elsewhere (the providers' hours times their contracted rates give
+    the agencies' total NT$, and the other way round), so a lone withheld
+    owner would come back by subtraction. The withheld ones are therefore
+    grown, smallest shown first, until together they stand for at least
+    `minimum` distinct people: all that subtraction can give is their sum,
+    and it describes a group of that size. Ties go by name, so the choice
+    is stable from one refresh to the next.
+    """
+    withheld = {owner for owner, who in people.items() if len(who) < minimum}
+    shown = sorted(set(people) - withheld, key=lambda owner: (len(people[owner]), owner))
+    behind: set[str] = set().union(*(people[owner] for owner in withheld))
+    while withheld and len(behind) < minimum and shown:
+        complement = shown.pop(0)
+        withheld.add(complement)
+        behind |= people[complement]
+    return set(shown)

@@ -79,6 +79,10 @@ class Balance:
 
     key: AccountKey
     totals: Totals
+    # HR's view (disclosure.py): non-zero when the totals are rounded down to
+    # bands this wide, not exact; `through_month` the last month they count.
+    band: int = 0
+    through_month: int = 0
 
     @property
     def unit(self) -> str:

@@ -10,19 +10,21 @@ from prometheus_client import Gauge
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from services.quota import metrics, orm
-from services.quota.disclosure import UsageRow, suppress_small_cells
+from services.quota import disclosure, metrics, orm
+from services.quota.disclosure import Charge, UsageRow
 from services.quota.domain import (
     CHARGING_STATES,
     AccountKey,
     AccountKind,
     Balance,
     HoldState,
+    Totals,
     check_fiscal_year,
 )
 from services.quota.holds.requests import HoldView
 from services.quota.store import QuotaStore, balance_of, totals_of
-from services.runtime import policy
+from services.rules.office_time import local_day
+from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
 from services.runtime.auth import Role, current_identity
 from services.runtime.errors import (
@@ -76,7 +78,10 @@ class LedgerReads:
         if account is None:
             raise missing
         await self._audited(key)
-        return balance_of(key, account)
+        found = balance_of(key, account)
+        if current_identity().role is Role.HR and key.kind is not AccountKind.EMPLOYEE:
+            return await self._as_hr_sees_it(found)
+        return found
 
     async def ledger(
         self, key: AccountKey | None, after: int, limit: int
@@ -123,45 +128,76 @@ class LedgerReads:
             rows = (await session.execute(query)).mappings().all()
         return [HoldView.of(dict(row)) for row in rows]
 
-    async def usage(self, year: int, organisation: str) -> list[UsageRow]:
-        """Spent sessions per agency, staff category and month. A cell of
-        fewer than MIN_CELL_PEOPLE people is withheld, and so is any cell
-        that would let such a cell be worked out by subtraction
-        (disclosure.suppress_small_cells)."""
-        hold = orm.Hold
-        query = (
-            select(
-                hold.agency_id,
-                hold.staff_category,
-                hold.session_month,
-                func.count(func.distinct(hold.employee_id)),
-                func.count(),
-                func.sum(hold.minutes),
-                func.sum(hold.amount_ntd),
-            )
-            .where(
-                hold.fiscal_year == year,
-                hold.state.in_(CHARGING_STATES),
-            )
-            .group_by(hold.agency_id, hold.staff_category, hold.session_month)
-            .order_by(hold.agency_id, hold.staff_category, hold.session_month)
-        )
+    async def usage(self, year: int, organisation: str) -> tuple[list[UsageRow], int]:
+        """Spent sessions per agency, staff category and month, as the
+        disclosure rules release them (disclosure.py), and the last month
+        they cover: for HR, the closed months only."""
+        through = self._through_month(year)
+        released = disclosure.release(await self._charges(year, through))
         if organisation:
-            query = query.join(orm.Agency, orm.Agency.agency_id == hold.agency_id).where(
-                orm.Agency.organisation == organisation
-            )
+            async with self._sessions() as session:
+                mine = set(
+                    await session.scalars(
+                        select(orm.Agency.agency_id).where(orm.Agency.organisation == organisation)
+                    )
+                )
+            return [r for r in released.cells if r.agency_id in mine], through
+        return released.cells, through
+
+    async def _charges(self, year: int, through_month: int) -> list[Charge]:
+        """The year's charged sessions up to `through_month`, for the
+        disclosure rules only: they carry pseudonymous ids, which never
+        leave disclosure.py."""
+        hold = orm.Hold
+        query = select(
+            hold.agency_id,
+            hold.staff_category,
+            hold.session_month,
+            hold.provider_id,
+            hold.employee_id,
+            hold.minutes,
+            hold.amount_ntd,
+        ).where(
+            hold.fiscal_year == year,
+            hold.state.in_(CHARGING_STATES),
+            hold.session_month <= through_month,
+        )
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
-        return suppress_small_cells(
-            [
-                UsageRow(a, c, int(m), int(p), int(n), int(mins or 0), int(amt or 0))
-                for a, c, m, p, n, mins, amt in rows
-            ]
-        )
+        return [Charge(a, c, int(m), p, e, int(n), int(t)) for a, c, m, p, e, n, t in rows]
+
+    @staticmethod
+    def _through_month(year: int) -> int:
+        """The last month HR may see of `year`: closed ones only (their
+        figures no longer move). Everyone else reads every month."""
+        if current_identity().role is not Role.HR:
+            return 12
+        today = local_day(clock.now())
+        return disclosure.closed_through(today.year, today.month, today.day, year)
+
+    async def _as_hr_sees_it(self, balance: Balance) -> Balance:
+        """An agency's or provider's balance as HR may read it: spent as of
+        the last closed month, held not shown, banded unless the
+        disclosure rules let the exact figure out."""
+        key = balance.key
+        through = self._through_month(key.fiscal_year)
+        charges = await self._charges(key.fiscal_year, through)
+        released = disclosure.release(charges)
+        if key.kind is AccountKind.AGENCY:
+            spent = sum(c.amount_ntd for c in charges if c.agency_id == key.owner_id)
+            exact, narrowest = key.owner_id in released.exact_agencies, disclosure.BAND_NTD
+        else:
+            spent = sum(c.minutes for c in charges if c.provider_id == key.owner_id)
+            exact, narrowest = key.owner_id in released.exact_providers, disclosure.BAND_MINUTES
+        entitled = balance.totals.entitled
+        band = 0
+        if not exact:
+            spent, band = disclosure.banded(spent, entitled, narrowest)
+        return Balance(key, Totals(entitled, 0, spent), band=band, through_month=through)
 
     async def refresh_metrics(self, year: int) -> None:
         """Sets the balance gauges for `year` of every agency and provider
-        that enough people stand behind (metrics.shown_owners), removes
+        that enough people stand behind (disclosure.shown_owners), removes
         those of every other, and sets the count of active holds; each
         series labelled with the tenant."""
         tenant = self._tenant
@@ -203,7 +239,7 @@ class LedgerReads:
         for agency, provider, employee in behind:
             people[AccountKind.AGENCY.value].setdefault(agency, set()).add(employee)
             people[AccountKind.PROVIDER.value].setdefault(provider, set()).add(employee)
-        shown = {kind: metrics.shown_owners(who) for kind, who in people.items()}
+        shown = {kind: disclosure.shown_owners(who) for kind, who in people.items()}
         exported: set[tuple[Gauge, tuple[str, ...]]] = set()
         for kind, owner, entitled, held, spent in rows:
             if owner not in shown[kind]:

@@ -6,9 +6,9 @@ The balance gauges are refreshed from the database every few seconds by
 every replica, so all replicas report the same values: aggregate them with
 max(), not sum().
 
-Small groups are not shown (issue 14, item 3). An agency's spent or held
-NT$, or a provider's hours, where fewer than MIN_CELL_PEOPLE distinct
-employees stand behind its charges in the fiscal year, tells whoever can
+Small groups are not shown (issue 14, item 3; disclosure.shown_owners
+decides). An agency's spent or held NT$, or a provider's hours, where fewer
+than five distinct employees stand behind its charges in the fiscal year, tells whoever can
 scrape the port what those few people used, and a series moving by one
 session's price says that one of them booked this week. Such an agency or
 provider has no series at all (every state, entitled too, so that its
@@ -20,11 +20,7 @@ by two employees gives away their use as surely as their agency's money.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
-
 from prometheus_client import Counter, Gauge
-
-from services.quota.disclosure import MIN_CELL_PEOPLE
 
 AGENCY_BUDGET = Gauge(
     "eap_quota_agency_budget_ntd",
@@ -60,29 +56,3 @@ LEDGER_CHECKED = Gauge(
     "When the last check of the ledger finished (Unix time).",
     ("tenant",),
 )
-
-
-def shown_owners(people: Mapping[str, Set[str]], minimum: int = MIN_CELL_PEOPLE) -> set[str]:
-    """The agencies (or providers) of `people` whose gauges may be exported:
-    `people` maps each one with an account to the distinct employees behind
-    its booked and completed charges in the year.
-
-    Primary suppression: fewer than `minimum` people, not shown. Then
-    complementary suppression, as disclosure.suppress_small_cells does for
-    the usage summary: the gauges of one family add up to something known
-    elsewhere (the providers' hours times their contracted rates give the
-    agencies' total NT$, and the other way round), so a lone withheld
-    owner would come back by subtraction. The withheld ones are therefore
-    grown, smallest shown first, until together they stand for at least
-    `minimum` distinct people: all that subtraction can give is their sum,
-    and it describes a group of that size. Ties go by name, so the choice
-    is stable from one refresh to the next.
-    """
-    withheld = {owner for owner, who in people.items() if len(who) < minimum}
-    shown = sorted(set(people) - withheld, key=lambda owner: (len(people[owner]), owner))
-    behind: set[str] = set().union(*(people[owner] for owner in withheld))
-    while withheld and len(behind) < minimum and shown:
-        complement = shown.pop(0)
-        withheld.add(complement)
-        behind |= people[complement]
-    return set(shown)

@@ -66,6 +66,8 @@ def balance_pb(balance: Balance) -> pb.Balance:
         held=balance.totals.held,
         spent=balance.totals.spent,
         left=balance.totals.left,
+        band=balance.band,
+        through_month=balance.through_month,
     )
 
 
@@ -226,8 +228,9 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
     async def GetUsageSummary(
         self, request: pb.GetUsageSummaryRequest, context: Context
     ) -> pb.GetUsageSummaryResponse:
-        rows = await self._reads.usage(_year(request.fiscal_year), request.organisation)
+        rows, through = await self._reads.usage(_year(request.fiscal_year), request.organisation)
         return pb.GetUsageSummaryResponse(
+            through_month=through,
             rows=[
                 pb.UsageRow(
                     agency_id=r.agency_id,
@@ -240,7 +243,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                     suppressed=r.suppressed,
                 )
                 for r in rows
-            ]
+            ],
         )
 
     async def UpsertAgency(

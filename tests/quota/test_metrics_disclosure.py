@@ -11,8 +11,7 @@ import urllib.request
 from prometheus_client.parser import text_string_to_metric_families
 
 from eap.quota.v1 import quota_pb2 as pb
-from services.quota.disclosure import MIN_CELL_PEOPLE
-from services.quota.metrics import shown_owners
+from services.quota.disclosure import MIN_CELL_PEOPLE, shown_owners
 from tests.conftest import QuotaClient
 from tests.county import ORG, RATE, YEAR, reserve_request, seed
 

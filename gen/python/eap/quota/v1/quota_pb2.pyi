@@ -150,6 +150,8 @@ class Balance(_message.Message):
     HELD_FIELD_NUMBER: _builtins.int
     SPENT_FIELD_NUMBER: _builtins.int
     LEFT_FIELD_NUMBER: _builtins.int
+    BAND_FIELD_NUMBER: _builtins.int
+    THROUGH_MONTH_FIELD_NUMBER: _builtins.int
     unit: Global___Unit.ValueType
     """The unit of every amount below."""
     entitled: _builtins.int
@@ -160,6 +162,18 @@ class Balance(_message.Message):
     """Taken by confirmed and completed bookings."""
     left: _builtins.int
     """entitled - held - spent."""
+    band: _builtins.int
+    """For HR: when non-zero, spent and left are rounded down to bands this
+    wide, not exact (an agency or provider behind which fewer than five
+    people stand in the period, or whose exact figure would let a smaller
+    group be worked out).
+    """
+    through_month: _builtins.int
+    """For HR: the figures count sessions of months 1 to this one of the
+    fiscal year (closed months only, so that two readings cannot be
+    subtracted), and held is not shown; zero for everyone else, whose
+    figures are live.
+    """
     @_builtins.property
     def account(self) -> Global___AccountRef:
         """The account."""
@@ -173,10 +187,12 @@ class Balance(_message.Message):
         held: _builtins.int = ...,
         spent: _builtins.int = ...,
         left: _builtins.int = ...,
+        band: _builtins.int = ...,
+        through_month: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "entitled", b"entitled", "held", b"held", "left", b"left", "spent", b"spent", "unit", b"unit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "band", b"band", "entitled", b"entitled", "held", b"held", "left", b"left", "spent", b"spent", "through_month", b"through_month", "unit", b"unit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -950,8 +966,9 @@ class UsageRow(_message.Message):
     """
     suppressed: _builtins.bool
     """True when the cell is withheld: it has fewer than five people, or it is
-    withheld so that such a cell of the same agency cannot be worked out by
-    subtraction. The two cases look the same on purpose.
+    withheld so that no group of fewer than five people can be worked out
+    from the released figures (cells, agencies' and providers' totals) by
+    solving them. The two cases look the same on purpose.
     """
     def __init__(
         self,
@@ -980,6 +997,11 @@ class GetUsageSummaryResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ROWS_FIELD_NUMBER: _builtins.int
+    THROUGH_MONTH_FIELD_NUMBER: _builtins.int
+    through_month: _builtins.int
+    """The months the rows cover, 1 to this one: for HR the closed months (a
+    month closes seven days after it ends), for others every month so far.
+    """
     @_builtins.property
     def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageRow]:
         """Rows ordered by agency, staff category and month."""
@@ -988,10 +1010,11 @@ class GetUsageSummaryResponse(_message.Message):
         self,
         *,
         rows: _abc.Iterable[Global___UsageRow] | None = ...,
+        through_month: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rows", b"rows", "through_month", b"through_month"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

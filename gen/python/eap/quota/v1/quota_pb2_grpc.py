@@ -196,6 +196,8 @@ class QuotaServiceServicer:
 
     def GetBalance(self, request, context):
         """Entitled, held, spent and left for one employee, provider or agency.
+        HR reads an agency's or provider's figures as of the last closed month,
+        banded where they would describe fewer than five people (see Balance).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -221,10 +223,11 @@ class QuotaServiceServicer:
     def GetUsageSummary(self, request, context):
         """Spent sessions, minutes and money per agency, staff category and month,
         for HR. Carries no employee ids, and never shows a cell of fewer than
-        five people: such a cell is withheld (`suppressed`, every count zero).
-        So that a withheld cell cannot be recovered by subtracting the shown ones
-        from the agency's spent budget (GetBalance), an agency never has exactly
-        one withheld cell: if it would, its smallest shown cell is withheld too.
+        five people: such a cell is withheld (`suppressed`, every count zero),
+        and so are as many more as it takes that no group of fewer than five
+        people can be worked out from everything released for the period (the
+        cells, and the agencies' and providers' totals HR reads month by month)
+        by solving the linear system they form. HR sees closed months only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -77,7 +77,10 @@ class QuotaServiceStub:
     entitlement or to one provider's annual cap.
     """
     GetBalance: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GetBalanceRequest, _quota_pb2.GetBalanceResponse]
-    """Entitled, held, spent and left for one employee, provider or agency."""
+    """Entitled, held, spent and left for one employee, provider or agency.
+    HR reads an agency's or provider's figures as of the last closed month,
+    banded where they would describe fewer than five people (see Balance).
+    """
     ListLedger: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ListLedgerRequest, _quota_pb2.ListLedgerResponse]
     """The ledger entries, oldest first, optionally for one account, in pages."""
     ListCharges: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ListChargesRequest, _quota_pb2.ListChargesResponse]
@@ -89,10 +92,11 @@ class QuotaServiceStub:
     GetUsageSummary: _grpc.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]
     """Spent sessions, minutes and money per agency, staff category and month,
     for HR. Carries no employee ids, and never shows a cell of fewer than
-    five people: such a cell is withheld (`suppressed`, every count zero).
-    So that a withheld cell cannot be recovered by subtracting the shown ones
-    from the agency's spent budget (GetBalance), an agency never has exactly
-    one withheld cell: if it would, its smallest shown cell is withheld too.
+    five people: such a cell is withheld (`suppressed`, every count zero),
+    and so are as many more as it takes that no group of fewer than five
+    people can be worked out from everything released for the period (the
+    cells, and the agencies' and providers' totals HR reads month by month)
+    by solving the linear system they form. HR sees closed months only.
     """
     UpsertAgency: _grpc.UnaryUnaryMultiCallable[_quota_pb2.UpsertAgencyRequest, _quota_pb2.UpsertAgencyResponse]
     """Registers an agency (a budget holder) and the organisation it belongs to,
@@ -171,7 +175,10 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     entitlement or to one provider's annual cap.
     """
     GetBalance: _aio.UnaryUnaryMultiCallable[_quota_pb2.GetBalanceRequest, _quota_pb2.GetBalanceResponse]  # type: ignore[assignment]
-    """Entitled, held, spent and left for one employee, provider or agency."""
+    """Entitled, held, spent and left for one employee, provider or agency.
+    HR reads an agency's or provider's figures as of the last closed month,
+    banded where they would describe fewer than five people (see Balance).
+    """
     ListLedger: _aio.UnaryUnaryMultiCallable[_quota_pb2.ListLedgerRequest, _quota_pb2.ListLedgerResponse]  # type: ignore[assignment]
     """The ledger entries, oldest first, optionally for one account, in pages."""
     ListCharges: _aio.UnaryUnaryMultiCallable[_quota_pb2.ListChargesRequest, _quota_pb2.ListChargesResponse]  # type: ignore[assignment]
@@ -183,10 +190,11 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     GetUsageSummary: _aio.UnaryUnaryMultiCallable[_quota_pb2.GetUsageSummaryRequest, _quota_pb2.GetUsageSummaryResponse]  # type: ignore[assignment]
     """Spent sessions, minutes and money per agency, staff category and month,
     for HR. Carries no employee ids, and never shows a cell of fewer than
-    five people: such a cell is withheld (`suppressed`, every count zero).
-    So that a withheld cell cannot be recovered by subtracting the shown ones
-    from the agency's spent budget (GetBalance), an agency never has exactly
-    one withheld cell: if it would, its smallest shown cell is withheld too.
+    five people: such a cell is withheld (`suppressed`, every count zero),
+    and so are as many more as it takes that no group of fewer than five
+    people can be worked out from everything released for the period (the
+    cells, and the agencies' and providers' totals HR reads month by month)
+    by solving the linear system they form. HR sees closed months only.
     """
     UpsertAgency: _aio.UnaryUnaryMultiCallable[_quota_pb2.UpsertAgencyRequest, _quota_pb2.UpsertAgencyResponse]  # type: ignore[assignment]
     """Registers an agency (a budget holder) and the organisation it belongs to,
@@ -298,7 +306,10 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _quota_pb2.GetBalanceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_quota_pb2.GetBalanceResponse, _abc.Awaitable[_quota_pb2.GetBalanceResponse]]:
-        """Entitled, held, spent and left for one employee, provider or agency."""
+        """Entitled, held, spent and left for one employee, provider or agency.
+        HR reads an agency's or provider's figures as of the last closed month,
+        banded where they would describe fewer than five people (see Balance).
+        """
 
     @_abc_1.abstractmethod
     def ListLedger(
@@ -328,10 +339,11 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_quota_pb2.GetUsageSummaryResponse, _abc.Awaitable[_quota_pb2.GetUsageSummaryResponse]]:
         """Spent sessions, minutes and money per agency, staff category and month,
         for HR. Carries no employee ids, and never shows a cell of fewer than
-        five people: such a cell is withheld (`suppressed`, every count zero).
-        So that a withheld cell cannot be recovered by subtracting the shown ones
-        from the agency's spent budget (GetBalance), an agency never has exactly
-        one withheld cell: if it would, its smallest shown cell is withheld too.
+        five people: such a cell is withheld (`suppressed`, every count zero),
+        and so are as many more as it takes that no group of fewer than five
+        people can be worked out from everything released for the period (the
+        cells, and the agencies' and providers' totals HR reads month by month)
+        by solving the linear system they form. HR sees closed months only.
         """
 
     @_abc_1.abstractmethod
