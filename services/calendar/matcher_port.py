@@ -55,9 +55,10 @@ class MatcherPort:
         self._stub: matcher_pb2_grpc.MatcherServiceAsyncStub | None = None
 
     def _matcher(self) -> matcher_pb2_grpc.MatcherServiceAsyncStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._address())
-            self._stub = matcher_pb2_grpc.MatcherServiceStub(self._channel)
+        channel = self._credentials.channel(self._address(), self._channel)
+        if self._stub is None or channel is not self._channel:
+            self._channel = channel
+            self._stub = matcher_pb2_grpc.MatcherServiceStub(channel)
         assert self._stub is not None
         return self._stub
 

@@ -211,6 +211,19 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return token_cli.main(args.rest, settings)
 
 
+def _tls(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from services.runtime import tls
+
+    made = tls.make_dev_ca(Path(args.folder), args.namespace)
+    print(f"development CA in {Path(args.folder) / 'ca'} (ca.crt, ca.key: keep the key private)")
+    for folder in made:
+        print(f"  {folder.name:<9} {folder}/tls.crt, tls.key, ca.crt (EAP_TLS_DIR={folder})")
+    print("for development only: production certificates come from cert-manager")
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.demo import run_demo
 
@@ -283,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     token.add_argument("rest", nargs=argparse.REMAINDER, help="mint ... | keygen KID")
     token.set_defaults(run=_token)
+
+    tls_command = commands.add_parser("tls", help="certificates for encryption in transit")
+    tls_commands = tls_command.add_subparsers(dest="tls_command", required=True)
+    dev_ca = tls_commands.add_parser(
+        "dev-ca",
+        help="a development CA and a certificate for each service, the edge and an operator",
+    )
+    dev_ca.add_argument("folder", help="where to write them, e.g. var/tls")
+    dev_ca.add_argument("--namespace", default="eap", help="the Kubernetes namespace (for names)")
+    dev_ca.set_defaults(run=_tls)
 
     demo = commands.add_parser("demo", help="tell the suite's story on embedded defaults")
     demo.add_argument("--keep", action="store_true", help="keep the demo's database")

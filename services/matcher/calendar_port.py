@@ -44,7 +44,7 @@ class CalendarPort:
         last = date(today.year + YEARS_AHEAD, 12, 31)
         days: list[OfficeDay] = []
         try:
-            async with grpc.aio.insecure_channel(self._address()) as channel:
+            async with self._credentials.channel(self._address()) as channel:
                 stub = calendar_pb2_grpc.CalendarServiceStub(channel)
                 start = first
                 while start <= last:

@@ -39,9 +39,10 @@ class QuotaPort:
         self._stub: quota_pb2_grpc.QuotaServiceAsyncStub | None = None
 
     def _quota(self) -> quota_pb2_grpc.QuotaServiceAsyncStub:
-        if self._stub is None:
-            self._channel = grpc.aio.insecure_channel(self._address())
-            self._stub = quota_pb2_grpc.QuotaServiceStub(self._channel)
+        channel = self._credentials.channel(self._address(), self._channel)
+        if self._stub is None or channel is not self._channel:
+            self._channel = channel
+            self._stub = quota_pb2_grpc.QuotaServiceStub(channel)
         assert self._stub is not None
         return self._stub
 

@@ -8,6 +8,9 @@ service its own database.
 | variable | default | meaning |
 |---|---|---|
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
+| EAP_TLS_DIR | (none) | `tls.crt`, `tls.key`, `ca.crt`: mutual TLS, served and used (tls.py) |
+| EAP_PROBE_ADDRESS | (none) | a plaintext port serving gRPC health only, for kubelet's probes |
+| EAP_ALLOW_PLAINTEXT | false | `true`: jwt mode without EAP_TLS_DIR (a service mesh encrypts) |
 | EAP_METRICS_PORT | 9464 | Prometheus endpoint port; 0 picks a free one; -1 turns it off |
 | EAP_METRICS_TOKEN(_FILE) | (none) | if set, `/metrics` wants `Authorization: Bearer <token>` |
 | EAP_TENANTS | default | the organisations served, comma-separated (tenancy.py) |
@@ -69,6 +72,8 @@ DEV_KEYS_DIR = "var/dev-keys"  # where `eapctl token mint` keeps its development
 @dataclass(frozen=True)
 class Settings:
     grpc_address: str = "127.0.0.1:50051"
+    tls_dir: str | None = None
+    probe_address: str | None = None
     metrics_port: int = 9464
     metrics_token: str | None = None
     tenants: tuple[str, ...] = (DEFAULT_TENANT,)
@@ -133,6 +138,15 @@ class Settings:
             # Our services renew their tokens a minute before they expire:
             # under a minute they would sign one for every call.
             raise ConfigError("EAP_JWT_MAX_LIFETIME_SECONDS", "must be 60 or more")
+        tls_dir = env.get("EAP_TLS_DIR") or None
+        plaintext_allowed = env.get("EAP_ALLOW_PLAINTEXT", "false").lower() in ("1", "true", "yes")
+        if mode == "jwt" and tls_dir is None and not plaintext_allowed:
+            # Tokens and contact details would cross the network in clear.
+            raise ConfigError(
+                "EAP_TLS_DIR",
+                "is required when EAP_AUTH_MODE=jwt (or EAP_ALLOW_PLAINTEXT=true where a "
+                "service mesh encrypts the traffic)",
+            )
         leeway = _int(env, "EAP_JWT_LEEWAY_SECONDS", cls.jwt_leeway_seconds)
         if not 0 <= leeway <= 300:
             raise ConfigError("EAP_JWT_LEEWAY_SECONDS", "must be between 0 and 300")
@@ -157,6 +171,8 @@ class Settings:
                     )
         return cls(
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
+            tls_dir=tls_dir,
+            probe_address=env.get("EAP_PROBE_ADDRESS") or None,
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
             metrics_token=_secret(env, "EAP_METRICS_TOKEN"),
             tenants=tenants,

@@ -34,6 +34,7 @@ from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.metrics_http import start_metrics_server
 from services.runtime.rate_limit import RateLimiter
 from services.runtime.tenancy import TenantRouter, set_tenant
+from services.runtime.tls import TlsFiles
 
 log = logging.getLogger("eap.server")
 
@@ -93,6 +94,7 @@ class RunningServer:
     health: HealthServicer
     metrics_port: int | None
     tenants: dict[str, list[Service]] = field(default_factory=dict)  # every tenant's
+    probes: tuple[aio.Server, int] | None = None  # the plaintext health port, and its number
 
     @property
     def instances(self) -> list[Service]:
@@ -102,6 +104,8 @@ class RunningServer:
         grace = self.runtime.settings.shutdown_grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.probes is not None:
+            await self.probes[0].stop(0)
         for task in self.runtime.background:
             task.cancel()
         if self.runtime.background:
@@ -200,10 +204,17 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
         ],
         server,
     )
-    port = server.add_insecure_port(settings.grpc_address)
+    port = (
+        server.add_secure_port(
+            settings.grpc_address, TlsFiles(settings.tls_dir).server_credentials()
+        )
+        if settings.tls_dir
+        else server.add_insecure_port(settings.grpc_address)
+    )
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc_address}")
     runtime.port = port
+    probes = _probe_server(health, settings.probe_address) if settings.probe_address else None
 
     metrics_port = None
     if settings.metrics_port >= 0:
@@ -213,7 +224,11 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
         metrics_port = http_server.server_port
 
     await server.start()
-    running = RunningServer(server, port, services, runtime, health, metrics_port, tenants)
+    if probes is not None:
+        await probes[0].start()
+    running = RunningServer(
+        server, port, services, runtime, health, metrics_port, tenants, probes=probes
+    )
     # For liveness probes: the process serves, whatever its stores do (a
     # database outage makes pods unready, never restarts them all).
     await health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
@@ -224,6 +239,17 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
         extra={"services": [s.name for s in services], "port": port, "metrics_port": metrics_port},
     )
     return running
+
+
+def _probe_server(health: HealthServicer, address: str) -> tuple[aio.Server, int]:
+    """gRPC health alone, in plaintext: kubelet's probes speak no TLS, and
+    the health status is all this port tells."""
+    probes = aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, probes)
+    port = probes.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return probes, port
 
 
 def _host(settings: Settings) -> str:

@@ -13,12 +13,14 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import jwt
 
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 from services.runtime.keys import SERVICE_KID_PREFIX, SigningKey, load_signing_key, service_of
 from services.runtime.tenancy import TENANT_HEADER, current_tenant
+from services.runtime.tls import Channels
 
 LIFETIME_SECONDS = 300
 RENEW_BEFORE_SECONDS = 60  # a token is renewed this long before it expires
@@ -54,6 +56,17 @@ class ServiceCredentials:
         self._lock = threading.Lock()
         self._token = ""
         self._expires = 0.0
+        self._channels = Channels(settings.tls_dir)
+
+    def channel(self, address: str, old: grpc.aio.Channel | None = None) -> grpc.aio.Channel:
+        """A channel to another of our services at `address`: mutual TLS
+        with this service's certificate where TLS is configured. `old`, the
+        channel in use, is kept until its certificate rotates."""
+        if old is not None and not self._channels.stale():
+            return old
+        if old is not None:
+            self._channels.retire(old)
+        return self._channels.open(address)
 
     def metadata(self) -> Metadata:
         """What to send with a call: the service's current token, if any,

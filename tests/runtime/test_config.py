@@ -23,6 +23,7 @@ def test_urls_and_key_from_mounted_secret_files(tmp_path: Path) -> None:
             "REDIS_URL_FILE": str(tmp_path / "redis"),
             "EAP_AUTH_MODE": "jwt",
             "EAP_JWT_KEYS_DIR": str(tmp_path / "keys"),
+            "EAP_TLS_DIR": "/var/run/secrets/eap-tls",
         }
     )
     assert settings.database_url == "postgresql://eap@db:5432/eap"
@@ -84,3 +85,16 @@ def test_tenants_that_would_share_or_misname_are_refused(
     with pytest.raises(ConfigError) as refused:
         Settings.from_env(env)
     assert refused.value.variable == variable
+
+
+def test_jwt_mode_refuses_plaintext_unless_allowed(tmp_path: Path) -> None:
+    (tmp_path / "idp.pem").write_text("(a public key)\n")
+    jwt = {"EAP_AUTH_MODE": "jwt", "EAP_JWT_KEYS_DIR": str(tmp_path)}
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env(jwt)
+    assert refused.value.variable == "EAP_TLS_DIR"
+    meshed = Settings.from_env({**jwt, "EAP_ALLOW_PLAINTEXT": "true"})
+    assert meshed.tls_dir is None
+    served = Settings.from_env({**jwt, "EAP_TLS_DIR": "/tls", "EAP_PROBE_ADDRESS": ":50052"})
+    assert (served.tls_dir, served.probe_address) == ("/tls", ":50052")
+    assert Settings.from_env({}).tls_dir is None  # development: plaintext on the loopback

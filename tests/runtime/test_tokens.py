@@ -272,6 +272,7 @@ async def test_keys_from_an_oidc_discovery_document(
     provider.kids = ["idp-oidc-1"]
     env = {
         "EAP_AUTH_MODE": "jwt",
+        "EAP_ALLOW_PLAINTEXT": "true",
         "EAP_OIDC_ISSUER_URL": provider.url,
         "EAP_JWT_KEYS_DIR": str(made.trusted),
     }
@@ -393,10 +394,13 @@ async def test_a_slow_provider_stalls_nobody_else(
         await server.stop(0)
 
 
+PLAIN = {"EAP_ALLOW_PLAINTEXT": "true"}  # these tests are about keys, not transport
+
+
 def test_jwks_settings(tmp_path: Path) -> None:
     # jwt mode: the provider's keys alone suffice (service keys aside).
     alone = Settings.from_env(
-        {"EAP_AUTH_MODE": "jwt", "EAP_JWT_JWKS_URL": "https://idp.example/jwks.json"}
+        {"EAP_AUTH_MODE": "jwt", "EAP_JWT_JWKS_URL": "https://idp.example/jwks.json", **PLAIN}
     )
     assert alone.jwt_jwks_url == "https://idp.example/jwks.json" and alone.jwt_keys_dir is None
     with pytest.raises(ConfigError, match="EAP_JWT_JWKS_URL must be https"):
@@ -407,7 +411,7 @@ def test_jwks_settings(tmp_path: Path) -> None:
         Settings.from_env({"EAP_OIDC_ISSUER_URL": "file:///etc/passwd"})
     # On the loopback, and in development, plain http is allowed.
     local = Settings.from_env(
-        {"EAP_AUTH_MODE": "jwt", "EAP_OIDC_ISSUER_URL": "http://127.0.0.1:8080/realms/eap"}
+        {"EAP_AUTH_MODE": "jwt", "EAP_OIDC_ISSUER_URL": "http://127.0.0.1:8080/realms/eap", **PLAIN}
     )
     assert local.jwt_issuer == "http://127.0.0.1:8080/realms/eap"
     explicit = Settings.from_env(

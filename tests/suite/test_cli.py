@@ -232,7 +232,12 @@ def test_tokens_are_minted_in_development_only(tmp_path: Path) -> None:
         (("authorization", f"Bearer {minted.stdout.strip()}"),)
     )
     assert (identity.subject, identity.role) == ("emp-1", Role.EMPLOYEE)
-    production = {**env, "EAP_AUTH_MODE": "jwt", "EAP_JWT_KEYS_DIR": str(tmp_path / "var/dev-keys")}
+    production = {
+        **env,
+        "EAP_AUTH_MODE": "jwt",
+        "EAP_JWT_KEYS_DIR": str(tmp_path / "var/dev-keys"),
+        "EAP_ALLOW_PLAINTEXT": "true",
+    }
     refused = subprocess.run(mint, capture_output=True, text=True, cwd=tmp_path, env=production)
     assert refused.returncode == 2 and "only for development" in refused.stderr
     assert not refused.stdout

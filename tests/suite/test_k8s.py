@@ -61,7 +61,9 @@ def test_every_object_validates_strictly(overlay: str, tmp_path: Path) -> None:
         m.group(1)
         for m in re.finditer(r"Couldn't find schema for kind (\w+)", run.stdout + run.stderr)
     }
-    assert unchecked == {"ServiceMonitor", "PrometheusRule"}
+    # cert-manager's kinds come with the prod overlay only.
+    operators = {"ServiceMonitor", "PrometheusRule"}
+    assert unchecked == operators | ({"Certificate", "Issuer"} if overlay == "prod" else set())
 
 
 def test_monitoring_objects() -> None:
@@ -95,8 +97,9 @@ def test_deployments_are_probed_bounded_and_locked_down(overlay: str) -> None:
         assert pod["automountServiceAccountToken"] is False
         (container,) = pod["containers"]
         assert container["args"] == [name]
-        assert container["readinessProbe"]["grpc"] == {"port": 50051, "service": SERVICES[name]}
-        assert container["livenessProbe"]["grpc"] == {"port": 50051, "service": "liveness"}
+        # Probes on the plaintext health port: kubelet speaks no TLS.
+        assert container["readinessProbe"]["grpc"] == {"port": 50052, "service": SERVICES[name]}
+        assert container["livenessProbe"]["grpc"] == {"port": 50052, "service": "liveness"}
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         context = container["securityContext"]
@@ -104,7 +107,7 @@ def test_deployments_are_probed_bounded_and_locked_down(overlay: str) -> None:
         assert context["readOnlyRootFilesystem"] is True
         assert context["capabilities"] == {"drop": ["ALL"]}
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": 50051, "metrics": 9464}
+        assert ports == {"grpc": 50051, "metrics": 9464, "probes": 50052}
         # Secrets arrive as files, never as environment values.
         assert not any("valueFrom" in e for e in container.get("env", []))
         files = {e["name"]: e["value"] for e in container["env"]}
@@ -113,6 +116,9 @@ def test_deployments_are_probed_bounded_and_locked_down(overlay: str) -> None:
         if overlay == "dev":  # generated, with a content hash suffix
             secrets = {n.rsplit("-", 1)[0] if n != "eap-jwt" else n for n in secrets}
         assert {"eap-database", "eap-jwt"} <= secrets
+        assert f"eap-tls-{name}" in {
+            v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v
+        }
     services = _of(objects, "Service")
     for name in SERVICES:
         assert {p["name"] for p in services[name]["spec"]["ports"]} == {"grpc", "metrics"}
@@ -133,6 +139,12 @@ def test_prod_commits_no_secret_and_spreads_two_replicas_or_more() -> None:
     for autoscaler in _of(objects, "HorizontalPodAutoscaler").values():
         assert autoscaler["spec"]["minReplicas"] >= 2
     assert {o["metadata"]["namespace"] for o in objects} == {"eap"}
+    # Every service's certificate is cert-manager's, for the names it is called by.
+    certificates = _of(objects, "Certificate")
+    for name in SERVICES:
+        spec = certificates[f"eap-tls-{name}"]["spec"]
+        assert spec["secretName"] == f"eap-tls-{name}" and name in spec["dnsNames"]
+        assert set(spec["usages"]) == {"server auth", "client auth"}
 
 
 def test_dev_runs_its_own_stores_with_no_passwords() -> None:

@@ -30,6 +30,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.rules.office_time import OFFICE_ZONE
 from services.runtime.fields import timestamp
+from services.runtime.tls import client_channel
 
 BAR = 30
 STATES = {v: k.removeprefix("MATCH_JOB_STATE_").lower() for k, v in pb.MatchJobState.items()}
@@ -41,7 +42,7 @@ def _metadata() -> tuple[tuple[str, str], ...]:
 
 
 def _stub(address: str) -> tuple[grpc.aio.Channel, matcher_pb2_grpc.MatcherServiceAsyncStub]:
-    channel = grpc.aio.insecure_channel(address)
+    channel = client_channel(address)
     return channel, matcher_pb2_grpc.MatcherServiceStub(channel)
 
 

@@ -35,6 +35,7 @@ from services.matcher.servicer import counselor_from_pb
 from services.office_calendar.dgpa_csv import CalendarFileError, decode
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker
+from services.runtime.tls import client_channel
 
 COLUMNS = (
     "counselor_id",
@@ -142,7 +143,7 @@ async def _upsert(address: str, counselors: Sequence[pb.Counselor]) -> tuple[int
     token = os.environ.get("EAP_TOKEN")
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     created = replaced = 0
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)
         for counselor in counselors:
             answer = await stub.UpsertCounselor(

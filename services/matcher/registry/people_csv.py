@@ -29,6 +29,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.registry.staff import MAX_PEOPLE, StaffMember, check_people
 from services.office_calendar.dgpa_csv import CalendarFileError, decode
 from services.runtime.fields import FieldChecker
+from services.runtime.tls import client_channel
 
 COLUMNS = ("employee_id", "agency_id", "staff_category")
 
@@ -74,7 +75,7 @@ async def _import(
 ) -> pb.ImportPeopleResponse:
     token = os.environ.get("EAP_TOKEN")
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)
         answer: pb.ImportPeopleResponse = await stub.ImportPeople(
             pb.ImportPeopleRequest(people=people, replace_all=replace_all, dry_run=dry_run),
