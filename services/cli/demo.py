@@ -215,10 +215,8 @@ async def _confidentiality(
         f"   {session.counselor_id}, who holds their session, reads it: "
         f"{found.contact.name}, {found.contact.phone}"
     )
-    referral = mpb.Case(
+    referral = mpb.Case(  # the payer is the people directory's
         employee_id="emp-7a30",
-        agency_id="PT-PERSONNEL",
-        staff_category="official",
         category=mpb.CATEGORY_MANAGEMENT,
         kind=mpb.CASE_KIND_INVOLUNTARY,
         referral_reference="PT-PERS-2027-014",

@@ -1,7 +1,9 @@
 """Statistical disclosure control: every figure the quota releases about
-use of the programme (the usage summary, the balances HR reads, the
-metrics) is decided here, so that no figure, nor any sum or difference of
-figures, gives away a group of fewer than five people.
+use of the programme is decided here. For HR (the usage summary, agencies'
+and providers' balances and contracts) no figure, nor any sum or difference
+of figures, gives away a group of fewer than five people; for operators
+(the live metrics, behind their token) no series stands for fewer than
+five people (`shown_owners`).
 
 The concepts are those of tau-ARGUS and sdcTable (Hundepool et al.,
 *Statistical Disclosure Control*, Wiley 2012, ch. 4): a table's cells and
@@ -12,8 +14,11 @@ suppression) until no sensitive group can be worked out. sdcTable's
 "audit" checks that by solving the linear system; so does this module, over
 every figure released for a reporting period:
 
-- the atoms: the NT$ (and minutes) of one agency, staff category, month and
-  provider, summed over its charged sessions; nobody is shown an atom;
+- the atoms: the minutes of one agency, staff category, month and provider,
+  summed over its charged sessions; nobody is shown an atom. Their NT$ is
+  the same minutes at the provider's rate, which is no secret, so a figure
+  in NT$ is a rate-weighted sum of the same unknowns: a cell shown in both
+  minutes and NT$, where its providers' rates differ, is two equations;
 - the figures: the usage summary's cells (agency, staff category, month)
   and, per month, each agency's and each provider's total: what a reader of
   HR's balances (the year so far, month by month, as each month closes)
@@ -39,9 +44,13 @@ a band as wide as a tenth of the pool, and at least BAND_NTD).
 
 What this does not cover: bounds (an attacker who knows that amounts are
 not negative can sometimes narrow a withheld cell to an interval; sdcTable
-calls that the interval attack); figures released by someone else; and a
-month whose data changes after it closed. The ledger (ListLedger) lists
-bookings one by one and is for administrators and auditors only.
+calls that the interval attack); session counts beyond the cells (they are
+released nowhere else); figures released by someone else; a month whose
+data changes after it closed (a completion or cancellation more than
+CLOSING_DAYS late); and the live metrics read twice, whose difference is
+what was booked in between: they are operational, for Prometheus alone
+behind EAP_METRICS_TOKEN and the network policy. The ledger (ListLedger)
+lists bookings one by one and is for administrators and auditors only.
 """
 
 from __future__ import annotations
@@ -122,8 +131,8 @@ def release(charges: Iterable[Charge], minimum: int = MIN_CELL_PEOPLE) -> Releas
     provider_people: dict[str, set[str]] = {}
     for month in sorted(by_month):
         month_charges = by_month[month]
-        figures, sensitive = _groups(month_charges)
-        released = _audit(figures, sensitive, minimum)
+        figures, sensitive, rate = _groups(month_charges)
+        released = _audit(figures, sensitive, rate, minimum)
         held_back |= {f.name for f in figures if f.name not in released}
         for f in figures:
             if f.name[0] == "cell":
@@ -164,15 +173,23 @@ def closed_through(today_year: int, today_month: int, today_day: int, year: int)
     return today_month - 1 if today_day > CLOSING_DAYS else max(today_month - 2, 0)
 
 
-def _groups(charges: Sequence[Charge]) -> tuple[list[_Group], list[_Group]]:
-    """One month's figures (cells, agency totals, provider totals) and the
-    groups to protect (those and every atom)."""
-    atoms: dict[_Atom, tuple[set[str], int]] = {}
+# What each figure tells, as sums over its atoms' minutes: "minutes" its
+# minutes, "money" its NT$, which is each atom's minutes times its
+# provider's rate (the rates are no secret: GetProviderContract). A cell
+# tells both, so where its providers' rates differ it is two equations.
+_TELLS = {"cell": ("minutes", "money"), "agency": ("money",), "provider": ("minutes",)}
+_BOTH = ("minutes", "money")
+
+
+def _groups(charges: Sequence[Charge]) -> tuple[list[_Group], list[_Group], dict[_Atom, float]]:
+    """One month's figures (cells, agency totals, provider totals), the
+    groups to protect (those and every atom), and each atom's NT$ a minute."""
+    atoms: dict[_Atom, tuple[set[str], int, int]] = {}
     for c in charges:
         key = (c.agency_id, c.staff_category, c.month, c.provider_id)
-        people, amount = atoms.setdefault(key, (set(), 0))
+        people, amount, minutes = atoms.setdefault(key, (set(), 0, 0))
         people.add(c.employee_id)
-        atoms[key] = (people, amount + c.amount_ntd)
+        atoms[key] = (people, amount + c.amount_ntd, minutes + c.minutes)
 
     def group(name: tuple[str, ...], members: Iterable[_Atom]) -> _Group:
         chosen = frozenset(members)
@@ -191,38 +208,48 @@ def _groups(charges: Sequence[Charge]) -> tuple[list[_Group], list[_Group]]:
         *(group(("provider", *k), m) for k, m in by({"p": 3, "m": 2}).items()),
     ]
     sensitive = figures + [group(("atom", *map(str, a)), [a]) for a in atoms]
-    return figures, sensitive
+    rate = {a: amount / max(minutes, 1) for a, (_, amount, minutes) in atoms.items()}
+    return figures, sensitive, rate
 
 
-def _audit(figures: list[_Group], sensitive: list[_Group], minimum: int) -> set[tuple[str, ...]]:
+def _audit(
+    figures: list[_Group], sensitive: list[_Group], rate: dict[_Atom, float], minimum: int
+) -> set[tuple[str, ...]]:
     """The names of the figures that may be released: primary suppression,
-    then complementary until no small group is a combination of them."""
+    then complementary until no small group's minutes or money is a
+    combination of what they tell."""
     atoms = sorted({a for f in figures for a in f.atoms})
     column = {a: i for i, a in enumerate(atoms)}
 
-    def vector(g: _Group) -> np.ndarray:
-        row = np.zeros(len(atoms))
-        row[[column[a] for a in g.atoms]] = 1.0
-        return row
+    def rows(g: _Group, tells: Sequence[str]) -> list[np.ndarray]:
+        found = []
+        for measure in tells:
+            row = np.zeros(len(atoms))
+            for a in g.atoms:
+                row[column[a]] = rate[a] if measure == "money" else 1.0
+            found.append(row)
+        return found
+
+    def system(chosen: Iterable[_Group]) -> np.ndarray:
+        lines = [r for f in chosen for r in rows(f, _TELLS[f.name[0]])]
+        return np.array(lines).reshape(len(lines), len(atoms))
 
     small = [g for g in sensitive if len(g.people) < minimum]
-    small_vectors = np.array([vector(g) for g in small]).reshape(len(small), len(atoms))
+    targets = [(g, r) for g in small for r in rows(g, _BOTH)]
+    target_rows = np.array([r for _, r in targets]).reshape(len(targets), len(atoms))
     released = [f for f in figures if len(f.people) >= minimum]
     cost = sorted(released, key=lambda f: (len(f.people), f.amount, f.name))
     while released:
-        exposed = _in_span(_basis(np.array([vector(f) for f in released])), small_vectors)
+        exposed = _in_span(_basis(system(released)), target_rows)
         if not exposed.any():
             break
-        target = small[int(np.argmax(exposed))]
+        target, row = targets[int(np.argmax(exposed))]
         overlapping = [f for f in cost if f in released and f.atoms & target.atoms]
         withheld = next(
             (
                 f
                 for f in overlapping
-                if not _in_span(
-                    _basis(np.array([vector(g) for g in released if g is not f])),
-                    vector(target)[None, :],
-                )[0]
+                if not _in_span(_basis(system(g for g in released if g is not f)), row[None, :])[0]
             ),
             overlapping[0],
         )
@@ -241,12 +268,11 @@ def _basis(rows: np.ndarray) -> np.ndarray:
 
 def _in_span(basis: np.ndarray, vectors: np.ndarray) -> np.ndarray:
     """Which of `vectors` are combinations of the basis's rows."""
-    if vectors.size == 0:
-        return np.zeros(len(vectors), dtype=bool)
-    if basis.size == 0:
+    if vectors.size == 0 or basis.size == 0:
         return np.zeros(len(vectors), dtype=bool)
     residual = vectors - (vectors @ basis.T) @ basis
-    return np.asarray(np.abs(residual).max(axis=1) < 1e-6)
+    scale = np.maximum(np.abs(vectors).max(axis=1), 1.0)
+    return np.asarray(np.abs(residual).max(axis=1) < 1e-6 * scale)
 
 
 def _cell(figure: _Group, charges: Sequence[Charge], shown: bool) -> UsageRow:

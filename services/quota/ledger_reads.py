@@ -78,10 +78,7 @@ class LedgerReads:
         if account is None:
             raise missing
         await self._audited(key)
-        found = balance_of(key, account)
-        if current_identity().role is Role.HR and key.kind is not AccountKind.EMPLOYEE:
-            return await self._as_hr_sees_it(found)
-        return found
+        return await self.as_shown(balance_of(key, account))
 
     async def ledger(
         self, key: AccountKey | None, after: int, limit: int
@@ -175,11 +172,14 @@ class LedgerReads:
         today = local_day(clock.now())
         return disclosure.closed_through(today.year, today.month, today.day, year)
 
-    async def _as_hr_sees_it(self, balance: Balance) -> Balance:
-        """An agency's or provider's balance as HR may read it: spent as of
-        the last closed month, held not shown, banded unless the
-        disclosure rules let the exact figure out."""
+    async def as_shown(self, balance: Balance) -> Balance:
+        """`balance` as the caller may read it. For HR, an agency's or
+        provider's is spent as of the last closed month, held not shown,
+        banded unless the disclosure rules let the exact figure out;
+        everyone else reads it live."""
         key = balance.key
+        if current_identity().role is not Role.HR or key.kind is AccountKind.EMPLOYEE:
+            return balance
         through = self._through_month(key.fiscal_year)
         charges = await self._charges(key.fiscal_year, through)
         released = disclosure.release(charges)

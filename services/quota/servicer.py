@@ -276,7 +276,8 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
         rate, balance = await self._funding.contract(
             request.provider_id, _year(request.fiscal_year)
         )
-        return pb.GetProviderContractResponse(hourly_rate_ntd=rate, balance=balance_pb(balance))
+        shown = await self._reads.as_shown(balance)  # HR's as the disclosure rules allow
+        return pb.GetProviderContractResponse(hourly_rate_ntd=rate, balance=balance_pb(shown))
 
     async def SetEntitlementPolicy(
         self, request: pb.SetEntitlementPolicyRequest, context: Context

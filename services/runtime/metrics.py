@@ -33,8 +33,9 @@ UNEXPECTED_ERRORS = Counter(
 )
 STORE_UP = Gauge(
     "eap_store_up",
-    "1 when the last probe of a store (database, redis) succeeded, else 0.",
-    ("service", "store"),
+    "1 when the last probe of a store (database, redis) succeeded, else 0; "
+    "each tenant's database apart.",
+    ("service", "store", "tenant"),
 )
 STORE_ERRORS = Counter(
     "eap_store_errors_total",

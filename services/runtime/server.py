@@ -258,36 +258,33 @@ def _host(settings: Settings) -> str:
 
 
 async def _update_health(running: RunningServer) -> None:
-    """Each service SERVING while every tenant's stores answer."""
-    stores_of: dict[str, dict[str, bool]] = {}
+    """Each service SERVING while some tenant's stores all answer (one
+    tenant's database down must not take the others' pods out of the
+    Service: its calls fail UNAVAILABLE, and eap_store_up says whose), and
+    `<service>/<tenant>` for each tenant apart."""
+    serving_of: dict[str, bool] = {}
     for service in running.instances:
         try:
             stores = await asyncio.wait_for(service.probe(), timeout=5)
         except Exception:
             stores = {"database": False}
-        found = stores_of.setdefault(service.name, {})
         for store, up in stores.items():
-            found[store] = found.get(store, True) and up
-    all_up = True
-    for service in running.services:
-        stores = stores_of[service.name]
-        for store, up in stores.items():
-            metrics.STORE_UP.labels(service.name, store).set(1 if up else 0)
+            metrics.STORE_UP.labels(service.name, store, service.tenant).set(1 if up else 0)
             if not up:
                 metrics.STORE_ERRORS.labels(service.name, store).inc()
-        serving = all(stores.values())
-        all_up = all_up and serving
-        await running.health.set(
-            service.full_name,
-            health_pb2.HealthCheckResponse.SERVING
-            if serving
-            else health_pb2.HealthCheckResponse.NOT_SERVING,
-        )
-    await running.health.set(
-        "",
+        tenant_up = all(stores.values())
+        serving_of[service.full_name] = serving_of.get(service.full_name, False) or tenant_up
+        await running.health.set(f"{service.full_name}/{service.tenant}", _status(tenant_up))
+    for full_name, serving in serving_of.items():
+        await running.health.set(full_name, _status(serving))
+    await running.health.set("", _status(all(serving_of.values())))
+
+
+def _status(serving: bool) -> health_pb2.HealthCheckResponse.ServingStatus.ValueType:
+    return (
         health_pb2.HealthCheckResponse.SERVING
-        if all_up
-        else health_pb2.HealthCheckResponse.NOT_SERVING,
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
     )
 
 

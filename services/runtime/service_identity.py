@@ -62,7 +62,7 @@ class ServiceCredentials:
         """A channel to another of our services at `address`: mutual TLS
         with this service's certificate where TLS is configured. `old`, the
         channel in use, is kept until its certificate rotates."""
-        if old is not None and not self._channels.stale():
+        if old is not None and not self._channels.stale(old):
             return old
         if old is not None:
             self._channels.retire(old)

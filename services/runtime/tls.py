@@ -125,26 +125,32 @@ class TlsFiles:
 
 class Channels:
     """Channels to our other services: mutual TLS with this service's
-    certificate where TLS is configured, plaintext otherwise; a channel is
-    made again once the certificate rotates."""
+    certificate where TLS is configured, plaintext otherwise. Each channel
+    remembers the certificate it was opened with, so that every one of them
+    is made again once the certificate rotates."""
 
     def __init__(self, tls_dir: str | None) -> None:
         self._files = TlsFiles(tls_dir) if tls_dir else None
-        self._stamp: tuple[float, ...] = ()
+        self._opened_with: dict[grpc.aio.Channel, tuple[float, ...]] = {}
         self._closing: set[asyncio.Task[None]] = set()
 
     def open(self, address: str) -> grpc.aio.Channel:
         if self._files is None:
             return grpc.aio.insecure_channel(address)
-        self._stamp = self._files.stamp
-        return grpc.aio.secure_channel(address, self._files.channel_credentials())
+        stamp = self._files.stamp
+        channel = grpc.aio.secure_channel(address, self._files.channel_credentials())
+        self._opened_with[channel] = stamp
+        return channel
 
-    def stale(self) -> bool:
-        """True when the certificate rotated since the last channel opened."""
-        return self._files is not None and self._files.changed_since(self._stamp)
+    def stale(self, channel: grpc.aio.Channel) -> bool:
+        """True when the certificate rotated since `channel` was opened."""
+        if self._files is None:
+            return False
+        return self._files.changed_since(self._opened_with.get(channel, ()))
 
     def retire(self, channel: grpc.aio.Channel) -> None:
         """Closes a replaced channel once its calls in flight are done."""
+        self._opened_with.pop(channel, None)
         task = asyncio.get_running_loop().create_task(channel.close(RETIRE_GRACE_SECONDS))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

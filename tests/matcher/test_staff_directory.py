@@ -162,3 +162,14 @@ def test_the_directory_file_reads_as_hr_exports_it() -> None:
     assert "the same employee as line 2" in problems[-1]
     _, missing = people_csv.parse(b"employee_id,agency\nE1,PT-HR\n")
     assert missing == ["line 1: missing columns: agency_id, staff_category"]
+
+
+async def test_a_retry_after_the_directory_moved_someone_is_the_same_case(suite: Suite) -> None:
+    first = await suite.matcher.SubmitCase(
+        mpb.SubmitCaseRequest(case=case("", "E7", agency_id="", staff_category=""), request_id="r")
+    )
+    await enrol(suite.matcher, ["E7"], agency="PT-EDU", category="teacher")
+    again = await suite.matcher.SubmitCase(
+        mpb.SubmitCaseRequest(case=case("", "E7", agency_id="", staff_category=""), request_id="r")
+    )
+    assert not again.created and again.case == first.case  # paid as it was when it came in

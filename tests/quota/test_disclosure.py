@@ -14,13 +14,17 @@ from services.quota.disclosure import (
     closed_through,
     release,
 )
-from tests.quota.attacker import solvable
+from tests.quota.attacker import Row, ones, solvable
 
 Atom = tuple[str, str, int, str]
 
 
+RATES = {"P1": 1200, "P2": 2400, "P3": 2000}  # NT$ an hour: no secret (GetProviderContract)
+
+
 def county(seed: int, months: int = 3) -> list[Charge]:
-    """Agencies of 1 to 12 people, two staff categories, three providers."""
+    """Agencies of 1 to 12 people, two staff categories, three providers
+    at different rates."""
     rng = random.Random(seed)
     charges = []
     for size in range(1, 13):
@@ -28,16 +32,16 @@ def county(seed: int, months: int = 3) -> list[Charge]:
         for n in range(size):
             employee, category = f"{agency}-E{n}", rng.choice(("official", "teacher"))
             for _ in range(rng.randint(1, 3)):
-                minutes = rng.choice((60, 90, 120))
+                minutes, provider = rng.choice((60, 90, 120)), rng.choice(tuple(RATES))
                 charges.append(
                     Charge(
                         agency,
                         category,
                         rng.randint(1, months),
-                        rng.choice(("P1", "P2", "P3")),
+                        provider,
                         employee,
                         minutes,
-                        minutes * 2000 // 60,
+                        minutes * RATES[provider] // 60,
                     )
                 )
     return charges
@@ -71,33 +75,43 @@ KEYS = {
 }
 
 
-def small_groups(charges: list[Charge]) -> dict[str, frozenset[Atom]]:
+def minutes(atoms: Iterable[Atom]) -> Row:
+    return ones(atoms)
+
+
+def money(atoms: Iterable[Atom], rates: dict[str, int]) -> Row:
+    """NT$ as a weighted sum of the atoms' minutes: each at its provider's rate."""
+    return {a: rates[a[3]] / 60 for a in atoms}
+
+
+def small_groups(charges: list[Charge], rates: dict[str, int] = RATES) -> dict[str, list[Row]]:
+    """Every group of fewer than five people: its minutes and its NT$."""
     return {
-        name: frozenset(atoms)
+        name: [minutes(atoms), money(atoms, rates)]
         for name, (atoms, people) in groups(charges, KEYS).items()
         if len(people) < MIN_CELL_PEOPLE
     }
 
 
-def equations(released: Release, charges: list[Charge]) -> list[frozenset[Atom]]:
-    """What a reader of HR's figures can write down: each shown cell; for
-    an agency or provider shown exactly, its total as of each month's close
-    (read month by month, so each month's total by subtraction)."""
-    found = [
-        frozenset(atom(c) for c in charges if (c.agency_id, c.staff_category, c.month) == key)
-        for key in ((r.agency_id, r.staff_category, r.month) for r in released.cells)
-        if not any(
-            r.suppressed for r in released.cells if (r.agency_id, r.staff_category, r.month) == key
-        )
-    ]
-    months = sorted({c.month for c in charges})
-    for through in months:
+def equations(released: Release, charges: list[Charge]) -> list[Row]:
+    """What a reader of HR's figures can write down: each shown cell's
+    minutes and NT$; for an agency shown exactly its NT$, for a provider its
+    minutes, as of each month's close (read month by month, so each month's
+    total by subtraction)."""
+    found: list[Row] = []
+    for r in released.cells:
+        if not r.suppressed:
+            key = (r.agency_id, r.staff_category, r.month)
+            cell = {atom(c) for c in charges if (c.agency_id, c.staff_category, c.month) == key}
+            found += [minutes(cell), money(cell, RATES)]
+    for through in sorted({c.month for c in charges}):
         upto = [c for c in charges if c.month <= through]
         found += [
-            frozenset(atom(c) for c in upto if c.agency_id == a) for a in released.exact_agencies
+            money({atom(c) for c in upto if c.agency_id == a}, RATES)
+            for a in released.exact_agencies
         ]
         found += [
-            frozenset(atom(c) for c in upto if c.provider_id == p) for p in released.exact_providers
+            minutes({atom(c) for c in upto if c.provider_id == p}) for p in released.exact_providers
         ]
     return found
 
@@ -114,27 +128,32 @@ def test_the_attacker_solves_what_primary_suppression_alone_leaves() -> None:
     """Without complementary suppression (every figure of five or more
     people released) small groups come back: the attacker is not blind."""
     charges = county(0)
-    naive = Release(
-        cells=release(charges).cells,
-        exact_agencies=frozenset(
-            a for a, (_, who) in groups(charges, {"a": lambda c: c.agency_id}).items()
-        ),
-        exact_providers=frozenset(),
-    )
-    cells = {key: people for key, (_, people) in groups(charges, {"c": KEYS["cell"]}).items()}
-    shown = [
-        frozenset(
-            atom(c) for c in charges if f"c {(c.agency_id, c.staff_category, c.month)}" == key
-        )
-        for key, people in cells.items()
-        if len(people) >= MIN_CELL_PEOPLE
-    ]
+    shown: list[Row] = []
+    for atoms, people in groups(charges, {"c": KEYS["cell"]}).values():
+        if len(people) >= MIN_CELL_PEOPLE:
+            shown += [minutes(atoms), money(atoms, RATES)]
     totals = [
-        frozenset(atom(c) for c in charges if c.agency_id == a and c.month <= m)
+        money({atom(c) for c in charges if c.agency_id == a and c.month <= m}, RATES)
         for a in {c.agency_id for c in charges}
         for m in (1, 2, 3)
     ]
-    assert naive.cells and solvable(shown + totals, small_groups(charges))
+    assert solvable(shown + totals, small_groups(charges))
+
+
+def test_two_rates_in_one_cell_are_two_equations() -> None:
+    """A cell's minutes and NT$, where its providers' rates differ, solve
+    for each provider's part: one person alone with the cheap provider."""
+    lone = [Charge("A", "official", 1, "P1", "A-lone", 100, 2000)]  # 1,200 an hour
+    many = [Charge("A", "official", 1, "P2", f"A-{n}", 60, 2400) for n in range(5)]
+    other = [
+        Charge("B", "official", 1, p, f"B-{p}-{n}", 60, RATES[p]) for p in RATES for n in range(5)
+    ]
+    charges = lone + many + other
+    released = release(charges)
+    assert solvable(equations(released, charges), small_groups(charges)) == []
+    # The naive release (both measures of the six-person cell) gives it away.
+    cell = {atom(c) for c in lone + many}
+    assert solvable([minutes(cell), money(cell, RATES)], small_groups(charges))
 
 
 def test_exact_money_only_where_five_people_stand_behind_it() -> None:

@@ -15,10 +15,11 @@ from services.runtime import clock
 from tests.access import Secured
 from tests.conftest import TAIPEI
 from tests.county import ORG, YEAR, at, reserve_request
-from tests.quota.attacker import solvable
-from tests.quota.test_disclosure import Atom, atom, small_groups
+from tests.quota.attacker import Row, solvable
+from tests.quota.test_disclosure import atom, minutes, money, small_groups
 
-PROVIDERS = ("Q1", "Q2", "Q3")
+RATES = {"Q1": 1200, "Q2": 2400, "Q3": 2000}  # NT$ an hour, which HR may read
+PROVIDERS = tuple(RATES)
 MONTHS = (1, 2, 3)
 
 
@@ -33,7 +34,7 @@ async def _county(suite: Secured) -> list[Charge]:
             qpb.SetProviderContractRequest(
                 provider_id=provider,
                 fiscal_year=YEAR,
-                hourly_rate_ntd=2000,
+                hourly_rate_ntd=RATES[provider],
                 cap_minutes=60_000,
                 reason="contract",
             ),
@@ -90,7 +91,7 @@ async def test_nothing_hr_reads_gives_away_a_small_group(secured_suite: Secured)
     charges = await _county(suite)
     hr = suite.as_("hr", "hr-1")
     agencies = sorted({c.agency_id for c in charges})
-    equations: list[frozenset[Atom]] = []
+    equations: list[Row] = []
     exact_readings = 0
     for through in MONTHS:
         # HR reads on the day the month closes, and on the day before.
@@ -108,7 +109,9 @@ async def test_nothing_hr_reads_gives_away_a_small_group(secured_suite: Secured)
                             c for c in charges if (c.agency_id, c.staff_category, c.month) == key
                         ]
                         assert row.amount_ntd == sum(c.amount_ntd for c in cell)
-                        equations.append(frozenset(atom(c) for c in cell))
+                        assert row.minutes == sum(c.minutes for c in cell)
+                        atoms = {atom(c) for c in cell}
+                        equations += [minutes(atoms), money(atoms, RATES)]
                 for kind, owners in (
                     (qpb.ACCOUNT_KIND_AGENCY, agencies),
                     (qpb.ACCOUNT_KIND_PROVIDER, PROVIDERS),
@@ -121,6 +124,13 @@ async def test_nothing_hr_reads_gives_away_a_small_group(secured_suite: Secured)
                             )
                         ).balance
                         assert balance.held == 0
+                        if kind == qpb.ACCOUNT_KIND_PROVIDER:  # the contract shows it too
+                            contract = await suite.quota.GetProviderContract(
+                                qpb.GetProviderContractRequest(provider_id=owner, fiscal_year=YEAR),
+                                metadata=hr,
+                            )
+                            assert contract.balance == balance
+                            assert contract.hourly_rate_ntd == RATES[owner]
                         upto = [
                             c
                             for c in charges
@@ -135,6 +145,11 @@ async def test_nothing_hr_reads_gives_away_a_small_group(secured_suite: Secured)
                             for c in upto
                         )
                         assert balance.spent == measure
-                        equations.append(frozenset(atom(c) for c in upto))
+                        atoms = {atom(c) for c in upto}
+                        equations.append(
+                            money(atoms, RATES)
+                            if kind == qpb.ACCOUNT_KIND_AGENCY
+                            else minutes(atoms)
+                        )
     assert exact_readings > 0 and len(equations) > exact_readings  # HR learns something
-    assert solvable(equations, small_groups(charges)) == []
+    assert solvable(equations, small_groups(charges, RATES)) == []

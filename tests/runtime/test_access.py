@@ -345,7 +345,14 @@ async def test_counselors_see_their_own_sessions_only(secured_suite: Secured) ->
 async def test_a_referral_tells_the_supervisor_nothing_but_received(secured_suite: Secured) -> None:
     suite = secured_suite
     supervisor = suite.as_("supervisor", "S1")
-    referral = case("", "E9", kind=mpb.CASE_KIND_INVOLUNTARY, referral_reference="REF-2027-1")
+    referral = case(
+        "",
+        "E9",
+        kind=mpb.CASE_KIND_INVOLUNTARY,
+        referral_reference="REF-2027-1",
+        agency_id="",
+        staff_category="",
+    )
     answer = await suite.matcher.SubmitCase(
         mpb.SubmitCaseRequest(case=referral, request_id="R1"), metadata=supervisor
     )
@@ -357,6 +364,17 @@ async def test_a_referral_tells_the_supervisor_nothing_but_received(secured_suit
         )
     )
     assert voluntary.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Naming a payer would let a supervisor test where someone works.
+    probing = await refused(
+        suite.matcher.SubmitCase(
+            mpb.SubmitCaseRequest(
+                case=case("", "E9", kind=mpb.CASE_KIND_INVOLUNTARY, referral_reference="R-2"),
+                request_id="R3",
+            ),
+            metadata=supervisor,
+        )
+    )
+    assert probing.code() == grpc.StatusCode.PERMISSION_DENIED
     for call in (
         suite.matcher.GetCase(mpb.GetCaseRequest(case_id=k9), metadata=supervisor),
         suite.quota.GetBalance(

@@ -100,7 +100,7 @@ async def test_metrics_endpoint_serves_grpc_server_metrics(quota: QuotaClient) -
     labels = 'grpc_method="Reserve",grpc_service="eap.quota.v1.QuotaService",grpc_type="unary"'
     assert f"grpc_server_started_total{{{labels}}}" in body
     assert f"grpc_server_handling_seconds_bucket{{{labels},le=" in body
-    assert 'eap_store_up{service="quota",store="database"} 1.0' in body
+    assert 'eap_store_up{service="quota",store="database",tenant="default"} 1.0' in body
     assert "E1" not in body  # no employee ids in metrics
 
 

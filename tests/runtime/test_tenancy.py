@@ -21,6 +21,7 @@ import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from eap.audit.v1 import audit_pb2 as apb
 from eap.audit.v1 import audit_pb2_grpc
@@ -407,6 +408,15 @@ async def test_each_tenant_keeps_its_own_database_and_loops(deployment: Deployme
     assert set(d.server.tenants) == {A, B}
     engines = {t: [s.engine.url.database for s in ss] for t, ss in d.server.tenants.items()}
     assert all(db.endswith(f"eap-{t}.db") for t, dbs in engines.items() for db in dbs)
+    # Health says each tenant's apart (readiness: while some tenant's answer).
+    health = health_pb2_grpc.HealthStub(d.channel)
+    for name in (
+        "eap.quota.v1.QuotaService",
+        f"eap.quota.v1.QuotaService/{A}",
+        f"eap.matcher.v1.MatcherService/{B}",
+    ):
+        answer = await health.Check(health_pb2.HealthCheckRequest(service=name))
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
     quota = quota_pb2_grpc.QuotaServiceStub(d.channel)
     admin = d.as_("admin", "ml-admin", B)
     agency = qpb.GetBalanceRequest(

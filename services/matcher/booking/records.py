@@ -81,6 +81,12 @@ class CaseRecords:
         if policy.scope() is Scope.REFERRAL:
             if case.kind is not CaseKind.INVOLUNTARY:
                 raise PermissionDenied("a supervisor submits involuntary referrals only")
+            if case.agency_id or case.staff_category:
+                # Tried against the directory, they would tell a supervisor
+                # where someone works and in which category.
+                raise PermissionDenied(
+                    "a referral names no agency or staff category: the people directory's apply"
+                )
             policy.mark_checked()
         else:
             policy.require_own(
@@ -135,7 +141,12 @@ class CaseRecords:
             existing = await session.get(CaseRow, case.case_id)
             if existing is not None:
                 stored = case_of(existing)
-                if not stored.same_request(case):
+                # The payer is the directory's as it stood at submission: a
+                # retry after HR moved the person is still the same request.
+                asked = replace(
+                    case, agency_id=stored.agency_id, staff_category=stored.staff_category
+                )
+                if not stored.same_request(asked):
                     raise AlreadyExists("this case id or request_id names a different case")
                 return stored, False
             stored = case.with_submitted_at(clock.now())
