@@ -10,7 +10,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # pytest-xdist processes for `make test`; each test makes its own databases.
 TEST_WORKERS ?= 2
 
-.PHONY: setup proto demo debian-tools test fuzz lint run bench-quota bench-chaos bench-match bench-calendar clean
+.PHONY: setup proto demo debian-tools test fuzz lint run bench-quota bench-chaos bench-match bench-calendar bench-edge clean
 
 setup: $(STAMP)
 
@@ -27,8 +27,8 @@ proto: setup  ## regenerate gen/python from protos/
 demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
 	$(BIN)/eapctl demo
 
-run: setup  ## all services in one process on 127.0.0.1:50051, SQLite
-	$(BIN)/eapctl serve all
+run: setup  ## all services in one process on 127.0.0.1:50051, SQLite; browsers via the edge on 127.0.0.1:8080
+	$(BIN)/eapctl serve all --edge
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(CHECKOV_VENV)
@@ -66,6 +66,9 @@ bench-chaos: setup  ## open-loop R+C at twice the quota target, 3 replicas, one 
 
 bench-match: setup  ## eapctl match solve on S, M, L x seeds 1-3 beside greedy; writes bench/RESULTS.md
 	$(BIN)/python bench/match_bench.py
+
+bench-edge: setup  ## unary calls through the Envoy edge beside direct gRPC, 16 and 64 clients; writes bench/RESULTS.md
+	$(BIN)/python bench/edge_bench.py
 
 bench-calendar: setup  ## eapctl calendar plan on a year for 2,000 people, 300 events; writes bench/RESULTS.md
 	$(BIN)/python bench/calendar_bench.py

@@ -41,6 +41,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2 as pb
 from eap.quota.v1 import quota_pb2_grpc
 from services.cli import registry, token_cli
+from services.cli.demo_edge import browser_step
 from services.matcher.registry import people_csv
 from services.matcher.service import MatcherService
 from services.quota.service import QuotaService
@@ -135,6 +136,7 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             # which then shows what a scrape would (small agencies absent).
             (books,) = [s for s in server.services if isinstance(s, QuotaService)]
             await books.reads.refresh_metrics(int(_load_county()["fiscal_year"]))
+            await browser_step(server, settings)
     finally:
         await server.stop(1)
     METRICS_DUMP.write_bytes(generate_latest(REGISTRY))

@@ -19,7 +19,12 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime.server import serve
 
     names = list(registry.SERVICES) if args.service == "all" else [args.service]
-    asyncio.run(serve(registry.build(names), settings))
+    companions = []
+    if args.edge:
+        from services.edge.process import LocalEdge
+
+        companions.append(LocalEdge(settings))
+    asyncio.run(serve(registry.build(names), settings, companions))
     return 0
 
 
@@ -224,6 +229,25 @@ def _tls(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _edge_config(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from services.edge import config
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.cluster:
+        edge = config.cluster(settings, str(out))
+    else:
+        edge = config.local(settings, settings.grpc_address)
+    (out / "envoy.json").write_text(config.render_json(edge))
+    if edge.tls_dir:
+        for name, text in config.sds_files(edge.tls_dir).items():
+            (out / name).write_text(text)
+    print(f"wrote {out / 'envoy.json'}")
+    return 0
+
+
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli.demo import run_demo
 
@@ -238,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="serve one service, or all in one process")
     serve.add_argument("service", choices=[*registry.SERVICES, "all"])
+    serve.add_argument(
+        "--edge",
+        action="store_true",
+        help="and the Envoy edge for browsers (gRPC-Web, Connect) on EAP_EDGE_ADDRESS",
+    )
     serve.set_defaults(run=_serve)
 
     migrate = commands.add_parser("migrate", help="bring every service's tables up to date")
@@ -306,6 +335,19 @@ def build_parser() -> argparse.ArgumentParser:
     dev_ca.add_argument("folder", help="where to write them, e.g. var/tls")
     dev_ca.add_argument("--namespace", default="eap", help="the Kubernetes namespace (for names)")
     dev_ca.set_defaults(run=_tls)
+
+    edge = commands.add_parser("edge", help="the Envoy edge that browsers reach the suite through")
+    edge_commands = edge.add_subparsers(dest="edge_command", required=True)
+    edge_config = edge_commands.add_parser(
+        "config", help="write Envoy's configuration (and its TLS SDS files) into a folder"
+    )
+    edge_config.add_argument("--out", required=True, help="the folder, e.g. /etc/envoy")
+    edge_config.add_argument(
+        "--cluster",
+        action="store_true",
+        help="for Kubernetes: services at EAP_*_ADDRESS, /ready on 8081 for kubelet",
+    )
+    edge_config.set_defaults(run=_edge_config)
 
     demo = commands.add_parser("demo", help="tell the suite's story on embedded defaults")
     demo.add_argument("--keep", action="store_true", help="keep the demo's database")

@@ -8,6 +8,10 @@ service its own database.
 | variable | default | meaning |
 |---|---|---|
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
+| EAP_EDGE_ADDRESS | 127.0.0.1:8080 | where the Envoy edge listens for browsers (services/edge/) |
+| EAP_EDGE_ALLOWED_ORIGINS | (none; dev: its own) | origins whose pages may call, comma-separated |
+| EAP_EDGE_MAX_REQUEST_BYTES | 1048576 | larger requests are refused at the edge (413) |
+| EAP_EDGE_TIMEOUT_SECONDS | 30 | the longest call through the edge |
 | EAP_TLS_DIR | (none) | `tls.crt`, `tls.key`, `ca.crt`: mutual TLS, served and used (tls.py) |
 | EAP_PROBE_ADDRESS | (none) | a plaintext port serving gRPC health only, for kubelet's probes |
 | EAP_ALLOW_PLAINTEXT | false | `true`: jwt mode without EAP_TLS_DIR (a service mesh encrypts) |
@@ -74,6 +78,10 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     tls_dir: str | None = None
     probe_address: str | None = None
+    edge_address: str = "127.0.0.1:8080"
+    edge_allowed_origins: tuple[str, ...] = ()
+    edge_max_request_bytes: int = 1024 * 1024
+    edge_timeout_seconds: float = 30.0
     metrics_port: int = 9464
     metrics_token: str | None = None
     tenants: tuple[str, ...] = (DEFAULT_TENANT,)
@@ -173,6 +181,14 @@ class Settings:
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             tls_dir=tls_dir,
             probe_address=env.get("EAP_PROBE_ADDRESS") or None,
+            edge_address=env.get("EAP_EDGE_ADDRESS", cls.edge_address),
+            edge_allowed_origins=tuple(
+                o.strip() for o in env.get("EAP_EDGE_ALLOWED_ORIGINS", "").split(",") if o.strip()
+            ),
+            edge_max_request_bytes=_int(
+                env, "EAP_EDGE_MAX_REQUEST_BYTES", cls.edge_max_request_bytes
+            ),
+            edge_timeout_seconds=_float(env, "EAP_EDGE_TIMEOUT_SECONDS", cls.edge_timeout_seconds),
             metrics_port=_int(env, "EAP_METRICS_PORT", cls.metrics_port),
             metrics_token=_secret(env, "EAP_METRICS_TOKEN"),
             tenants=tenants,

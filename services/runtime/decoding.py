@@ -11,6 +11,13 @@ request through as `UNDECODABLE`, and the handler it wraps refuses both
 kinds with INVALID_ARGUMENT: the caller learns what was wrong, and the
 runtime interceptor authenticates, counts and logs the call like any other
 refusal.
+
+It also reads and writes gRPC's JSON codec (`application/grpc+json`), which
+the Envoy edge's Connect bridge speaks for a browser's Connect JSON call: a
+request that begins with `{` is JSON (no proto3 message begins with a group
+tag), parsed by protobuf's own JSON mapping, and its answers are written in
+JSON too. (gRPC's core labels every answer `application/grpc`; the edge
+labels it with the request's codec: services/edge/config.py.)
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
@@ -33,6 +41,13 @@ class _Undecodable:
 
 
 UNDECODABLE = _Undecodable()
+
+
+class _Json:
+    """A message that came, or goes back, in JSON."""
+
+    def __init__(self, message: Any) -> None:
+        self.message = message
 
 
 class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -58,14 +73,26 @@ class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
 
 def _wrap(handler: Any) -> Any:
     parse = handler.request_deserializer
-    message_type = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
+    message_class = getattr(parse, "__self__", None)
+    message_type = getattr(message_class, "DESCRIPTOR", None)
     undecodable = f"not a valid {message_type.full_name if message_type else 'request'} message"
+    write = handler.response_serializer
 
     def deserialize(data: bytes) -> Any:
+        if data[:1] == b"{" and message_class is not None:
+            try:
+                return _Json(json_format.Parse(data, message_class()))
+            except json_format.ParseError:
+                return UNDECODABLE
         try:
             return parse(data)
         except DecodeError:
             return UNDECODABLE
+
+    def serialize(response: Any) -> bytes:
+        if isinstance(response, _Json):
+            return json_format.MessageToJson(response.message, indent=None).encode()
+        return bytes(write(response))
 
     def check(request: Any) -> None:
         if request is UNDECODABLE:
@@ -79,30 +106,31 @@ def _wrap(handler: Any) -> Any:
         unary = handler.unary_unary
 
         async def unary_unary(request: Any, context: Context) -> Any:
+            if isinstance(request, _Json):
+                check(request.message)
+                return _Json(await unary(request.message, context))
             check(request)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary,
-            request_deserializer=deserialize,
-            response_serializer=handler.response_serializer,
+            unary_unary, request_deserializer=deserialize, response_serializer=serialize
         )
     if handler.unary_stream:
         stream = handler.unary_stream
 
         async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            in_json = isinstance(request, _Json)
+            request = request.message if in_json else request
             check(request)
             responses = stream(request, context)
             if not hasattr(responses, "__aiter__"):
                 await responses  # a handler that writes with context.write
                 return
             async for response in responses:
-                yield response
+                yield _Json(response) if in_json else response
 
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream,
-            request_deserializer=deserialize,
-            response_serializer=handler.response_serializer,
+            unary_stream, request_deserializer=deserialize, response_serializer=serialize
         )
     return handler
 

@@ -294,14 +294,33 @@ async def _probe_forever(running: RunningServer) -> None:
         await _update_health(running)
 
 
-async def serve(services: Sequence[Service], settings: Settings) -> None:
-    """Serves until SIGTERM or SIGINT, then shuts down gracefully."""
+class Companion(Protocol):
+    """A process that runs beside the services (the Envoy edge)."""
+
+    async def start(self, running: RunningServer) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def serve(
+    services: Sequence[Service], settings: Settings, companions: Sequence[Companion] = ()
+) -> None:
+    """Serves (with `companions` beside, started once the services listen)
+    until SIGTERM or SIGINT, then shuts down gracefully: companions first."""
     running = await start(services, settings)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
-    await running.stop()
-    log.info("stopped")
+    started: list[Companion] = []
+    try:
+        for companion in companions:
+            await companion.start(running)
+            started.append(companion)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        log.info("shutting down", extra={"grace_seconds": settings.shutdown_grace_seconds})
+        for companion in reversed(started):
+            await companion.stop()
+        await running.stop()
+        log.info("stopped")

@@ -77,6 +77,9 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "received (case-",
         "); nothing else comes back",
         "people directory: 15 employees",
+        "Connect JSON, POST /eap.matcher.v1.MatcherService/ListCounselors: HTTP 200",
+        "gRPC-Web, /eap.calendar.v1.CalendarService/ListOfficeDays: HTTP 200",
+        "one from elsewhere may not (None)",
         "chain intact",
         "Demo finished; the suite shut down cleanly.",
     ):

@@ -89,7 +89,19 @@ def test_monitoring_objects() -> None:
 def test_deployments_are_probed_bounded_and_locked_down(overlay: str) -> None:
     objects = _objects(overlay)
     deployments = _of(objects, "Deployment")
-    assert set(deployments) == set(SERVICES)
+    assert set(deployments) == {*SERVICES, "edge"}
+    edge = deployments.pop("edge")["spec"]["template"]["spec"]
+    assert edge["securityContext"]["runAsNonRoot"] is True
+    assert edge["automountServiceAccountToken"] is False
+    (render,) = edge["initContainers"]
+    assert render["args"] == ["edge", "config", "--cluster", "--out", "/etc/envoy"]
+    (envoy,) = edge["containers"]
+    assert envoy["image"].startswith("envoyproxy/envoy:v1.40")  # the wheel's version
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert envoy[probe]["httpGet"] == {"path": "/ready", "port": "ready"}
+    for container in (render, envoy):
+        assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -122,7 +134,7 @@ def test_deployments_are_probed_bounded_and_locked_down(overlay: str) -> None:
     services = _of(objects, "Service")
     for name in SERVICES:
         assert {p["name"] for p in services[name]["spec"]["ports"]} == {"grpc", "metrics"}
-    assert set(_of(objects, "PodDisruptionBudget")) == set(SERVICES)
+    assert set(_of(objects, "PodDisruptionBudget")) == {*SERVICES, "edge"}
     assert set(_of(objects, "HorizontalPodAutoscaler")) == {"matcher", "quota"}
     job = _of(objects, "Job")["eap-migrate"]
     assert job["spec"]["template"]["spec"]["containers"][0]["args"] == ["migrate"]
@@ -164,12 +176,23 @@ def test_network_policies_let_only_the_right_callers_in() -> None:
         return [peer for rule in policies[name]["spec"]["ingress"] for peer in rule["from"]]
 
     # The calendar books group sessions through the matcher: only the
-    # matcher spends quota.
-    assert callers("quota-from-matcher") == [
-        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "matcher"}}}
+    # matcher spends quota; the edge reads an employee's own entitlement.
+    edge = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "edge"}}}
+    assert callers("quota-from-matcher-and-edge") == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "matcher"}}},
+        edge,
     ]
     for name in ("matcher-from-clients-and-calendar", "calendar-from-clients-and-matcher"):
         assert {"podSelector": {"matchLabels": {"eap.io/client": "true"}}} in callers(name)
+        assert edge in callers(name)
+    # From outside the namespace, only through the edge: no service admits
+    # another namespace's pods on its gRPC port.
+    for policy in policies.values():
+        for rule in policy["spec"].get("ingress", []):
+            if {"port": "grpc"} in rule.get("ports", []):
+                assert not any("namespaceSelector" in peer for peer in rule["from"])
+    # The edge takes browsers' calls from anywhere, on its http port alone.
+    assert policies["edge-from-anywhere"]["spec"]["ingress"] == [{"ports": [{"port": "http"}]}]
     # Only Prometheus's pods reach the metrics ports, and only those ports.
     assert callers("metrics-from-monitoring") == [
         {
