@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 import grpc
-from results import ROOT, machine_facts, marks, write_section
+from results import machine_facts, marks, write_section
 
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
