@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python tools/protogen.py
 	touch $(STAMP)
 
-proto: setup  ## regenerate gen/python from protos/
+proto: setup  ## regenerate gen/python and gen/web (the typed web clients: needs Node) from protos/
 	$(BIN)/python tools/protogen.py
+	$(BIN)/python tools/webgen.py
 
 demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
 	$(BIN)/eapctl demo
@@ -55,6 +56,7 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/python tools/protogen.py --check
+	$(BIN)/python tools/webgen.py --check
 
 bench-quota: setup  ## Reserve+Commit vs no-op over gRPC; writes bench/RESULTS.md
 	-@bash tools/ensure-stores.sh
