@@ -10,7 +10,7 @@ CHECKOV := $(CHECKOV_VENV)/bin/checkov
 # pytest-xdist processes for `make test`; each test makes its own databases.
 TEST_WORKERS ?= 2
 
-.PHONY: setup proto demo debian-tools test fuzz lint run bench-quota bench-chaos bench-match bench-calendar bench-edge clean
+.PHONY: setup proto messages demo debian-tools test fuzz lint run bench-quota bench-chaos bench-match bench-calendar bench-edge clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
 
 run: setup  ## all services in one process on 127.0.0.1:50051, SQLite; browsers via the edge on 127.0.0.1:8080
 	$(BIN)/eapctl serve all --edge
+
+messages: setup  ## refresh the translation catalogs (zh_TW, en) from the N_ marks in the code
+	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o services/runtime/locale/eap.pot services
+	$(BIN)/pybabel update -i services/runtime/locale/eap.pot -d services/runtime/locale -D eap --no-fuzzy-matching --ignore-obsolete
 
 $(CHECKOV):
 	$(PYTHON) -m venv $(CHECKOV_VENV)

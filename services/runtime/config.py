@@ -8,6 +8,7 @@ service its own database.
 | variable | default | meaning |
 |---|---|---|
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
+| EAP_DEFAULT_LANGUAGE | zh-TW | refusals' words unless accept-language asks for en |
 | EAP_EDGE_ADDRESS | 127.0.0.1:8080 | where the Envoy edge listens for browsers (services/edge/) |
 | EAP_EDGE_ALLOWED_ORIGINS | (none; dev: its own) | origins whose pages may call, comma-separated |
 | EAP_EDGE_MAX_REQUEST_BYTES | 1048576 | larger requests are refused at the edge (413) |
@@ -64,6 +65,7 @@ from pathlib import Path
 
 from services.rules.sessions import CRISIS_DEADLINE_HOURS
 from services.runtime.errors import ConfigError
+from services.runtime.i18n import LANGUAGES, negotiate
 from services.runtime.jwks import check_url
 from services.runtime.tenancy import DEFAULT_TENANT, valid_name
 
@@ -78,6 +80,7 @@ class Settings:
     grpc_address: str = "127.0.0.1:50051"
     tls_dir: str | None = None
     probe_address: str | None = None
+    default_language: str = "zh_TW"
     edge_address: str = "127.0.0.1:8080"
     edge_allowed_origins: tuple[str, ...] = ()
     edge_max_request_bytes: int = 1024 * 1024
@@ -181,6 +184,7 @@ class Settings:
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             tls_dir=tls_dir,
             probe_address=env.get("EAP_PROBE_ADDRESS") or None,
+            default_language=_language(env),
             edge_address=env.get("EAP_EDGE_ADDRESS", cls.edge_address),
             edge_allowed_origins=tuple(
                 o.strip() for o in env.get("EAP_EDGE_ALLOWED_ORIGINS", "").split(",") if o.strip()
@@ -230,6 +234,14 @@ class Settings:
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
         )
+
+
+def _language(env: Mapping[str, str]) -> str:
+    wanted = env.get("EAP_DEFAULT_LANGUAGE", "zh-TW")
+    language = negotiate(wanted, "")
+    if not language:
+        raise ConfigError("EAP_DEFAULT_LANGUAGE", f"must be one of {', '.join(LANGUAGES)}")
+    return language
 
 
 def _tenants(env: Mapping[str, str]) -> tuple[str, ...]:

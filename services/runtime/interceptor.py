@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
-from services.runtime import audit, metrics, policy
+from services.runtime import audit, i18n, metrics, policy
 from services.runtime import deadline as call_deadline
 from services.runtime.auth import Authenticator, current_identity, set_identity
 from services.runtime.database import is_unavailable
@@ -84,7 +84,9 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         authenticator: Authenticator,
         limiter: RateLimiter | None = None,
         concurrency: ConcurrencyLimit | None = None,
+        default_language: str = i18n.DEFAULT_LANGUAGE,
     ) -> None:
+        self._default_language = default_language
         self._authenticator = authenticator
         self._limiter = limiter
         self._concurrency = concurrency or ConcurrencyLimit(0)
@@ -141,6 +143,8 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         request_id_var.set(request_id)
         context.set_trailing_metadata((("x-request-id", request_id),))
         purpose = next((str(v) for k, v in metadata if k == "x-eap-purpose"), method)
+        wanted = next((str(v) for k, v in metadata if k == "accept-language"), None)
+        i18n.set_language(i18n.negotiate(wanted, self._default_language))
         audit.set_purpose(purpose)
         if service not in policy.PUBLIC_SERVICES:
             # Awaited: a token naming a key just rotated in at the identity

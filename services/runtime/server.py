@@ -170,6 +170,7 @@ async def start(services: Sequence[Service], settings: Settings) -> RunningServe
                     settings.max_concurrent_rpcs,
                     (f"{s.full_name}/{m}" for s in services for m in s.finishing_methods),
                 ),
+                settings.default_language,
             ),
             DecodingInterceptor(),
         ],

@@ -9,7 +9,9 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime import errors
+from services.rules.codes import RuleCode
+from services.rules.explanations import EXPLANATIONS
+from services.runtime import errors, i18n
 
 DOMAIN = "eap.example.org"
 # A status travels in trailers, and clients drop trailers beyond 8 KiB (gRPC's
@@ -55,9 +57,30 @@ def _message(error: errors.ServiceError) -> str:
     return _clipped(message, MAX_MESSAGE_BYTES)
 
 
+def localized(error: errors.ServiceError, code: int) -> error_details_pb2.LocalizedMessage:
+    """The refusal in the caller's language (i18n.py): what its rule means
+    to the person, or what its kind of refusal does."""
+    language = i18n.current_language()
+    rule = (
+        RuleCode.__members__.get(error.rule)
+        if isinstance(error, errors.FailedPrecondition)
+        else None
+    )
+    if rule is not None and rule in EXPLANATIONS:
+        words = i18n.translate(EXPLANATIONS[rule], language)
+    else:
+        words = i18n.translate(i18n.REFUSALS[code_pb2.Code.Name(code)], language)
+        if isinstance(error, errors.InvalidArgument):
+            separator = "、" if language == "zh_TW" else ", "
+            fields = separator.join(v.field for v in error.violations[:MAX_VIOLATIONS])
+            words = words.format(fields=_clipped(fields, MAX_MESSAGE_BYTES))
+    return error_details_pb2.LocalizedMessage(locale=i18n.bcp47(language), message=words)
+
+
 def to_status(error: errors.ServiceError) -> grpc.Status:
     code = next(c for kind, c in _CODES if isinstance(error, kind))
     status = status_pb2.Status(code=code, message=_message(error))
+    status.details.append(_packed(localized(error, code)))
     if isinstance(error, errors.InvalidArgument):
         status.details.append(
             _packed(
@@ -105,6 +128,11 @@ def internal_status(correlation_id: str) -> grpc.Status:
         message=f"internal error; correlation id {correlation_id}",
     )
     status.details.append(_packed(error_details_pb2.RequestInfo(request_id=correlation_id)))
+    language = i18n.current_language()
+    words = i18n.translate(i18n.REFUSALS["INTERNAL"], language)
+    status.details.append(
+        _packed(error_details_pb2.LocalizedMessage(locale=i18n.bcp47(language), message=words))
+    )
     return rpc_status.to_status(status)
 
 

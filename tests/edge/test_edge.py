@@ -4,6 +4,7 @@ the services; CORS, the token passed through, sizes and mutual TLS."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import struct
 import urllib.error
@@ -13,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from google.rpc import error_details_pb2
 
 from eap.matcher.v1 import matcher_pb2 as mpb
 from services.edge.config import EdgeConfig, local
@@ -108,6 +110,12 @@ async def test_refusals_arrive_in_each_protocols_own_form(edge: EdgeProcess) -> 
     status, _, body = await call(edge.url + GET_CASE, b'{"caseId": "K404"}', CONNECT_JSON)
     error = json.loads(body)
     assert (status, error["code"]) == (404, "not_found") and "case_id" in error["message"]
+    # The details travel too: the words for the reader, in Chinese by default.
+    (words,) = [d for d in error["details"] if d["type"].endswith("google.rpc.LocalizedMessage")]
+    localized = error_details_pb2.LocalizedMessage.FromString(
+        base64.b64decode(words["value"] + "==")
+    )
+    assert (localized.locale, localized.message) == ("zh-TW", "找不到您要的資料。")
     status, _, body = await call(edge.url + GET_CASE, b'{"caseId": 7}', CONNECT_JSON)
     assert json.loads(body)["code"] == "invalid_argument"  # JSON that is no such message
     web = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}

@@ -34,6 +34,7 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, object]:
             error_details_pb2.BadRequest,
             error_details_pb2.PreconditionFailure,
             error_details_pb2.ErrorInfo,
+            error_details_pb2.LocalizedMessage,
         ):
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
