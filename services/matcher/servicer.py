@@ -33,6 +33,7 @@ from services.matcher.registry.directory import Contact, Directory
 from services.matcher.registry.staff import StaffDirectory, StaffMember
 from services.matcher.registry.store import CounselorRegistry
 from services.runtime import paging, policy
+from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker, moment, timestamp
 from services.runtime.policy import Scope
 
@@ -374,6 +375,35 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
     async def GetCase(self, request: pb.GetCaseRequest, context: Context) -> pb.GetCaseResponse:
         case, bookings = await self._cases.get_case(request.case_id)
         return pb.GetCaseResponse(case=case_pb(case), bookings=[booking_pb(b) for b in bookings])
+
+    async def ListCases(
+        self, request: pb.ListCasesRequest, context: Context
+    ) -> pb.ListCasesResponse:
+        size = paging.page_size(request.page_size, 20, 100)
+        key = paging.after(request.page_token)
+        after = None
+        if key is not None:
+            moment, _, case_id = key.partition("|")
+            try:
+                after = (datetime.fromisoformat(moment), case_id)
+            except ValueError:
+                raise InvalidArgument.single(
+                    "page_token", "not a token this service gave"
+                ) from None
+        found = await self._cases.list_cases(request.employee_id, after, size + 1)
+        page = found[:size]
+        last = page[-1][0] if page else None
+        return pb.ListCasesResponse(
+            cases=[
+                pb.CaseBookings(case=case_pb(case), bookings=[booking_pb(b) for b in bookings])
+                for case, bookings in page
+            ],
+            next_page_token=(
+                paging.page_token(f"{last.submitted_at.isoformat()}|{last.case_id}")
+                if last is not None and len(found) > size
+                else ""
+            ),
+        )
 
     async def FindSlots(
         self, request: pb.FindSlotsRequest, context: Context

@@ -82,7 +82,7 @@ def _wrap(handler: Any) -> Any:
         if data[:1] == b"{" and message_class is not None:
             try:
                 return _Json(json_format.Parse(data, message_class()))
-            except json_format.ParseError:
+            except (json_format.ParseError, ValueError, RecursionError):  # bytes not UTF-8 too
                 return UNDECODABLE
         try:
             return parse(data)

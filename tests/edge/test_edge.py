@@ -118,6 +118,8 @@ async def test_refusals_arrive_in_each_protocols_own_form(edge: EdgeProcess) -> 
     assert (localized.locale, localized.message) == ("zh-TW", "找不到您要的資料。")
     status, _, body = await call(edge.url + GET_CASE, b'{"caseId": 7}', CONNECT_JSON)
     assert json.loads(body)["code"] == "invalid_argument"  # JSON that is no such message
+    status, _, body = await call(edge.url + GET_CASE, b'{"caseId": "\xff\xfe"}', CONNECT_JSON)
+    assert json.loads(body)["code"] == "invalid_argument"  # and bytes that are no UTF-8
     web = {"content-type": "application/grpc-web+proto", "x-grpc-web": "1"}
     request = grpc_web_frame(mpb.GetCaseRequest(case_id="K404").SerializeToString())
     status, headers, body = await call(edge.url + GET_CASE, request, web)

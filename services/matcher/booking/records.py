@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -172,6 +173,57 @@ class CaseRecords:
         if self._audit:
             await self._audit.record("read", f"case/{case_id}")
         return case, [BookingView.of(row, now) for row in rows]
+
+    async def list_cases(
+        self, employee_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[tuple[Case, list[BookingView]]]:
+        """Cases newest first (after the page key `after`), each with every
+        booking it had: `employee_id`'s, or every case for an administrator
+        who names nobody. An employee lists only their own."""
+        me = current_identity()
+        if policy.scope() is Scope.OWN:
+            employee_id = employee_id or me.subject
+        if employee_id:
+            checker = FieldChecker()
+            checker.identifier(employee_id, "employee_id")
+            checker.raise_if_any()
+            policy.require_own(
+                PermissionDenied("an employee lists only their own cases"), employee_id=employee_id
+            )
+        else:
+            policy.mark_checked()  # scope ANY: an administrator's whole list
+        query = select(CaseRow).order_by(CaseRow.submitted_at.desc(), CaseRow.case_id.desc())
+        if employee_id:
+            query = query.where(CaseRow.employee_id == employee_id)
+        if after is not None:
+            moment, case_id = after
+            query = query.where(
+                or_(
+                    CaseRow.submitted_at < moment,
+                    and_(CaseRow.submitted_at == moment, CaseRow.case_id < case_id),
+                )
+            )
+        now = clock.now()
+        async with self._sessions() as session:
+            rows = list(await session.scalars(query.limit(limit)))
+            ids = [row.case_id for row in rows]
+            bookings = (
+                list(
+                    await session.scalars(
+                        select(BookingRow)
+                        .where(BookingRow.case_id.in_(ids))
+                        .order_by(BookingRow.start, BookingRow.booking_id)
+                    )
+                )
+                if ids
+                else []
+            )
+        by_case: dict[str, list[BookingView]] = {}
+        for booking in bookings:
+            by_case.setdefault(booking.case_id, []).append(BookingView.of(booking, now))
+        if self._audit:
+            await self._audit.record_reads("cases", ids)
+        return [(case_of(row), by_case.get(row.case_id, [])) for row in rows]
 
     async def disclose(
         self, case_id: str, recipient: str, legal_reference: str, consent_reference: str

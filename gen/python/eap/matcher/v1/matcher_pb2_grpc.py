@@ -74,6 +74,11 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.FromString,
                 _registered_method=True)
+        self.ListCases = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ListCases',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.FromString,
+                _registered_method=True)
         self.FindSlots = channel.unary_unary(
                 '/eap.matcher.v1.MatcherService/FindSlots',
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsRequest.SerializeToString,
@@ -228,6 +233,16 @@ class MatcherServiceServicer:
 
     def GetCase(self, request, context):
         """One case by id, with what is booked for it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCases(self, request, context):
+        """Cases with every booking they ever had (cancelled and released ones
+        too), newest first, in pages: an employee's own (a frontend need not
+        remember case ids), or for an administrator one employee's or all.
+        Audited: the entry names the cases read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -437,6 +452,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.GetCase,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.SerializeToString,
+            ),
+            'ListCases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCases,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.SerializeToString,
             ),
             'FindSlots': grpc.unary_unary_rpc_method_handler(
                     servicer.FindSlots,
@@ -684,6 +704,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/GetCase',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.GetCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ListCases',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.FromString,
             options,
             channel_credentials,
             insecure,

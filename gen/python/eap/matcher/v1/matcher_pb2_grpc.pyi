@@ -69,6 +69,12 @@ class MatcherServiceStub:
     """
     GetCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]
     """One case by id, with what is booked for it."""
+    ListCases: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListCasesRequest, _matcher_pb2.ListCasesResponse]
+    """Cases with every booking they ever had (cancelled and released ones
+    too), newest first, in pages: an employee's own (a frontend need not
+    remember case ids), or for an administrator one employee's or all.
+    Audited: the entry names the cases read.
+    """
     FindSlots: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]
     """Ranked free slots for a case over a window: qualified counselors only,
     inside both sides' availability on office days, clear of live bookings
@@ -212,6 +218,12 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """
     GetCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetCaseRequest, _matcher_pb2.GetCaseResponse]  # type: ignore[assignment]
     """One case by id, with what is booked for it."""
+    ListCases: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListCasesRequest, _matcher_pb2.ListCasesResponse]  # type: ignore[assignment]
+    """Cases with every booking they ever had (cancelled and released ones
+    too), newest first, in pages: an employee's own (a frontend need not
+    remember case ids), or for an administrator one employee's or all.
+    Audited: the entry names the cases read.
+    """
     FindSlots: _aio.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]  # type: ignore[assignment]
     """Ranked free slots for a case over a window: qualified counselors only,
     inside both sides' availability on office days, clear of live bookings
@@ -382,6 +394,18 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.GetCaseResponse, _abc.Awaitable[_matcher_pb2.GetCaseResponse]]:
         """One case by id, with what is booked for it."""
+
+    @_abc_1.abstractmethod
+    def ListCases(
+        self,
+        request: _matcher_pb2.ListCasesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ListCasesResponse, _abc.Awaitable[_matcher_pb2.ListCasesResponse]]:
+        """Cases with every booking they ever had (cancelled and released ones
+        too), newest first, in pages: an employee's own (a frontend need not
+        remember case ids), or for an administrator one employee's or all.
+        Audited: the entry names the cases read.
+        """
 
     @_abc_1.abstractmethod
     def FindSlots(

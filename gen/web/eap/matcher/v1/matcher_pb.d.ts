@@ -693,6 +693,95 @@ export declare type GetCaseRequest = Message<"eap.matcher.v1.GetCaseRequest"> & 
 export declare const GetCaseRequestSchema: GenMessage<GetCaseRequest>;
 
 /**
+ * Request for ListCases.
+ *
+ * @generated from message eap.matcher.v1.ListCasesRequest
+ */
+export declare type ListCasesRequest = Message<"eap.matcher.v1.ListCasesRequest"> & {
+  /**
+   * Whose cases: an employee may leave it empty (their own) or name
+   * themselves; an administrator may name anyone, or leave it empty for all.
+   *
+   * @generated from field: string employee_id = 1;
+   */
+  employeeId: string;
+
+  /**
+   * At most this many cases, 1-100; zero means 20.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.ListCasesRequest.
+ * Use `create(ListCasesRequestSchema)` to create a new message.
+ */
+export declare const ListCasesRequestSchema: GenMessage<ListCasesRequest>;
+
+/**
+ * A case and all its bookings, oldest session first.
+ *
+ * @generated from message eap.matcher.v1.CaseBookings
+ */
+export declare type CaseBookings = Message<"eap.matcher.v1.CaseBookings"> & {
+  /**
+   * The case.
+   *
+   * @generated from field: eap.matcher.v1.Case case = 1;
+   */
+  case?: Case | undefined;
+
+  /**
+   * Every booking it had, whatever its state.
+   *
+   * @generated from field: repeated eap.matcher.v1.Booking bookings = 2;
+   */
+  bookings: Booking[];
+};
+
+/**
+ * Describes the message eap.matcher.v1.CaseBookings.
+ * Use `create(CaseBookingsSchema)` to create a new message.
+ */
+export declare const CaseBookingsSchema: GenMessage<CaseBookings>;
+
+/**
+ * Response of ListCases.
+ *
+ * @generated from message eap.matcher.v1.ListCasesResponse
+ */
+export declare type ListCasesResponse = Message<"eap.matcher.v1.ListCasesResponse"> & {
+  /**
+   * Newest submitted first.
+   *
+   * @generated from field: repeated eap.matcher.v1.CaseBookings cases = 1;
+   */
+  cases: CaseBookings[];
+
+  /**
+   * Pass to the next call; empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.ListCasesResponse.
+ * Use `create(ListCasesResponseSchema)` to create a new message.
+ */
+export declare const ListCasesResponseSchema: GenMessage<ListCasesResponse>;
+
+/**
  * Response of GetCase.
  *
  * @generated from message eap.matcher.v1.GetCaseResponse
@@ -2683,6 +2772,19 @@ export declare const MatcherService: GenService<{
     methodKind: "unary";
     input: typeof GetCaseRequestSchema;
     output: typeof GetCaseResponseSchema;
+  },
+  /**
+   * Cases with every booking they ever had (cancelled and released ones
+   * too), newest first, in pages: an employee's own (a frontend need not
+   * remember case ids), or for an administrator one employee's or all.
+   * Audited: the entry names the cases read.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.ListCases
+   */
+  listCases: {
+    methodKind: "unary";
+    input: typeof ListCasesRequestSchema;
+    output: typeof ListCasesResponseSchema;
   },
   /**
    * Ranked free slots for a case over a window: qualified counselors only,
