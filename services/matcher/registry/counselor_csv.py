@@ -30,8 +30,8 @@ import grpc
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.messages import counselor_from_pb
 from services.matcher.registry.counselors import validate
-from services.matcher.servicer import counselor_from_pb
 from services.office_calendar.dgpa_csv import CalendarFileError, decode
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker
