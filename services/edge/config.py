@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from services.runtime.config import Settings
@@ -70,7 +70,6 @@ class EdgeConfig:
     tls_dir: str | None = None  # the edge's client certificate for mutual TLS
     sds_dir: str | None = None  # where sds_files() are (default: beside the certificate)
     ready_listen: str | None = None  # a listener answering only /ready (kubelet's probe)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 def _typed(name: str) -> str:
@@ -282,7 +281,6 @@ def render(config: EdgeConfig) -> dict[str, Any]:
         "node": {"id": "eap-edge", "cluster": "eap-edge"},
         "admin": {"address": _address(config.admin)},
         "static_resources": {"listeners": listeners, "clusters": clusters},
-        **config.extra,
     }
 
 

@@ -28,6 +28,7 @@ import ipaddress
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ log = logging.getLogger("eap.tls")
 
 CERT, KEY, CA = "tls.crt", "tls.key", "ca.crt"
 TLS_DIR_VARIABLE = "EAP_TLS_DIR"
+CLIENT_RECHECK_SECONDS = 1.0  # how stale a client's view of its certificate may be
 RETIRE_GRACE_SECONDS = 30.0  # calls on a channel replaced by a rotation may finish
 
 
@@ -61,6 +63,7 @@ class TlsFiles:
     def __init__(self, folder: str | Path) -> None:
         self._folder = Path(folder)
         self._lock = threading.Lock()
+        self._checked_at = time.monotonic()
         self._material = self._read()
 
     def _paths(self) -> tuple[Path, Path, Path]:
@@ -79,10 +82,15 @@ class TlsFiles:
             ) from None
         return _Material(cert, key, ca, stamp)
 
-    def current(self) -> tuple[_Material, bool]:
-        """The files as they are now, and whether they changed since last read.
-        A rotation half written (a file missing) keeps the last good ones."""
+    def current(self, max_age: float = 0.0) -> tuple[_Material, bool]:
+        """The files as they are now (as they were at most `max_age` seconds
+        ago), and whether they changed since last read. A rotation half
+        written (a file missing) keeps the last good ones."""
         with self._lock:
+            now = time.monotonic()
+            if now - self._checked_at < max_age:
+                return self._material, False
+            self._checked_at = now
             try:
                 if self._stamp() == self._material.stamp:
                     return self._material, False
@@ -115,8 +123,8 @@ class TlsFiles:
         material, _ = self.current()
         return grpc.ssl_channel_credentials(material.ca, material.key, material.cert)
 
-    def changed_since(self, stamp: tuple[float, ...]) -> bool:
-        return self.current()[0].stamp != stamp
+    def changed_since(self, stamp: tuple[float, ...], max_age: float = 0.0) -> bool:
+        return self.current(max_age)[0].stamp != stamp
 
     @property
     def stamp(self) -> tuple[float, ...]:
@@ -146,7 +154,10 @@ class Channels:
         """True when the certificate rotated since `channel` was opened."""
         if self._files is None:
             return False
-        return self._files.changed_since(self._opened_with.get(channel, ()))
+        # Asked before every call to another service: the files are looked
+        # at once a second at most, not three stat() calls a call.
+        stamp = self._opened_with.get(channel, ())
+        return self._files.changed_since(stamp, CLIENT_RECHECK_SECONDS)
 
     def retire(self, channel: grpc.aio.Channel) -> None:
         """Closes a replaced channel once its calls in flight are done."""
