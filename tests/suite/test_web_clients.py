@@ -28,3 +28,13 @@ def test_every_service_has_its_descriptor() -> None:
         for service in re.findall(r"^service (\w+)", proto.read_text(), re.M):
             assert f"export const {service} = " in module.read_text(), service
             assert f"export declare const {service}: GenService<" in declarations.read_text()
+
+
+def test_the_pages_module_was_bundled_from_these_clients() -> None:
+    """services/edge/page/clients.js (what the edge serves to browsers) names
+    the same sources in its first line: a stale or hand-edited bundle fails."""
+    first = webgen.BUNDLE.read_text().split("\n", 1)[0]
+    assert first == webgen.BANNER + webgen.sources_digest(), "run `make proto` (it needs Node)"
+    bundle = webgen.BUNDLE.read_text()
+    for name in ("MatcherService", "LocalizedMessageSchema", "createConnectTransport"):
+        assert name in bundle, name
