@@ -613,7 +613,10 @@ async def _online_booking(
         print(f"   counselor {k['id']:<7} ({k['provider']}): {', '.join(k['specialties'])}")
     for c in county["cases"]:
         await _submit_case(matcher, c)
-    window = {"window_start": _local("2027-03-08T00:00"), "window_end": _local("2027-03-22T00:00")}
+    window: dict[str, Any] = {
+        "window_start": _local("2027-03-08T00:00"),
+        "window_end": _local("2027-03-22T00:00"),
+    }
     first, second, legal = (c["id"] for c in county["cases"])
     found = (
         await matcher.FindSlots(mpb.FindSlotsRequest(case_id=first, max_slots=3, **window))

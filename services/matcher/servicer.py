@@ -153,6 +153,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             else None,
             moment(request.window_end, "window_end") if request.HasField("window_end") else None,
             request.max_slots or 20,
+            request.replaces_booking_id,
         )
         return pb.FindSlotsResponse(slots=[slot_pb(o) for o in offers])
 

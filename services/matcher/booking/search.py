@@ -15,7 +15,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics
@@ -64,8 +64,17 @@ class SlotSearch:
         self._deadline_hours = crisis_deadline_hours
 
     async def find_slots(
-        self, case_id: str, start: datetime | None, end: datetime | None, max_slots: int
+        self,
+        case_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        max_slots: int,
+        replaces: str = "",
     ) -> list[Offer]:
+        """The case's free slots, best first. `replaces` names a booked
+        session of the same case that a reschedule would cancel: as for
+        `hold`, its time, its ISO week and its place among the sessions
+        wanted count as free, and so does its quota."""
         now = clock.now()
         begin = start or now
         finish = end or begin + DEFAULT_WINDOW
@@ -77,6 +86,7 @@ class SlotSearch:
         checker.raise_if_any()
         async with self._sessions() as session:
             case = await load_case(session, case_id, own=True)
+            replaced = await _replaced(session, case_id, replaces, now)
             counselors = [
                 counselor_of(row)
                 for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))
@@ -96,7 +106,7 @@ class SlotSearch:
                     ),
                 )
             )
-            diary = Diary(appointment(row) for row in rows)
+            diary = Diary(appointment(row) for row in rows if row.booking_id != replaces)
         offers = slots.find(
             case,
             qualified,
@@ -106,17 +116,20 @@ class SlotSearch:
             now,
             self._deadline_hours,
         )
-        offers = await self._with_quota_room(case, offers)
+        offers = await self._with_quota_room(case, offers, replaced)
         # The case's details and its employee's diary were read for it.
         if self._audit:
             await self._audit.record_reads("cases", [case.case_id])
         return offers[:max_slots]
 
-    async def _with_quota_room(self, case: Case, offers: list[Offer]) -> list[Offer]:
+    async def _with_quota_room(
+        self, case: Case, offers: list[Offer], replaced: BookingRow | None = None
+    ) -> list[Offer]:
         """Drops slots the quota could not pay for: the provider's hours, the
         employee's entitlement (once their account is open) and the agency's
-        budget left in the slot's fiscal year. (The exact price is the quota
-        service's to check when the booking is confirmed.)"""
+        budget left in the slot's fiscal year. A booking a reschedule
+        replaces gives its minutes back to its year's accounts. (The exact
+        price is the quota service's to check when the booking is confirmed.)"""
         years = sorted({local_day(o.start).year for o in offers})
         room: dict[tuple[int, str, int], int | None] = {}
         for year in years:
@@ -130,6 +143,19 @@ class SlotSearch:
                 room[(qpb.ACCOUNT_KIND_PROVIDER, provider, year)] = await self._quota.left(
                     qpb.ACCOUNT_KIND_PROVIDER, provider, year
                 )
+        if replaced is not None:
+            year = local_day(replaced.start).year
+            for key in (
+                (qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year),
+                (qpb.ACCOUNT_KIND_PROVIDER, replaced.provider_id, year),
+            ):
+                if room.get(key) is not None:
+                    room[key] = (room[key] or 0) + replaced.minutes
+            agency = (qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)
+            if room.get(agency) is not None:
+                # The agency pays while its budget is above zero: the
+                # replaced booking's cost, given back, makes it so.
+                room[agency] = max(room[agency] or 0, 0) + 1
 
         def payable(offer: Offer) -> bool:
             year = local_day(offer.start).year
@@ -155,12 +181,7 @@ class SlotSearch:
         now = clock.now()
         async with self._sessions() as session, session.begin():
             case = await load_case(session, case_id, own=True)
-            if replaces:
-                old = await load_booking(session, replaces, own=True)
-                if old.case_id != case_id or BookingView.of(old, now).state != "booked":
-                    raise InvalidArgument.single(
-                        "replaces_booking_id", "a booked session of the same case"
-                    )
+            await _replaced(session, case_id, replaces, now)
             counselor = await lock_counselor(session, counselor_id)
             problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
@@ -206,3 +227,16 @@ class SlotSearch:
         blocked = slots.blocked_by(case, counselor, start, diary)
         if blocked is not None:
             raise FailedPrecondition(blocked[0], "slot", blocked[1])
+
+
+async def _replaced(
+    session: AsyncSession, case_id: str, replaces: str, now: datetime
+) -> BookingRow | None:
+    """The booking a reschedule would replace, which must be a booked
+    session of the same case; None when nothing is replaced."""
+    if not replaces:
+        return None
+    old = await load_booking(session, replaces, own=True)
+    if old.case_id != case_id or BookingView.of(old, now).state != "booked":
+        raise InvalidArgument.single("replaces_booking_id", "a booked session of the same case")
+    return old

@@ -988,10 +988,17 @@ class FindSlotsRequest(_message.Message):
     WINDOW_START_FIELD_NUMBER: _builtins.int
     WINDOW_END_FIELD_NUMBER: _builtins.int
     MAX_SLOTS_FIELD_NUMBER: _builtins.int
+    REPLACES_BOOKING_ID_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """The case to find slots for."""
     max_slots: _builtins.int
     """At most this many slots, 1-200; zero means 20."""
+    replaces_booking_id: _builtins.str
+    """When rescheduling: a booked session of the same case that the new slot
+    will replace (see HoldSlot and RescheduleBooking). Its time, its ISO
+    week, its place among the case's sessions_wanted and its quota count as
+    free, so a fully booked case still finds slots to move to.
+    """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp:
         """Search from here; unset means now."""
@@ -1009,10 +1016,11 @@ class FindSlotsRequest(_message.Message):
         window_start: _timestamp_pb2.Timestamp | None = ...,
         window_end: _timestamp_pb2.Timestamp | None = ...,
         max_slots: _builtins.int = ...,
+        replaces_booking_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "max_slots", b"max_slots", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "max_slots", b"max_slots", "replaces_booking_id", b"replaces_booking_id", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

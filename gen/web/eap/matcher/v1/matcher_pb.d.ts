@@ -842,6 +842,16 @@ export declare type FindSlotsRequest = Message<"eap.matcher.v1.FindSlotsRequest"
    * @generated from field: int32 max_slots = 4;
    */
   maxSlots: number;
+
+  /**
+   * When rescheduling: a booked session of the same case that the new slot
+   * will replace (see HoldSlot and RescheduleBooking). Its time, its ISO
+   * week, its place among the case's sessions_wanted and its quota count as
+   * free, so a fully booked case still finds slots to move to.
+   *
+   * @generated from field: string replaces_booking_id = 5;
+   */
+  replacesBookingId: string;
 };
 
 /**
