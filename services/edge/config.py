@@ -10,7 +10,8 @@ stay plain gRPC. Its HTTP filters, in order:
   other is answered without the allow headers, so the browser refuses);
 - grpc_web: gRPC-Web (binary or base64 text) to gRPC;
 - connect_grpc_bridge: Connect unary and streaming calls to gRPC;
-- router: by gRPC service, to the quota, the matcher or the calendar.
+- router: by gRPC service, to the quota, the matcher or the calendar;
+  and the reference booking page's files at the root (static.py).
 
 The `authorization` header passes through untouched: the services check
 the token. Requests larger than `max_request_bytes` are refused (413) before
@@ -27,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from services.edge.static import largest, page_routes
 from services.runtime.config import Settings
 
 # The services a browser may reach, by gRPC service name; the audit trail
@@ -70,6 +72,7 @@ class EdgeConfig:
     tls_dir: str | None = None  # the edge's client certificate for mutual TLS
     sds_dir: str | None = None  # where sds_files() are (default: beside the certificate)
     ready_listen: str | None = None  # a listener answering only /ready (kubelet's probe)
+    serve_page: bool = True  # the booking page at the root (static.py)
 
 
 def _typed(name: str) -> str:
@@ -206,6 +209,7 @@ def render(config: EdgeConfig) -> dict[str, Any]:
             }
             for service in ROUTED
         ),
+        *(page_routes() if config.serve_page else []),
     ]
     manager = {
         "@type": _typed("filters.network.http_connection_manager.v3.HttpConnectionManager"),
@@ -216,6 +220,7 @@ def render(config: EdgeConfig) -> dict[str, Any]:
         "use_remote_address": True,
         "route_config": {
             "name": "eap",
+            "max_direct_response_body_size_bytes": max(4096, largest() + 1024),
             "virtual_hosts": [
                 {
                     "name": "eap",

@@ -232,3 +232,21 @@ def test_the_clusters_configuration_is_one_envoy_accepts(tmp_path: Path) -> None
     }
     assert addresses["quota"]["socket_address"] == {"address": "quota", "port_value": 50051}
     assert addresses["admin"]["socket_address"]["address"] == "127.0.0.1"  # admin: loopback only
+
+
+async def test_the_booking_page_is_served_at_the_root_keeping_to_its_own_origin(
+    edge: EdgeProcess,
+) -> None:
+    status, headers, body = await call(edge.url + "/", method="GET")
+    assert (status, headers["content-type"]) == (200, "text/html; charset=utf-8")
+    assert '<html lang="zh-Hant-TW">' in body.decode()
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    for path in ("/app.js", "/words.js", "/clients.js"):
+        status, headers, _ = await call(edge.url + path, method="GET")
+        assert (status, headers["content-type"]) == (200, "text/javascript; charset=utf-8")
+    status, _, _ = await call(edge.url + "/style.css", method="GET")
+    assert status == 200
+    status, _, _ = await call(edge.url + "/nothing-here.js", method="GET")
+    assert status == 404
