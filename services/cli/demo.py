@@ -71,6 +71,10 @@ def _log_services_to(path: Path) -> None:
     root.setLevel(min(root.level, logging.INFO))
 
 
+def _people_file() -> bytes:
+    return resources.files("services.cli").joinpath("data/people.csv").read_bytes()
+
+
 def _load_county() -> dict[str, Any]:
     text = resources.files("services.cli").joinpath("data/sample_county.json").read_text()
     county: dict[str, Any] = json.loads(text)
@@ -136,7 +140,14 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
             # which then shows what a scrape would (small agencies absent).
             (books,) = [s for s in server.services if isinstance(s, QuotaService)]
             await books.reads.refresh_metrics(int(_load_county()["fiscal_year"]))
-            await browser_step(server, settings)
+            county = _load_county()
+            page = await browser_step(
+                server,
+                settings,
+                employee=people_csv.parse(_people_file())[0][0].employee_id,
+                story_year=county["fiscal_year"],
+                fund_year=lambda year: fund_year(quota, county, year),
+            )
     finally:
         await server.stop(1)
     METRICS_DUMP.write_bytes(generate_latest(REGISTRY))
@@ -144,6 +155,9 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     if not keep:
         shutil.rmtree(scratch)
     print("\nDemo finished; the suite shut down cleanly.")
+    print(
+        f"The booking page was at {page}; `make run` serves it at http://{settings.edge_address}/"
+    )
     return 0
 
 
@@ -302,14 +316,12 @@ async def _group_sessions(
     )
 
 
-async def _story(
-    quota: quota_pb2_grpc.QuotaServiceAsyncStub, matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
-) -> str:
-    """Tells the story; returns the optimized job's id."""
-    county = _load_county()
-    org, year = county["organisation"], county["fiscal_year"]
-
-    print(f"1. HR loads the {org} programme for fiscal year {year}")
+async def fund_year(
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub, county: dict[str, Any], year: int
+) -> None:
+    """The county's agencies, budgets, provider contracts and entitlements
+    for fiscal `year`."""
+    org = county["organisation"]
     for agency in county["agencies"]:
         await quota.UpsertAgency(
             pb.UpsertAgencyRequest(
@@ -325,7 +337,6 @@ async def _story(
                 reason="annual budget",
             )
         )
-        print(f"   agency {agency['id']:<14} budget NT${agency['budget_ntd']:>9,}")
     for provider in county["providers"]:
         await quota.SetProviderContract(
             pb.SetProviderContractRequest(
@@ -336,10 +347,6 @@ async def _story(
                 reason="annual contract",
             )
         )
-        print(
-            f"   provider {provider['id']:<16} NT${provider['hourly_rate_ntd']:,}/h, "
-            f"cap {provider['cap_hours']} h"
-        )
     for policy in county["entitlement_policy"]:
         await quota.SetEntitlementPolicy(
             pb.SetEntitlementPolicyRequest(
@@ -349,13 +356,29 @@ async def _story(
                 minutes=policy["hours"] * 60,
             )
         )
+
+
+async def _story(
+    quota: quota_pb2_grpc.QuotaServiceAsyncStub, matcher: matcher_pb2_grpc.MatcherServiceAsyncStub
+) -> str:
+    """Tells the story; returns the optimized job's id."""
+    county = _load_county()
+    org, year = county["organisation"], county["fiscal_year"]
+
+    print(f"1. HR loads the {org} programme for fiscal year {year}")
+    await fund_year(quota, county, year)
+    for agency in county["agencies"]:
+        print(f"   agency {agency['id']:<14} budget NT${agency['budget_ntd']:>9,}")
+    for provider in county["providers"]:
+        print(
+            f"   provider {provider['id']:<16} NT${provider['hourly_rate_ntd']:,}/h, "
+            f"cap {provider['cap_hours']} h"
+        )
     print(
         "   entitlements: "
         + ", ".join(f"{p['staff_category']} {p['hours']} h" for p in county["entitlement_policy"])
     )
-    people, problems = people_csv.parse(
-        resources.files("services.cli").joinpath("data/people.csv").read_bytes()
-    )
+    people, problems = people_csv.parse(_people_file())
     assert not problems, problems
     loaded = await matcher.ImportPeople(mpb.ImportPeopleRequest(people=people, replace_all=True))
     print(

@@ -1,16 +1,25 @@
-"""The demo's last step: the suite as a browser reaches it, through the
-Envoy edge (services/edge/), with the calls a web page makes."""
+"""The demo's last steps: the suite as a browser reaches it, through the
+Envoy edge (services/edge/), with the calls a web page makes; then the
+booking page itself, signed in as an employee of the sample county, kept
+up while someone at the terminal tries it."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import struct
+import sys
 import urllib.error
 import urllib.request
+from collections.abc import Awaitable, Callable
 
 from eap.calendar.v1 import calendar_pb2 as cpb
+from services.cli import token_cli
 from services.edge.process import LocalEdge
+from services.rules.office_time import OFFICE_ZONE
+from services.runtime import clock
+from services.runtime.auth import Role
 from services.runtime.config import Settings
 from services.runtime.server import RunningServer
 
@@ -25,6 +34,12 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str
             return answer.status, dict(answer.headers), answer.read()
     except urllib.error.HTTPError as refusal:
         return refusal.code, dict(refusal.headers), refusal.read()
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text: str = answer.read().decode()
+    return text
 
 
 def _preflight(url: str, origin: str) -> str | None:
@@ -42,9 +57,30 @@ def _preflight(url: str, origin: str) -> str | None:
     return allowed
 
 
-async def browser_step(server: RunningServer, settings: Settings) -> None:
+def _free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as probe:
+        # As Envoy binds: a port left in TIME_WAIT by a previous run is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+async def browser_step(
+    server: RunningServer,
+    settings: Settings,
+    employee: str,
+    story_year: int,
+    fund_year: Callable[[int], Awaitable[None]],
+) -> str:
+    """Steps 12 and 13; returns the booking page's address."""
     print("\n12. A web page's view: the Envoy edge speaks gRPC-Web and Connect to browsers")
-    edge = LocalEdge(settings, listen="127.0.0.1:0")
+    # At EAP_EDGE_ADDRESS, unless something (`make run`?) holds it already.
+    listen = settings.edge_address if _free(settings.edge_address) else "127.0.0.1:0"
+    edge = LocalEdge(settings, listen=listen)
     await edge.start(server)
     assert edge.process is not None
     url = edge.process.url
@@ -73,6 +109,30 @@ async def browser_step(server: RunningServer, settings: Settings) -> None:
         own = await asyncio.to_thread(_preflight, url + COUNSELORS, url)
         other = await asyncio.to_thread(_preflight, url + COUNSELORS, "https://elsewhere.example")
         print(f"   CORS: a page from {url} may call ({own}); one from elsewhere may not ({other})")
-        print(f"   (`make run` keeps the edge up at http://{settings.edge_address})")
+        await _booking_page(url, settings, employee, story_year, fund_year)
     finally:
         await edge.stop()
+    return f"{url}/"
+
+
+async def _booking_page(
+    url: str,
+    settings: Settings,
+    employee: str,
+    story_year: int,
+    fund_year: Callable[[int], Awaitable[None]],
+) -> None:
+    print("\n13. The booking page, at the edge's root, in Traditional Chinese")
+    page = await asyncio.to_thread(_get, f"{url}/")
+    title = page.split("<title", 1)[1].split(">", 1)[1].split("<", 1)[0]
+    print(f"   GET {url}/: {title}")
+    token = token_cli.mint(settings, Role.EMPLOYEE, employee, minutes=60)
+    print(f"   {url}/#token={token}")
+    print(f"   (signed in as {employee} for an hour; ?lang=en for English)")
+    this_year = clock.now().astimezone(OFFICE_ZONE).year
+    if this_year != story_year:  # so that free times show from today
+        await fund_year(this_year)
+        print(f"   the story's budgets, contracts and entitlements hold for {this_year} too")
+    if sys.stdin.isatty():
+        print("   The suite stays up while you try it: press Enter to stop.")
+        await asyncio.to_thread(sys.stdin.readline)

@@ -308,3 +308,15 @@ async def test_an_allowed_origin_calls_over_connect_json_and_grpc_web_and_anothe
     assert answered == {"status": 200, "json": ["C001", "C002"], "grpcWeb": ["C001"]}
     other = await page_at(browser, suite.origins.other)
     assert await other.evaluate(REFUSED, {"edge": suite.edge.url}) == "TypeError"
+
+
+async def test_a_token_the_services_refuse_signs_the_person_out_with_the_reason(
+    suite: Suite, browser: Browser
+) -> None:
+    page = await browser.new_page(locale="zh-TW")
+    forged = suite.made.token("employee", EMPLOYEE, signer="stranger")
+    await page.goto(f"{suite.edge.url}/#token={forged}")
+    await expect(page.get_by_role("alert")).to_have_text("請重新登入。")
+    await expect(page.get_by_role("heading", name="登入")).to_be_visible()
+    await expect(page.get_by_role("heading", name="我需要的諮商")).to_be_hidden()
+    assert await page.evaluate("sessionStorage.getItem('eap-token')") is None

@@ -81,9 +81,11 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "gRPC-Web, /eap.calendar.v1.CalendarService/ListOfficeDays: HTTP 200",
         "one from elsewhere may not (None)",
         "chain intact",
+        "/: 員工協助方案諮商預約",  # the booking page, served by the edge
         "Demo finished; the suite shut down cleanly.",
     ):
         assert line in out, line
+    assert re.search(r"The booking page was at http://127\.0\.0\.1:\d+/", out.splitlines()[-1])
     assert "Traceback" not in demo.stderr
     _no_personal_data_in_logs_or_metrics(tmp_path / "var", demo.stderr)
 

@@ -4,6 +4,7 @@
 // Connect; a refusal shows the server's own explanation, in the language
 // this page asks for (accept-language).
 import {
+  Code,
   ConnectError,
   createClient,
   createConnectTransport,
@@ -133,7 +134,9 @@ async function act(button, work) {
   $("notice").textContent = say("working");
   try {
     await work();
+    if ($("notice").textContent === say("working")) notice("");
   } catch (error) {
+    if (ConnectError.from(error).code === Code.Unauthenticated) signOut(); // expired: sign in again
     problem(error);
   } finally {
     if (button) button.disabled = false;
@@ -158,7 +161,7 @@ function signedIn() {
   show("bookings", !!claims);
   if (claims) {
     $("who").textContent = claims.sub;
-    loadBookings();
+    act(null, () => loadBookings());
   } else {
     show("slots", false);
     show("held", false);
@@ -180,6 +183,12 @@ function base64Bytes(text) {
   return Uint8Array.from(atob(text.padEnd(Math.ceil(text.length / 4) * 4, "=")), (c) =>
     c.charCodeAt(0),
   );
+}
+
+function signOut() {
+  state.token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  signedIn();
 }
 
 function useToken(token) {
@@ -428,9 +437,7 @@ function start() {
     useToken($("token").value);
   });
   $("sign-out").addEventListener("click", () => {
-    state.token = "";
-    sessionStorage.removeItem(TOKEN_KEY);
-    signedIn();
+    signOut();
     notice(say("signedOut"));
   });
   $("need-form").addEventListener("submit", submitNeed);
