@@ -320,3 +320,42 @@ async def test_a_token_the_services_refuse_signs_the_person_out_with_the_reason(
     await expect(page.get_by_role("heading", name="登入")).to_be_visible()
     await expect(page.get_by_role("heading", name="我需要的諮商")).to_be_hidden()
     assert await page.evaluate("sessionStorage.getItem('eap-token')") is None
+
+
+UNLABELLED = """
+() => [...document.querySelectorAll("input, select, textarea, button")]
+  .filter((control) => control.checkVisibility())
+  .filter((control) => !(control.labels?.length || control.textContent.trim()))
+  .map((control) => control.outerHTML)
+"""
+
+
+async def test_on_a_phone_every_control_is_labelled_and_a_keyboard_alone_can_book(
+    suite: Suite, browser: Browser
+) -> None:
+    page = await browser.new_page(
+        locale="zh-TW", viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True
+    )
+    await page.clock.set_fixed_time(NOW)
+    await page.goto(f"{suite.edge.url}/#token={suite.token()}")
+    await expect(page.get_by_role("heading", name="我需要的諮商")).to_be_visible()
+    assert await page.evaluate(UNLABELLED) == []
+    # Nothing wider than the phone: no sideways scrolling.
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+    # Keyboard only: to the search button by Tab, Enter; the free times get
+    # the focus; Tab to the first, Enter; the confirmation, Enter.
+    await page.get_by_label("每次時間").focus()
+    for _ in range(30):
+        await page.keyboard.press("Tab")
+        if await page.evaluate("document.activeElement.textContent") == "找可預約的時段":
+            break
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="可預約的時段")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="預約這個時段").first).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", name="確認預約")).to_be_focused()
+    await page.keyboard.press("Tab")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status")).to_contain_text("已預約：")
+    assert await page.evaluate(UNLABELLED) == []
