@@ -8,8 +8,11 @@ tests/matcher/test_booking_stateful.py lets Hypothesis choose the steps and race
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Collection, Sequence
+from pathlib import Path
 from typing import TypeAlias, TypeVar
 
 import grpc
@@ -21,6 +24,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2_grpc
 from services.matcher.booking.state import UNDER_WAY
 from services.office_calendar.shipped import load_shipped
+from services.runtime import clock
 from tests import county
 
 R = TypeVar("R")
@@ -46,6 +50,31 @@ def office_days(count: int) -> list[dt.date]:
             found.append(day)
         day += dt.timedelta(days=1)
     return found
+
+
+class ReplicaClock:
+    """The clock of replicas started with EAP_DEV_CLOCK_FILE=`path`: moved
+    to a session's start to complete it, then back to the real time, so
+    that the slots still to come stay in the future."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.write_text("0")
+
+    async def _set(self, ahead: dt.timedelta) -> None:
+        fresh = self.path.with_suffix(".new")
+        fresh.write_text(str(max(ahead, dt.timedelta()).total_seconds()))
+        fresh.replace(self.path)  # a replica reads it whole or not at all
+        await asyncio.sleep(clock.FOLLOW_SECONDS * 3)  # every replica has read it
+
+    @contextlib.asynccontextmanager
+    async def past(self, moment: dt.datetime) -> AsyncIterator[None]:
+        """The replicas' clock a minute past `moment` for the block."""
+        await self._set(moment + dt.timedelta(minutes=1) - dt.datetime.now(TAIPEI))
+        try:
+            yield
+        finally:
+            await self._set(dt.timedelta())
 
 
 def week_of(slot: Slot) -> Week:

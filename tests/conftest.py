@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -110,6 +110,14 @@ class Suite:
     quota: quota_pb2_grpc.QuotaServiceAsyncStub
     server: RunningServer | None = None  # the in-process server, where there is one
     calendar: calendar_pb2_grpc.CalendarServiceAsyncStub | None = None  # where it runs too
+
+
+@contextmanager
+def during(start: Timestamp, minutes: int = 5) -> Iterator[None]:
+    """The services' clock `minutes` past `start`, a session's start: a
+    session can be completed once it has begun."""
+    with clock.moved_to(start.ToDatetime(tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)):
+        yield
 
 
 @pytest.fixture

@@ -42,6 +42,9 @@ EXPLANATIONS: dict[RuleCode, str] = {
     RuleCode.BOOKING_CANCELLED: N_("This booking has been cancelled."),
     RuleCode.GROUP_SESSION_CANCELLED: N_("This group session has been cancelled."),
     RuleCode.SESSION_COMPLETED: N_("This session has already taken place."),
+    RuleCode.SESSION_NOT_STARTED: N_(
+        "This session has not started yet: it can be completed once it has begun."
+    ),
     RuleCode.NOT_BOOKABLE: N_("That time cannot be booked."),
     RuleCode.SLOT_TAKEN: N_("Someone else has just taken that time: please choose another."),
     RuleCode.COUNSELOR_DAY_FULL: N_("The counselor's day is full."),

@@ -6,6 +6,8 @@ defaults are these."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 MIN_SESSION_MINUTES = 60  # "each session 1 to 2 hours"
 MAX_SESSION_MINUTES = 120
 SLOT_MINUTES = 30  # sessions start on the half hour and last whole half hours
@@ -32,3 +34,9 @@ def within_weekly_limit(sessions_that_week: int, limit: int = WEEKLY_SESSION_LIM
     """Whether a person with `sessions_that_week` sessions in an ISO week may
     have them all."""
     return sessions_that_week <= limit
+
+
+def has_started(start: datetime, now: datetime) -> bool:
+    """Whether a session starting at `start` has begun by `now`: only then
+    can it be recorded as having taken place."""
+    return start <= now

@@ -8,7 +8,7 @@ service its own database.
 | variable | default | meaning |
 |---|---|---|
 | EAP_GRPC_ADDRESS | 127.0.0.1:50051 | where the gRPC server listens |
-| EAP_DEFAULT_LANGUAGE | zh-TW | refusals' words unless accept-language asks for en |
+| EAP_DEFAULT_LANGUAGE | zh-TW | words for people unless accept-language (or LANG, --lang) says en |
 | EAP_EDGE_ADDRESS | 127.0.0.1:8080 | where the Envoy edge listens for browsers (services/edge/) |
 | EAP_EDGE_ALLOWED_ORIGINS | (none; dev: its own) | origins whose pages may call, comma-separated |
 | EAP_EDGE_MAX_REQUEST_BYTES | 1048576 | larger requests are refused at the edge (413) |
@@ -50,6 +50,7 @@ service its own database.
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 | EAP_CONSISTENCY_SECONDS | 600 | how often sessions, charges and ledger are checked; 0: never |
+| EAP_DEV_CLOCK_FILE | (none) | dev mode only: the clock runs this many seconds ahead (tests) |
 
 (*) `{tenant}` in a database URL stands for the tenant's name: each tenant
 has its own database, and with more than one tenant every URL must say
@@ -118,6 +119,7 @@ class Settings:
     consistency_seconds: float = 600.0
     data_keys_file: str | None = None
     audit_keys_file: str | None = None
+    dev_clock_file: str | None = None
 
     @property
     def development(self) -> bool:
@@ -184,7 +186,7 @@ class Settings:
             grpc_address=env.get("EAP_GRPC_ADDRESS", cls.grpc_address),
             tls_dir=tls_dir,
             probe_address=env.get("EAP_PROBE_ADDRESS") or None,
-            default_language=_language(env),
+            default_language=default_language(env),
             edge_address=env.get("EAP_EDGE_ADDRESS", cls.edge_address),
             edge_allowed_origins=tuple(
                 o.strip() for o in env.get("EAP_EDGE_ALLOWED_ORIGINS", "").split(",") if o.strip()
@@ -233,10 +235,12 @@ class Settings:
             consistency_seconds=_float(env, "EAP_CONSISTENCY_SECONDS", cls.consistency_seconds),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
+            dev_clock_file=_dev_clock_file(env, mode),
         )
 
 
-def _language(env: Mapping[str, str]) -> str:
+def default_language(env: Mapping[str, str]) -> str:
+    """EAP_DEFAULT_LANGUAGE as one of LANGUAGES (also a command-line tool's last resort)."""
     wanted = env.get("EAP_DEFAULT_LANGUAGE", "zh-TW")
     language = negotiate(wanted, "")
     if not language:
@@ -253,6 +257,13 @@ def _tenants(env: Mapping[str, str]) -> tuple[str, ...]:
             "lower-case letters, digits or '-'",
         )
     return names
+
+
+def _dev_clock_file(env: Mapping[str, str], mode: str) -> str | None:
+    path = env.get("EAP_DEV_CLOCK_FILE") or None
+    if path and mode != "dev":
+        raise ConfigError("EAP_DEV_CLOCK_FILE", "is for development mode only")
+    return path
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

@@ -25,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import audit_servicer, metrics
+from services.runtime import audit_servicer, clock, metrics
 from services.runtime.auth import SYSTEM_IDENTITY, Authenticator, set_identity
 from services.runtime.config import Settings
 from services.runtime.decoding import DecodingInterceptor
@@ -308,6 +308,8 @@ async def serve(
 ) -> None:
     """Serves (with `companions` beside, started once the services listen)
     until SIGTERM or SIGINT, then shuts down gracefully: companions first."""
+    if settings.dev_clock_file:
+        clock.follow(settings.dev_clock_file)
     running = await start(services, settings)
     started: list[Companion] = []
     try:

@@ -39,7 +39,7 @@ from services.quota.service import QuotaService
 from services.runtime import clock, database
 from services.runtime.server import start
 from services.runtime.tenancy import DEFAULT_TENANT
-from tests.conftest import MONDAY, Backend, Suite, at
+from tests.conftest import MONDAY, Backend, Suite, at, during
 from tests.county import RATE, account, changed, counselor, enrol, seed
 from tests.quota.test_rpcs import details, refused
 
@@ -214,9 +214,10 @@ async def test_cancel_gives_the_quota_back(suite: Suite) -> None:
 async def test_complete_commits_the_minutes_used(suite: Suite) -> None:
     await submit(suite, case(minutes=90))
     booking = await book(suite, (await slots(suite))[0])
-    done = await suite.matcher.CompleteSession(
-        pb.CompleteSessionRequest(booking_id=booking.booking_id, minutes=60)
-    )
+    with during(booking.start):
+        done = await suite.matcher.CompleteSession(
+            pb.CompleteSessionRequest(booking_id=booking.booking_id, minutes=60)
+        )
     assert (done.booking.state, done.booking.minutes) == (pb.BOOKING_STATE_COMPLETED, 60)
     assert (await agency(suite)).spent == RATE
     error = await refused(

@@ -37,10 +37,11 @@ EAP_STATEFUL_SHRINK=1 shrinks a failure.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar, cast
@@ -65,7 +66,16 @@ from services.cli.consistency import check
 from services.matcher.booking.state import BookingState
 from services.runtime import database
 from tests import replicas
-from tests.booking_world import Race, Slots, Week, open_county, reply, under_way, week_of
+from tests.booking_world import (
+    Race,
+    ReplicaClock,
+    Slots,
+    Week,
+    open_county,
+    reply,
+    under_way,
+    week_of,
+)
 from tests.replicas import Cluster
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -97,6 +107,10 @@ SESSIONS_WANTED = 6
 # seven a day), twice over, and at least twelve weeks: a client with all
 # its sessions live, and a reschedule's two new holds, each take a week.
 OFFICE_DAYS = max(60, EXAMPLES * STEPS * 2 // (8 * 7) * 2)
+# A call that may complete a session runs with the replicas' clock moved
+# past its start (a session is completed once it has begun): no hold may
+# lapse meanwhile.
+HOLD_SECONDS = 365 * 86_400
 
 # Once every call has answered, a booking is in one of these.
 AT_REST = frozenset({S.HELD, S.BOOKED, S.COMPLETED, S.CANCELLED, S.RELEASED})
@@ -182,6 +196,7 @@ class Known:
     case_id: str
     week: Week
     state: BookingState
+    start: dt.datetime
 
 
 @dataclass
@@ -215,6 +230,7 @@ class World:
 
     runner: asyncio.Runner
     race: Race
+    clock: ReplicaClock
     engine: AsyncEngine
     channels: list[grpc.aio.Channel]
     seen: Counter[str] = field(default_factory=Counter)
@@ -313,9 +329,24 @@ class BookingMachine(RuleBasedStateMachine):
         )
         assert held is not None, f"HoldSlot on a free slot: {answer}"
         booking_id = held.booking.booking_id
-        self.known[booking_id] = Known(case_id, week_of(slot), S.HELD)
+        self.known[booking_id] = Known(case_id, week_of(slot), S.HELD, slot[1])
         self.history.append(f"hold {booking_id[:8]} for {case_id} on {replica}")
         return booking_id
+
+    def send(self, booking_id: str, ops: Collection[str], calls: Awaitable[None]) -> None:
+        """Runs `calls` on the booking, with the replicas' clock past its
+        start when they may complete it: only a session that has begun can
+        be completed."""
+        known = self.known[booking_id]
+
+        async def timed() -> None:
+            if "complete" not in ops or known.state not in (S.HELD, S.BOOKED):
+                await calls
+                return
+            async with self.world.clock.past(known.start):
+                await calls
+
+        self.world.run(timed())
 
     def call(self, call: Call) -> Coroutine[Any, Any, None]:
         """The call's RPC, answering into `call`."""
@@ -395,7 +426,7 @@ class BookingMachine(RuleBasedStateMachine):
         if op == "confirm" and known.state is S.HELD and self.clashes(booking_id):
             code, after = "FAILED_PRECONDITION", S.RELEASED
         call = Call(op, booking_id, replica)
-        self.world.run(self.call(call))
+        self.send(booking_id, [op], self.call(call))
         self.did(str(call))
         self.world.seen[f"{op} {known.state}: {call.code}"] += 1
         assert call.code == code, (str(call), known.state)
@@ -474,7 +505,7 @@ class BookingMachine(RuleBasedStateMachine):
         involved = sorted({c.booking_id for c in calls} | ({c.new_id for c in calls} - {""}))
         before = {b: self.known[b].state for b in involved}
         first, second = (self.call(c) for c in calls)
-        self.world.run(_together(first, _after(stagger, second)))
+        self.send(booking_id, pair, _together(first, _after(stagger, second)))
         self.did(f"{' + '.join(pair)} {stagger * 1000:g} ms apart: " + ", ".join(map(str, calls)))
         answers = ", ".join(c.code + (f" {c.shown}" if c.ok else "") for c in calls)
         self.world.seen[f"{' + '.join(pair)} on {before[booking_id]}: {answers}"] += 1
@@ -573,7 +604,16 @@ def _judge(
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with replicas.cluster(tmp_path, ["all"], REPLICAS, "eap.matcher.v1.MatcherService") as running:
+    # The test moves the replicas' clock past a session's start to complete
+    # it; holds then live long enough not to lapse on the way.
+    env = {
+        "EAP_DEV_CLOCK_FILE": str(tmp_path / "clock"),
+        "EAP_SLOT_HOLD_SECONDS": str(HOLD_SECONDS),
+    }
+    (tmp_path / "clock").write_text("0")
+    with replicas.cluster(
+        tmp_path, ["all"], REPLICAS, "eap.matcher.v1.MatcherService", env
+    ) as running:
         yield running
 
 
@@ -582,7 +622,8 @@ async def _open(cluster: Cluster, runner: asyncio.Runner) -> World:
     stubs = [matcher_pb2_grpc.MatcherServiceStub(c) for c in channels]
     await open_county(stubs, quota_pb2_grpc.QuotaServiceStub(channels[0]))
     engine = database.create_engine(cluster.database_url)
-    return World(runner, Race(stubs, Slots(OFFICE_DAYS)), engine, channels)
+    clock = ReplicaClock(Path(cluster.env["EAP_DEV_CLOCK_FILE"]))
+    return World(runner, Race(stubs, Slots(OFFICE_DAYS)), clock, engine, channels)
 
 
 async def _close(world: World) -> None:

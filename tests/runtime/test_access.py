@@ -21,7 +21,7 @@ from eap.quota.v1 import quota_pb2 as qpb
 from services.runtime import policy
 from services.runtime.auth import Role
 from tests.access import Keys, Metadata, Secured, bearer
-from tests.conftest import MONDAY, at
+from tests.conftest import MONDAY, at, during
 from tests.county import account, case_id
 from tests.matcher.test_booking import case
 from tests.quota.test_rpcs import refused
@@ -325,7 +325,8 @@ async def test_counselors_see_their_own_sessions_only(secured_suite: Secured) ->
         suite.matcher.CompleteSession(complete, metadata=suite.as_("counselor", other))
     )
     assert error.code() == grpc.StatusCode.NOT_FOUND
-    done = await suite.matcher.CompleteSession(complete, metadata=suite.as_("counselor", lead))
+    with during(booking.start):
+        done = await suite.matcher.CompleteSession(complete, metadata=suite.as_("counselor", lead))
     assert done.booking.state == mpb.BOOKING_STATE_COMPLETED
     # Their schedule: their own, never a colleague's.
     window = {"window_start": at(MONDAY, 0), "window_end": at(MONDAY + dt.timedelta(days=14), 0)}

@@ -3,10 +3,13 @@ bad value names its variable."""
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from pathlib import Path
 
 import pytest
 
+from services.runtime import clock
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
 
@@ -98,3 +101,25 @@ def test_jwt_mode_refuses_plaintext_unless_allowed(tmp_path: Path) -> None:
     served = Settings.from_env({**jwt, "EAP_TLS_DIR": "/tls", "EAP_PROBE_ADDRESS": ":50052"})
     assert (served.tls_dir, served.probe_address) == ("/tls", ":50052")
     assert Settings.from_env({}).tls_dir is None  # development: plaintext on the loopback
+
+
+def test_a_followed_clock_file_is_for_development_only(tmp_path: Path) -> None:
+    """EAP_DEV_CLOCK_FILE moves a replica's clock in tests; jwt mode refuses it."""
+    (tmp_path / "idp.pem").write_text("(a public key)\n")
+    jwt = {"EAP_AUTH_MODE": "jwt", "EAP_JWT_KEYS_DIR": str(tmp_path), "EAP_TLS_DIR": "/tls"}
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({**jwt, "EAP_DEV_CLOCK_FILE": str(tmp_path / "clock")})
+    assert refused.value.variable == "EAP_DEV_CLOCK_FILE"
+    path = tmp_path / "clock"
+    assert Settings.from_env({"EAP_DEV_CLOCK_FILE": str(path)}).dev_clock_file == str(path)
+    path.write_text(str(3 * 86_400))
+    before = clock.now()
+    clock.follow(str(path))
+    try:
+        assert clock.now() - before >= dt.timedelta(days=3)
+        path.write_text("nonsense")  # half written: the offset read last stands
+        time.sleep(clock.FOLLOW_SECONDS * 2)
+        assert clock.now() - before >= dt.timedelta(days=3)
+    finally:
+        clock.follow(None)
+    assert clock.now() - before < dt.timedelta(days=1)

@@ -12,40 +12,32 @@ under way, and `reconcile` finishes it.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from cryptography.fernet import MultiFernet
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matcher import metrics
 from services.matcher.booking.cancellation import CANCELLED, seal
-from services.matcher.booking.state import CHARGED, UNDER_WAY, step
+from services.matcher.booking.completion import Completion
+from services.matcher.booking.moves import Moves
+from services.matcher.booking.state import UNDER_WAY, step
 from services.matcher.booking.state import BookingState as S
+from services.matcher.booking.steps import busy, cancelled_meanwhile
 from services.matcher.booking.store import BookingView, load_booking, load_case, view
 from services.matcher.orm import BookingRow
-from services.matcher.quota_port import QuotaPort
 from services.rules.codes import RuleCode
 from services.runtime import clock
-from services.runtime.errors import Aborted, FailedPrecondition, InvalidArgument, ServiceError
+from services.runtime.errors import FailedPrecondition, ServiceError
 from services.runtime.fields import FieldChecker
 
 log = logging.getLogger("eap.matcher")
 
 QUOTA_HOLD_SECONDS = 300  # the quota hold lives only while ConfirmBooking runs
 RECONCILE_AFTER = timedelta(seconds=60)  # a step older than this was cut short
-OUTCOME_WAIT_SECONDS = 12.0  # a step another caller owns: two quota calls at most
-OUTCOME_POLL_SECONDS = 0.05
 CANCEL_ATTEMPTS = 3  # a cancellation that lost a race to a confirmation tries again
-
-
-def _busy() -> Aborted:
-    return Aborted(
-        f"{RuleCode.BOOKING_BUSY}: another request is changing this booking; retry in a moment"
-    )
 
 
 def _completed() -> FailedPrecondition:
@@ -54,24 +46,10 @@ def _completed() -> FailedPrecondition:
     )
 
 
-def _cancelled_meanwhile() -> FailedPrecondition:
-    return FailedPrecondition(
-        RuleCode.BOOKING_CANCELLED,
-        "booking",
-        "BOOKING_CANCELLED: the booking was cancelled while it was being confirmed",
-    )
-
-
-class BookingSaga:
-    def __init__(self, engine: AsyncEngine, quota: QuotaPort, data_keys: MultiFernet) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._quota = quota
-        self._data_keys = data_keys  # the caller's cancellation reason is sealed with them
-
-    # -- confirming, cancelling, completing, moving ---------------------------------
-    #
-    # Each method takes its step with a compare-and-set (booking_state.step);
-    # only the caller that won a step talks to the quota service for it.
+class BookingSaga(Completion, Moves):
+    """Confirming and cancelling here; completing (completion.py) and
+    moving (moves.py) in their own modules; and the upkeep that finishes
+    the steps a crash cut short."""
 
     async def confirm(self, booking_id: str) -> BookingView:
         now = clock.now()
@@ -116,7 +94,7 @@ class BookingSaga:
             recorded = await self._record_quota_hold(session, booking_id, quota_hold)
         if not recorded:  # cancelled while the quota was being reserved
             await self._finish_cancelling(booking_id, quota_hold)
-            raise _cancelled_meanwhile()
+            raise cancelled_meanwhile()
         try:
             await self._quota.commit(quota_hold)
         except FailedPrecondition as refusal:
@@ -135,7 +113,7 @@ class BookingSaga:
             )
         if not booked:  # cancelled while the quota was being committed
             await self._finish_cancelling(booking_id, quota_hold)
-            raise _cancelled_meanwhile()
+            raise cancelled_meanwhile()
         metrics.BOOKINGS.labels("booked").inc()
         return await view(self._sessions, booking_id)
 
@@ -157,10 +135,10 @@ class BookingSaga:
             if state is S.COMPLETED:
                 raise _completed()  # a completion won the race
             if state is not S.BOOKED:
-                raise _busy()  # another step won the race; a retry sees its outcome
+                raise busy()  # another step won the race; a retry sees its outcome
             # A confirmation won the race: the booking is booked now, and
             # cancelling it is a step like any other.
-        raise _busy()
+        raise busy()
 
     async def _start_cancelling(self, booking_id: str, sealed_reason: bytes | None) -> None:
         """The cancellation's first step, from the state the booking is in
@@ -176,7 +154,7 @@ class BookingSaga:
                 # A reschedule owns both bookings until the quota has moved
                 # the charge; cancelled meanwhile, the new one would carry
                 # it away uncancelled. A retry sees the move's outcome.
-                raise _busy()
+                raise busy()
             if state is S.HELD:
                 # Lapsed or not, a hold that is given up is released.
                 if await step(
@@ -201,162 +179,6 @@ class BookingSaga:
                 cancel_reason=sealed_reason,
             ):
                 metrics.BOOKINGS.labels("cancelled").inc()
-
-    async def complete(self, booking_id: str, minutes: int) -> BookingView:
-        now = clock.now()
-        async with self._sessions() as session:
-            row = await load_booking(session, booking_id, own=True)
-        state = S(row.state)
-        if state is S.COMPLETED:
-            return BookingView.of(row, now)
-        if state is S.COMPLETING:
-            raise _busy()
-        if state is not S.BOOKED:
-            raise FailedPrecondition(
-                RuleCode.NOT_BOOKED, "booking", "only a booked session can be completed"
-            )
-        if not 0 <= minutes <= row.minutes:
-            raise InvalidArgument.single("minutes", f"0 to the {row.minutes} minutes booked")
-        booked_minutes, used = row.minutes, minutes or row.minutes
-        async with self._sessions() as session, session.begin():
-            # The minutes used are written with the step, so that the
-            # reconciler can finish it with the same commit.
-            if not await step(session, booking_id, S.BOOKED, S.COMPLETING, now, minutes=used):
-                raise _busy()
-        try:
-            await self._quota.commit(row.quota_hold_id, used, completed=True)
-        except ServiceError:
-            async with self._sessions() as session, session.begin():
-                await step(
-                    session, booking_id, S.COMPLETING, S.BOOKED, clock.now(), minutes=booked_minutes
-                )
-            raise
-        async with self._sessions() as session, session.begin():
-            await step(session, booking_id, S.COMPLETING, S.COMPLETED, clock.now())
-        metrics.BOOKINGS.labels("completed").inc()
-        return await view(self._sessions, booking_id)
-
-    async def reschedule(
-        self, booking_id: str, new_booking_id: str
-    ) -> tuple[BookingView, BookingView]:
-        """Moves a booking to a new hold of the same case, atomically: the
-        quota service moves the booking's hold to the new session in one
-        step (Move), so the rules see one session, never two, and either the
-        new booking stands and the old one is cancelled, or the old one
-        stands as it was and the caller hears the rule that refused."""
-        now = clock.now()
-        async with self._sessions() as session:
-            old = await load_booking(session, booking_id, own=True)
-            new = await load_booking(session, new_booking_id, own=True)
-        if new.case_id != old.case_id or new.group_id or old.group_id:
-            raise InvalidArgument.single("new_booking_id", "a hold of the same case")
-        if S(new.state) is S.BOOKED and new.replaces_booking_id == booking_id:
-            return BookingView.of(new, now), BookingView.of(old, now)  # a retry
-        if S(new.state) is S.CONFIRMING and new.replaces_booking_id == booking_id:
-            await self._outcome(new_booking_id)
-            return await view(self._sessions, new_booking_id), await view(
-                self._sessions, booking_id
-            )
-        if S(old.state) is S.MOVING:
-            raise _busy()
-        if S(old.state) is not S.BOOKED:
-            raise FailedPrecondition(
-                RuleCode.NOT_BOOKED, "booking", "only a booked session can move"
-            )
-        async with self._sessions() as session, session.begin():
-            if not await step(session, booking_id, S.BOOKED, S.MOVING, now):
-                raise _busy()
-            if not await step(
-                session,
-                new_booking_id,
-                S.HELD,
-                S.CONFIRMING,
-                now,
-                condition=BookingRow.hold_expires_at > now,
-                replaces_booking_id=booking_id,
-            ):
-                # Raising rolls both steps back: the old booking stays booked.
-                raise FailedPrecondition(
-                    RuleCode.HOLD_EXPIRED,
-                    "booking",
-                    "HOLD_EXPIRED: the new slot's hold lapsed or was given up",
-                )
-        return await self._move(old, new)
-
-    async def _move(self, old: BookingRow, new: BookingRow) -> tuple[BookingView, BookingView]:
-        """The quota's part of a reschedule, and its outcome written down."""
-        try:
-            await self._quota.move(
-                old.quota_hold_id,
-                old.employee_id,
-                new.provider_id,
-                new.start,
-                new.minutes,
-                new.booking_id,
-            )
-        except FailedPrecondition as refusal:
-            async with self._sessions() as session, session.begin():
-                await step(session, old.booking_id, S.MOVING, S.BOOKED, clock.now())
-                await step(
-                    session,
-                    new.booking_id,
-                    S.CONFIRMING,
-                    S.RELEASED,
-                    clock.now(),
-                    outcome=refusal.rule[:32],
-                    hold_expires_at=None,
-                )
-            metrics.BOOKINGS.labels("refused").inc()
-            raise
-        async with self._sessions() as session, session.begin():
-            now = clock.now()
-            await step(
-                session,
-                new.booking_id,
-                S.CONFIRMING,
-                S.BOOKED,
-                now,
-                quota_hold_id=old.quota_hold_id,
-                funded=True,
-                hold_expires_at=None,
-            )
-            await step(session, old.booking_id, S.MOVING, S.CANCELLED, now, funded=False)
-        metrics.BOOKINGS.labels("booked").inc()
-        metrics.BOOKINGS.labels("cancelled").inc()
-        return await view(self._sessions, new.booking_id), await view(
-            self._sessions, old.booking_id
-        )
-
-    async def _outcome(self, booking_id: str) -> BookingView:
-        """What a step another caller owns comes to: waits for it (two
-        quota calls at most), then answers as that caller was answered."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + OUTCOME_WAIT_SECONDS
-        while True:
-            async with self._sessions() as session:
-                row = await load_booking(session, booking_id)
-            if S(row.state) not in UNDER_WAY or loop.time() > until:
-                break
-            await asyncio.sleep(OUTCOME_POLL_SECONDS)
-        if S(row.state) in UNDER_WAY:
-            raise _busy()
-        return self._settled(row, clock.now())
-
-    def _settled(self, row: BookingRow, now: datetime) -> BookingView:
-        """A confirmation's answer from a booking no longer held."""
-        view = BookingView.of(row, now)
-        state = S(row.state)
-        if state in CHARGED:
-            return view  # a retried confirmation
-        if state in (S.CANCELLED, S.CANCELLING):
-            raise _cancelled_meanwhile()
-        if state is S.RELEASED and row.outcome:
-            raise FailedPrecondition(
-                row.outcome, "booking", f"{row.outcome}: the confirmation was refused"
-            )
-        raise FailedPrecondition(
-            RuleCode.HOLD_EXPIRED, "booking", "HOLD_EXPIRED: the hold lapsed or was given up"
-        )
 
     async def _refused(self, booking_id: str, rule: str) -> None:
         """A confirmation the quota refused: the hold is given up, or, if it
@@ -400,11 +222,6 @@ class BookingSaga:
         await self._quota.release(quota_hold, CANCELLED, booking_cancelled=True)
         async with self._sessions() as session, session.begin():
             await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=False)
-
-    async def _view(self, booking_id: str) -> BookingView:
-        async with self._sessions() as session:
-            row = await load_booking(session, booking_id)
-        return BookingView.of(row, clock.now())
 
     # -- upkeep --------------------------------------------------------------------
 
@@ -458,13 +275,7 @@ class BookingSaga:
             async with self._sessions() as session, session.begin():
                 await step(session, row.booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
         elif state is S.COMPLETING:
-            try:
-                await self._quota.commit(row.quota_hold_id, row.minutes, completed=True)
-                target = S.COMPLETED
-            except FailedPrecondition:
-                target = S.BOOKED
-            async with self._sessions() as session, session.begin():
-                await step(session, row.booking_id, S.COMPLETING, target, now)
+            await self._finish_completing(row)
         elif state is S.CONFIRMING and row.replaces_booking_id:
             async with self._sessions() as session:
                 old = await load_booking(session, row.replaces_booking_id)
