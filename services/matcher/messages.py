@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time
 from typing import Any
 
 from eap.matcher.v1 import matcher_pb2 as pb
-from services.matcher.booking.cases import Case, TimeOff, TimeRange
+from services.matcher.booking.cases import UPDATABLE, Case, TimeOff, TimeRange
 from services.matcher.booking.slots import Offer
 from services.matcher.booking.store import BookingView
 from services.matcher.optimization.instance import CaseKind
@@ -184,6 +184,44 @@ def case_from_pb(message: pb.Case) -> Case:
     )
 
 
+def case_changes_from_pb(request: pb.UpdateCaseRequest) -> dict[str, object]:
+    """The fields the update mask names, with their new values as the
+    domain has them, or INVALID_ARGUMENT naming every bad path and field
+    (the rest of the checks are the domain's, in `cases.validate`)."""
+    checker = FieldChecker()
+    paths = list(request.update_mask.paths)
+    checker.require(bool(paths), "update_mask", "at least one field to change")
+    for n, path in enumerate(paths):
+        checker.require(
+            path in UPDATABLE, f"update_mask.paths[{n}]", f"one of {', '.join(UPDATABLE)}"
+        )
+        checker.require(path not in paths[:n], f"update_mask.paths[{n}]", "named twice")
+    given = request.case
+    changes: dict[str, object] = {}
+    for path in dict.fromkeys(p for p in paths if p in UPDATABLE):
+        if path == "modalities":
+            for n, modality in enumerate(given.modalities):
+                checker.require(modality in MODALITIES, f"case.modalities[{n}]", "a known modality")
+            changes[path] = tuple(dict.fromkeys(MODALITIES.get(m) for m in given.modalities))
+        elif path == "availability":
+            changes[path] = tuple(
+                TimeRange(
+                    required_moment(checker, r, "start", f"case.availability[{n}].start"),
+                    required_moment(checker, r, "end", f"case.availability[{n}].end"),
+                )
+                for n, r in enumerate(given.availability)
+            )
+        elif path == "time_off":
+            checker.require(given.time_off in TIME_OFF, "case.time_off", "leave or official leave")
+            changes[path] = TIME_OFF.get(given.time_off)
+        elif path == "excluded_counselor_ids":
+            changes[path] = tuple(dict.fromkeys(given.excluded_counselor_ids))
+        else:
+            changes[path] = getattr(given, path)
+    checker.raise_if_any()
+    return changes
+
+
 def case_pb(case: Case) -> pb.Case:
     return pb.Case(
         case_id=case.case_id,
@@ -204,6 +242,7 @@ def case_pb(case: Case) -> pb.Case:
         time_off=_TIME_OFF_PB[case.time_off],
         submitted_at=timestamp(case.submitted_at),
         accepts_group=case.accepts_group,
+        withdrawn_at=timestamp(case.withdrawn_at) if case.withdrawn_at else None,
     )
 
 

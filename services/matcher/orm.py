@@ -51,6 +51,8 @@ class CaseRow(Base):
     time_off: Mapped[str] = mapped_column(String(16))
     submitted_at: Mapped[datetime] = mapped_column(UtcDateTime())
     accepts_group: Mapped[bool] = mapped_column(Boolean, default=False)
+    # When its owner withdrew it (WithdrawCase); None while it is open.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
 
 
 class BookingRow(Base):

@@ -11,6 +11,7 @@ from grpc import aio
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher import retention
 from services.matcher.booking.availability import Availability
+from services.matcher.booking.changes import CaseChanges
 from services.matcher.booking.groups import GroupBookings
 from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
@@ -42,7 +43,9 @@ class MatcherService(DatabaseService):
     version_table = "alembic_version_matcher"
     audited = True
     # They book, move or give back what a slot hold or a booking took.
-    finishing_methods = frozenset({"ConfirmBooking", "CancelBooking", "CancelGroupSession"})
+    finishing_methods = frozenset(
+        {"ConfirmBooking", "CancelBooking", "CancelGroupSession", "WithdrawCase"}
+    )
 
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings
@@ -68,6 +71,7 @@ class MatcherService(DatabaseService):
         )
         self.availability = Availability(self.engine, self.quota, calendar, self.audit)
         self.bookings = BookingSaga(self.engine, self.quota, data_keys)
+        self.changes = CaseChanges(self.engine, self.bookings, self.audit)
         self.groups = GroupBookings(
             self.engine, self.quota, calendar, settings.slot_hold_seconds, data_keys
         )
@@ -125,6 +129,7 @@ class MatcherService(DatabaseService):
             registry=self.registry,
             directory=self.directory,
             cases=self.cases,
+            changes=self.changes,
             search=self.search,
             availability=self.availability,
             bookings=self.bookings,

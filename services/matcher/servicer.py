@@ -11,6 +11,7 @@ from grpc import aio
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.booking.availability import Availability
+from services.matcher.booking.changes import CaseChanges
 from services.matcher.booking.groups import GroupBookings, GroupRequest
 from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
@@ -21,6 +22,7 @@ from services.matcher.messages import (
     MODALITIES,
     MODALITY_PB,
     booking_pb,
+    case_changes_from_pb,
     case_from_pb,
     case_pb,
     counselor_from_pb,
@@ -50,6 +52,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         registry: CounselorRegistry,
         directory: Directory,
         cases: CaseRecords,
+        changes: CaseChanges,
         search: SlotSearch,
         availability: Availability,
         bookings: BookingSaga,
@@ -61,6 +64,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         self._registry = registry
         self._directory = directory
         self._cases = cases
+        self._changes = changes
         self._search = search
         self._availability = availability
         self._bookings = bookings
@@ -138,6 +142,20 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
                 if last is not None and len(found) > size
                 else ""
             ),
+        )
+
+    async def UpdateCase(
+        self, request: pb.UpdateCaseRequest, context: Context
+    ) -> pb.UpdateCaseResponse:
+        case = await self._changes.update(request.case.case_id, case_changes_from_pb(request))
+        return pb.UpdateCaseResponse(case=case_pb(case))
+
+    async def WithdrawCase(
+        self, request: pb.WithdrawCaseRequest, context: Context
+    ) -> pb.WithdrawCaseResponse:
+        case, bookings = await self._changes.withdraw(request.case_id, request.reason)
+        return pb.WithdrawCaseResponse(
+            case=case_pb(case), bookings=[booking_pb(b) for b in bookings]
         )
 
     async def FindSlots(

@@ -50,6 +50,10 @@ EXPLANATIONS: dict[RuleCode, str] = {
     RuleCode.COUNSELOR_DAY_FULL: N_("The counselor's day is full."),
     RuleCode.CASE_FULLY_BOOKED: N_("Every session you asked for is already booked."),
     RuleCode.CRISIS_DEADLINE: N_("A crisis case's first session must be within three days."),
+    RuleCode.CASE_WITHDRAWN: N_("This request has been withdrawn: submit a new one to book again."),
+    RuleCode.CASE_BOOKINGS_CONFLICT: N_(
+        "A session already booked does not fit this change: cancel or move it first."
+    ),
     RuleCode.GROUP_TOO_SMALL: N_("Too few people can join this group session."),
     RuleCode.GROUP_DECLINED: N_("This case does not take part in group sessions."),
     RuleCode.NO_QUALIFIED_COUNSELOR: N_(

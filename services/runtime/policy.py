@@ -109,6 +109,8 @@ POLICY: dict[str, Access] = {
     MATCHER + "SubmitCase": _row(any_of=[ADMIN], own=[EMPLOYEE], referral=[SUPERVISOR]),
     MATCHER + "GetCase": _row(any_of=[ADMIN], own=[EMPLOYEE, COUNSELOR]),
     MATCHER + "ListCases": _row(any_of=[ADMIN], own=[EMPLOYEE]),
+    MATCHER + "UpdateCase": _row(any_of=[ADMIN], own=[EMPLOYEE]),
+    MATCHER + "WithdrawCase": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "FindSlots": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "HoldSlot": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "ConfirmBooking": _row(any_of=[ADMIN], own=[EMPLOYEE]),

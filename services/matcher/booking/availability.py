@@ -66,7 +66,11 @@ class Availability:
             rows = list(
                 await session.scalars(
                     select(CaseRow)
-                    .where(CaseRow.category == category.value, CaseRow.accepts_group.is_(True))
+                    .where(
+                        CaseRow.category == category.value,
+                        CaseRow.accepts_group.is_(True),
+                        CaseRow.withdrawn_at.is_(None),
+                    )
                     .order_by(CaseRow.submitted_at, CaseRow.case_id)
                 )
             )

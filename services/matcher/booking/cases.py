@@ -6,13 +6,15 @@ elsewhere (the confidentiality issue), never here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from services.matcher.optimization.instance import CaseKind
 from services.matcher.registry.counselors import Category, Counselor, Modality
+from services.rules.codes import RuleCode
 from services.rules.sessions import BOOKABLE_LENGTH_TEXT, bookable_length
+from services.runtime.errors import FailedPrecondition
 from services.runtime.fields import FieldChecker
 
 MAX_SESSIONS = 12
@@ -56,6 +58,7 @@ class Case:
     time_off: TimeOff
     submitted_at: datetime
     accepts_group: bool = False  # would join a group session on its category
+    withdrawn_at: datetime | None = None  # closed by its owner (WithdrawCase)
 
     def can_see(self, counselor: Counselor) -> bool:
         """Rule 1 of the matching rules: qualified, not excluded, and a
@@ -70,11 +73,33 @@ class Case:
         return next(m for m in self.modalities if m in counselor.modalities)
 
     def same_request(self, other: Case) -> bool:
-        """True when `other` asks for the same thing (a retried submission)."""
-        return self == other.with_submitted_at(self.submitted_at)
+        """True when `other` asks for the same thing (a retried submission,
+        which finds the case withdrawn if it was)."""
+        asked = replace(other, submitted_at=self.submitted_at)
+        return self == replace(asked, withdrawn_at=self.withdrawn_at)
 
     def with_submitted_at(self, moment: datetime) -> Case:
         return Case(**{**self.__dict__, "submitted_at": moment})
+
+
+# What an employee may change in their case (UpdateCase); who it is for, who
+# pays, what it is about and its kind stay as submitted.
+UPDATABLE = (
+    "sessions_wanted",
+    "minutes",
+    "modalities",
+    "availability",
+    "preferred_counselor_id",
+    "excluded_counselor_ids",
+    "time_off",
+    "accepts_group",
+)
+
+
+def require_open(case: Case) -> None:
+    """FAILED_PRECONDITION CASE_WITHDRAWN for a case its owner withdrew."""
+    if case.withdrawn_at is not None:
+        raise FailedPrecondition(RuleCode.CASE_WITHDRAWN, "case", "the case was withdrawn")
 
 
 def validate(case: Case, checker: FieldChecker, prefix: str = "case") -> None:

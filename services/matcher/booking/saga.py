@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matcher import metrics
 from services.matcher.booking.cancellation import CANCELLED, seal
+from services.matcher.booking.cases import require_open
 from services.matcher.booking.completion import Completion
 from services.matcher.booking.moves import Moves
 from services.matcher.booking.state import UNDER_WAY, step
@@ -61,6 +62,7 @@ class BookingSaga(Completion, Moves):
             return await self._outcome(booking_id)
         if state is not S.HELD:
             return self._settled(row, now)
+        require_open(case)  # a hold that slipped past its case's withdrawal lapses
         async with self._sessions() as session, session.begin():
             won = await step(
                 session,

@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics
 from services.matcher.booking import slots
-from services.matcher.booking.cases import Case
+from services.matcher.booking.cases import Case, require_open
 from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
@@ -86,6 +86,7 @@ class SlotSearch:
         checker.raise_if_any()
         async with self._sessions() as session:
             case = await load_case(session, case_id, own=True)
+            require_open(case)
             replaced = await _replaced(session, case_id, replaces, now)
             counselors = [
                 counselor_of(row)

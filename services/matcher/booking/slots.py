@@ -167,6 +167,8 @@ def blocked_by(
 
 def case_busy(case: Case, start: datetime, diary: Diary) -> tuple[str, str] | None:
     """The part of `blocked_by` that depends on the case alone."""
+    if case.withdrawn_at is not None:
+        return RuleCode.CASE_WITHDRAWN, "the case was withdrawn"
     if diary.sessions_of(case.case_id) >= case.sessions_wanted:
         return RuleCode.CASE_FULLY_BOOKED, "the case has all the sessions it wants"
     if iso_week(start) in diary.weeks_of(case.employee_id):

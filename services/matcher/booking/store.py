@@ -101,6 +101,7 @@ def case_row(case: Case) -> CaseRow:
         time_off=case.time_off.value,
         submitted_at=case.submitted_at,
         accepts_group=case.accepts_group,
+        withdrawn_at=case.withdrawn_at,
     )
 
 
@@ -125,6 +126,7 @@ def case_of(row: CaseRow) -> Case:
         time_off=TimeOff(row.time_off),
         submitted_at=row.submitted_at,
         accepts_group=row.accepts_group,
+        withdrawn_at=row.withdrawn_at,
     )
 
 

@@ -125,6 +125,7 @@ class Snapshots:
             missing = set(request.case_ids) - {c.case_id for c in cases}
             if missing:
                 raise NotFound(f"{len(missing)} of case_ids name no case")
+            cases = [c for c in cases if c.withdrawn_at is None]  # no longer matched
             counselors = [
                 counselor_of(row)
                 for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -580,6 +581,7 @@ class Case(_message.Message):
     TIME_OFF_FIELD_NUMBER: _builtins.int
     SUBMITTED_AT_FIELD_NUMBER: _builtins.int
     ACCEPTS_GROUP_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_AT_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """The case's id: the server's, from the submitter's request_id; or, for a
     case an administrator submits, optionally their own reference (1-64
@@ -635,6 +637,12 @@ class Case(_message.Message):
     def submitted_at(self) -> _timestamp_pb2.Timestamp:
         """When the case came in; set by the server."""
 
+    @_builtins.property
+    def withdrawn_at(self) -> _timestamp_pb2.Timestamp:
+        """When its employee (or an administrator) withdrew it (WithdrawCase);
+        unset while it is open. Set by the server.
+        """
+
     def __init__(
         self,
         *,
@@ -654,10 +662,11 @@ class Case(_message.Message):
         time_off: Global___TimeOff.ValueType = ...,
         submitted_at: _timestamp_pb2.Timestamp | None = ...,
         accepts_group: _builtins.bool = ...,
+        withdrawn_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_at", b"submitted_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["submitted_at", b"submitted_at", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_group", b"accepts_group", "agency_id", b"agency_id", "availability", b"availability", "case_id", b"case_id", "category", b"category", "employee_id", b"employee_id", "excluded_counselor_ids", b"excluded_counselor_ids", "kind", b"kind", "minutes", b"minutes", "modalities", b"modalities", "preferred_counselor_id", b"preferred_counselor_id", "referral_reference", b"referral_reference", "sessions_wanted", b"sessions_wanted", "staff_category", b"staff_category", "submitted_at", b"submitted_at", "time_off", b"time_off"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepts_group", b"accepts_group", "agency_id", b"agency_id", "availability", b"availability", "case_id", b"case_id", "category", b"category", "employee_id", b"employee_id", "excluded_counselor_ids", b"excluded_counselor_ids", "kind", b"kind", "minutes", b"minutes", "modalities", b"modalities", "preferred_counselor_id", b"preferred_counselor_id", "referral_reference", b"referral_reference", "sessions_wanted", b"sessions_wanted", "staff_category", b"staff_category", "submitted_at", b"submitted_at", "time_off", b"time_off", "withdrawn_at", b"withdrawn_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -947,6 +956,122 @@ class ListCasesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCasesResponse: _TypeAlias = ListCasesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateCaseRequest(_message.Message):
+    """Request for UpdateCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    UPDATE_MASK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case's new values: case_id names the case, and only the fields
+        update_mask names are read.
+        """
+
+    @_builtins.property
+    def update_mask(self) -> _field_mask_pb2.FieldMask:
+        """The fields to change, at least one (e.g. "modalities", "availability")."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+        update_mask: _field_mask_pb2.FieldMask | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "update_mask", b"update_mask"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "update_mask", b"update_mask"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCaseRequest: _TypeAlias = UpdateCaseRequest  # noqa: Y015
+
+@_typing.final
+class UpdateCaseResponse(_message.Message):
+    """Response of UpdateCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case as now stored."""
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateCaseResponse: _TypeAlias = UpdateCaseResponse  # noqa: Y015
+
+@_typing.final
+class WithdrawCaseRequest(_message.Message):
+    """Request for WithdrawCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case."""
+    reason: _builtins.str
+    """Why, in a few words, at most 200 characters; kept sealed with each
+    booking it cancels, as CancelBooking's reason is.
+    """
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawCaseRequest: _TypeAlias = WithdrawCaseRequest  # noqa: Y015
+
+@_typing.final
+class WithdrawCaseResponse(_message.Message):
+    """Response of WithdrawCase."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_FIELD_NUMBER: _builtins.int
+    BOOKINGS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def case(self) -> Global___Case:
+        """The case, with withdrawn_at."""
+
+    @_builtins.property
+    def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
+        """Every booking it had, as they now stand (those given up cancelled or
+        released), oldest session first.
+        """
+
+    def __init__(
+        self,
+        *,
+        case: Global___Case | None = ...,
+        bookings: _abc.Iterable[Global___Booking] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "case", b"case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithdrawCaseResponse: _TypeAlias = WithdrawCaseResponse  # noqa: Y015
 
 @_typing.final
 class GetCaseResponse(_message.Message):

@@ -79,6 +79,16 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.FromString,
                 _registered_method=True)
+        self.UpdateCase = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/UpdateCase',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseResponse.FromString,
+                _registered_method=True)
+        self.WithdrawCase = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/WithdrawCase',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseResponse.FromString,
+                _registered_method=True)
         self.FindSlots = channel.unary_unary(
                 '/eap.matcher.v1.MatcherService/FindSlots',
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.FindSlotsRequest.SerializeToString,
@@ -243,6 +253,38 @@ class MatcherServiceServicer:
         too), newest first, in pages: an employee's own (a frontend need not
         remember case ids), or for an administrator one employee's or all.
         Audited: the entry names the cases read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateCase(self, request, context):
+        """Changes what an open case asks for, by its employee or an
+        administrator: the fields update_mask names, among sessions_wanted,
+        minutes, modalities, availability, preferred_counselor_id,
+        excluded_counselor_ids, time_off and accepts_group; who the case is
+        for, who pays, its category and kind stay as submitted (a path naming
+        them is INVALID_ARGUMENT on update_mask). The new values are checked as
+        SubmitCase checks them. Its live bookings stand as booked: a change one
+        of them would not fit (its modality, counselor, time or length; fewer
+        sessions wanted than it has live or done) is FAILED_PRECONDITION
+        CASE_BOOKINGS_CONFLICT naming that booking ("booking/<id>"): cancel or
+        move it first. A withdrawn case is FAILED_PRECONDITION CASE_WITHDRAWN.
+        Audited, naming the fields changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WithdrawCase(self, request, context):
+        """Closes a case at its employee's wish (or an administrator's): its holds
+        are released and its booked sessions that have not started are
+        cancelled with their quota given back, as CancelBooking does; it is no
+        longer offered slots, held, booked, matched or proposed for a group
+        (FAILED_PRECONDITION CASE_WITHDRAWN). Sessions that have started stay,
+        to be completed. Withdrawing it again answers the same, and finishes
+        what a failure left (ABORTED BOOKING_BUSY while a booking of it is
+        moving: retry). Audited.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -457,6 +499,16 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ListCases,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.SerializeToString,
+            ),
+            'UpdateCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateCase,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseResponse.SerializeToString,
+            ),
+            'WithdrawCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.WithdrawCase,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseResponse.SerializeToString,
             ),
             'FindSlots': grpc.unary_unary_rpc_method_handler(
                     servicer.FindSlots,
@@ -731,6 +783,60 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ListCases',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ListCasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/UpdateCase',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.UpdateCaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WithdrawCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/WithdrawCase',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.WithdrawCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -75,6 +75,30 @@ class MatcherServiceStub:
     remember case ids), or for an administrator one employee's or all.
     Audited: the entry names the cases read.
     """
+    UpdateCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.UpdateCaseRequest, _matcher_pb2.UpdateCaseResponse]
+    """Changes what an open case asks for, by its employee or an
+    administrator: the fields update_mask names, among sessions_wanted,
+    minutes, modalities, availability, preferred_counselor_id,
+    excluded_counselor_ids, time_off and accepts_group; who the case is
+    for, who pays, its category and kind stay as submitted (a path naming
+    them is INVALID_ARGUMENT on update_mask). The new values are checked as
+    SubmitCase checks them. Its live bookings stand as booked: a change one
+    of them would not fit (its modality, counselor, time or length; fewer
+    sessions wanted than it has live or done) is FAILED_PRECONDITION
+    CASE_BOOKINGS_CONFLICT naming that booking ("booking/<id>"): cancel or
+    move it first. A withdrawn case is FAILED_PRECONDITION CASE_WITHDRAWN.
+    Audited, naming the fields changed.
+    """
+    WithdrawCase: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.WithdrawCaseRequest, _matcher_pb2.WithdrawCaseResponse]
+    """Closes a case at its employee's wish (or an administrator's): its holds
+    are released and its booked sessions that have not started are
+    cancelled with their quota given back, as CancelBooking does; it is no
+    longer offered slots, held, booked, matched or proposed for a group
+    (FAILED_PRECONDITION CASE_WITHDRAWN). Sessions that have started stay,
+    to be completed. Withdrawing it again answers the same, and finishes
+    what a failure left (ABORTED BOOKING_BUSY while a booking of it is
+    moving: retry). Audited.
+    """
     FindSlots: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]
     """Ranked free slots for a case over a window: qualified counselors only,
     inside both sides' availability on office days, clear of live bookings
@@ -223,6 +247,30 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     too), newest first, in pages: an employee's own (a frontend need not
     remember case ids), or for an administrator one employee's or all.
     Audited: the entry names the cases read.
+    """
+    UpdateCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.UpdateCaseRequest, _matcher_pb2.UpdateCaseResponse]  # type: ignore[assignment]
+    """Changes what an open case asks for, by its employee or an
+    administrator: the fields update_mask names, among sessions_wanted,
+    minutes, modalities, availability, preferred_counselor_id,
+    excluded_counselor_ids, time_off and accepts_group; who the case is
+    for, who pays, its category and kind stay as submitted (a path naming
+    them is INVALID_ARGUMENT on update_mask). The new values are checked as
+    SubmitCase checks them. Its live bookings stand as booked: a change one
+    of them would not fit (its modality, counselor, time or length; fewer
+    sessions wanted than it has live or done) is FAILED_PRECONDITION
+    CASE_BOOKINGS_CONFLICT naming that booking ("booking/<id>"): cancel or
+    move it first. A withdrawn case is FAILED_PRECONDITION CASE_WITHDRAWN.
+    Audited, naming the fields changed.
+    """
+    WithdrawCase: _aio.UnaryUnaryMultiCallable[_matcher_pb2.WithdrawCaseRequest, _matcher_pb2.WithdrawCaseResponse]  # type: ignore[assignment]
+    """Closes a case at its employee's wish (or an administrator's): its holds
+    are released and its booked sessions that have not started are
+    cancelled with their quota given back, as CancelBooking does; it is no
+    longer offered slots, held, booked, matched or proposed for a group
+    (FAILED_PRECONDITION CASE_WITHDRAWN). Sessions that have started stay,
+    to be completed. Withdrawing it again answers the same, and finishes
+    what a failure left (ABORTED BOOKING_BUSY while a booking of it is
+    moving: retry). Audited.
     """
     FindSlots: _aio.UnaryUnaryMultiCallable[_matcher_pb2.FindSlotsRequest, _matcher_pb2.FindSlotsResponse]  # type: ignore[assignment]
     """Ranked free slots for a case over a window: qualified counselors only,
@@ -405,6 +453,42 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         too), newest first, in pages: an employee's own (a frontend need not
         remember case ids), or for an administrator one employee's or all.
         Audited: the entry names the cases read.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateCase(
+        self,
+        request: _matcher_pb2.UpdateCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.UpdateCaseResponse, _abc.Awaitable[_matcher_pb2.UpdateCaseResponse]]:
+        """Changes what an open case asks for, by its employee or an
+        administrator: the fields update_mask names, among sessions_wanted,
+        minutes, modalities, availability, preferred_counselor_id,
+        excluded_counselor_ids, time_off and accepts_group; who the case is
+        for, who pays, its category and kind stay as submitted (a path naming
+        them is INVALID_ARGUMENT on update_mask). The new values are checked as
+        SubmitCase checks them. Its live bookings stand as booked: a change one
+        of them would not fit (its modality, counselor, time or length; fewer
+        sessions wanted than it has live or done) is FAILED_PRECONDITION
+        CASE_BOOKINGS_CONFLICT naming that booking ("booking/<id>"): cancel or
+        move it first. A withdrawn case is FAILED_PRECONDITION CASE_WITHDRAWN.
+        Audited, naming the fields changed.
+        """
+
+    @_abc_1.abstractmethod
+    def WithdrawCase(
+        self,
+        request: _matcher_pb2.WithdrawCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.WithdrawCaseResponse, _abc.Awaitable[_matcher_pb2.WithdrawCaseResponse]]:
+        """Closes a case at its employee's wish (or an administrator's): its holds
+        are released and its booked sessions that have not started are
+        cancelled with their quota given back, as CancelBooking does; it is no
+        longer offered slots, held, booked, matched or proposed for a group
+        (FAILED_PRECONDITION CASE_WITHDRAWN). Sessions that have started stay,
+        to be completed. Withdrawing it again answers the same, and finishes
+        what a failure left (ABORTED BOOKING_BUSY while a booking of it is
+        moving: retry). Audited.
         """
 
     @_abc_1.abstractmethod

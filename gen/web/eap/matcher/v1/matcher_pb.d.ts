@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file eap/matcher/v1/matcher.proto.
@@ -465,6 +465,14 @@ export declare type Case = Message<"eap.matcher.v1.Case"> & {
    * @generated from field: bool accepts_group = 16;
    */
   acceptsGroup: boolean;
+
+  /**
+   * When its employee (or an administrator) withdrew it (WithdrawCase);
+   * unset while it is open. Set by the server.
+   *
+   * @generated from field: google.protobuf.Timestamp withdrawn_at = 17;
+   */
+  withdrawnAt?: Timestamp | undefined;
 };
 
 /**
@@ -780,6 +788,110 @@ export declare type ListCasesResponse = Message<"eap.matcher.v1.ListCasesRespons
  * Use `create(ListCasesResponseSchema)` to create a new message.
  */
 export declare const ListCasesResponseSchema: GenMessage<ListCasesResponse>;
+
+/**
+ * Request for UpdateCase.
+ *
+ * @generated from message eap.matcher.v1.UpdateCaseRequest
+ */
+export declare type UpdateCaseRequest = Message<"eap.matcher.v1.UpdateCaseRequest"> & {
+  /**
+   * The case's new values: case_id names the case, and only the fields
+   * update_mask names are read.
+   *
+   * @generated from field: eap.matcher.v1.Case case = 1;
+   */
+  case?: Case | undefined;
+
+  /**
+   * The fields to change, at least one (e.g. "modalities", "availability").
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 2;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.UpdateCaseRequest.
+ * Use `create(UpdateCaseRequestSchema)` to create a new message.
+ */
+export declare const UpdateCaseRequestSchema: GenMessage<UpdateCaseRequest>;
+
+/**
+ * Response of UpdateCase.
+ *
+ * @generated from message eap.matcher.v1.UpdateCaseResponse
+ */
+export declare type UpdateCaseResponse = Message<"eap.matcher.v1.UpdateCaseResponse"> & {
+  /**
+   * The case as now stored.
+   *
+   * @generated from field: eap.matcher.v1.Case case = 1;
+   */
+  case?: Case | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.UpdateCaseResponse.
+ * Use `create(UpdateCaseResponseSchema)` to create a new message.
+ */
+export declare const UpdateCaseResponseSchema: GenMessage<UpdateCaseResponse>;
+
+/**
+ * Request for WithdrawCase.
+ *
+ * @generated from message eap.matcher.v1.WithdrawCaseRequest
+ */
+export declare type WithdrawCaseRequest = Message<"eap.matcher.v1.WithdrawCaseRequest"> & {
+  /**
+   * The case.
+   *
+   * @generated from field: string case_id = 1;
+   */
+  caseId: string;
+
+  /**
+   * Why, in a few words, at most 200 characters; kept sealed with each
+   * booking it cancels, as CancelBooking's reason is.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.WithdrawCaseRequest.
+ * Use `create(WithdrawCaseRequestSchema)` to create a new message.
+ */
+export declare const WithdrawCaseRequestSchema: GenMessage<WithdrawCaseRequest>;
+
+/**
+ * Response of WithdrawCase.
+ *
+ * @generated from message eap.matcher.v1.WithdrawCaseResponse
+ */
+export declare type WithdrawCaseResponse = Message<"eap.matcher.v1.WithdrawCaseResponse"> & {
+  /**
+   * The case, with withdrawn_at.
+   *
+   * @generated from field: eap.matcher.v1.Case case = 1;
+   */
+  case?: Case | undefined;
+
+  /**
+   * Every booking it had, as they now stand (those given up cancelled or
+   * released), oldest session first.
+   *
+   * @generated from field: repeated eap.matcher.v1.Booking bookings = 2;
+   */
+  bookings: Booking[];
+};
+
+/**
+ * Describes the message eap.matcher.v1.WithdrawCaseResponse.
+ * Use `create(WithdrawCaseResponseSchema)` to create a new message.
+ */
+export declare const WithdrawCaseResponseSchema: GenMessage<WithdrawCaseResponse>;
 
 /**
  * Response of GetCase.
@@ -2795,6 +2907,44 @@ export declare const MatcherService: GenService<{
     methodKind: "unary";
     input: typeof ListCasesRequestSchema;
     output: typeof ListCasesResponseSchema;
+  },
+  /**
+   * Changes what an open case asks for, by its employee or an
+   * administrator: the fields update_mask names, among sessions_wanted,
+   * minutes, modalities, availability, preferred_counselor_id,
+   * excluded_counselor_ids, time_off and accepts_group; who the case is
+   * for, who pays, its category and kind stay as submitted (a path naming
+   * them is INVALID_ARGUMENT on update_mask). The new values are checked as
+   * SubmitCase checks them. Its live bookings stand as booked: a change one
+   * of them would not fit (its modality, counselor, time or length; fewer
+   * sessions wanted than it has live or done) is FAILED_PRECONDITION
+   * CASE_BOOKINGS_CONFLICT naming that booking ("booking/<id>"): cancel or
+   * move it first. A withdrawn case is FAILED_PRECONDITION CASE_WITHDRAWN.
+   * Audited, naming the fields changed.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.UpdateCase
+   */
+  updateCase: {
+    methodKind: "unary";
+    input: typeof UpdateCaseRequestSchema;
+    output: typeof UpdateCaseResponseSchema;
+  },
+  /**
+   * Closes a case at its employee's wish (or an administrator's): its holds
+   * are released and its booked sessions that have not started are
+   * cancelled with their quota given back, as CancelBooking does; it is no
+   * longer offered slots, held, booked, matched or proposed for a group
+   * (FAILED_PRECONDITION CASE_WITHDRAWN). Sessions that have started stay,
+   * to be completed. Withdrawing it again answers the same, and finishes
+   * what a failure left (ABORTED BOOKING_BUSY while a booking of it is
+   * moving: retry). Audited.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.WithdrawCase
+   */
+  withdrawCase: {
+    methodKind: "unary";
+    input: typeof WithdrawCaseRequestSchema;
+    output: typeof WithdrawCaseResponseSchema;
   },
   /**
    * Ranked free slots for a case over a window: qualified counselors only,
