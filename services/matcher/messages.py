@@ -8,12 +8,15 @@ from typing import Any
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from services.matcher.booking.cases import UPDATABLE, Case, TimeOff, TimeRange
+from services.matcher.booking.offers import SlotFilter
 from services.matcher.booking.slots import Offer
 from services.matcher.booking.store import BookingView
 from services.matcher.optimization.instance import CaseKind
 from services.matcher.optimization.jobs import JobRequest, Proposed
 from services.matcher.orm import JobRow
 from services.matcher.registry.counselors import (
+    LANGUAGE_TAG,
+    MAX_LANGUAGES,
     AvailabilityException,
     Category,
     Counselor,
@@ -116,6 +119,8 @@ def counselor_from_pb(message: pb.Counselor) -> Counselor:
         max_sessions_per_day=message.max_sessions_per_day,
         weekly_availability=windows,
         exceptions=tuple(exceptions),
+        languages=tuple(dict.fromkeys(message.languages)),
+        video_link=message.video_link,
     )
 
 
@@ -144,6 +149,8 @@ def counselor_pb(counselor: Counselor) -> pb.Counselor:
             )
             for e in counselor.exceptions
         ],
+        languages=list(counselor.languages),
+        video_link=counselor.video_link,
     )
 
 
@@ -262,6 +269,39 @@ def booking_pb(booking: BookingView) -> pb.Booking:
     return message
 
 
+def slot_filter_from_pb(request: pb.FindSlotsRequest) -> SlotFilter:
+    """FindSlots' filters, or INVALID_ARGUMENT naming every bad field."""
+    checker = FieldChecker()
+    for n, modality in enumerate(request.modalities):
+        checker.require(modality in MODALITIES, f"modalities[{n}]", "a known modality")
+    bounds = [
+        _clock(checker, text, field) if text else None
+        for text, field in (
+            (request.earliest_start_time, "earliest_start_time"),
+            (request.latest_start_time, "latest_start_time"),
+        )
+    ]
+    earliest, latest = bounds
+    checker.require(
+        earliest is None or latest is None or earliest <= latest,
+        "latest_start_time",
+        "at or after earliest_start_time",
+    )
+    few = len(request.languages) <= MAX_LANGUAGES
+    checker.require(few, "languages", f"at most {MAX_LANGUAGES}")
+    for n, language in enumerate(request.languages):
+        checker.require(
+            LANGUAGE_TAG.fullmatch(language) is not None, f"languages[{n}]", "a language tag"
+        )
+    checker.raise_if_any()
+    return SlotFilter(
+        modalities=tuple(dict.fromkeys(MODALITIES[m] for m in request.modalities)),
+        earliest=earliest,
+        latest=latest,
+        languages=tuple(dict.fromkeys(request.languages)),
+    )
+
+
 def slot_pb(offer: Offer) -> pb.Slot:
     return pb.Slot(
         counselor_id=offer.counselor.counselor_id,
@@ -271,6 +311,7 @@ def slot_pb(offer: Offer) -> pb.Slot:
         modality=MODALITY_PB[offer.modality],
         preferred=offer.preferred,
         within_crisis_deadline=offer.within_deadline,
+        languages=list(offer.counselor.languages),
     )
 
 

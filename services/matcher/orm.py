@@ -30,6 +30,10 @@ class CounselorRow(Base):
     weekly_availability: Mapped[list[list[object]]] = mapped_column(JSON)
     # [[kind, "start ISO", "end ISO", note], ...]: leave and extra hours.
     exceptions: Mapped[list[list[object]]] = mapped_column(JSON, default=list)
+    # BCP 47 tags of the languages the counselor holds sessions in.
+    languages: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The counselor's video room (an https:// link), for video sessions.
+    video_link: Mapped[str] = mapped_column(String(500), default="")
 
 
 class CaseRow(Base):

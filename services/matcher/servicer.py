@@ -31,6 +31,7 @@ from services.matcher.messages import (
     job_request_from_pb,
     proposed_pb,
     required_moment,
+    slot_filter_from_pb,
     slot_pb,
 )
 from services.matcher.optimization.jobs import Jobs
@@ -164,16 +165,24 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         checker = FieldChecker()
         checker.require(0 <= request.max_slots <= MAX_SLOTS, "max_slots", f"0 to {MAX_SLOTS}")
         checker.raise_if_any()
-        offers = await self._search.find_slots(
+        size = paging.page_size(request.page_size, request.max_slots or 20, MAX_SLOTS)
+        key = paging.after(request.page_token)
+        if key is not None and not key.isdigit():
+            raise InvalidArgument.single("page_token", "not a token this service gave")
+        offers, following = await self._search.find_slots(
             request.case_id,
             moment(request.window_start, "window_start")
             if request.HasField("window_start")
             else None,
             moment(request.window_end, "window_end") if request.HasField("window_end") else None,
-            request.max_slots or 20,
+            (int(key or 0), size),
             request.replaces_booking_id,
+            slot_filter_from_pb(request),
         )
-        return pb.FindSlotsResponse(slots=[slot_pb(o) for o in offers])
+        return pb.FindSlotsResponse(
+            slots=[slot_pb(o) for o in offers],
+            next_page_token=paging.page_token(following) if following is not None else "",
+        )
 
     async def HoldSlot(self, request: pb.HoldSlotRequest, context: Context) -> pb.HoldSlotResponse:
         checker = FieldChecker()

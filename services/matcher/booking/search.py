@@ -21,6 +21,7 @@ from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics
 from services.matcher.booking import slots
 from services.matcher.booking.cases import Case, require_open
+from services.matcher.booking.offers import EVERY_SLOT, SlotFilter, spread
 from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
@@ -68,13 +69,16 @@ class SlotSearch:
         case_id: str,
         start: datetime | None,
         end: datetime | None,
-        max_slots: int,
+        page: tuple[int, int] = (0, 20),
         replaces: str = "",
-    ) -> list[Offer]:
-        """The case's free slots, best first. `replaces` names a booked
-        session of the same case that a reschedule would cancel: as for
-        `hold`, its time, its ISO week and its place among the sessions
-        wanted count as free, and so does its quota."""
+        wanted: SlotFilter = EVERY_SLOT,
+    ) -> tuple[list[Offer], int | None]:
+        """A page of the case's free slots, best first (offers.py), and the
+        offset of the next page (None after the last): `page` is (offset,
+        size). `replaces` names a booked session of the same case that a
+        reschedule would cancel: as for `hold`, its time, its ISO week and
+        its place among the sessions wanted count as free, and so does its
+        quota. `wanted` narrows the search."""
         now = clock.now()
         begin = start or now
         finish = end or begin + DEFAULT_WINDOW
@@ -92,7 +96,8 @@ class SlotSearch:
                 counselor_of(row)
                 for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))
             ]
-            qualified = [c for c in counselors if case.can_see(c)]
+            searched = wanted.case_for(case)
+            qualified = [c for c in wanted.counselors(counselors) if searched.can_see(c)]
             rows = await session.scalars(
                 select(BookingRow).where(
                     live(now),
@@ -108,8 +113,8 @@ class SlotSearch:
                 )
             )
             diary = Diary(appointment(row) for row in rows if row.booking_id != replaces)
-        offers = slots.find(
-            case,
+        found = slots.find(
+            searched,
             qualified,
             diary,
             self._calendars.current,
@@ -117,11 +122,16 @@ class SlotSearch:
             now,
             self._deadline_hours,
         )
-        offers = await self._with_quota_room(case, offers, replaced)
+        found = [o for o in found if wanted.keeps(o)]
+        found = await self._with_quota_room(case, found, replaced)
         # The case's details and its employee's diary were read for it.
         if self._audit:
             await self._audit.record_reads("cases", [case.case_id])
-        return offers[:max_slots]
+        ranked = spread(found, slots.crisis_deadline(case, self._deadline_hours) is not None)
+        offset, size = page
+        return ranked[offset : offset + size], (
+            offset + size if offset + size < len(ranked) else None
+        )
 
     async def _with_quota_room(
         self, case: Case, offers: list[Offer], replaced: BookingRow | None = None

@@ -5,6 +5,7 @@ registry (registry.py) keeps them."""
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
@@ -62,6 +63,16 @@ class Counselor:
     max_sessions_per_day: int
     weekly_availability: tuple[WeeklyWindow, ...]
     exceptions: tuple[AvailabilityException, ...] = ()
+    # The languages the counselor holds sessions in, as BCP 47 tags ("zh-TW",
+    # "nan" for Taiwanese, "hak" for Hakka, "en"); empty where not recorded.
+    languages: tuple[str, ...] = ()
+    # The address of the counselor's video room, for video sessions (an
+    # https:// link of the provider's service, never a personal account).
+    video_link: str = ""
+
+
+LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+MAX_LANGUAGES = 10
 
 
 def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counselor") -> None:
@@ -73,6 +84,23 @@ def validate(counselor: Counselor, checker: FieldChecker, prefix: str = "counsel
     checker.require(bool(counselor.specialties), f"{prefix}.specialties", "at least one")
     checker.require(bool(counselor.modalities), f"{prefix}.modalities", "at least one")
     checker.require(len(counselor.location) <= 200, f"{prefix}.location", "at most 200 characters")
+    checker.require(
+        len(counselor.languages) <= MAX_LANGUAGES,
+        f"{prefix}.languages",
+        f"at most {MAX_LANGUAGES}",
+    )
+    for n, language in enumerate(counselor.languages):
+        checker.require(
+            LANGUAGE_TAG.fullmatch(language) is not None,
+            f"{prefix}.languages[{n}]",
+            'a language tag, e.g. "zh-TW", "nan", "en"',
+        )
+    checker.require(
+        not counselor.video_link
+        or (counselor.video_link.startswith("https://") and len(counselor.video_link) <= 500),
+        f"{prefix}.video_link",
+        "an https:// link, at most 500 characters",
+    )
     checker.require(
         1 <= counselor.max_sessions_per_day <= 12, f"{prefix}.max_sessions_per_day", "1 to 12"
     )

@@ -39,6 +39,8 @@ def _row(counselor: Counselor) -> CounselorRow:
             [e.kind.value, e.start.isoformat(), e.end.isoformat(), e.note]
             for e in counselor.exceptions
         ],
+        languages=list(counselor.languages),
+        video_link=counselor.video_link,
     )
 
 
@@ -64,6 +66,8 @@ def counselor_of(row: CounselorRow) -> Counselor:
             )
             for kind, start, end, note in row.exceptions or []
         ),
+        languages=tuple(row.languages or ()),
+        video_link=row.video_link or "",
     )
 
 

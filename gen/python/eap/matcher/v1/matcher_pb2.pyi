@@ -286,6 +286,8 @@ class Counselor(_message.Message):
     MAX_SESSIONS_PER_DAY_FIELD_NUMBER: _builtins.int
     WEEKLY_AVAILABILITY_FIELD_NUMBER: _builtins.int
     EXCEPTIONS_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    VIDEO_LINK_FIELD_NUMBER: _builtins.int
     counselor_id: _builtins.str
     """Stable id, e.g. "C012"."""
     provider_id: _builtins.str
@@ -296,6 +298,11 @@ class Counselor(_message.Message):
     """Where in-person sessions take place (an office name, not a home address)."""
     max_sessions_per_day: _builtins.int
     """At most this many sessions on one day, 1-12."""
+    video_link: _builtins.str
+    """The counselor's video room for video sessions: an https:// link of the
+    provider's service (at most 500 characters), shown on video slots and
+    bookings. Empty where sessions get their link otherwise.
+    """
     @_builtins.property
     def specialties(self) -> _containers.RepeatedScalarFieldContainer[Global___Category.ValueType]:
         """The categories the counselor is qualified for; at least one."""
@@ -316,6 +323,13 @@ class Counselor(_message.Message):
         most 200.
         """
 
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The languages the counselor holds sessions in, as BCP 47 tags ("zh-TW",
+        "nan" for Taiwanese, "hak" for Hakka, "en"); at most 10; empty where
+        not recorded (FindSlots' language filter then leaves the counselor out).
+        """
+
     def __init__(
         self,
         *,
@@ -328,10 +342,12 @@ class Counselor(_message.Message):
         max_sessions_per_day: _builtins.int = ...,
         weekly_availability: _abc.Iterable[Global___WeeklyWindow] | None = ...,
         exceptions: _abc.Iterable[Global___AvailabilityException] | None = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
+        video_link: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "display_name", b"display_name", "exceptions", b"exceptions", "location", b"location", "max_sessions_per_day", b"max_sessions_per_day", "modalities", b"modalities", "provider_id", b"provider_id", "specialties", b"specialties", "weekly_availability", b"weekly_availability"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "display_name", b"display_name", "exceptions", b"exceptions", "languages", b"languages", "location", b"location", "max_sessions_per_day", b"max_sessions_per_day", "modalities", b"modalities", "provider_id", b"provider_id", "specialties", b"specialties", "video_link", b"video_link", "weekly_availability", b"weekly_availability"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -745,6 +761,7 @@ class Slot(_message.Message):
     MODALITY_FIELD_NUMBER: _builtins.int
     PREFERRED_FIELD_NUMBER: _builtins.int
     WITHIN_CRISIS_DEADLINE_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
     counselor_id: _builtins.str
     """The counselor."""
     counselor_name: _builtins.str
@@ -761,6 +778,12 @@ class Slot(_message.Message):
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the session would start."""
 
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The languages the counselor holds sessions in, as the registry records
+        them.
+        """
+
     def __init__(
         self,
         *,
@@ -771,10 +794,11 @@ class Slot(_message.Message):
         modality: Global___Modality.ValueType = ...,
         preferred: _builtins.bool = ...,
         within_crisis_deadline: _builtins.bool = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "counselor_name", b"counselor_name", "minutes", b"minutes", "modality", b"modality", "preferred", b"preferred", "start", b"start", "within_crisis_deadline", b"within_crisis_deadline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "counselor_name", b"counselor_name", "languages", b"languages", "minutes", b"minutes", "modality", b"modality", "preferred", b"preferred", "start", b"start", "within_crisis_deadline", b"within_crisis_deadline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1114,6 +1138,12 @@ class FindSlotsRequest(_message.Message):
     WINDOW_END_FIELD_NUMBER: _builtins.int
     MAX_SLOTS_FIELD_NUMBER: _builtins.int
     REPLACES_BOOKING_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
+    EARLIEST_START_TIME_FIELD_NUMBER: _builtins.int
+    LATEST_START_TIME_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
     case_id: _builtins.str
     """The case to find slots for."""
     max_slots: _builtins.int
@@ -1123,6 +1153,22 @@ class FindSlotsRequest(_message.Message):
     will replace (see HoldSlot and RescheduleBooking). Its time, its ISO
     week, its place among the case's sessions_wanted and its quota count as
     free, so a fully booked case still finds slots to move to.
+    """
+    page_size: _builtins.int
+    """Slots per page, 1-200; zero means max_slots (or 20 when that is zero
+    too).
+    """
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first. Pages
+    are cut from the ranking as it stands at each call.
+    """
+    earliest_start_time: _builtins.str
+    """Only slots starting at or after this local (Asia/Taipei) time of day,
+    "HH:MM"; empty for no bound. E.g. "12:00" for afternoons.
+    """
+    latest_start_time: _builtins.str
+    """Only slots starting at or before this local time of day, "HH:MM";
+    empty for no bound. E.g. "11:30" for mornings.
     """
     @_builtins.property
     def window_start(self) -> _timestamp_pb2.Timestamp:
@@ -1134,6 +1180,19 @@ class FindSlotsRequest(_message.Message):
         days after window_start.
         """
 
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[Global___Modality.ValueType]:
+        """Only slots in these modalities (among the case's); empty for any the
+        case accepts.
+        """
+
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only counselors who hold sessions in one of these languages (BCP 47
+        tags; "zh" takes "zh-TW" too), as the registry records them; empty for
+        any.
+        """
+
     def __init__(
         self,
         *,
@@ -1142,10 +1201,16 @@ class FindSlotsRequest(_message.Message):
         window_end: _timestamp_pb2.Timestamp | None = ...,
         max_slots: _builtins.int = ...,
         replaces_booking_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        modalities: _abc.Iterable[Global___Modality.ValueType] | None = ...,
+        earliest_start_time: _builtins.str = ...,
+        latest_start_time: _builtins.str = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "max_slots", b"max_slots", "replaces_booking_id", b"replaces_booking_id", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "earliest_start_time", b"earliest_start_time", "languages", b"languages", "latest_start_time", b"latest_start_time", "max_slots", b"max_slots", "modalities", b"modalities", "page_size", b"page_size", "page_token", b"page_token", "replaces_booking_id", b"replaces_booking_id", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1158,18 +1223,26 @@ class FindSlotsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SLOTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when there are no more."""
     @_builtins.property
     def slots(self) -> _containers.RepeatedCompositeFieldContainer[Global___Slot]:
-        """Ranked best first."""
+        """Ranked best first: for a crisis case those inside its deadline, then
+        the preferred counselor's; within those, spread over counselors and
+        days (the earliest slot of each counselor-day first, then the second of
+        each, ...), earliest first.
+        """
 
     def __init__(
         self,
         *,
         slots: _abc.Iterable[Global___Slot] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

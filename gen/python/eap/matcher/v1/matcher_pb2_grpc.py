@@ -294,8 +294,10 @@ class MatcherServiceServicer:
         """Ranked free slots for a case over a window: qualified counselors only,
         inside both sides' availability on office days, clear of live bookings
         and holds, the counselor's daily limit, the employee's one session a
-        week, and the quota left. A crisis case's slots inside its deadline
-        come first; then the preferred counselor's; then the earliest.
+        week, and the quota left; narrowed by modality, time of day and the
+        counselor's language, in pages. A crisis case's slots inside its
+        deadline come first; then the preferred counselor's; then spread over
+        counselors and days, earliest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -103,8 +103,10 @@ class MatcherServiceStub:
     """Ranked free slots for a case over a window: qualified counselors only,
     inside both sides' availability on office days, clear of live bookings
     and holds, the counselor's daily limit, the employee's one session a
-    week, and the quota left. A crisis case's slots inside its deadline
-    come first; then the preferred counselor's; then the earliest.
+    week, and the quota left; narrowed by modality, time of day and the
+    counselor's language, in pages. A crisis case's slots inside its
+    deadline come first; then the preferred counselor's; then spread over
+    counselors and days, earliest first.
     """
     HoldSlot: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.HoldSlotRequest, _matcher_pb2.HoldSlotResponse]
     """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
@@ -276,8 +278,10 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """Ranked free slots for a case over a window: qualified counselors only,
     inside both sides' availability on office days, clear of live bookings
     and holds, the counselor's daily limit, the employee's one session a
-    week, and the quota left. A crisis case's slots inside its deadline
-    come first; then the preferred counselor's; then the earliest.
+    week, and the quota left; narrowed by modality, time of day and the
+    counselor's language, in pages. A crisis case's slots inside its
+    deadline come first; then the preferred counselor's; then spread over
+    counselors and days, earliest first.
     """
     HoldSlot: _aio.UnaryUnaryMultiCallable[_matcher_pb2.HoldSlotRequest, _matcher_pb2.HoldSlotResponse]  # type: ignore[assignment]
     """Holds one slot for a case for a few minutes (EAP_SLOT_HOLD_SECONDS), so
@@ -500,8 +504,10 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         """Ranked free slots for a case over a window: qualified counselors only,
         inside both sides' availability on office days, clear of live bookings
         and holds, the counselor's daily limit, the employee's one session a
-        week, and the quota left. A crisis case's slots inside its deadline
-        come first; then the preferred counselor's; then the earliest.
+        week, and the quota left; narrowed by modality, time of day and the
+        counselor's language, in pages. A crisis case's slots inside its
+        deadline come first; then the preferred counselor's; then spread over
+        counselors and days, earliest first.
         """
 
     @_abc_1.abstractmethod

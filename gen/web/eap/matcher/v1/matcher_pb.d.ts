@@ -115,6 +115,24 @@ export declare type Counselor = Message<"eap.matcher.v1.Counselor"> & {
    * @generated from field: repeated eap.matcher.v1.AvailabilityException exceptions = 9;
    */
   exceptions: AvailabilityException[];
+
+  /**
+   * The languages the counselor holds sessions in, as BCP 47 tags ("zh-TW",
+   * "nan" for Taiwanese, "hak" for Hakka, "en"); at most 10; empty where
+   * not recorded (FindSlots' language filter then leaves the counselor out).
+   *
+   * @generated from field: repeated string languages = 10;
+   */
+  languages: string[];
+
+  /**
+   * The counselor's video room for video sessions: an https:// link of the
+   * provider's service (at most 500 characters), shown on video slots and
+   * bookings. Empty where sessions get their link otherwise.
+   *
+   * @generated from field: string video_link = 11;
+   */
+  videoLink: string;
 };
 
 /**
@@ -612,6 +630,14 @@ export declare type Slot = Message<"eap.matcher.v1.Slot"> & {
    * @generated from field: bool within_crisis_deadline = 7;
    */
   withinCrisisDeadline: boolean;
+
+  /**
+   * The languages the counselor holds sessions in, as the registry records
+   * them.
+   *
+   * @generated from field: repeated string languages = 8;
+   */
+  languages: string[];
 };
 
 /**
@@ -964,6 +990,55 @@ export declare type FindSlotsRequest = Message<"eap.matcher.v1.FindSlotsRequest"
    * @generated from field: string replaces_booking_id = 5;
    */
   replacesBookingId: string;
+
+  /**
+   * Slots per page, 1-200; zero means max_slots (or 20 when that is zero
+   * too).
+   *
+   * @generated from field: int32 page_size = 6;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first. Pages
+   * are cut from the ranking as it stands at each call.
+   *
+   * @generated from field: string page_token = 7;
+   */
+  pageToken: string;
+
+  /**
+   * Only slots in these modalities (among the case's); empty for any the
+   * case accepts.
+   *
+   * @generated from field: repeated eap.matcher.v1.Modality modalities = 8;
+   */
+  modalities: Modality[];
+
+  /**
+   * Only slots starting at or after this local (Asia/Taipei) time of day,
+   * "HH:MM"; empty for no bound. E.g. "12:00" for afternoons.
+   *
+   * @generated from field: string earliest_start_time = 9;
+   */
+  earliestStartTime: string;
+
+  /**
+   * Only slots starting at or before this local time of day, "HH:MM";
+   * empty for no bound. E.g. "11:30" for mornings.
+   *
+   * @generated from field: string latest_start_time = 10;
+   */
+  latestStartTime: string;
+
+  /**
+   * Only counselors who hold sessions in one of these languages (BCP 47
+   * tags; "zh" takes "zh-TW" too), as the registry records them; empty for
+   * any.
+   *
+   * @generated from field: repeated string languages = 11;
+   */
+  languages: string[];
 };
 
 /**
@@ -979,11 +1054,21 @@ export declare const FindSlotsRequestSchema: GenMessage<FindSlotsRequest>;
  */
 export declare type FindSlotsResponse = Message<"eap.matcher.v1.FindSlotsResponse"> & {
   /**
-   * Ranked best first.
+   * Ranked best first: for a crisis case those inside its deadline, then
+   * the preferred counselor's; within those, spread over counselors and
+   * days (the earliest slot of each counselor-day first, then the second of
+   * each, ...), earliest first.
    *
    * @generated from field: repeated eap.matcher.v1.Slot slots = 1;
    */
   slots: Slot[];
+
+  /**
+   * Pass as page_token for the next page; empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -2950,8 +3035,10 @@ export declare const MatcherService: GenService<{
    * Ranked free slots for a case over a window: qualified counselors only,
    * inside both sides' availability on office days, clear of live bookings
    * and holds, the counselor's daily limit, the employee's one session a
-   * week, and the quota left. A crisis case's slots inside its deadline
-   * come first; then the preferred counselor's; then the earliest.
+   * week, and the quota left; narrowed by modality, time of day and the
+   * counselor's language, in pages. A crisis case's slots inside its
+   * deadline come first; then the preferred counselor's; then spread over
+   * counselors and days, earliest first.
    *
    * @generated from rpc eap.matcher.v1.MatcherService.FindSlots
    */
