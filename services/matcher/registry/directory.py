@@ -123,13 +123,28 @@ class Directory:
             raise _no_contact()
         if self._audit is not None:
             await self._audit.record("read", f"contact/{employee_id}")
+        return Contact(**self._open(row))
+
+    async def address_for_notice(self, employee_id: str) -> str:
+        """The e-mail address a notification goes to ("" if none is kept),
+        for the notifier alone (services/notifier), which runs as the
+        system, not as a caller; the read is audited like any other."""
+        async with self._sessions() as session:
+            row = await session.get(PersonRow, employee_id)
+        if row is None:
+            return ""
+        if self._audit is not None:
+            await self._audit.record("read", f"contact/{employee_id}")
+        return str(self._open(row).get("email", ""))
+
+    def _open(self, row: PersonRow) -> dict[str, str]:
         try:
-            opened = json.loads(self._keys.decrypt(row.sealed))
+            opened: dict[str, str] = json.loads(self._keys.decrypt(row.sealed))
         except InvalidToken:
             raise ConfigError(
                 "EAP_DATA_KEYS_FILE", "holds no key that opens this row (a key was removed)"
             ) from None
-        return Contact(**opened)
+        return opened
 
     async def reseal(self) -> int:
         """Seals every row under the first key (after a new one was added)."""

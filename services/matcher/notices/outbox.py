@@ -1,0 +1,158 @@
+"""The notifier's side of the outbox: take the entries that are due (a
+lease, by compare-and-set), and record how each delivery went.
+
+Retries back off (a minute, doubling, at most an hour), so a mail server
+that is down for a while delays messages and loses none; an entry refused
+for good, or failing MAX_ATTEMPTS times, is dead, visible to operators
+(metrics, `eapctl`), and retried only when one of them says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.matcher.notices.rows import NoticeRow
+from services.matcher.notices.state import NoticeState, step
+
+N = NoticeState
+LEASE = timedelta(minutes=2)
+MAX_ATTEMPTS = 12
+FIRST_RETRY = timedelta(minutes=1)
+LONGEST_RETRY = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Due:
+    """An entry this notifier now delivers."""
+
+    notice_id: str
+    kind: str
+    employee_id: str
+    session_key: str
+    sequence: int
+    start: datetime
+    minutes: int
+    modality: str
+    place: str
+    hold_until: datetime | None
+    attempts: int  # this one included
+
+
+def backoff(attempts: int) -> timedelta:
+    wait: timedelta = FIRST_RETRY * 2 ** max(attempts - 1, 0)
+    return min(wait, LONGEST_RETRY)
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def claim(self, owner: str, now: datetime, batch: int = 20) -> list[Due]:
+        """Up to `batch` entries due now (or whose deliverer's lease lapsed),
+        leased to `owner`: no other notifier takes them meanwhile."""
+        takeable = or_(
+            and_(NoticeRow.state == N.PENDING.value, NoticeRow.due_at <= now),
+            and_(NoticeRow.state == N.SENDING.value, NoticeRow.lease_until < now),
+        )
+        taken: list[Due] = []
+        async with self._sessions() as session, session.begin():
+            rows = (
+                await session.scalars(
+                    select(NoticeRow).where(takeable).order_by(NoticeRow.due_at).limit(batch)
+                )
+            ).all()
+            for row in rows:
+                won = await step(
+                    session,
+                    row.notice_id,
+                    frozenset({N.PENDING, N.SENDING}),
+                    N.SENDING,
+                    now,
+                    condition=and_(takeable, NoticeRow.attempts == row.attempts),
+                    owner=owner,
+                    lease_until=now + LEASE,
+                    attempts=row.attempts + 1,
+                )
+                if won:
+                    taken.append(
+                        Due(
+                            row.notice_id,
+                            row.kind,
+                            row.employee_id,
+                            row.session_key,
+                            row.sequence,
+                            row.start,
+                            row.minutes,
+                            row.modality,
+                            row.place,
+                            row.hold_until,
+                            row.attempts + 1,
+                        )
+                    )
+        return taken
+
+    async def sent(self, due: Due, owner: str, now: datetime) -> bool:
+        async with self._sessions() as session, session.begin():
+            return await step(
+                session,
+                due.notice_id,
+                N.SENDING,
+                N.SENT,
+                now,
+                condition=NoticeRow.owner == owner,
+                lease_until=None,
+                last_error="",
+            )
+
+    async def failed(
+        self, due: Due, owner: str, now: datetime, reason: str, permanent: bool
+    ) -> NoticeState:
+        """Records a failed attempt: again later, or dead. Returns which."""
+        target = N.DEAD if permanent or due.attempts >= MAX_ATTEMPTS else N.PENDING
+        async with self._sessions() as session, session.begin():
+            await step(
+                session,
+                due.notice_id,
+                N.SENDING,
+                target,
+                now,
+                condition=NoticeRow.owner == owner,
+                owner="",
+                lease_until=None,
+                due_at=now + backoff(due.attempts),
+                last_error=reason[:200],
+            )
+        return target
+
+    async def retry_dead(self, now: datetime) -> int:
+        """An operator's retry of every dead entry (the cause fixed)."""
+        async with self._sessions() as session, session.begin():
+            ids = (
+                await session.scalars(
+                    select(NoticeRow.notice_id).where(NoticeRow.state == N.DEAD.value)
+                )
+            ).all()
+            for notice_id in ids:
+                await step(session, notice_id, N.DEAD, N.PENDING, now, due_at=now, attempts=0)
+        return len(ids)
+
+    async def counts(self) -> dict[str, int]:
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(NoticeRow.state, func.count()).group_by(NoticeRow.state)
+            )
+            return {state: int(count) for state, count in rows.all()}
+
+    async def oldest_due(self) -> datetime | None:
+        """When the longest-waiting deliverable entry fell due."""
+        async with self._sessions() as session:
+            due: datetime | None = await session.scalar(
+                select(func.min(NoticeRow.due_at)).where(
+                    NoticeRow.state.in_([N.PENDING.value, N.SENDING.value])
+                )
+            )
+            return due
