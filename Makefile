@@ -31,8 +31,8 @@ demo: setup  ## the suite's story on embedded defaults (SQLite, no other server)
 run: setup  ## all services in one process on 127.0.0.1:50051, SQLite; browsers via the edge on 127.0.0.1:8080
 	$(BIN)/eapctl serve all --edge
 
-messages: setup  ## refresh the translation catalogs (zh_TW, en) from the N_ marks in the code
-	$(BIN)/pybabel extract -F babel.cfg -k N_ --no-location --sort-output -o services/runtime/locale/eap.pot services
+messages: setup  ## refresh the translation catalogs (zh_TW, en) from the N_ and tr("...") marks in the code
+	$(BIN)/pybabel extract -F babel.cfg -k N_ -k tr --no-location --sort-output -o services/runtime/locale/eap.pot services
 	$(BIN)/pybabel update -i services/runtime/locale/eap.pot -d services/runtime/locale -D eap --no-fuzzy-matching --ignore-obsolete
 
 $(CHECKOV):

@@ -10,9 +10,10 @@ from importlib import import_module
 from typing import cast
 
 from services.cli import registry
-from services.runtime import logs
+from services.runtime import i18n, logs
 from services.runtime.config import Settings
 from services.runtime.errors import ConfigError
+from services.runtime.i18n import tr
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -30,7 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(registry.migrate_all(settings))
-    print("migrated")
+    print(tr("migrated"))
     return 0
 
 
@@ -57,9 +58,12 @@ def _quota_verify(args: argparse.Namespace, settings: Settings) -> int:
     for problem in problems:
         print(problem)
     if problems:
-        print(f"quota ledger: {len(problems)} accounts do not balance", file=sys.stderr)
+        print(
+            tr("quota ledger: {count} accounts do not balance", count=len(problems)),
+            file=sys.stderr,
+        )
         return 1
-    print("quota ledger: every balance equals the sum of its ledger entries")
+    print(tr("quota ledger: every balance equals the sum of its ledger entries"))
     return 0
 
 
@@ -90,11 +94,16 @@ def _verify(args: argparse.Namespace, settings: Settings) -> int:
     for problem in problems:
         print(problem)
     if problems:
-        print(f"verify: {len(problems)} problems between bookings and ledger", file=sys.stderr)
+        print(
+            tr("verify: {count} problems between bookings and ledger", count=len(problems)),
+            file=sys.stderr,
+        )
         return 1
     print(
-        "verify: every session carries exactly one charge of its cost, every charge a session; "
-        "no week, cap or budget is over its limit"
+        tr(
+            "verify: every session carries exactly one charge of its cost, every charge a "
+            "session; no week, cap or budget is over its limit"
+        )
     )
     return 0
 
@@ -132,7 +141,11 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
                     finally:
                         await engine.dispose()
                     if not found:
-                        held = f"{service.name} audit trail: {entries} entries, the chain holds"
+                        held = tr(
+                            "{service} audit trail: {entries} entries, the chain holds",
+                            service=service.name,
+                            entries=entries,
+                        )
                         print(_of(settings, tenant, held))
                     problems += [_of(settings, tenant, p) for p in found]
         finally:
@@ -144,7 +157,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     for problem in problems:
         print(problem)
     if problems:
-        print(f"audit trails: {len(problems)} problems", file=sys.stderr)
+        print(tr("audit trails: {count} problems", count=len(problems)), file=sys.stderr)
         return 1
     return 0
 
@@ -171,8 +184,13 @@ def _retention_purge(args: argparse.Namespace, settings: Settings) -> int:
 
     cases, jobs = asyncio.run(run())
     print(
-        f"purged {cases} cases and {jobs} match jobs older than "
-        f"{settings.retention_days} days (EAP_RETENTION_DAYS)"
+        tr(
+            "purged {cases} cases and {jobs} match jobs older than {days} days "
+            "(EAP_RETENTION_DAYS)",
+            cases=cases,
+            jobs=jobs,
+            days=settings.retention_days,
+        )
     )
     return 0
 
@@ -222,10 +240,15 @@ def _tls(args: argparse.Namespace, settings: Settings) -> int:
     from services.runtime import tls
 
     made = tls.make_dev_ca(Path(args.folder), args.namespace)
-    print(f"development CA in {Path(args.folder) / 'ca'} (ca.crt, ca.key: keep the key private)")
+    print(
+        tr(
+            "development CA in {folder} (ca.crt, ca.key: keep the key private)",
+            folder=Path(args.folder) / "ca",
+        )
+    )
     for folder in made:
         print(f"  {folder.name:<9} {folder}/tls.crt, tls.key, ca.crt (EAP_TLS_DIR={folder})")
-    print("for development only: production certificates come from cert-manager")
+    print(tr("for development only: production certificates come from cert-manager"))
     return 0
 
 
@@ -244,7 +267,7 @@ def _edge_config(args: argparse.Namespace, settings: Settings) -> int:
     if edge.tls_dir:
         for name, text in config.sds_files(edge.tls_dir).items():
             (out / name).write_text(text)
-    print(f"wrote {out / 'envoy.json'}")
+    print(tr("wrote {path}", path=out / "envoy.json"))
     return 0
 
 
@@ -258,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eapctl", description="Employee Assistance Programme suite: serve, check, demo."
     )
+    i18n.add_language_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="serve one service, or all in one process")
@@ -363,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eapctl: configuration: {error}", file=sys.stderr)
         return 2
     logs.configure(settings.log_level)
+    # Before the command runs, so that what it and the tools it runs write
+    # for people is in the reader's language (i18n.choose_cli_language).
+    i18n.choose_cli_language(args.lang, settings.default_language)
     result: int = args.run(args, settings)
     return result
 

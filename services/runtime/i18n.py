@@ -1,14 +1,30 @@
 """Words for people, in their language: gettext catalogs managed with
 Babel (`services/runtime/locale/<language>/LC_MESSAGES/eap.po`, message ids
-in English, marked N_ where they are written), Traditional Chinese (zh_TW)
-and English. A call's language is what its `accept-language` metadata asks
-for among those, else EAP_DEFAULT_LANGUAGE (zh-TW): the people who book
-sessions and the HR staff who run the programme read Traditional Chinese.
+in English, marked N_ where they are written, or written as `tr("...")`
+where they are shown at once), Traditional Chinese (zh_TW) and English.
+A call's language is what its `accept-language` metadata asks for among
+those, else EAP_DEFAULT_LANGUAGE (zh-TW): the people who book sessions and
+the HR staff who run the programme read Traditional Chinese.
+
+A command-line tool's language (`choose_cli_language`) is its `--lang`,
+else what the locale variables ask for, read as gettext reads them
+(LC_ALL, LC_MESSAGES, LANG; LANGUAGE's list first unless the locale is C),
+else EAP_DEFAULT_LANGUAGE. `zh_TW.UTF-8` (or any Chinese but the
+mainland's simplified) is Traditional Chinese and `en_US.UTF-8` English. A
+`C` or `POSIX` locale is English: gettext's own rule (a programme in the C
+locale prints its message ids), and what scripts, containers and CI set; a
+person who reads Chinese has a Chinese locale, or says `--lang zh-TW`. A
+language we have no catalog for (`ja_JP`), or no locale at all, gets
+EAP_DEFAULT_LANGUAGE.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
+import os
+from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from pathlib import Path
 
@@ -16,13 +32,21 @@ from babel import Locale, UnknownLocaleError
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
-from services.rules.explanations import N_
+from services.rules.explanations import N_ as N_  # re-exported: the mark for every module
 
 LOCALES = Path(__file__).parent / "locale"
 LANGUAGES = ("zh_TW", "en")
 DEFAULT_LANGUAGE = "zh_TW"
 
 _language_var: ContextVar[str] = ContextVar("language", default=DEFAULT_LANGUAGE)
+# The language a command-line run chose (eapctl's --lang, or its locale),
+# which a tool it runs keeps unless its own --lang says otherwise.
+_cli_language: ContextVar[str | None] = ContextVar("cli_language", default=None)
+HTML_LANGUAGES = {"zh_TW": "zh-Hant-TW", "en": "en"}
+
+# A text in every language (LANGUAGES), for words kept or sent before
+# anyone knows who reads them (a plan's reasons, stored by a background job).
+Words = Mapping[str, str]
 
 # What each kind of refusal means, where no rule says more.
 REFUSALS = {
@@ -50,6 +74,29 @@ def translate(message_id: str, language: str | None = None) -> str:
     where the catalog has no translation."""
     found = catalog(language or current_language()).get(message_id)
     return str(found.string) if found is not None and found.string else message_id
+
+
+def tr(message_id: str, /, **values: object) -> str:
+    """`message_id` in the current language with its `{name}` placeholders
+    filled from `values`. `make messages` extracts tr("...") as it does N_."""
+    text = translate(message_id)
+    return text.format(**values) if values else text
+
+
+def in_every_language(message_id: str, /, **values: object) -> dict[str, str]:
+    """`message_id` in each of LANGUAGES, filled from `values`; a value
+    that is itself Words gives each language its own."""
+    return {
+        language: translate(message_id, language).format(
+            **{k: pick(v, language) if isinstance(v, Mapping) else v for k, v in values.items()}
+        )
+        for language in LANGUAGES
+    }
+
+
+def pick(words: Words, language: str | None = None) -> str:
+    """`words` in `language` (the current one by default), else in English."""
+    return words.get(language or current_language()) or words.get("en") or ""
 
 
 def negotiate(accept_language: str | None, default: str = DEFAULT_LANGUAGE) -> str:
@@ -91,3 +138,74 @@ def current_language() -> str:
 
 def set_language(language: str) -> None:
     _language_var.set(language)
+
+
+@contextlib.contextmanager
+def speaking(language: str) -> Iterator[None]:
+    """The current language is `language` inside the block, and again what
+    it was after it (tests, and a tool that writes one thing in another)."""
+    token = _language_var.set(language)
+    try:
+        yield
+    finally:
+        _language_var.reset(token)
+
+
+def html_lang(language: str | None = None) -> str:
+    """What an HTML page's lang attribute says for `language`: `zh-Hant-TW`."""
+    return HTML_LANGUAGES[language or current_language()]
+
+
+def locale_language(env: Mapping[str, str]) -> str | None:
+    """Which of LANGUAGES the POSIX locale variables ask for, or None when
+    they ask for none of them (or are unset). See the module's notes."""
+    locale = next((env[n] for n in ("LC_ALL", "LC_MESSAGES", "LANG") if env.get(n)), "")
+    if locale and _bare(locale) in ("C", "POSIX"):
+        return "en"
+    wanted = [*env.get("LANGUAGE", "").split(":"), locale] if locale else []
+    for tag in wanted:
+        language = negotiate(_bare(tag).replace("_", "-"), "") if _bare(tag) else ""
+        if language:
+            return language
+    return None
+
+
+def _bare(locale: str) -> str:
+    """`zh_TW.UTF-8@stroke` without its codeset and modifier: `zh_TW`."""
+    return locale.partition(".")[0].partition("@")[0].strip()
+
+
+def choose_cli_language(
+    asked: str | None = None, default: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
+    """Sets, and returns, a command-line run's language: `asked` (its --lang,
+    as `language_option` reads it), else the one this run chose already,
+    else the locale's, else `default` (EAP_DEFAULT_LANGUAGE, config.py)."""
+    language = asked or _cli_language.get()
+    if language is None:
+        env = os.environ if env is None else env
+        if default is None:
+            from services.runtime.config import default_language  # config imports this module
+
+            default = default_language(env)
+        language = locale_language(env) or default
+    _cli_language.set(language)
+    set_language(language)
+    return language
+
+
+def language_option(value: str) -> str:
+    """An argparse type: `zh-TW`, `zh_TW`, `zh-Hant`, `en`, ... as one of LANGUAGES."""
+    language = negotiate(value, "")
+    if not language:
+        raise argparse.ArgumentTypeError(f"{value!r}: one of zh-TW, en")
+    return language
+
+
+def add_language_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--lang",
+        type=language_option,
+        metavar="zh-TW|en",
+        help="the language of what it writes for people (default: LANG, else EAP_DEFAULT_LANGUAGE)",
+    )
