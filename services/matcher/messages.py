@@ -9,6 +9,7 @@ from typing import Any
 from eap.matcher.v1 import matcher_pb2 as pb
 from services.matcher.booking.cases import UPDATABLE, Case, TimeOff, TimeRange
 from services.matcher.booking.offers import SlotFilter
+from services.matcher.booking.places import place_of
 from services.matcher.booking.slots import Offer
 from services.matcher.booking.store import BookingView
 from services.matcher.optimization.instance import CaseKind
@@ -263,6 +264,8 @@ def booking_pb(booking: BookingView) -> pb.Booking:
         modality=MODALITY_PB[booking.modality],
         state=_STATE_PB[booking.state],
         group_id=booking.group_id,
+        location=booking.location,
+        video_link=booking.video_link,
     )
     if booking.hold_expires_at is not None:
         message.hold_expires_at.CopyFrom(timestamp(booking.hold_expires_at))
@@ -303,6 +306,7 @@ def slot_filter_from_pb(request: pb.FindSlotsRequest) -> SlotFilter:
 
 
 def slot_pb(offer: Offer) -> pb.Slot:
+    place = place_of(offer.counselor, offer.modality)
     return pb.Slot(
         counselor_id=offer.counselor.counselor_id,
         counselor_name=offer.counselor.display_name,
@@ -312,6 +316,8 @@ def slot_pb(offer: Offer) -> pb.Slot:
         preferred=offer.preferred,
         within_crisis_deadline=offer.within_deadline,
         languages=list(offer.counselor.languages),
+        location=place.location,
+        video_link=place.video_link,
     )
 
 

@@ -88,6 +88,9 @@ class BookingRow(Base):
     # Why it was cancelled, as the caller wrote it, sealed with the data keys
     # (registry/directory.py): free text never reaches the ledger or the audit.
     cancel_reason: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Where it takes place (booking/places.py), as it was when booked.
+    location: Mapped[str] = mapped_column(String(200), default="")
+    video_link: Mapped[str] = mapped_column(String(500), default="")
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
 

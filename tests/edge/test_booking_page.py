@@ -168,6 +168,7 @@ async def test_an_employee_books_reschedules_and_cancels_in_chinese(
     assert await slots.count() > 1
     first = await page.locator("#slot-list li p").first.inner_text()
     assert "林諮商師" in first and "3月8日" in first  # Monday 8 March, in Taipei time
+    assert "地點：Pingtung office 3F" in first  # where it takes place
     await slots.first.click()
     await expect(page.get_by_role("heading", name="確認預約")).to_be_focused()
     await expect(page.locator("#held-text")).to_contain_text("時段為您保留到")

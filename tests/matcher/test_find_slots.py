@@ -173,3 +173,26 @@ async def test_the_registry_keeps_languages_and_a_video_link(suite: Suite) -> No
             pb.UpsertCounselorRequest(counselor=counselor(**changes))
         )
         assert fields(await refused(bad)) == named
+
+
+async def test_slots_and_bookings_say_where_or_by_which_video_room(suite: Suite) -> None:
+    room = "https://meet.county.example/room-lin"
+    await suite.matcher.UpsertCounselor(
+        pb.UpsertCounselorRequest(counselor=counselor(video_link=room))
+    )
+    await submit(suite, case("K1", modalities=[pb.MODALITY_VIDEO], sessions_wanted=2))
+    video = (await suite.matcher.FindSlots(window("K1"))).slots
+    lin = [s for s in video if s.counselor_id == "C001"]
+    assert lin and all((s.video_link, s.location) == (room, "") for s in lin)
+    booked = await book(suite, lin[0], "K1")
+    assert (booked.video_link, booked.location) == (room, "")
+    await submit(suite, case("K2", "E2", modalities=[pb.MODALITY_IN_PERSON]))
+    in_person = (await suite.matcher.FindSlots(window("K2"))).slots
+    assert {s.location for s in in_person} == {"Pingtung office 3F"}
+    assert not any(s.video_link for s in in_person)
+    # A booking keeps where it was booked, as an appointment letter does.
+    await suite.matcher.UpsertCounselor(
+        pb.UpsertCounselorRequest(counselor=counselor(location="Pingtung office 5F"))
+    )
+    listed = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert listed.bookings[0].video_link == room

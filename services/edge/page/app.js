@@ -94,6 +94,25 @@ function modalityWord(modality) {
   return say(matcher.Modality[modality]);
 }
 
+// Where a slot or a booking takes place: its location, or a link to the
+// counselor's video room (the registry takes https links only).
+function placeOf(item) {
+  if (item.videoLink) {
+    const link = document.createElement("a");
+    link.href = item.videoLink;
+    link.textContent = say("videoRoom");
+    link.rel = "noopener";
+    return link;
+  }
+  return item.location ? document.createTextNode(say("at", { where: item.location })) : null;
+}
+
+function describe(paragraph, text, item) {
+  paragraph.textContent = text;
+  const place = placeOf(item);
+  if (place) paragraph.append(" · ", place);
+}
+
 // --- telling the person -----------------------------------------------------
 
 function notice(text) {
@@ -275,7 +294,7 @@ async function findSlots(caseId, weeks, replaces = null) {
       const item = document.createElement("li");
       const text = document.createElement("p");
       text.id = `slot-${n}`;
-      text.textContent = `${when(slot.start, slot.minutes)} · ${slot.counselorName} · ${modalityWord(slot.modality)}`;
+      describe(text, `${when(slot.start, slot.minutes)} · ${slot.counselorName} · ${modalityWord(slot.modality)}`, slot);
       const button = document.createElement("button");
       button.type = "button";
       button.textContent = say(replaces ? "moveHere" : "hold");
@@ -374,7 +393,7 @@ function bookingItem(booking) {
   const text = document.createElement("p");
   text.id = `booking-${booking.bookingId}`;
   const status = say(matcher.BookingState[booking.state]);
-  text.textContent = `${when(booking.start, booking.minutes)} · ${modalityWord(booking.modality)} · ${status}`;
+  describe(text, `${when(booking.start, booking.minutes)} · ${modalityWord(booking.modality)} · ${status}`, booking);
   item.append(text);
   if (booking.state === matcher.BookingState.BOOKED) {
     const actions = document.createElement("p");

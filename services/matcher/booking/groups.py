@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.matcher import metrics
 from services.matcher.booking import slots
 from services.matcher.booking.cancellation import GROUP_CANCELLED, seal
+from services.matcher.booking.places import place_of
 from services.matcher.booking.saga import QUOTA_HOLD_SECONDS
 from services.matcher.booking.slots import Diary
 from services.matcher.booking.state import UNDER_WAY, step
@@ -270,6 +271,7 @@ class GroupBookings:
             self._check_counselor(counselor, modality, start, end, diary)
             places: list[BookingRow] = []
             refused: list[Refusal] = []
+            where = place_of(counselor, modality)
             for case_id in request.case_ids:
                 problem = self._problem(rows[case_id], counselor, request, diary, now)
                 if problem is not None:
@@ -285,6 +287,8 @@ class GroupBookings:
                     end=end,
                     minutes=request.minutes,
                     modality=modality.value,
+                    location=where.location,
+                    video_link=where.video_link,
                     state="held",
                     hold_expires_at=now + self._hold,
                     quota_hold_id="",

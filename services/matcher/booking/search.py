@@ -22,6 +22,7 @@ from services.matcher import metrics
 from services.matcher.booking import slots
 from services.matcher.booking.cases import Case, require_open
 from services.matcher.booking.offers import EVERY_SLOT, SlotFilter, spread
+from services.matcher.booking.places import place_of
 from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
@@ -201,6 +202,8 @@ class SlotSearch:
             blocked = slots.blocked_by(case, counselor, start, diary)
             if blocked is not None:
                 raise FailedPrecondition(blocked[0], "slot", blocked[1])
+            modality = case.modality_with(counselor)
+            place = place_of(counselor, modality)
             row = BookingRow(
                 booking_id=uuid.uuid4().hex,
                 case_id=case.case_id,
@@ -210,7 +213,9 @@ class SlotSearch:
                 start=start,
                 end=start + timedelta(minutes=case.minutes),
                 minutes=case.minutes,
-                modality=case.modality_with(counselor).value,
+                modality=modality.value,
+                location=place.location,
+                video_link=place.video_link,
                 state="held",
                 hold_expires_at=now + self._hold,
                 quota_hold_id="",

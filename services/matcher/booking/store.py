@@ -34,6 +34,8 @@ class BookingView:
     state: str  # held, booked, completed, cancelled, released
     hold_expires_at: datetime | None
     group_id: str = ""
+    location: str = ""
+    video_link: str = ""
 
     @classmethod
     def of(cls, row: BookingRow, now: datetime) -> BookingView:
@@ -51,6 +53,8 @@ class BookingView:
             state,
             row.hold_expires_at if state == "held" else None,
             row.group_id,
+            row.location,
+            row.video_link,
         )
 
 

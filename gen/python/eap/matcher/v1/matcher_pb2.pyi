@@ -703,6 +703,8 @@ class Booking(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     HOLD_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     GROUP_ID_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    VIDEO_LINK_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     """Server-assigned id."""
     case_id: _builtins.str
@@ -719,6 +721,12 @@ class Booking(_message.Message):
     """The group session this booking is a participant's place in; empty for
     an individual session.
     """
+    location: _builtins.str
+    """Where it takes place, for a session in person: the counselor's location
+    when it was booked.
+    """
+    video_link: _builtins.str
+    """The counselor's video room, for a video session; empty otherwise."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the session starts."""
@@ -739,10 +747,12 @@ class Booking(_message.Message):
         state: Global___BookingState.ValueType = ...,
         hold_expires_at: _timestamp_pb2.Timestamp | None = ...,
         group_id: _builtins.str = ...,
+        location: _builtins.str = ...,
+        video_link: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "group_id", b"group_id", "hold_expires_at", b"hold_expires_at", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "group_id", b"group_id", "hold_expires_at", b"hold_expires_at", "location", b"location", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state", "video_link", b"video_link"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -762,6 +772,8 @@ class Slot(_message.Message):
     PREFERRED_FIELD_NUMBER: _builtins.int
     WITHIN_CRISIS_DEADLINE_FIELD_NUMBER: _builtins.int
     LANGUAGES_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    VIDEO_LINK_FIELD_NUMBER: _builtins.int
     counselor_id: _builtins.str
     """The counselor."""
     counselor_name: _builtins.str
@@ -774,6 +786,12 @@ class Slot(_message.Message):
     """True when the counselor is the case's preferred one."""
     within_crisis_deadline: _builtins.bool
     """For crisis cases: true when the slot starts inside the deadline."""
+    location: _builtins.str
+    """Where it would take place, for a session in person: the counselor's
+    location.
+    """
+    video_link: _builtins.str
+    """The counselor's video room, for a video session; empty otherwise."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the session would start."""
@@ -795,10 +813,12 @@ class Slot(_message.Message):
         preferred: _builtins.bool = ...,
         within_crisis_deadline: _builtins.bool = ...,
         languages: _abc.Iterable[_builtins.str] | None = ...,
+        location: _builtins.str = ...,
+        video_link: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "counselor_name", b"counselor_name", "languages", b"languages", "minutes", b"minutes", "modality", b"modality", "preferred", b"preferred", "start", b"start", "within_crisis_deadline", b"within_crisis_deadline"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "counselor_name", b"counselor_name", "languages", b"languages", "location", b"location", "minutes", b"minutes", "modality", b"modality", "preferred", b"preferred", "start", b"start", "video_link", b"video_link", "within_crisis_deadline", b"within_crisis_deadline"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -568,6 +568,21 @@ export declare type Booking = Message<"eap.matcher.v1.Booking"> & {
    * @generated from field: string group_id = 9;
    */
   groupId: string;
+
+  /**
+   * Where it takes place, for a session in person: the counselor's location
+   * when it was booked.
+   *
+   * @generated from field: string location = 10;
+   */
+  location: string;
+
+  /**
+   * The counselor's video room, for a video session; empty otherwise.
+   *
+   * @generated from field: string video_link = 11;
+   */
+  videoLink: string;
 };
 
 /**
@@ -638,6 +653,21 @@ export declare type Slot = Message<"eap.matcher.v1.Slot"> & {
    * @generated from field: repeated string languages = 8;
    */
   languages: string[];
+
+  /**
+   * Where it would take place, for a session in person: the counselor's
+   * location.
+   *
+   * @generated from field: string location = 9;
+   */
+  location: string;
+
+  /**
+   * The counselor's video room, for a video session; empty otherwise.
+   *
+   * @generated from field: string video_link = 10;
+   */
+  videoLink: string;
 };
 
 /**
