@@ -4,6 +4,7 @@ programme's plan too).
 
     eapctl calendar find-time PROGRAM.toml --required a,b [--optional c,d]
         --minutes 60 --from 2027-03-01 --to 2027-03-31 [--limit 5] [--with-plan]
+        [--lang zh-TW|en]
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from services.calendar.planner import plan_program
 from services.calendar.program import Span
 from services.calendar.program_file import ProgramFileError, load_program
 from services.office_calendar import load_shipped
+from services.runtime import dates, i18n
+from services.runtime.i18n import tr
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,34 +41,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="plan the programme first, so its events count as busy time",
     )
+    i18n.add_language_option(parser)
     args = parser.parse_args(argv)
+    i18n.choose_cli_language(args.lang)
     try:
         program = load_program(args.program)
         first, last = date.fromisoformat(args.first), date.fromisoformat(args.last)
     except OSError as error:
-        print(f"find-time: cannot read {args.program}: {error.strerror}", file=sys.stderr)
+        print(
+            tr("find-time: cannot read {path}: {error}", path=args.program, error=error.strerror),
+            file=sys.stderr,
+        )
         return 2
     except ProgramFileError as error:
-        print(f"find-time: {args.program} has mistakes:\n{error}", file=sys.stderr)
+        print(tr("find-time: {path} has mistakes:", path=args.program), file=sys.stderr)
+        print(error, file=sys.stderr)
         return 2
     except ValueError:
-        print("find-time: --from and --to take dates, YYYY-MM-DD", file=sys.stderr)
+        print(tr("find-time: --from and --to take dates, YYYY-MM-DD"), file=sys.stderr)
         return 2
     problems = []
     if not 15 <= args.minutes <= 480:
-        problems.append("--minutes must be 15 to 480")
+        problems.append(tr("--minutes must be 15 to 480"))
     if not (first <= last and (last - first).days < MAX_WINDOW_DAYS):
-        problems.append(f"--to must be on or after --from, within {MAX_WINDOW_DAYS} days")
+        problems.append(
+            tr("--to must be on or after --from, within {days} days", days=MAX_WINDOW_DAYS)
+        )
     if not 1 <= args.limit <= 100:
-        problems.append("--limit must be 1 to 100")
+        problems.append(tr("--limit must be 1 to 100"))
     known = {p.id: p for p in program.people}
     wanted = [i for i in args.required.split(",") if i]
     invited = [i for i in args.optional.split(",") if i]
     unknown = [i for i in wanted + invited if i not in known]
     if unknown:
-        problems.append(f"not in the programme: {', '.join(unknown)}")
+        problems.append(tr("not in the programme: {ids}", ids=", ".join(unknown)))
     if not wanted:
-        problems.append("--required needs at least one id")
+        problems.append(tr("--required needs at least one id"))
     if problems:
         for problem in problems:
             print(f"find-time: {problem}", file=sys.stderr)
@@ -89,12 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.limit,
     )
     if not options:
-        print("No time in that window suits every required attendee.")
+        print(tr("No time in that window suits every required attendee."))
         return 1
     for option in options:
-        who = f"  can come: {', '.join(option.can_come)}" if option.can_come else ""
-        away = f"  cannot: {', '.join(option.cannot_come)}" if option.cannot_come else ""
-        print(f"{option.start:%a %Y-%m-%d %H:%M}-{option.end:%H:%M}{who}{away}")
+        who = tr("can come: {ids}", ids=", ".join(option.can_come)) if option.can_come else ""
+        away = tr("cannot: {ids}", ids=", ".join(option.cannot_come)) if option.cannot_come else ""
+        # English keeps the ISO day that --from and --to take; Chinese, the Minguo date.
+        day = option.start.date()
+        when = dates.long_date(day) if i18n.current_language() == "zh_TW" else f"{day:%a %Y-%m-%d}"
+        line = f"{when} {option.start:%H:%M}-{option.end:%H:%M}"
+        print("  ".join(part for part in (line, who, away) if part))
     return 0
 
 

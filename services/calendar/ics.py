@@ -4,6 +4,9 @@ Each event keeps its UID across re-plans and re-exports of the same
 programme (`planner.event_uid`), so a calendar that imports the file again
 updates the events in place instead of adding copies. Attendees are named
 by the ids the programme gives them, as `urn:eap:person:<id>` addresses.
+Titles are the programme's own; the words around them ("2 of 6", who must
+attend) are in the current language (i18n.current_language(): the
+caller's accept-language, or the command line's --lang).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import icalendar
 
 from services.calendar.local_time import TIMEZONE, aware
 from services.calendar.planner import Event, Plan
+from services.runtime.i18n import tr
 
 PRODUCT = "-//EAP suite//calendar service//EN"
 
@@ -84,15 +88,20 @@ def _vevent(
     vevent.add("dtend", aware(event.end))
     title = revision.title or titles.get(event.activity, event.activity)
     if counts.get(event.activity, 1) > 1:
-        title += f" ({event.occurrence} of {counts[event.activity]})"
+        title = tr(
+            "{title} ({occurrence} of {count})",
+            title=title,
+            occurrence=event.occurrence,
+            count=counts[event.activity],
+        )
     vevent.add("summary", title)
     if event.room is not None:
         vevent.add("location", event.room)
     vevent.add("categories", [event.activity])
-    lines = [f"Required: {', '.join(event.required)}"]
+    lines = [tr("Required: {people}", people=", ".join(event.required))]
     invited = optional.get(event.activity, event.optional_free)
     if invited:
-        lines.append(f"Optional: {', '.join(invited)}")
+        lines.append(tr("Optional: {people}", people=", ".join(invited)))
     vevent.add("description", "\n".join(lines))
     for person_id in event.required:
         vevent.add("attendee", _address(person_id, "REQ-PARTICIPANT"))
@@ -115,5 +124,5 @@ def _name(plan: Plan, person: str | None, room: str | None) -> str:
     if person is not None:
         return f"{plan.program.name}: {person}"
     if room is not None:
-        return f"{plan.program.name}: room {room}"
+        return tr("{program}: room {room}", program=plan.program.name, room=room)
     return plan.program.name

@@ -31,7 +31,9 @@ from datetime import date, datetime, timedelta
 import numpy as np
 from ortools.sat.python import cp_model
 
+from services.calendar import unplaced as why
 from services.calendar.program import Activity, Person, Program
+from services.calendar.unplaced import Unplaced
 from services.office_calendar import OfficeCalendar, load_shipped
 
 DAY = 1440
@@ -48,14 +50,6 @@ class Event:
     required: tuple[str, ...]
     optional_free: tuple[str, ...]  # optional attendees free at that time
     uid: str  # stable across re-plans and exports of the same programme
-
-
-@dataclass(frozen=True)
-class Unplaced:
-    activity: str
-    occurrence: int
-    rule: str  # a short code, e.g. ATTENDEE_BUSY
-    explanation: str  # plain words, naming the activity and the rule
 
 
 @dataclass(frozen=True)
@@ -216,8 +210,7 @@ def _candidates(
             activity.id,
             occ.number,
             "WINDOW_CLOSED",
-            f"{occ.label}: its window ({_span_words(occ.days) or windows}) has no office day "
-            f"in {program.year}.",
+            why.window_closed(occ.label, occ.days, windows, program.year),
         )
         return
     origin = date(program.year, 1, 1)
@@ -235,8 +228,7 @@ def _candidates(
             activity.id,
             occ.number,
             "LONGER_THAN_OFFICE_HOURS",
-            f"{occ.label}: {minutes} minutes do not fit in any block of office hours "
-            f"({_hours_words(program)}).",
+            why.too_long(occ.label, minutes, _hours_words(program)),
         )
         return
     required = [program.person(p) for p in activity.required]
@@ -256,7 +248,7 @@ def _candidates(
                 activity.id,
                 occ.number,
                 "NO_ROOM_BIG_ENOUGH",
-                f"{occ.label}: needs a room for {seats} people; the largest room seats {largest}.",
+                why.no_room(occ.label, seats, largest),
             )
             return
 
@@ -270,18 +262,7 @@ def _busy_explanation(
 ) -> Unplaced:
     minutes = occ.activity.duration_minutes
     alone = [p.id for p in required if not any(masks.free(masks.of(p), s, minutes) for s in grid)]
-    when = _span_words(occ.days)
-    if alone:
-        who = ", ".join(alone)
-        text = (
-            f"{occ.label}: required attendee{'s' if len(alone) > 1 else ''} {who} "
-            f"{'are' if len(alone) > 1 else 'is'} busy at every office hour of {when}."
-        )
-    else:
-        text = (
-            f"{occ.label}: the required attendees ({', '.join(p.id for p in required)}) "
-            f"have no common free time of {minutes} minutes in office hours of {when}."
-        )
+    text = why.busy(occ.label, alone, [p.id for p in required], minutes, occ.days)
     return Unplaced(occ.activity.id, occ.number, "ATTENDEE_BUSY", text)
 
 
@@ -458,7 +439,8 @@ def _why_left_out(
     free times, and by which rule: the most frequent, in words."""
     activity = occ.activity
     minutes = activity.duration_minutes
-    blockers: Counter[tuple[str, str]] = Counter()
+    # (the other event, the rule it breaks, what the rule names): counted.
+    blockers: Counter[tuple[str, str, str]] = Counter()
     for begin in occ.starts:
         end = begin + minutes
         for other, (at, room) in chosen.items():
@@ -467,40 +449,22 @@ def _why_left_out(
             if other.activity.id == activity.id:
                 gap = max(activity.min_gap_days * DAY, minutes)
                 if abs(at - begin) < gap:
-                    rule = f"occurrences at least {activity.min_gap_days} days apart"
-                    blockers[(other.label, rule)] += 1
+                    blockers[(other.label, why.APART, str(activity.min_gap_days))] += 1
             elif shared and at < end and begin < other_end:
-                who = ", ".join(sorted(shared))
-                blockers[(other.label, f"required attendees double-booked ({who})")] += 1
+                blockers[(other.label, why.DOUBLE_BOOKED, ", ".join(sorted(shared)))] += 1
             elif room is not None and room in occ.rooms and at < end and begin < other_end:
-                blockers[(other.label, f"room {room} taken")] += 1
+                blockers[(other.label, why.ROOM_TAKEN, room)] += 1
     if not blockers:
         return Unplaced(
             activity.id,
             occ.number,
             "NOT_PLACED_IN_TIME",
-            f"{occ.label}: no time was found for it within the time limit; the limit of "
-            f"{program.max_events_per_person_per_day} events per person a day may be what "
-            "binds. Allow more time, or fewer events a day for its attendees.",
+            why.not_in_time(occ.label, program.max_events_per_person_per_day),
         )
     top = blockers.most_common(3)
-    words = "; ".join(f"{label} ({rule})" for (label, rule), _ in top)
-    rule = "SPREAD" if "apart" in top[0][0][1] else "DOUBLE_BOOKED"
-    return Unplaced(
-        activity.id,
-        occ.number,
-        rule,
-        f"{occ.label}: every free time in {_span_words(occ.days)} clashes with other events: "
-        f"{words}."
-        + ("" if proven else " (The search stopped at its time limit: more time may place it.)"),
-    )
-
-
-def _span_words(days: Sequence[date]) -> str:
-    if not days:
-        return ""
-    first, last = min(days), max(days)
-    return f"{first:%Y-%m-%d} to {last:%Y-%m-%d}"
+    rule = "SPREAD" if top[0][0][1] == why.APART else "DOUBLE_BOOKED"
+    words = why.clashes(occ.label, occ.days, [key for key, _ in top], proven)
+    return Unplaced(activity.id, occ.number, rule, words)
 
 
 def _hours_words(program: Program) -> str:

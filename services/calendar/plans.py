@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.calendar import metrics
+from services.calendar import unplaced as why
 from services.calendar.changes import Placement, problems
 from services.calendar.ics import Revision, export_ics
 from services.calendar.local_time import aware, naive
@@ -27,7 +28,7 @@ from services.calendar.meeting_time import (
 )
 from services.calendar.office_days import OfficeDays
 from services.calendar.orm import AttendanceRow, EnrollmentRow, EventRow, PlanRow
-from services.calendar.planner import Event, Plan, Unplaced, plan_program
+from services.calendar.planner import Event, Plan, plan_program
 from services.calendar.program import Activity, Kind, Person, Program, Span
 from services.calendar.program_file import DEFAULT_OFFICE_HOURS
 from services.calendar.program_reading import check_program, read_program_off_loop
@@ -444,7 +445,7 @@ async def _finished(stored: StoredPlan) -> tuple[Program, Plan, StoredPlan]:
         )
     program = await read_program_off_loop(stored.row.program_toml, stored.row.year)
     events = tuple(_event(e) for e in stored.events if e.state != "cancelled")
-    unplaced = tuple(Unplaced(**u) for u in stored.row.unplaced)
+    unplaced = tuple(why.from_stored(u) for u in stored.row.unplaced)
     plan = Plan(program, events, unplaced, stored.row.solver_status, stored.row.seconds)
     return program, plan, stored
 
@@ -572,7 +573,9 @@ class PlanRunner:
                     "activity": u.activity,
                     "occurrence": u.occurrence,
                     "rule": u.rule,
-                    "explanation": u.explanation,
+                    # English for readers of the rows; GetPlan shows the caller's.
+                    "explanation": u.words["en"],
+                    "words": dict(u.words),
                 }
                 for u in plan.unplaced
             ]

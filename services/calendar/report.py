@@ -1,6 +1,7 @@
 """A plan as one self-contained HTML page: a month grid per month with its
 events in their days, then what could not be placed and why. No scripts,
-no external files: it opens from a mail attachment or a shared drive."""
+no external files: it opens from a mail attachment or a shared drive. In
+the current language: Traditional Chinese with Minguo months, or English."""
 
 from __future__ import annotations
 
@@ -10,9 +11,13 @@ from datetime import date
 from html import escape
 
 from services.calendar.planner import Event, Plan
+from services.calendar.unplaced import solver_words
+from services.runtime import dates, i18n
+from services.runtime.i18n import tr
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #222; }
+body { font-family: system-ui, "Noto Sans TC", "Microsoft JhengHei", sans-serif;
+  margin: 2rem; color: #222; }
 h1 { font-size: 1.4rem; } h2 { font-size: 1.1rem; margin-top: 2rem; }
 table.month { border-collapse: collapse; width: 100%; table-layout: fixed; }
 table.month th { background: #f0f3f7; padding: .3rem; font-weight: 600; }
@@ -34,19 +39,24 @@ def render_html(plan: Plan, open_days: set[date] | None = None) -> str:
     by_day: dict[date, list[Event]] = defaultdict(list)
     for event in plan.events:
         by_day[event.start.date()].append(event)
+    summary = tr(
+        "{placed} events placed, {unplaced} not (solver: {status}, {seconds} s).",
+        placed=len(plan.events),
+        unplaced=len(plan.unplaced),
+        status=solver_words(plan.status),
+        seconds=f"{plan.seconds:.1f}",
+    )
     parts = [
-        "<!doctype html><html lang='en'><meta charset='utf-8'>",
+        f"<!doctype html><html lang='{i18n.html_lang()}'><meta charset='utf-8'>",
         f"<title>{escape(program.name)}</title><style>{STYLE}</style><body>",
         f"<h1>{escape(program.name)}</h1>",
-        f"<p>{len(plan.events)} events placed, {len(plan.unplaced)} not "
-        f"(solver: {escape(plan.status.lower())}, {plan.seconds:.1f} s).</p>",
+        f"<p>{escape(summary)}</p>",
     ]
+    headings = "".join(f"<th>{escape(name)}</th>" for name in dates.weekday_headings())
     for month in range(1, 13):
         weeks = month_grid.Calendar().monthdatescalendar(program.year, month)
-        parts.append(f"<h2>{month_grid.month_name[month]} {program.year}</h2>")
-        parts.append("<table class='month'><tr>")
-        parts.extend(f"<th>{name}</th>" for name in ("Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"))
-        parts.append("</tr>")
+        parts.append(f"<h2>{escape(dates.month_title(program.year, month))}</h2>")
+        parts.append(f"<table class='month'><tr>{headings}</tr>")
         for week in weeks:
             parts.append("<tr>")
             for day in week:
@@ -68,7 +78,8 @@ def render_html(plan: Plan, open_days: set[date] | None = None) -> str:
             parts.append("</tr>")
         parts.append("</table>")
     if plan.unplaced:
-        parts.append("<h2>Not placed</h2><ul class='unplaced'>")
+        heading = escape(tr("Not placed"))
+        parts.append(f"<h2>{heading}</h2><ul class='unplaced'>")
         parts.extend(
             f"<li><span class='rule'>{escape(u.rule)}</span> {escape(u.explanation)}</li>"
             for u in plan.unplaced

@@ -18,6 +18,7 @@ from services.calendar.office_days import OfficeDays
 from services.calendar.orm import EventRow
 from services.calendar.plans import Plans
 from services.calendar.program import Span
+from services.calendar.unplaced import from_stored
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker, moment
 
@@ -142,7 +143,7 @@ class CalendarServicer(calendar_pb2_grpc.CalendarServiceServicer):
                     activity_id=u["activity"],
                     occurrence=u["occurrence"],
                     rule=u["rule"],
-                    explanation=u["explanation"],
+                    explanation=from_stored(u).explanation,  # in the caller's language
                 )
                 for u in row.unplaced
             ],

@@ -19,6 +19,7 @@ from services.calendar.planner import Event, Plan, plan_program
 from services.calendar.program import Program
 from services.calendar.program_file import ProgramFileError, parse_program
 from services.office_calendar import load_shipped
+from services.runtime import i18n
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "services/calendar/examples/pingtung-2027.toml"
 OFFICE_HOURS = [(time(8, 30), time(12, 0)), (time(13, 30), time(17, 30))]
@@ -97,8 +98,17 @@ def test_the_convener_busy_all_through_the_first_review_window_is_explained() ->
     plan = plan_program(parse_program(text), time_limit=20)
     (left_out,) = plan.unplaced
     assert (left_out.activity, left_out.occurrence, left_out.rule) == ("review", 1, "ATTENDEE_BUSY")
-    assert "review #1" in left_out.explanation
-    assert "secretary-general is busy" in left_out.explanation
+    assert "review #1" in left_out.words["en"]
+    assert "secretary-general is busy" in left_out.words["en"]
+    # Made in every language at once, and shown in the reader's.
+    assert (
+        "必要出席者 secretary-general 在116年1月1日（五）至116年3月31日（三）的所有上班時間都沒空"
+        in (left_out.words["zh_TW"])
+    )
+    with i18n.speaking("zh_TW"):
+        assert left_out.explanation == left_out.words["zh_TW"]
+    with i18n.speaking("en"):
+        assert left_out.explanation == left_out.words["en"]
     assert len(_of(plan, "review")) == 1  # the second review still takes place
 
 
@@ -136,9 +146,10 @@ required = ["director"]
     (left_out,) = plan.unplaced
     assert placed.start == datetime(2027, 6, 15, 13, 30)
     assert left_out.rule == "DOUBLE_BOOKED"
-    assert left_out.activity in left_out.explanation
-    assert placed.activity in left_out.explanation
-    assert "double-booked (director)" in left_out.explanation
+    assert left_out.activity in left_out.words["en"]
+    assert placed.activity in left_out.words["en"]
+    assert "double-booked (director)" in left_out.words["en"]
+    assert "必要出席者時間重疊（director）" in left_out.words["zh_TW"]
 
 
 def test_a_room_too_small_and_a_meeting_longer_than_office_hours_are_explained() -> None:
@@ -148,7 +159,8 @@ def test_a_room_too_small_and_a_meeting_longer_than_office_hours_are_explained()
     )
     (left_out,) = plan.unplaced
     assert left_out.rule == "NO_ROOM_BIG_ENOUGH"
-    assert "campaign-launch" in left_out.explanation and "500" in left_out.explanation
+    assert "campaign-launch" in left_out.words["en"] and "500" in left_out.words["en"]
+    assert "需要可容納 500 人的場地" in left_out.words["zh_TW"]
     plan = plan_program(
         parse_program(
             base.replace(
@@ -159,7 +171,7 @@ def test_a_room_too_small_and_a_meeting_longer_than_office_hours_are_explained()
         time_limit=20,
     )
     assert {u.rule for u in plan.unplaced} == {"LONGER_THAN_OFFICE_HOURS"}
-    assert all("eap-staff-training" in u.explanation for u in plan.unplaced)
+    assert all("eap-staff-training" in u.explanation for u in plan.unplaced)  # either language
 
 
 def _events(data: bytes) -> dict[str, datetime]:
@@ -167,12 +179,21 @@ def _events(data: bytes) -> dict[str, datetime]:
     return {str(v["uid"]): v.decoded("dtstart") for v in parsed.walk("VEVENT")}
 
 
-def test_the_export_reads_in_two_libraries_and_keeps_its_uids(pingtung: Plan) -> None:
-    data = export_ics(pingtung)
+def read_in_two_libraries(data: bytes) -> dict[str, datetime]:
+    """Each event's start by uid, as icalendar and vobject both read it
+    (the checks any export must pass, in either language)."""
     by_icalendar = _events(data)
     by_vobject = {v.uid.value: v.dtstart.value for v in vobject.readOne(data.decode()).vevent_list}
-    assert len(by_icalendar) == len(pingtung.events) == 19
     assert by_vobject == by_icalendar
+    for start in by_icalendar.values():
+        assert start.utcoffset() == timedelta(hours=8)
+    return by_icalendar
+
+
+def test_the_export_reads_in_two_libraries_and_keeps_its_uids(pingtung: Plan) -> None:
+    data = export_ics(pingtung)
+    by_icalendar = read_in_two_libraries(data)
+    assert len(by_icalendar) == len(pingtung.events) == 19
     for event in pingtung.events:
         start = by_icalendar[event.uid]
         assert start.utcoffset() == timedelta(hours=8)
