@@ -3,17 +3,20 @@ headless Chromium is installed) rendered by a real browser."""
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 from services.matcher.optimization import greedy
 from services.matcher.optimization.generate import generate
-from services.matcher.optimization.instance import load_instance
+from services.matcher.optimization.instance import dump_schedule, load_instance
 from services.matcher.optimization.report import render
 from tests.tools import require_tool
 
+EAPCTL = str(Path(sys.executable).with_name("eapctl"))
 GREEN = (0x2F, 0x8F, 0x4E)  # "fully served" bars
 BLUE = (0x2C, 0x6F, 0xAD)  # budget spent
 
@@ -112,3 +115,42 @@ def test_a_browser_renders_the_charts(tmp_path: Path) -> None:
             counts[colour] += 1
     # Bars are drawn: hundreds of pixels of each chart's colour.
     assert counts[GREEN] > 500 and counts[BLUE] > 500, counts
+
+
+def test_eapctl_writes_the_report_in_traditional_chinese(tmp_path: Path) -> None:
+    """HR's words (and a Minguo date) in Chinese, declared so for screen
+    readers and fonts; ids and reason codes as the JSON has them."""
+    instance, schedule = tmp_path / "s1.json", tmp_path / "s1.greedy.json"
+    instance.write_text(json.dumps(generate("S", 1)))
+    schedule.write_text(json.dumps(dump_schedule(greedy.solve(load_instance(generate("S", 1))))))
+    pages = {}
+    for language in ("zh-TW", "en"):
+        out = tmp_path / f"report.{language}.html"
+        subprocess.run(
+            [
+                EAPCTL,
+                "match",
+                "report",
+                str(instance),
+                str(schedule),
+                "--lang",
+                language,
+                "-o",
+                out,
+            ],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        pages[language] = out.read_text(encoding="utf-8")
+    chinese, english = pages["zh-TW"], pages["en"]
+    assert '<html lang="zh-Hant-TW">' in chinese and '<html lang="en">' in english
+    for words in ("<title>媒合報告：", "已服務與未服務", "各機關預算使用情形", "諮商師每日使用率"):
+        assert words in chinese, words
+    assert "116年3月1日（一）" in chinese  # the horizon's first day, on a Minguo form
+    assert "（一）</th>" in chinese  # the utilization table's days
+    assert "Matching report" not in chinese and "Matching report" in english
+    assert "Mon 1 Mar 2027" in english
+    # Reason codes stay codes; their words are translated beside them.
+    assert "OUTCOMPETED" in chinese or "NO_QUALIFIED_COUNSELOR" in chinese
+    assert "合格諮商師的空檔已排給其他個案" in chinese or "沒有諮商師能以個案" in chinese

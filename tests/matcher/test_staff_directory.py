@@ -8,6 +8,7 @@ import grpc
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher.registry import people_csv
+from services.runtime import i18n
 from tests.access import Secured, bearer
 from tests.conftest import Suite
 from tests.county import RATE, account, enrol
@@ -157,11 +158,16 @@ def test_the_directory_file_reads_as_hr_exports_it() -> None:
     broken = (
         "\ufeffemployee_id,agency_id,staff_category\nE1,PT-HR,official\nE 2,,teacher\nE1,PT-HR,x\n"
     )
-    people, problems = people_csv.parse(broken.encode("utf-8"))
+    with i18n.speaking("en"):
+        people, problems = people_csv.parse(broken.encode("utf-8"))
+        _, missing = people_csv.parse(b"employee_id,agency\nE1,PT-HR\n")
     assert [p.split(":")[0] for p in problems] == ["line 3", "line 3", "line 4"]
     assert "the same employee as line 2" in problems[-1]
-    _, missing = people_csv.parse(b"employee_id,agency\nE1,PT-HR\n")
-    assert missing == ["line 1: missing columns: agency_id, staff_category"]
+    assert missing == ["line 1: missing columns: agency_id (機關代碼), staff_category (人員類別)"]
+    with i18n.speaking("zh_TW"):
+        _, chinese = people_csv.parse(broken.encode("utf-8"))
+    assert chinese[0].startswith("第3行：employee_id：")
+    assert chinese[-1].startswith("第4行：") and "line 2" in chinese[-1]
 
 
 async def test_a_retry_after_the_directory_moved_someone_is_the_same_case(suite: Suite) -> None:

@@ -7,7 +7,9 @@ read the result, apply it.
     eapctl match apply JOB_ID [--dry-run]
 
 The server is EAP_GRPC_ADDRESS (or --address); with EAP_AUTH_MODE=jwt on
-the server, pass a token in EAP_TOKEN.
+the server, pass a token in EAP_TOKEN. Lines for people are in --lang's
+language (else the locale's), and the server's refusals too; `submit`
+prints the job's id alone, for scripts.
 """
 
 from __future__ import annotations
@@ -29,16 +31,32 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.rules.office_time import OFFICE_ZONE
+from services.runtime import i18n
+from services.runtime.client_language import accept_language, refusal_words
 from services.runtime.fields import timestamp
+from services.runtime.i18n import N_, tr
 from services.runtime.tls import client_channel
 
 BAR = 30
 STATES = {v: k.removeprefix("MATCH_JOB_STATE_").lower() for k, v in pb.MatchJobState.items()}
+STATE_WORDS = {
+    "queued": N_("queued"),
+    "running": N_("running"),
+    "done": N_("done"),
+    "failed": N_("failed"),
+}
+
+
+def state_words(state: pb.MatchJobState.ValueType) -> str:
+    """A job's state as a person reads it: `running`, `執行中`."""
+    name = STATES.get(state, "unspecified")
+    return tr(STATE_WORDS[name]) if name in STATE_WORDS else name
 
 
 def _metadata() -> tuple[tuple[str, str], ...]:
     token = os.environ.get("EAP_TOKEN")
-    return (("authorization", f"Bearer {token}"),) if token else ()
+    asked = (("authorization", f"Bearer {token}"),) if token else ()
+    return (*asked, accept_language())
 
 
 def _stub(address: str) -> tuple[grpc.aio.Channel, matcher_pb2_grpc.MatcherServiceAsyncStub]:
@@ -50,10 +68,13 @@ def _line(job: pb.MatchJob) -> str:
     limit = max(job.time_limit_seconds, 1)
     done = BAR if job.state == pb.MATCH_JOB_STATE_DONE else int(BAR * job.elapsed_seconds / limit)
     bar = "#" * min(done, BAR) + "." * (BAR - min(done, BAR))
-    return (
-        f"[{bar}] {STATES[job.state]:<7} {job.elapsed_seconds:5.1f}/{limit} s  "
-        f"best {job.best_score:,.2f}  bound {job.bound:,.2f}  gap {job.gap:.2%}"
+    figures = tr(
+        "best {best}  bound {bound}  gap {gap}",
+        best=f"{job.best_score:,.2f}",
+        bound=f"{job.bound:,.2f}",
+        gap=f"{job.gap:.2%}",
     )
+    return f"[{bar}] {state_words(job.state):<7} {job.elapsed_seconds:5.1f}/{limit} s  {figures}"
 
 
 async def _watch(stub: matcher_pb2_grpc.MatcherServiceAsyncStub, job_id: str) -> int:
@@ -66,7 +87,7 @@ async def _watch(stub: matcher_pb2_grpc.MatcherServiceAsyncStub, job_id: str) ->
         print(_line(last), end=end, file=sys.stderr, flush=True)
     print(file=sys.stderr)
     if last is not None and last.state == pb.MATCH_JOB_STATE_FAILED:
-        print(f"job failed: {last.error}", file=sys.stderr)
+        print(tr("job failed: {error}", error=last.error), file=sys.stderr)
         return 1
     return 0
 
@@ -106,8 +127,11 @@ async def _run(args: argparse.Namespace) -> int:
                 pb.ApplyMatchResultRequest(job_id=args.job_id, dry_run=args.dry_run),
                 metadata=_metadata(),
             )
-            verb = "would book" if args.dry_run else "booked"
-            print(f"{verb} {len(applied.booked)} sessions; {len(applied.not_booked)} refused")
+            counts = {"booked": len(applied.booked), "refused": len(applied.not_booked)}
+            if args.dry_run:
+                print(tr("would book {booked} sessions; {refused} refused", **counts))
+            else:
+                print(tr("booked {booked} sessions; {refused} refused", **counts))
             for refused in applied.not_booked:
                 s = refused.session
                 print(f"  {s.case_id} {s.counselor_id} {_time(s.start)}: {refused.rule}")
@@ -117,21 +141,33 @@ async def _run(args: argparse.Namespace) -> int:
         )
         cases = len({s.case_id for s in result.sessions})
         print(
-            f"{len(result.sessions)} sessions for {cases} cases "
-            f"({result.crisis_sessions} for crisis cases); score {result.job.best_score:,.2f}, "
-            f"bound {result.job.bound:,.2f}"
+            tr(
+                "{sessions} sessions for {cases} cases ({crisis} for crisis cases); "
+                "score {score}, bound {bound}",
+                sessions=len(result.sessions),
+                cases=cases,
+                crisis=result.crisis_sessions,
+                score=f"{result.job.best_score:,.2f}",
+                bound=f"{result.job.bound:,.2f}",
+            )
         )
         if result.sessions_without_what_if:
-            print(f"without the what-if budgets: {result.sessions_without_what_if} sessions")
+            print(
+                tr(
+                    "without the what-if budgets: {sessions} sessions",
+                    sessions=result.sessions_without_what_if,
+                )
+            )
+        # The reasons' words are the catalogs' message ids (reasons.WORDS).
         reasons = Counter(u.reason for u in result.unserved)
         for reason, count in reasons.most_common():
-            print(f"  {count} cases short: {reason}")
+            print("  " + tr("{count} cases short: {reason}", count=count, reason=tr(reason)))
         if args.output:
             text = json.dumps(MessageToDict(result), ensure_ascii=False, indent=1)
             await asyncio.to_thread(Path(args.output).write_text, text + "\n", "utf-8")
         return 0
     except grpc.aio.AioRpcError as error:
-        print(f"{error.code().name}: {error.details()}", file=sys.stderr)
+        print(f"{error.code().name}: {refusal_words(error)}", file=sys.stderr)
         return 1
     finally:
         await channel.close(None)
@@ -140,6 +176,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(command: str, argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"eapctl match {command}")
     parser.add_argument("--address", default=os.environ.get("EAP_GRPC_ADDRESS", "127.0.0.1:50051"))
+    i18n.add_language_option(parser)
     if command == "submit":
         parser.add_argument("--start", required=True, help="first day, YYYY-MM-DD (Taipei)")
         parser.add_argument("--weeks", type=int, default=4)
@@ -156,5 +193,6 @@ def main(command: str, argv: Sequence[str]) -> int:
     if command == "apply":
         parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
+    i18n.choose_cli_language(args.lang)
     args.command = command
     return asyncio.run(_run(args))

@@ -27,29 +27,43 @@ from services.matcher.optimization.instance import (
 )
 from services.rules.codes import RuleCode
 from services.rules.office_time import iso_week
+from services.runtime.i18n import N_
 
+# The reasons in words (message ids of the catalogs, services/runtime/locale):
+# a schedule's JSON keeps the English, a report shows them translated.
 WORDS = {
-    RuleCode.NO_QUALIFIED_COUNSELOR: (
+    RuleCode.NO_QUALIFIED_COUNSELOR: N_(
         "no counselor offers this category in a modality the case accepts "
         "(or those who do are excluded)"
     ),
-    RuleCode.NO_COMMON_AVAILABILITY: (
+    RuleCode.NO_COMMON_AVAILABILITY: N_(
         "no qualified counselor is free when the employee is, within the horizon"
     ),
-    RuleCode.CRISIS_DEADLINE: (
+    RuleCode.CRISIS_DEADLINE: N_(
         "no qualified counselor is free within the crisis deadline, and a crisis "
         "case's first session must start inside it"
     ),
-    RuleCode.EMPLOYEE_ENTITLEMENT: "the employee's remaining entitlement is used up",
-    RuleCode.WEEKLY_LIMIT: (
+    RuleCode.EMPLOYEE_ENTITLEMENT: N_("the employee's remaining entitlement is used up"),
+    RuleCode.WEEKLY_LIMIT: N_(
         "every week in which a qualified counselor is free already holds the "
         "employee's session for that week"
     ),
-    RuleCode.AGENCY_BUDGET: "the agency's budget cannot pay for another session",
-    RuleCode.PROVIDER_CAP: (
+    RuleCode.AGENCY_BUDGET: N_("the agency's budget cannot pay for another session"),
+    RuleCode.PROVIDER_CAP: N_(
         "the contracted hours of every provider whose counselors could take the case are used up"
     ),
-    RuleCode.OUTCOMPETED: "the qualified counselors' free time went to other cases",
+    RuleCode.OUTCOMPETED: N_("the qualified counselors' free time went to other cases"),
+}
+# The same, in a chart's few words.
+LABELS = {
+    RuleCode.NO_QUALIFIED_COUNSELOR: N_("no qualified counselor"),
+    RuleCode.NO_COMMON_AVAILABILITY: N_("no common free time"),
+    RuleCode.CRISIS_DEADLINE: N_("crisis deadline"),
+    RuleCode.EMPLOYEE_ENTITLEMENT: N_("entitlement used up"),
+    RuleCode.WEEKLY_LIMIT: N_("one session a week"),
+    RuleCode.AGENCY_BUDGET: N_("agency budget"),
+    RuleCode.PROVIDER_CAP: N_("provider's hour cap"),
+    RuleCode.OUTCOMPETED: N_("time went to other cases"),
 }
 
 

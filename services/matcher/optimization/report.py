@@ -1,9 +1,11 @@
 """A self-contained HTML report of a schedule, for HR: what was served and
 what was not (and why), how busy each counselor is day by day, and how much
 of each agency's budget the schedule spends. Charts are inline SVG: the file
-opens anywhere, offline, with nothing to load.
+opens anywhere, offline, with nothing to load. Its words are in the
+reader's language (Traditional Chinese, with Minguo dates, or English);
+ids and reason codes stay as they are, so the page and the JSON agree.
 
-    eapctl match report INSTANCE.json SCHEDULE.json [-o REPORT.html]
+    eapctl match report INSTANCE.json SCHEDULE.json [-o REPORT.html] [--lang zh-TW]
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from services.matcher.optimization.instance import (
     load_schedule,
 )
 from services.matcher.optimization.verify import verify
+from services.rules.codes import RuleCode
+from services.runtime import dates, i18n
+from services.runtime.i18n import tr
 
 BAR_WIDTH = 420
 ROW = 22
@@ -56,10 +61,11 @@ def _bars(rows: Sequence[tuple[str, float, str]], unit: str, title: str) -> str:
 
 def _budget_chart(rows: Sequence[tuple[str, Fraction, Fraction]]) -> str:
     """Per agency: spent (dark) against budget (light), NT$."""
+    label = _esc(tr("budget use per agency"))
     top = max((float(b) for _, _, b in rows), default=0) or 1
     height = ROW * len(rows) + 10
     parts = [
-        f'<svg class="chart" role="img" aria-label="budget use per agency" '
+        f'<svg class="chart" role="img" aria-label="{label}" '
         f'width="{BAR_WIDTH + 380}" height="{height}" xmlns="http://www.w3.org/2000/svg">'
     ]
     for n, (agency, spent, budget) in enumerate(rows):
@@ -72,7 +78,15 @@ def _budget_chart(rows: Sequence[tuple[str, Fraction, Fraction]]) -> str:
             f'<rect x="120" y="{y}" width="{whole:.1f}" height="16" fill="#d8e6f3"/>'
             f'<rect x="120" y="{y}" width="{used:.1f}" height="16" fill="#2c6fad"/>'
             f'<text x="{125 + whole:.1f}" y="{y + 13}" font-size="11">'
-            f"NT${float(spent):,.0f} of NT${float(budget):,.0f} ({share:.0%})</text>"
+            + _esc(
+                tr(
+                    "NT${spent} of NT${budget} ({share})",
+                    spent=f"{float(spent):,.0f}",
+                    budget=f"{float(budget):,.0f}",
+                    share=f"{share:.0%}",
+                )
+            )
+            + "</text>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -95,7 +109,7 @@ def _utilization(inst: Instance, schedule: Schedule) -> str:
     for s in schedule.sessions:
         booked[(s.counselor, s.start.date())] += s.minutes
     open_days = [d for d in days if any(available[(k.id, d)] for k in inst.counselors)]
-    head = "".join(f"<th>{d:%a %d %b}</th>" for d in open_days)
+    head = "".join(f"<th>{_esc(dates.short_date(d))}</th>" for d in open_days)
     rows = []
     for k in inst.counselors:
         cells = []
@@ -106,15 +120,17 @@ def _utilization(inst: Instance, schedule: Schedule) -> str:
                 continue
             share = used / have
             ink = "#fff" if share > 0.6 else "#222"
+            minutes = tr("{used} of {have} min", used=used, have=have)
             cells.append(
                 f'<td style="background:{_heat(share)};color:{ink}" '
-                f'title="{used} of {have} min">{share:.0%}</td>'
+                f'title="{_esc(minutes)}">{share:.0%}</td>'
             )
         rows.append(f"<tr><th>{_esc(k.id)}</th>{''.join(cells)}</tr>")
     return f'<table class="heat"><tr><th></th>{head}</tr>{"".join(rows)}</table>'
 
 
 def render(inst: Instance, schedule: Schedule) -> str:
+    """The page, in the current language (i18n.current_language())."""
     verdict = verify(inst, schedule)
     got = Counter(s.case for s in schedule.sessions)
     fully = sum(1 for c in inst.cases if got[c.id] >= c.sessions)
@@ -122,19 +138,19 @@ def render(inst: Instance, schedule: Schedule) -> str:
     none = len(inst.cases) - fully - partly
     served_chart = _bars(
         [
-            ("fully served", fully, "#2f8f4e"),
-            ("partly served", partly, "#e0a526"),
-            ("not served", none, "#c0392b"),
+            (tr("fully served"), fully, "#2f8f4e"),
+            (tr("partly served"), partly, "#e0a526"),
+            (tr("not served"), none, "#c0392b"),
         ],
-        "cases",
-        "cases by how fully they are served",
+        tr("cases"),
+        tr("cases by how fully they are served"),
     )
     short = reasons.unserved(inst, schedule.sessions)
     by_reason = Counter(u.code for u in short)
     reason_chart = _bars(
-        [(code.replace("_", " ").lower(), n, "#8e44ad") for code, n in by_reason.most_common()],
-        "cases",
-        "cases left short, by reason",
+        [(_label(code), n, "#8e44ad") for code, n in by_reason.most_common()],
+        tr("cases"),
+        tr("cases left short, by reason"),
     )
     spent: dict[str, Fraction] = defaultdict(Fraction)  # whole NT$; Fraction for the chart
     for s in schedule.sessions:
@@ -143,21 +159,68 @@ def render(inst: Instance, schedule: Schedule) -> str:
         if case is not None and counselor is not None:
             spent[case.agency] += inst.session_cost(counselor, s.minutes)
     budget_chart = _budget_chart([(a.id, spent[a.id], a.budget_ntd) for a in inst.agencies])
+    # A reason's words are the catalogs' message ids (reasons.WORDS).
     reason_rows = "".join(
         f"<tr><td>{_esc(u.case)}</td><td>{u.missing}</td><td>{_esc(u.code)}</td>"
-        f"<td>{_esc(u.reason)}</td></tr>"
+        f"<td>{_esc(tr(u.reason))}</td></tr>"
         for u in short
     )
     feasible = (
-        "keeps every hard rule"
+        tr("The schedule keeps every hard rule.")
         if verdict.feasible
-        else (f"breaks {len(verdict.violations)} hard rules")
+        else tr("The schedule breaks {count} hard rules.", count=len(verdict.violations))
+    )
+    title = _esc(tr("Matching report: {name}", name=inst.name or ""))
+    scope = tr(
+        "{cases} cases, {counselors} counselors, {weeks} weeks from {start}.",
+        cases=len(inst.cases),
+        counselors=len(inst.counselors),
+        weeks=inst.horizon.weeks,
+        start=dates.long_date(inst.horizon.start.date()),
+    )
+    figures = [
+        (tr("score"), f"{float(verdict.score):,.2f}"),
+        (tr("sessions"), f"{verdict.sessions}"),
+        (
+            tr("crisis cases served"),
+            tr(
+                "{served} of {total}",
+                served=verdict.crisis_cases_served,
+                total=verdict.crisis_cases,
+            ),
+        ),
+        (tr("with their anchor counselor"), f"{verdict.continuity_sessions}"),
+        (tr("days waited"), f"{float(verdict.wait_days):,.1f}"),
+        (tr("cost"), f"NT${float(verdict.cost_ntd):,.0f}"),
+    ]
+    words = {
+        key: _esc(text)
+        for key, text in (
+            ("served", tr("Served and not served")),
+            ("why", tr("Why cases were left short")),
+            ("budget", tr("Budget use per agency")),
+            ("use", tr("Counselor utilization by day")),
+            (
+                "use_note",
+                tr("Booked minutes as a share of each counselor's available minutes that day."),
+            ),
+            ("short", tr("Every case left short")),
+            ("count", tr("{count} cases", count=len(short))),
+            ("case", tr("case")),
+            ("missing", tr("missing")),
+            ("reason", tr("reason")),
+            ("words", tr("in plain words")),
+        )
+    }
+    boxes = "\n".join(
+        f'<div class="figure">{_esc(name)}<b>{_esc(value)}</b></div>' for name, value in figures
     )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Matching report: {_esc(inst.name or "")}</title>
+<html lang="{i18n.html_lang()}"><head><meta charset="utf-8">
+<title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1200px; }}
+body {{ font-family: system-ui, "Noto Sans TC", "Microsoft JhengHei", sans-serif; margin: 2em;
+  color: #222; max-width: 1200px; }}
 h1 {{ font-size: 1.5em; }} h2 {{ font-size: 1.15em; margin-top: 1.6em; }}
 .figures {{ display: flex; gap: 2em; flex-wrap: wrap; }}
 .figure {{ background: #f4f6f8; padding: .6em 1em; border-radius: 6px; }}
@@ -166,33 +229,35 @@ table {{ border-collapse: collapse; font-size: 12px; }}
 td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; }}
 .heat td {{ text-align: center; min-width: 3.2em; }} .heat td.off {{ background: #f7f7f7; }}
 </style></head><body>
-<h1>Matching report: {_esc(inst.name or "")}</h1>
-<p>{len(inst.cases)} cases, {len(inst.counselors)} counselors, {inst.horizon.weeks} weeks from
-{inst.horizon.start:%d %B %Y}. The schedule {feasible}.</p>
+<h1>{title}</h1>
+<p>{_esc(scope)} {_esc(feasible)}</p>
 <div class="figures">
-<div class="figure">score<b>{float(verdict.score):,.2f}</b></div>
-<div class="figure">sessions<b>{verdict.sessions}</b></div>
-<div class="figure">crisis cases served<b>{verdict.crisis_cases_served} of
-{verdict.crisis_cases}</b></div>
-<div class="figure">with their anchor counselor<b>{verdict.continuity_sessions}</b></div>
-<div class="figure">days waited<b>{float(verdict.wait_days):,.1f}</b></div>
-<div class="figure">cost<b>NT${float(verdict.cost_ntd):,.0f}</b></div>
+{boxes}
 </div>
-<h2>Served and not served</h2>
+<h2>{words["served"]}</h2>
 {served_chart}
-<h2>Why cases were left short</h2>
+<h2>{words["why"]}</h2>
 {reason_chart}
-<h2>Budget use per agency</h2>
+<h2>{words["budget"]}</h2>
 {budget_chart}
-<h2>Counselor utilization by day</h2>
-<p>Booked minutes as a share of each counselor's available minutes that day.</p>
+<h2>{words["use"]}</h2>
+<p>{words["use_note"]}</p>
 {_utilization(inst, schedule)}
-<h2>Every case left short</h2>
-<details><summary>{len(short)} cases</summary>
-<table><tr><th>case</th><th>missing</th><th>reason</th><th>in plain words</th></tr>
+<h2>{words["short"]}</h2>
+<details><summary>{words["count"]}</summary>
+<table><tr><th>{words["case"]}</th><th>{words["missing"]}</th>
+<th>{words["reason"]}</th><th>{words["words"]}</th></tr>
 {reason_rows}</table></details>
 </body></html>
 """
+
+
+def _label(code: str) -> str:
+    """A reason code's few words for a chart; the code itself if unknown."""
+    try:
+        return tr(reasons.LABELS[RuleCode(code)])
+    except (ValueError, KeyError):
+        return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -202,12 +267,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("instance")
     parser.add_argument("schedule")
     parser.add_argument("-o", "--output", help="HTML file (default: stdout)")
+    i18n.add_language_option(parser)
     args = parser.parse_args(argv)
+    i18n.choose_cli_language(args.lang)
     try:
         inst = load_instance(args.instance)
         schedule = load_schedule(args.schedule, inst)
     except (OSError, FormatError) as error:
-        print(f"report: cannot read input: {error}", file=sys.stderr)
+        print(tr("report: cannot read input: {error}", error=error), file=sys.stderr)
         return 2
     page = render(inst, schedule)
     if args.output:

@@ -3,11 +3,15 @@ a spreadsheet.
 
     eapctl match import-counselors COUNSELORS.csv [--dry-run] [--address HOST:PORT]
 
-Columns (a header row names them; order free): counselor_id, provider_id,
-display_name, specialties, modalities, location, max_sessions_per_day,
-weekly_hours. Lists are separated by ";": specialties `psychological;family`,
-modalities `in_person;video`, weekly hours `Mon 09:00-12:00; Wed 18:00-21:00`.
-UTF-8 (with or without BOM) or Big5, as Excel saves it in Taiwan.
+Columns (a header row names them, in English or Chinese; order free):
+counselor_id (諮商師編號), provider_id (特約機構編號), display_name (姓名),
+specialties (專長), modalities (方式), location (地點), max_sessions_per_day
+(每日上限), weekly_hours (每週時段). Lists are separated by ";" or "、":
+specialties `psychological;family` or `心理、家庭` (counselors.CATEGORY_WORDS),
+modalities `in_person;video` or `面談、視訊`, weekly hours
+`Mon 09:00-12:00; Wed 18:00-21:00` or `週一 09:00-12:00；週三 18:00~21:00`.
+UTF-8 (with or without BOM) or Big5, as Excel saves it in Taiwan
+(spreadsheet.py).
 
 Every row is checked first, by the same rules the server applies; if any row
 is wrong, the import says which rows and fields and changes nothing.
@@ -19,9 +23,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import os
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,80 +34,93 @@ import grpc
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.messages import counselor_from_pb
-from services.matcher.registry.counselors import validate
-from services.office_calendar.dgpa_csv import CalendarFileError, decode
+from services.matcher.registry.counselors import (
+    CATEGORY_WORDS,
+    MODALITY_WORDS,
+    Category,
+    Modality,
+    named,
+    validate,
+)
+from services.matcher.registry.spreadsheet import read_table
+from services.runtime import dates, i18n
+from services.runtime.client_language import accept_language, refusal_words
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker
+from services.runtime.i18n import tr
 from services.runtime.tls import client_channel
 
-COLUMNS = (
-    "counselor_id",
-    "provider_id",
-    "display_name",
-    "specialties",
-    "modalities",
-    "location",
-    "max_sessions_per_day",
-    "weekly_hours",
-)
-WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
+# Each column, and the Chinese headers an office's spreadsheet gives it.
+COLUMNS = {
+    "counselor_id": ("諮商師編號", "諮商師代號"),
+    "provider_id": ("特約機構編號", "機構編號", "特約機構"),
+    "display_name": ("姓名", "諮商師姓名"),
+    "specialties": ("專長", "專長領域"),
+    "modalities": ("方式", "諮商方式", "服務方式"),
+    "location": ("地點", "諮商地點"),
+    "max_sessions_per_day": ("每日上限", "每日場次上限", "每日最多場次"),
+    "weekly_hours": ("每週時段", "每週可諮商時段", "服務時段"),
+}
 MAX_ROWS = 5000
+# `Mon 09:00-12:00`, `週一09:00~12:00`, `星期一 9:00至12:00` (cells are
+# NFKC-normalized first, so full-width forms read as these).
+WINDOW = re.compile(r"^(\S+?)\s*(\d{1,2}:\d{2})\s*(?:-|~|至|到)\s*(\d{1,2}:\d{2})$")
 
 
 def _items(text: str) -> list[str]:
-    return [part.strip() for part in text.split(";") if part.strip()]
+    return [part.strip() for part in re.split("[;、]", text) if part.strip()]
 
 
 UNKNOWN = 999  # a value no enum has: the row's check names the field
 
 
-CATEGORIES = dict(pb.Category.items())
-MODALITIES = dict(pb.Modality.items())
-
-
 def _category(value: str) -> pb.Category.ValueType:
-    name = f"CATEGORY_{value.strip().upper()}"
-    return CATEGORIES.get(name, pb.Category.ValueType(UNKNOWN))
+    category = named(Category, CATEGORY_WORDS, value)
+    if category is None:
+        return pb.Category.ValueType(UNKNOWN)
+    return pb.Category.Value(f"CATEGORY_{category.name}")
 
 
 def _modality(value: str) -> pb.Modality.ValueType:
-    name = f"MODALITY_{value.strip().upper()}"
-    return MODALITIES.get(name, pb.Modality.ValueType(UNKNOWN))
+    modality = named(Modality, MODALITY_WORDS, value)
+    if modality is None:
+        return pb.Modality.ValueType(UNKNOWN)
+    return pb.Modality.Value(f"MODALITY_{modality.name}")
 
 
 def _window(text: str) -> pb.WeeklyWindow | None:
     """`Mon 09:00-12:00`, or None when it does not read like that."""
-    day, _, hours = text.partition(" ")
-    start, _, end = hours.strip().partition("-")
-    weekday = WEEKDAYS.get(day.strip().lower()[:3])
-    if weekday is None or not start or not end:
+    found = WINDOW.match(text.strip())
+    if found is None:
         return None
-    return pb.WeeklyWindow(weekday=weekday, start_time=start.strip(), end_time=end.strip())
+    day, start, end = found.groups()
+    weekday = dates.weekday_number(day) or dates.weekday_number(day[:3])
+    if weekday is None:
+        return None
+    return pb.WeeklyWindow(weekday=weekday, start_time=start.zfill(5), end_time=end.zfill(5))
 
 
 def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
     """The counselors of the file, and what is wrong with it, row by row
     (line numbers as a spreadsheet shows them)."""
-    try:
-        text = decode(content)
-    except CalendarFileError:
-        return [], ["the file is neither UTF-8 nor Big5 text"]
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        return [], [f"line 1: missing columns: {', '.join(missing)}"]
+    rows, problems = read_table(content, COLUMNS)
+    if problems:
+        return [], problems
     counselors: list[pb.Counselor] = []
-    problems: list[str] = []
-    for line, row in enumerate(reader, start=2):
-        if len(counselors) + len(problems) >= MAX_ROWS:
-            problems.append(f"line {line}: more than {MAX_ROWS} rows; split the file")
+    for n, (line, row) in enumerate(rows):
+        if n >= MAX_ROWS:
+            problems.append(
+                tr("line {line}: more than {most} rows; split the file", line=line, most=MAX_ROWS)
+            )
             break
-        found: list[str] = []
+        found: list[tuple[str, str]] = []  # (field, what is wrong with it)
         windows = []
-        for part in _items(row["weekly_hours"] or ""):
+        for part in _items(row["weekly_hours"]):
             window = _window(part)
             if window is None:
-                found.append(f"weekly_hours: {part!r} is not like 'Mon 09:00-12:00'")
+                found.append(
+                    ("weekly_hours", tr("{value!r} is not like 'Mon 09:00-12:00'", value=part))
+                )
             else:
                 windows.append(window)
         try:
@@ -112,12 +128,12 @@ def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
         except ValueError:
             limit = 0
         message = pb.Counselor(
-            counselor_id=(row["counselor_id"] or "").strip(),
-            provider_id=(row["provider_id"] or "").strip(),
-            display_name=(row["display_name"] or "").strip(),
-            specialties=[_category(s) for s in _items(row["specialties"] or "")],
-            modalities=[_modality(m) for m in _items(row["modalities"] or "")],
-            location=(row["location"] or "").strip(),
+            counselor_id=row["counselor_id"],
+            provider_id=row["provider_id"],
+            display_name=row["display_name"],
+            specialties=[_category(s) for s in _items(row["specialties"])],
+            modalities=[_modality(m) for m in _items(row["modalities"])],
+            location=row["location"],
             max_sessions_per_day=limit,
             weekly_availability=windows,
         )
@@ -126,22 +142,23 @@ def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
             validate(counselor_from_pb(message), checker)
             checker.raise_if_any()
         except InvalidArgument as error:
-            found += [
-                f"{v.field.removeprefix('counselor.')}: {v.description}" for v in error.violations
-            ]
-        if found:
-            problems += [f"line {line}: {problem}" for problem in found]
-        else:
+            # The checks' own words are the server's, in English (its API's).
+            found += [(v.field.removeprefix("counselor."), v.description) for v in error.violations]
+        problems += [
+            tr("line {line}: {field}: {problem}", line=line, field=field, problem=problem)
+            for field, problem in found
+        ]
+        if not found:
             counselors.append(message)
     ids = [c.counselor_id for c in counselors]
     twice = sorted({i for i in ids if ids.count(i) > 1})
-    problems += [f"counselor_id {i} appears more than once" for i in twice]
+    problems += [tr("counselor_id {id} appears more than once", id=i) for i in twice]
     return counselors, problems
 
 
 async def _upsert(address: str, counselors: Sequence[pb.Counselor]) -> tuple[int, int]:
     token = os.environ.get("EAP_TOKEN")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    metadata = [accept_language(), *([("authorization", f"Bearer {token}")] if token else [])]
     created = replaced = 0
     async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)
@@ -163,25 +180,35 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("file")
     parser.add_argument("--dry-run", action="store_true", help="check the file, change nothing")
     parser.add_argument("--address", default=os.environ.get("EAP_GRPC_ADDRESS", "127.0.0.1:50051"))
+    i18n.add_language_option(parser)
     args = parser.parse_args(argv)
+    i18n.choose_cli_language(args.lang)
     try:
         content = Path(args.file).read_bytes()
     except OSError as error:
-        print(f"import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        print(
+            tr("import: cannot read {path}: {error}", path=args.file, error=error.strerror),
+            file=sys.stderr,
+        )
         return 2
     counselors, problems = parse(content)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
-        print(f"import: {len(problems)} problems; nothing was imported", file=sys.stderr)
+        print(
+            tr("import: {count} problems; nothing was imported", count=len(problems)),
+            file=sys.stderr,
+        )
         return 1
     if args.dry_run:
-        print(f"{len(counselors)} counselors would be created or replaced")
+        print(tr("{count} counselors would be created or replaced", count=len(counselors)))
         return 0
     try:
         created, replaced = asyncio.run(_upsert(args.address, counselors))
     except grpc.RpcError as error:
-        print(f"import: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(f"import: {error.code().name}: {refusal_words(error)}", file=sys.stderr)
         return 1
-    print(f"{created} counselors created, {replaced} replaced")
+    print(
+        tr("{created} counselors created, {replaced} replaced", created=created, replaced=replaced)
+    )
     return 0

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from enum import StrEnum
+from typing import TypeVar
 
 from services.runtime.fields import FieldChecker
 
@@ -26,6 +27,36 @@ class Modality(StrEnum):
     IN_PERSON = "in_person"
     VIDEO = "video"
     PHONE = "phone"
+
+
+# What Taiwan's spreadsheets call each category and modality: the CSV
+# imports read these as well as the values themselves (`named`).
+CATEGORY_WORDS: dict[Category, tuple[str, ...]] = {
+    Category.PSYCHOLOGICAL: ("心理", "心理諮商"),
+    Category.LEGAL: ("法律", "法律諮詢"),
+    Category.FINANCIAL: ("財務", "財務諮詢", "理財"),
+    Category.FAMILY: ("家庭", "家庭諮商", "婚姻家庭"),
+    Category.HEALTH: ("健康", "醫療", "健康諮詢"),
+    Category.MANAGEMENT: ("管理", "管理諮詢"),
+}
+MODALITY_WORDS: dict[Modality, tuple[str, ...]] = {
+    Modality.IN_PERSON: ("面談", "實體", "面對面", "當面"),
+    Modality.VIDEO: ("視訊", "線上視訊"),
+    Modality.PHONE: ("電話",),
+}
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def named(kind: type[E], words: dict[E, tuple[str, ...]], word: str) -> E | None:
+    """The member of `kind` that `word` names, by its value (any case, `-`
+    or a space for `_`) or one of its `words`; None for anything else."""
+    wanted = word.strip().lower().replace("-", "_").replace(" ", "_")
+    for member in kind:
+        if wanted == member.value or word.strip() in words.get(member, ()):
+            return member
+    return None
 
 
 @dataclass(frozen=True)

@@ -3,11 +3,14 @@ exports it from its personnel system.
 
     eapctl match import-people PEOPLE.csv [--replace-all] [--dry-run] [--address HOST:PORT]
 
-Columns (a header row names them; order free): employee_id, agency_id,
-staff_category. UTF-8 (with or without BOM) or Big5, as Excel saves it in
-Taiwan. Every row is checked here first, by the server's rules, and the
-server checks them again and writes them in one transaction: one wrong row
-and nothing is imported. With --replace-all the file is the whole directory,
+Columns (a header row names them, in English or Chinese; order free):
+employee_id (員工編號), agency_id (機關代碼), staff_category (人員類別); others,
+such as 姓名, are not read: the directory keeps ids only. Staff categories
+are the ids the entitlement policies name (`teacher`). UTF-8 (with or
+without BOM) or Big5, as Excel saves it in Taiwan (spreadsheet.py). Every
+row is checked here first, by the server's rules, and the server checks
+them again and writes them in one transaction: one wrong row and nothing
+is imported. With --replace-all the file is the whole directory,
 and people missing from it leave (they can no longer open cases).
 """
 
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
-import io
 import os
 import sys
 from collections.abc import Sequence
@@ -26,55 +27,67 @@ import grpc
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.registry.spreadsheet import read_table
 from services.matcher.registry.staff import MAX_PEOPLE, StaffMember, check_people
-from services.office_calendar.dgpa_csv import CalendarFileError, decode
+from services.runtime import i18n
+from services.runtime.client_language import accept_language, refusal_words
 from services.runtime.fields import FieldChecker
+from services.runtime.i18n import tr
 from services.runtime.tls import client_channel
 
-COLUMNS = ("employee_id", "agency_id", "staff_category")
+# Each column, and the Chinese headers HR's exports give it.
+COLUMNS = {
+    "employee_id": ("員工編號", "員工代號", "人員編號"),
+    "agency_id": ("機關代碼", "機關", "機關代號", "服務機關"),
+    "staff_category": ("人員類別", "身分類別"),
+}
 
 
 def parse(content: bytes) -> tuple[list[pb.Person], list[str]]:
     """The people of the file, and what is wrong with it, row by row (line
     numbers as a spreadsheet shows them)."""
-    try:
-        text = decode(content)
-    except CalendarFileError:
-        return [], ["the file is neither UTF-8 nor Big5 text"]
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        return [], [f"line 1: missing columns: {', '.join(missing)}"]
-    people: list[pb.Person] = []
-    for row in reader:
-        if len(people) >= MAX_PEOPLE:
-            return [], [f"more than {MAX_PEOPLE:,} rows; the directory is larger than allowed"]
-        people.append(pb.Person(**{c: (row.get(c) or "").strip() for c in COLUMNS}))
+    rows, problems = read_table(content, COLUMNS)
+    if problems:
+        return [], problems
+    if len(rows) > MAX_PEOPLE:
+        return [], [
+            tr(
+                "more than {most} rows; the directory is larger than allowed",
+                most=f"{MAX_PEOPLE:,}",
+            )
+        ]
+    people = [pb.Person(**row) for _, row in rows]
+    lines = [line for line, _ in rows]
     checker = FieldChecker()
     check_people(
         [StaffMember(p.employee_id, p.agency_id, p.staff_category) for p in people], checker
     )
-    problems = []
     for violation in checker.violations:
-        # "people[3].agency_id": the fourth row, on line 5 under the header.
+        # "people[3].agency_id": the fourth row read, on its line of the file.
         index, _, field = violation.field.removeprefix("people[").partition("].")
-        line = int(index) + 2 if index.isdigit() else 1
-        problems.append(f"line {line}: {field}: {_lines(violation.description)}")
+        line = lines[int(index)] if index.isdigit() else 1
+        words = _lines(violation.description, lines)
+        problems.append(
+            tr("line {line}: {field}: {problem}", line=line, field=field, problem=words)
+        )
     return people, problems
 
 
-def _lines(description: str) -> str:
-    """A violation's words, with a row it names by index named by line."""
+def _lines(description: str, lines: Sequence[int]) -> str:
+    """A violation's words, with a row it names by index named by line (in
+    English, as the checks' words are: the server's, shared with its API)."""
     head, found, tail = description.partition("people[")
     index, _, rest = tail.partition("]")
-    return f"{head}line {int(index) + 2}{rest}" if found and index.isdigit() else description
+    if not (found and index.isdigit()):
+        return description
+    return f"{head}line {lines[int(index)]}{rest}"
 
 
 async def _import(
     address: str, people: Sequence[pb.Person], replace_all: bool, dry_run: bool
 ) -> pb.ImportPeopleResponse:
     token = os.environ.get("EAP_TOKEN")
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    metadata = [accept_language(), *([("authorization", f"Bearer {token}")] if token else [])]
     async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)
         answer: pb.ImportPeopleResponse = await stub.ImportPeople(
@@ -96,26 +109,37 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="check and count, change nothing")
     parser.add_argument("--address", default=os.environ.get("EAP_GRPC_ADDRESS", "127.0.0.1:50051"))
+    i18n.add_language_option(parser)
     args = parser.parse_args(argv)
+    i18n.choose_cli_language(args.lang)
     try:
         content = Path(args.file).read_bytes()
     except OSError as error:
-        print(f"import: cannot read {args.file}: {error.strerror}", file=sys.stderr)
+        print(
+            tr("import: cannot read {path}: {error}", path=args.file, error=error.strerror),
+            file=sys.stderr,
+        )
         return 2
     people, problems = parse(content)
     if problems:
         for problem in problems:
             print(problem, file=sys.stderr)
-        print(f"import: {len(problems)} problems; nothing was imported", file=sys.stderr)
+        print(
+            tr("import: {count} problems; nothing was imported", count=len(problems)),
+            file=sys.stderr,
+        )
         return 1
     try:
         answer = asyncio.run(_import(args.address, people, args.replace_all, args.dry_run))
     except grpc.RpcError as error:
-        print(f"import: {error.code().name}: {error.details()}", file=sys.stderr)
+        print(f"import: {error.code().name}: {refusal_words(error)}", file=sys.stderr)
         return 1
-    would = " (dry run: nothing changed)" if args.dry_run else ""
-    print(
-        f"{answer.added} people added, {answer.changed} changed, {answer.removed} removed, "
-        f"{answer.unchanged} unchanged{would}"
+    counted = tr(
+        "{added} people added, {changed} changed, {removed} removed, {unchanged} unchanged",
+        added=answer.added,
+        changed=answer.changed,
+        removed=answer.removed,
+        unchanged=answer.unchanged,
     )
+    print(tr("{counted} (dry run: nothing changed)", counted=counted) if args.dry_run else counted)
     return 0
