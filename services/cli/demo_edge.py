@@ -21,6 +21,7 @@ from services.rules.office_time import OFFICE_ZONE
 from services.runtime import clock
 from services.runtime.auth import Role
 from services.runtime.config import Settings
+from services.runtime.i18n import tr
 from services.runtime.server import RunningServer
 
 COUNSELORS = "/eap.matcher.v1.MatcherService/ListCounselors"
@@ -77,7 +78,9 @@ async def browser_step(
     fund_year: Callable[[int], Awaitable[None]],
 ) -> str:
     """Steps 12 and 13; returns the booking page's address."""
-    print("\n12. A web page's view: the Envoy edge speaks gRPC-Web and Connect to browsers")
+    print(
+        "\n" + tr("12. A web page's view: the Envoy edge speaks gRPC-Web and Connect to browsers")
+    )
     # At EAP_EDGE_ADDRESS, unless something (`make run`?) holds it already.
     listen = settings.edge_address if _free(settings.edge_address) else "127.0.0.1:0"
     edge = LocalEdge(settings, listen=listen)
@@ -105,10 +108,17 @@ async def browser_step(
         size = struct.unpack(">I", body[1:5])[0]
         days = cpb.ListOfficeDaysResponse.FromString(body[5 : 5 + size]).days
         closed = [f"{d.date} {d.note}" for d in days if not d.open]
-        print(f"   gRPC-Web, {OFFICE_DAYS}: HTTP {status}, closed: {'; '.join(closed)}")
+        closed_days = tr("closed: {days}", days="; ".join(closed))
+        print(f"   gRPC-Web, {OFFICE_DAYS}: HTTP {status}, {closed_days}")
         own = await asyncio.to_thread(_preflight, url + COUNSELORS, url)
         other = await asyncio.to_thread(_preflight, url + COUNSELORS, "https://elsewhere.example")
-        print(f"   CORS: a page from {url} may call ({own}); one from elsewhere may not ({other})")
+        cors = tr(
+            "CORS: a page from {url} may call ({own}); one from elsewhere may not ({other})",
+            url=url,
+            own=own,
+            other=other,
+        )
+        print(f"   {cors}")
         await _booking_page(url, settings, employee, story_year, fund_year)
     finally:
         await edge.stop()
@@ -122,17 +132,21 @@ async def _booking_page(
     story_year: int,
     fund_year: Callable[[int], Awaitable[None]],
 ) -> None:
-    print("\n13. The booking page, at the edge's root, in Traditional Chinese")
+    print("\n" + tr("13. The booking page, at the edge's root, in Traditional Chinese"))
     page = await asyncio.to_thread(_get, f"{url}/")
     title = page.split("<title", 1)[1].split(">", 1)[1].split("<", 1)[0]
     print(f"   GET {url}/: {title}")
     token = token_cli.mint(settings, Role.EMPLOYEE, employee, minutes=60)
     print(f"   {url}/#token={token}")
-    print(f"   (signed in as {employee} for an hour; ?lang=en for English)")
+    signed_in = tr("(signed in as {employee} for an hour; ?lang=en for English)", employee=employee)
+    print(f"   {signed_in}")
     this_year = clock.now().astimezone(OFFICE_ZONE).year
     if this_year != story_year:  # so that free times show from today
         await fund_year(this_year)
-        print(f"   the story's budgets, contracts and entitlements hold for {this_year} too")
+        also = tr(
+            "the story's budgets, contracts and entitlements hold for {year} too", year=this_year
+        )
+        print(f"   {also}")
     if sys.stdin.isatty():
-        print("   The suite stays up while you try it: press Enter to stop.")
+        print("   " + tr("The suite stays up while you try it: press Enter to stop."))
         await asyncio.to_thread(sys.stdin.readline)
