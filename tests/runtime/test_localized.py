@@ -22,7 +22,7 @@ from services.rules.codes import RuleCode
 from services.rules.explanations import EXPLANATIONS
 from services.runtime import i18n
 from tests.conftest import Suite
-from tests.matcher.test_booking import book, case, slots, submit
+from tests.matcher.test_booking import book, case, local, slots, submit
 from tests.quota.test_rpcs import details, refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,7 +115,13 @@ async def test_a_weekly_limit_refusal_says_why_in_chinese(suite: Suite) -> None:
     await submit(suite, case())
     found = await slots(suite)
     first = await book(suite, found[0])
-    same_week = next(s for s in found if s.start.seconds - first.start.seconds >= 7200)
+    week = local(first.start).isocalendar()[:2]
+    same_week = next(
+        s
+        for s in found
+        if s.start.seconds - first.start.seconds >= 7200
+        and local(s.start).isocalendar()[:2] == week
+    )
     request = pb.HoldSlotRequest(
         case_id="K1", counselor_id=same_week.counselor_id, start=same_week.start
     )

@@ -1,0 +1,139 @@
+"""The notifier's work: take the outbox entries that are due, tell each
+person by the channels configured, and record how it went.
+
+Any number of notifiers may run (replicas of its Deployment): each entry
+is leased to one at a time (matcher/notices/outbox.py). A delivery that
+fails for now is tried again later; one refused for good, or failing too
+often, is dead and shown to operators. The person's address is read from
+the sealed directory at the moment of sending, and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from services.matcher.notices.outbox import Due, Outbox
+from services.matcher.notices.state import NoticeState
+from services.matcher.notices.writer import NoticeKind
+from services.notifier import smtp, webhook
+from services.notifier.invitation import Invitation, Method, uid_for
+from services.notifier.mail import compose_mail
+from services.notifier.smtp import DeliveryFailed, SmtpTarget
+from services.notifier.wording import Notice, calendar_title, compose
+
+log = logging.getLogger("eap.notifier")
+
+INVITING = {
+    NoticeKind.CONFIRMED: Method.REQUEST,
+    NoticeKind.CHANGED: Method.REQUEST,
+    NoticeKind.CANCELLED: Method.CANCEL,
+}
+
+
+class AddressBook(Protocol):
+    async def address_for_notice(self, employee_id: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Webhook:
+    url: str
+    secret: bytes
+
+
+@dataclass(frozen=True)
+class Channels:
+    mail: SmtpTarget | None = None
+    hook: Webhook | None = None
+    organizer: str = smtp.DEFAULT_SENDER  # the programme's mailbox, in invitations
+    page: str = ""  # the booking page's address, in every message
+    language: str = "zh_TW"
+
+
+class Relay:
+    def __init__(self, outbox: Outbox, addresses: AddressBook, channels: Channels, owner: str):
+        self._outbox = outbox
+        self._addresses = addresses
+        self._channels = channels
+        self._owner = owner
+
+    async def run_once(self, now: datetime) -> dict[str, int]:
+        """Delivers what is due now; counts the outcomes by state."""
+        outcomes: dict[str, int] = {}
+        for due in await self._outbox.claim(self._owner, now):
+            try:
+                await self._deliver(due, now)
+            except DeliveryFailed as failure:
+                state = await self._outbox.failed(
+                    due, self._owner, now, str(failure), failure.permanent
+                )
+                log.warning(
+                    "a notice was not delivered",
+                    extra={"notice": due.notice_id, "reason": str(failure), "then": state.value},
+                )
+            else:
+                await self._outbox.sent(due, self._owner, now)
+                state = NoticeState.SENT
+            outcomes[state.value] = outcomes.get(state.value, 0) + 1
+        return outcomes
+
+    async def _deliver(self, due: Due, now: datetime) -> None:
+        kind = NoticeKind(due.kind)
+        notice = Notice(
+            kind=kind,
+            start=due.start,
+            modality=due.modality,
+            place=due.place if due.modality == "in_person" else "",
+            video_link=due.place if due.modality == "video" else "",
+            hold_until=due.hold_until,
+            page=self._channels.page,
+        )
+        words = compose(notice, self._channels.language)
+        reached = False
+        if self._channels.mail is not None:
+            address = await self._addresses.address_for_notice(due.employee_id)
+            if address:
+                method = INVITING.get(kind)
+                invitation = (
+                    Invitation(
+                        uid=uid_for(due.session_key),
+                        sequence=due.sequence,
+                        start=due.start,
+                        minutes=due.minutes,
+                        summary=calendar_title(self._channels.language),
+                        description=words.text,
+                        organizer=self._channels.organizer,
+                        attendee=address,
+                        location=due.place,
+                    )
+                    if method is not None
+                    else None
+                )
+                message = compose_mail(
+                    due.notice_id, address, words, now, invitation, method or Method.REQUEST
+                )
+                await smtp.send(self._channels.mail, message)
+                reached = True
+        if self._channels.hook is not None:
+            body = json.dumps(
+                {
+                    "delivery_id": due.notice_id,
+                    "kind": kind.value,
+                    "employee_id": due.employee_id,  # pseudonymous: the county knows whom
+                    "start": due.start.isoformat(),
+                    "minutes": due.minutes,
+                    "modality": due.modality,
+                    "subject": words.subject,
+                    "text": words.text,
+                },
+                ensure_ascii=False,
+            ).encode()
+            await webhook.deliver(
+                self._channels.hook.url, self._channels.hook.secret, due.notice_id, body
+            )
+            reached = True
+        if not reached:
+            raise DeliveryFailed("no channel reaches this person", permanent=True)

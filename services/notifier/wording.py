@@ -1,0 +1,95 @@
+"""What a notification says, in the reader's language.
+
+Generic on purpose: an e-mail or a phone's lock screen may be read over
+someone's shoulder, so no subject or first line (the preview) names the
+kind of help, a counselor's specialty, or the words counseling, 諮商 or
+輔導: only "an appointment", its time, and how it is held. The details
+are behind the booking page, after signing in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.matcher.notices.writer import NoticeKind as Kind
+from services.rules.explanations import N_
+from services.rules.office_time import OFFICE_ZONE
+from services.runtime.dates import day_and_time
+from services.runtime.i18n import speaking, tr
+
+# Words a subject or a preview line must never hold (a test reads every
+# message against them, in every language).
+NEVER_SHOWN = ("諮商", "輔導", "counsel", "therap", "心理")
+
+
+SUBJECTS = {
+    Kind.CONFIRMED: N_("Your appointment is confirmed"),
+    Kind.CHANGED: N_("Your appointment has a new time"),
+    Kind.CANCELLED: N_("Your appointment is cancelled"),
+    Kind.REMINDER: N_("Reminder: your appointment on {when}"),
+    Kind.OFFER: N_("A time is free for you until {until}"),
+}
+OPENINGS = {
+    Kind.CONFIRMED: N_("Your appointment is booked for {when}."),
+    Kind.CHANGED: N_("Your appointment now takes place on {when}."),
+    Kind.CANCELLED: N_("Your appointment on {when} will not take place."),
+    Kind.REMINDER: N_("This is a reminder of your appointment on {when}."),
+    Kind.OFFER: N_("A time you asked for is free: {when}. It is held for you until {until}."),
+}
+MODALITIES = {
+    "in_person": N_("In person"),
+    "video": N_("By video"),
+    "phone": N_("By phone"),
+}
+SUMMARY = N_("Appointment")  # the calendar entry's title
+PLACE = N_("Where: {place}")
+VIDEO_LINK = N_("Video link: {link}")
+HOW = N_("How: {how}")
+CLOSING = N_("To change or cancel it, sign in to the booking page: {page}")
+NO_REPLY = N_("This message was sent automatically; replies are not read.")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What a notification is about: no name, no category, no case."""
+
+    kind: Kind
+    start: datetime
+    modality: str  # services.matcher's Modality value
+    place: str = ""  # for a session in person
+    video_link: str = ""  # for a video session
+    hold_until: datetime | None = None  # for an offer
+    page: str = ""  # the booking page's address
+
+
+@dataclass(frozen=True)
+class Words:
+    subject: str
+    text: str  # plain text; its first line is the preview
+
+    @property
+    def preview(self) -> str:
+        return self.text.split("\n", 1)[0]
+
+
+def compose(notice: Notice, language: str) -> Words:
+    with speaking(language):
+        when = day_and_time(notice.start.astimezone(OFFICE_ZONE))
+        until = day_and_time(notice.hold_until.astimezone(OFFICE_ZONE)) if notice.hold_until else ""
+        lines = [tr(OPENINGS[notice.kind], when=when, until=until), ""]
+        lines.append(tr(HOW, how=tr(MODALITIES.get(notice.modality, MODALITIES["in_person"]))))
+        if notice.place and notice.modality == "in_person":
+            lines.append(tr(PLACE, place=notice.place))
+        if notice.video_link and notice.modality == "video":
+            lines.append(tr(VIDEO_LINK, link=notice.video_link))
+        if notice.page and notice.kind is not Kind.CANCELLED:
+            lines += ["", tr(CLOSING, page=notice.page)]
+        lines += ["", tr(NO_REPLY)]
+        return Words(tr(SUBJECTS[notice.kind], when=when, until=until), "\n".join(lines) + "\n")
+
+
+def calendar_title(language: str) -> str:
+    """A calendar entry's title: one generic word, whatever the session."""
+    with speaking(language):
+        return tr(SUMMARY)

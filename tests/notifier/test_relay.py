@@ -1,0 +1,171 @@
+"""The outbox and the notifier together, on SQLite and PostgreSQL, with a
+real SMTP server: what is told, when, once, and what a failure costs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import icalendar
+import pytest
+from aiosmtpd.controller import Controller
+from cryptography.fernet import Fernet, MultiFernet
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from services.matcher.notices.outbox import LEASE, Outbox
+from services.matcher.notices.state import NoticeState
+from services.matcher.notices.writer import NoticeKind, tell
+from services.matcher.orm import BookingRow
+from services.matcher.registry.directory import Contact, Directory
+from services.notifier.relay import Channels, Relay
+from services.notifier.smtp import SmtpTarget
+from services.runtime import database
+from services.runtime.auth import Identity, Role, set_identity
+from tests.conftest import Backend
+from tests.notifier.test_channels import Inbox, calendar_part, free_port
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+NOW = dt.datetime(2027, 3, 1, 9, 0, tzinfo=TAIPEI)
+START = dt.datetime(2027, 3, 9, 10, 0, tzinfo=TAIPEI)
+
+
+@dataclass
+class World:
+    engine: AsyncEngine
+    outbox: Outbox
+    directory: Directory
+    inbox: Inbox
+    port: int
+
+    def relay(self, owner: str = "notifier-1", port: int | None = None) -> Relay:
+        target = SmtpTarget.from_url(f"smtp://127.0.0.1:{port or self.port}")
+        return Relay(self.outbox, self.directory, Channels(mail=target), owner)
+
+    async def book(self, booking_id: str, employee: str = "E1", start: dt.datetime = START) -> None:
+        await self._tell(booking_id, employee, start, NoticeKind.CONFIRMED)
+
+    async def cancel(self, booking_id: str, employee: str = "E1") -> None:
+        await self._tell(booking_id, employee, START, NoticeKind.CANCELLED)
+
+    async def _tell(
+        self, booking_id: str, employee: str, start: dt.datetime, kind: NoticeKind
+    ) -> None:
+        booking = BookingRow(
+            booking_id=booking_id,
+            employee_id=employee,
+            start=start,
+            minutes=60,
+            modality="in_person",
+        )
+        async with async_sessionmaker(self.engine)() as session, session.begin():
+            await tell(session, booking, kind, NOW, place="Pingtung office 3F")
+
+
+@pytest.fixture
+def inbox() -> Iterator[tuple[Inbox, int]]:
+    box, port = Inbox(), free_port()
+    controller = Controller(box, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield box, port
+    controller.stop()
+
+
+@pytest.fixture
+async def world(backend: Backend, inbox: tuple[Inbox, int]) -> AsyncIterator[World]:
+    engine = database.create_engine(backend.settings.database_url)
+    directory = Directory(engine, MultiFernet([Fernet(Fernet.generate_key())]), None)
+    for employee in ("E1", "E2", "E3"):
+        set_identity(Identity(employee, Role.EMPLOYEE))
+        await directory.set_contact(employee, Contact("某人", "", f"{employee}@county.example"))
+    set_identity(Identity("notifier", Role.SERVICE))
+    yield World(engine, Outbox(engine), directory, *inbox)
+    await engine.dispose()
+
+
+def methods(inbox: Inbox) -> list[tuple[str, str, int]]:
+    """(METHOD, UID, SEQUENCE) of each message's invitation, in order."""
+    seen = []
+    for message in inbox.messages:
+        if not any(p.get_content_type() == "text/calendar" for p in message.walk()):
+            continue  # a reminder: words only
+        calendar = icalendar.Calendar.from_ical(calendar_part(message))
+        (event,) = calendar.walk("VEVENT")
+        seen.append((str(calendar["method"]), str(event["uid"]), int(str(event["sequence"]))))
+    return seen
+
+
+async def test_a_booking_is_told_at_once_reminded_and_its_cancellation_cancels_it(
+    world: World,
+) -> None:
+    await world.book("b-1")
+    assert await world.relay().run_once(NOW) == {"sent": 1}
+    (confirmation,) = world.inbox.messages
+    assert confirmation["To"] == "E1@county.example"
+    assert methods(world.inbox) == [("REQUEST", "b-1@eap-suite", 0)]
+    # Nothing more until the reminder's time: 24 hours before.
+    assert await world.relay().run_once(START - dt.timedelta(hours=25)) == {}
+    assert await world.relay().run_once(START - dt.timedelta(hours=24)) == {"sent": 1}
+    assert "Reminder" in world.inbox.messages[1]["Subject"] or "提醒" in str(
+        world.inbox.messages[1]["Subject"]
+    )
+    await world.cancel("b-1")
+    assert await world.relay().run_once(START - dt.timedelta(hours=23)) == {"sent": 1}
+    assert methods(world.inbox)[-1] == ("CANCEL", "b-1@eap-suite", 1)
+    # The 2-hour reminder of a cancelled session never goes out.
+    assert await world.relay().run_once(START) == {}
+    counts = await world.outbox.counts()
+    assert counts == {"sent": 3, "void": 1}
+
+
+async def test_two_notifiers_at_once_send_each_message_once(world: World) -> None:
+    for n in range(30):
+        await world.book(f"b-{n}", employee=f"E{1 + n % 3}")
+    first, second = world.relay("notifier-1"), world.relay("notifier-2")
+    sent = 0
+    while True:  # both at once, round after round, until nothing is left
+        outcomes = await asyncio.gather(first.run_once(NOW), second.run_once(NOW))
+        if not any(outcomes):
+            break
+        sent += sum(o.get("sent", 0) for o in outcomes)
+    assert sent == 30
+    ids = [m["Message-ID"] for m in world.inbox.messages]
+    assert len(ids) == len(set(ids)) == 30
+
+
+async def test_a_notifier_that_dies_mid_delivery_leaves_its_messages_to_another(
+    world: World,
+) -> None:
+    await world.book("b-1")
+    (taken,) = await world.outbox.claim("notifier-dead", NOW)  # and then it dies
+    assert await world.relay("notifier-2").run_once(NOW + LEASE / 2) == {}  # still its lease
+    assert await world.relay("notifier-2").run_once(NOW + LEASE * 2) == {"sent": 1}
+    assert len(world.inbox.messages) == 1
+    assert not await world.outbox.sent(taken, "notifier-dead", NOW + LEASE * 3)  # too late
+
+
+async def test_a_mail_server_down_for_a_while_delays_messages_and_loses_none(
+    world: World,
+) -> None:
+    await world.book("b-1")
+    await world.book("b-2", employee="E2")
+    down = world.relay(port=free_port())  # nothing listens there
+    assert await down.run_once(NOW) == {"pending": 2}
+    assert await down.run_once(NOW + dt.timedelta(seconds=30)) == {}  # backing off
+    assert await down.run_once(NOW + dt.timedelta(minutes=1)) == {"pending": 2}
+    assert await world.relay().run_once(NOW + dt.timedelta(minutes=2)) == {}  # still backing off
+    assert await world.relay().run_once(NOW + dt.timedelta(minutes=3)) == {"sent": 2}
+    assert sorted(m["To"] for m in world.inbox.messages) == [
+        "E1@county.example",
+        "E2@county.example",
+    ]
+
+
+async def test_someone_with_no_address_is_a_dead_notice_for_operators(world: World) -> None:
+    await world.book("b-1", employee="E9")  # not in the directory
+    assert await world.relay().run_once(NOW) == {"dead": 1}
+    assert (await world.outbox.counts())["dead"] == 1
+    assert await world.outbox.retry_dead(NOW) == 1
+    # Pending again, beside its two reminders.
+    assert (await world.outbox.counts())[NoticeState.PENDING.value] == 3

@@ -1,0 +1,46 @@
+"""What a notification says: the time, the place or the link, in the
+reader's language, and nothing that tells an onlooker what it is about."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from services.matcher.notices.writer import NoticeKind
+from services.notifier.wording import NEVER_SHOWN, Notice, calendar_title, compose
+from services.runtime.i18n import LANGUAGES
+
+TAIPEI = dt.timezone(dt.timedelta(hours=8))
+START = dt.datetime(2027, 3, 9, 10, 0, tzinfo=TAIPEI)
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+@pytest.mark.parametrize("kind", list(NoticeKind))
+@pytest.mark.parametrize("modality", ["in_person", "video", "phone"])
+def test_no_subject_or_preview_says_what_the_appointment_is_about(
+    language: str, kind: NoticeKind, modality: str
+) -> None:
+    notice = Notice(
+        kind,
+        START,
+        modality,
+        place="Pingtung office 3F",
+        video_link="https://meet.example/abc",
+        hold_until=START - dt.timedelta(days=1),
+        page="https://eap.county.example/",
+    )
+    words = compose(notice, language)
+    for shown in (words.subject, words.preview, calendar_title(language)):
+        assert not [w for w in NEVER_SHOWN if w in shown.lower()], shown
+
+
+def test_the_words_are_traditional_chinese_with_the_roc_calendars_weekday() -> None:
+    words = compose(Notice(NoticeKind.CONFIRMED, START, "in_person", place="三樓"), "zh_TW")
+    assert words.subject == "您的預約已確認"
+    assert words.preview == "您的預約時間為3月9日（二）10:00。"
+    assert "地點：三樓" in words.text and "方式：面談" in words.text
+    link = "https://m.example/x"
+    video = compose(Notice(NoticeKind.REMINDER, START, "video", video_link=link), "en")
+    assert video.subject == "Reminder: your appointment on Tue 9 Mar 10:00"
+    assert "Video link: https://m.example/x" in video.text
