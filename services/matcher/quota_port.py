@@ -9,6 +9,7 @@ service is UNAVAILABLE.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -16,7 +17,8 @@ import grpc
 
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
-from services.runtime.errors import ServiceError
+from services.rules.codes import RuleCode
+from services.runtime.errors import FailedPrecondition, ServiceError
 from services.runtime.fields import timestamp
 from services.runtime.service_identity import ServiceCredentials
 from services.runtime.status import from_call
@@ -80,6 +82,41 @@ class QuotaPort:
         except grpc.aio.AioRpcError as error:
             raise _translated(error) from None
         return response.hold.hold_id
+
+    async def refusal(
+        self,
+        employee_id: str,
+        agency_id: str,
+        staff_category: str,
+        provider_id: str,
+        start: datetime,
+        minutes: int,
+    ) -> str | None:
+        """The rule a reservation of this session would be refused by now
+        (Reserve with validate_only: nothing is held), or None if it would
+        pass. An agency the quota service does not know has no budget pool."""
+        request = qpb.ReserveRequest(
+            idempotency_key=f"check-{uuid.uuid4().hex}",
+            employee_id=employee_id,
+            agency_id=agency_id,
+            staff_category=staff_category,
+            provider_id=provider_id,
+            session_start=timestamp(start),
+            minutes=minutes,
+            validate_only=True,
+        )
+        try:
+            await self._quota().Reserve(
+                request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return RuleCode.NO_BUDGET_POOL.value
+            refused = _translated(error)
+            if isinstance(refused, FailedPrecondition):
+                return refused.rule
+            raise refused from None
+        return None
 
     async def commit(self, hold_id: str, minutes: int = 0, completed: bool = False) -> None:
         request = qpb.CommitRequest(hold_id=hold_id, minutes=minutes, completed=completed)

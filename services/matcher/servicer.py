@@ -29,6 +29,7 @@ from services.matcher.messages import (
     counselor_pb,
     job_pb,
     job_request_from_pb,
+    no_slot_reason_pb,
     proposed_pb,
     required_moment,
     slot_filter_from_pb,
@@ -169,7 +170,7 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         key = paging.after(request.page_token)
         if key is not None and not key.isdigit():
             raise InvalidArgument.single("page_token", "not a token this service gave")
-        offers, following = await self._search.find_slots(
+        found = await self._search.find_slots(
             request.case_id,
             moment(request.window_start, "window_start")
             if request.HasField("window_start")
@@ -180,8 +181,11 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             slot_filter_from_pb(request),
         )
         return pb.FindSlotsResponse(
-            slots=[slot_pb(o) for o in offers],
-            next_page_token=paging.page_token(following) if following is not None else "",
+            slots=[slot_pb(o) for o in found.offers],
+            next_page_token=paging.page_token(found.next_offset)
+            if found.next_offset is not None
+            else "",
+            none_because=[no_slot_reason_pb(rule) for rule in found.none_because],
         )
 
     async def HoldSlot(self, request: pb.HoldSlotRequest, context: Context) -> pb.HoldSlotResponse:

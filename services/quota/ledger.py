@@ -55,6 +55,7 @@ class ReserveCommand:
     hold_ttl_seconds: int = 0
     booking_ref: str = ""
     share: Share | None = None  # a group session's share; None for an individual one
+    validate_only: bool = False  # the answer, nothing held
 
 
 class QuotaLedger:
@@ -112,6 +113,7 @@ class QuotaLedger:
                     ttl_seconds=command.hold_ttl_seconds,
                     booking_ref=command.booking_ref,
                     share=command.share or Share(),
+                    validate_only=command.validate_only,
                 )
             )
 

@@ -125,6 +125,7 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             share=Share(request.group.size, request.group.index)
             if request.HasField("group")
             else None,
+            validate_only=request.validate_only,
         )
         result = await self._ledger.reserve(command, current_identity().subject)
         return pb.ReserveResponse(

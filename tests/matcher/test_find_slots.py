@@ -9,8 +9,9 @@ import datetime as dt
 import grpc
 
 from eap.matcher.v1 import matcher_pb2 as pb
+from eap.quota.v1 import quota_pb2 as qpb
 from tests.conftest import MONDAY, Suite, at
-from tests.county import counselor
+from tests.county import ORG, RATE, YEAR, counselor, enrol
 from tests.matcher.test_booking import book, case, local, submit
 from tests.quota.test_rpcs import details, refused
 
@@ -196,3 +197,50 @@ async def test_slots_and_bookings_say_where_or_by_which_video_room(suite: Suite)
     )
     listed = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
     assert listed.bookings[0].video_link == room
+
+
+async def nothing_offered(suite: Suite, employee: str, agency: str, category: str) -> list[str]:
+    """The rules FindSlots names for a case of `employee` (in the directory
+    with `agency` and `category`), which it offers nothing."""
+    await enrol(suite.matcher, [employee], agency=agency, category=category)  # type: ignore[arg-type]
+    await submit(suite, case(f"K-{employee}", employee, agency_id=agency, staff_category=category))
+    found = await suite.matcher.FindSlots(window(f"K-{employee}"))
+    assert not found.slots
+    assert all(reason.explanation for reason in found.none_because)  # in the reader's words
+    return [reason.rule for reason in found.none_because]
+
+
+async def test_no_slot_is_offered_that_the_confirmation_would_refuse(suite: Suite) -> None:
+    assert await nothing_offered(suite, "X1", "PT-NOWHERE", "official") == ["NO_BUDGET_POOL"]
+    assert await nothing_offered(suite, "X2", "PT-HR", "contractor") == ["NO_ENTITLEMENT_POLICY"]
+    await suite.quota.UpsertAgency(
+        qpb.UpsertAgencyRequest(agency_id="PT-POOR", organisation=ORG, display_name="PT-POOR")
+    )
+    await suite.quota.TopUpBudget(
+        qpb.TopUpBudgetRequest(
+            idempotency_key="poor",
+            agency_id="PT-POOR",
+            fiscal_year=YEAR,
+            amount_ntd=RATE // 2,  # not even one hour
+            reason="what was left",
+        )
+    )
+    assert await nothing_offered(suite, "X3", "PT-POOR", "official") == ["AGENCY_BUDGET"]
+    # And what is offered, a confirmation takes.
+    await submit(suite, case("K1"))
+    offered = (await suite.matcher.FindSlots(window("K1"))).slots
+    assert (await book(suite, offered[-1], "K1")).state == pb.BOOKING_STATE_BOOKED
+
+
+async def test_when_nothing_is_offered_the_answer_says_why_in_chinese(suite: Suite) -> None:
+    await submit(suite, case("K1", sessions_wanted=1))
+    await book(suite, (await suite.matcher.FindSlots(window("K1"))).slots[0], "K1")
+    found = await suite.matcher.FindSlots(window("K1"))
+    ((rule, words),) = [(r.rule, r.explanation) for r in found.none_because]
+    assert (rule, words) == ("CASE_FULLY_BOOKED", "您申請的諮商次數皆已預約。")
+    await submit(suite, case("K2", "E2", category=pb.CATEGORY_LEGAL))  # nobody here takes legal
+    found = await suite.matcher.FindSlots(window("K2"))
+    assert [r.rule for r in found.none_because] == ["NO_QUALIFIED_COUNSELOR"]
+    # Found slots come without reasons.
+    await submit(suite, case("K3", "E3"))
+    assert not (await suite.matcher.FindSlots(window("K3"))).none_because

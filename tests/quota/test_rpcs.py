@@ -79,6 +79,29 @@ async def test_reserve_retry_returns_first_answer_or_already_exists(quota: Quota
     assert error.code() == grpc.StatusCode.ALREADY_EXISTS
 
 
+async def test_a_reservation_checked_only_answers_and_holds_nothing(quota: QuotaClient) -> None:
+    await seed(quota.stub)
+    checked = pb.ReserveRequest(validate_only=True)
+    checked.MergeFrom(reserve_request("try", minutes=90))
+    answer = await quota.stub.Reserve(checked)
+    assert (answer.hold.hold_id, answer.hold.amount_ntd) == ("", RATE * 90 // 60)
+    assert answer.employee.left == 360  # the account it would open, untouched
+    for kind, owner in ACCOUNTS_OF_E1[1:]:
+        assert (await balance(quota, kind, owner)).held == 0
+    error = await refused(balance(quota, EMPLOYEE, "E1"))
+    assert error.code() == grpc.StatusCode.NOT_FOUND  # not even opened
+    # The key is not kept: a real reservation may use it, and then differ.
+    real = await quota.stub.Reserve(reserve_request("try", minutes=120))
+    assert real.hold.hold_id and real.hold.minutes == 120
+    # Its refusals are Reserve's: that week is now taken; no policy for a category.
+    error = await refused(quota.stub.Reserve(checked))
+    assert details(error)["ErrorInfo"].reason == "WEEKLY_LIMIT"  # type: ignore[attr-defined]
+    other = pb.ReserveRequest(validate_only=True)
+    other.MergeFrom(reserve_request("try-2", employee="E2", category="contractor"))
+    error = await refused(quota.stub.Reserve(other))
+    assert details(error)["ErrorInfo"].reason == "NO_ENTITLEMENT_POLICY"  # type: ignore[attr-defined]
+
+
 async def test_reserve_bad_fields_are_listed(quota: QuotaClient) -> None:
     await seed(quota.stub)
     error = await refused(

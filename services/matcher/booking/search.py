@@ -12,16 +12,17 @@ then writes, so two requests for one counselor queue instead of racing.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics
 from services.matcher.booking import slots
 from services.matcher.booking.cases import Case, require_open
 from services.matcher.booking.offers import EVERY_SLOT, SlotFilter, spread
+from services.matcher.booking.payable import payable
 from services.matcher.booking.places import place_of
 from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
@@ -36,9 +37,9 @@ from services.matcher.booking.store import (
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.orm import BookingRow, CounselorRow
 from services.matcher.quota_port import QuotaPort
+from services.matcher.registry.counselors import Counselor
 from services.matcher.registry.store import counselor_of
 from services.rules.codes import RuleCode
-from services.rules.office_time import local_day
 from services.runtime import clock
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -46,6 +47,23 @@ from services.runtime.fields import FieldChecker
 
 DEFAULT_WINDOW = timedelta(days=14)
 LONGEST_WINDOW = timedelta(days=62)
+
+
+@dataclass(frozen=True)
+class SlotPage:
+    offers: list[Offer]
+    next_offset: int | None  # None after the last page
+    none_because: tuple[str, ...]  # the rules that leave nothing to offer at all
+
+
+def _why_none(
+    case: Case, qualified: list[Counselor], diary: Diary, refusals: tuple[str, ...]
+) -> tuple[str, ...]:
+    if diary.sessions_of(case.case_id) >= case.sessions_wanted:
+        return (RuleCode.CASE_FULLY_BOOKED.value,)
+    if not qualified:
+        return (RuleCode.NO_QUALIFIED_COUNSELOR.value,)
+    return refusals or (RuleCode.NO_COMMON_AVAILABILITY.value,)
 
 
 class SlotSearch:
@@ -73,10 +91,10 @@ class SlotSearch:
         page: tuple[int, int] = (0, 20),
         replaces: str = "",
         wanted: SlotFilter = EVERY_SLOT,
-    ) -> tuple[list[Offer], int | None]:
+    ) -> SlotPage:
         """A page of the case's free slots, best first (offers.py), and the
-        offset of the next page (None after the last): `page` is (offset,
-        size). `replaces` names a booked session of the same case that a
+        offset of the next page (None after the last), or why there are none:
+        `page` is (offset, size). `replaces` names a booked session of the same case that a
         reschedule would cancel: as for `hold`, its time, its ISO week and
         its place among the sessions wanted count as free, and so does its
         quota. `wanted` narrows the search."""
@@ -124,65 +142,17 @@ class SlotSearch:
             self._deadline_hours,
         )
         found = [o for o in found if wanted.keeps(o)]
-        found = await self._with_quota_room(case, found, replaced)
+        paid = await payable(self._quota, case, found, replaced)
         # The case's details and its employee's diary were read for it.
         if self._audit:
             await self._audit.record_reads("cases", [case.case_id])
-        ranked = spread(found, slots.crisis_deadline(case, self._deadline_hours) is not None)
+        ranked = spread(paid.offers, slots.crisis_deadline(case, self._deadline_hours) is not None)
         offset, size = page
-        return ranked[offset : offset + size], (
-            offset + size if offset + size < len(ranked) else None
+        return SlotPage(
+            ranked[offset : offset + size],
+            offset + size if offset + size < len(ranked) else None,
+            () if ranked else _why_none(searched, qualified, diary, paid.refusals),
         )
-
-    async def _with_quota_room(
-        self, case: Case, offers: list[Offer], replaced: BookingRow | None = None
-    ) -> list[Offer]:
-        """Drops slots the quota could not pay for: the provider's hours, the
-        employee's entitlement (once their account is open) and the agency's
-        budget left in the slot's fiscal year. A booking a reschedule
-        replaces gives its minutes back to its year's accounts. (The exact
-        price is the quota service's to check when the booking is confirmed.)"""
-        years = sorted({local_day(o.start).year for o in offers})
-        room: dict[tuple[int, str, int], int | None] = {}
-        for year in years:
-            room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)] = await self._quota.left(
-                qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year
-            )
-            room[(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)] = await self._quota.left(
-                qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year
-            )
-            for provider in sorted({o.counselor.provider_id for o in offers}):
-                room[(qpb.ACCOUNT_KIND_PROVIDER, provider, year)] = await self._quota.left(
-                    qpb.ACCOUNT_KIND_PROVIDER, provider, year
-                )
-        if replaced is not None:
-            year = local_day(replaced.start).year
-            for key in (
-                (qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year),
-                (qpb.ACCOUNT_KIND_PROVIDER, replaced.provider_id, year),
-            ):
-                if room.get(key) is not None:
-                    room[key] = (room[key] or 0) + replaced.minutes
-            agency = (qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)
-            if room.get(agency) is not None:
-                # The agency pays while its budget is above zero: the
-                # replaced booking's cost, given back, makes it so.
-                room[agency] = max(room[agency] or 0, 0) + 1
-
-        def payable(offer: Offer) -> bool:
-            year = local_day(offer.start).year
-            agency = room[(qpb.ACCOUNT_KIND_AGENCY, case.agency_id, year)]
-            employee = room[(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)]
-            provider = room[(qpb.ACCOUNT_KIND_PROVIDER, offer.counselor.provider_id, year)]
-            return (
-                agency is not None
-                and agency > 0
-                and provider is not None
-                and provider >= case.minutes
-                and (employee is None or employee >= case.minutes)
-            )
-
-        return [o for o in offers if payable(o)]
 
     async def hold(
         self, case_id: str, counselor_id: str, start: datetime, replaces: str = ""

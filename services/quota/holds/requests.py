@@ -89,6 +89,7 @@ class ReserveOp(Op):
     ttl_seconds: int
     booking_ref: str
     share: Share
+    validate_only: bool = False  # the answer, nothing held (ReserveRequest.validate_only)
 
     @property
     def year(self) -> int:

@@ -62,7 +62,7 @@ def apply(work: Batch, op: Op, default_ttl: int) -> object:
 
 def _reserve(work: Batch, op: ReserveOp, default_ttl: int) -> Reservation:
     employee_key, provider_key, agency_key = op.account_keys()
-    previous = work.by_key.get(op.idempotency_key)
+    previous = None if op.validate_only else work.by_key.get(op.idempotency_key)
     if previous is not None:
         if previous["fingerprint"] != op.fingerprint:
             raise AlreadyExists("idempotency_key was used for a different reservation")
@@ -119,22 +119,9 @@ def _reserve(work: Batch, op: ReserveOp, default_ttl: int) -> Reservation:
     require_room(provider_key, provider.totals, provider_minutes)
     require_room(agency_key, agency.totals, amount)
 
-    # Every check passed: from here on the request changes things.
-    hold_id = uuid.uuid4().hex
-    if employee is None:
-        employee = Account(employee_key, 0, 0, 0, op.staff_category, new=True)
-        work.accounts[employee_key] = employee
-        work.change(
-            employee,
-            "ENTITLEMENT_OPEN",
-            "policy",
-            op.actor,
-            "entitlement by policy",
-            entitled=opening or 0,
-        )
-    charges = ((employee, op.minutes), (provider, provider_minutes), (agency, amount))
-    for account, held in charges:
-        work.change(account, "HOLD", hold_id, op.actor, held=held)
+    # Every check passed: from here on the request changes things, unless
+    # it only asks whether it would pass.
+    hold_id = "" if op.validate_only else uuid.uuid4().hex
     hold = {
         "hold_id": hold_id,
         "employee_id": op.employee_id,
@@ -157,6 +144,25 @@ def _reserve(work: Batch, op: ReserveOp, default_ttl: int) -> Reservation:
         "idempotency_key": op.idempotency_key,
         "fingerprint": op.fingerprint,
     }
+    if op.validate_only:
+        unopened = Account(employee_key, opening or 0, 0, 0, op.staff_category, new=True)
+        return Reservation(
+            HoldView.of(hold), (employee or unopened).view(), provider.view(), agency.view()
+        )
+    if employee is None:
+        employee = Account(employee_key, 0, 0, 0, op.staff_category, new=True)
+        work.accounts[employee_key] = employee
+        work.change(
+            employee,
+            "ENTITLEMENT_OPEN",
+            "policy",
+            op.actor,
+            "entitlement by policy",
+            entitled=opening or 0,
+        )
+    charges = ((employee, op.minutes), (provider, provider_minutes), (agency, amount))
+    for account, held in charges:
+        work.change(account, "HOLD", hold_id, op.actor, held=held)
     work.holds[hold_id] = hold
     work.new_holds.append(hold)
     work.taken_weeks.add((op.employee_id, week))

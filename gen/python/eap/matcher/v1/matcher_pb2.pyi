@@ -1244,6 +1244,7 @@ class FindSlotsResponse(_message.Message):
 
     SLOTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    NONE_BECAUSE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     """Pass as page_token for the next page; empty when there are no more."""
     @_builtins.property
@@ -1254,19 +1255,56 @@ class FindSlotsResponse(_message.Message):
         each, ...), earliest first.
         """
 
+    @_builtins.property
+    def none_because(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoSlotReason]:
+        """When nothing at all is offered: why, so that a frontend can say so. The
+        rules the quota service would refuse a confirmation by (no entitlement
+        policy, no budget pool, a budget, cap or entitlement spent, no
+        contract), or CASE_FULLY_BOOKED, NO_QUALIFIED_COUNSELOR or
+        NO_COMMON_AVAILABILITY. No slot is offered that a confirmation would
+        refuse for a reason known now.
+        """
+
     def __init__(
         self,
         *,
         slots: _abc.Iterable[Global___Slot] | None = ...,
         next_page_token: _builtins.str = ...,
+        none_because: _abc.Iterable[Global___NoSlotReason] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "none_because", b"none_because", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FindSlotsResponse: _TypeAlias = FindSlotsResponse  # noqa: Y015
+
+@_typing.final
+class NoSlotReason(_message.Message):
+    """Why a search found nothing to offer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """The rule, as a refusal's ErrorInfo reason names it."""
+    explanation: _builtins.str
+    """What it means for the person, in the language the call asked for."""
+    def __init__(
+        self,
+        *,
+        rule: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["explanation", b"explanation", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoSlotReason: _TypeAlias = NoSlotReason  # noqa: Y015
 
 @_typing.final
 class HoldSlotRequest(_message.Message):

@@ -214,6 +214,7 @@ class ReserveRequest(_message.Message):
     HOLD_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     BOOKING_REF_FIELD_NUMBER: _builtins.int
     GROUP_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     idempotency_key: _builtins.str
     """Client-chosen key, unique per intended session (e.g. a UUID). Retrying
     with the same key and request returns the first answer.
@@ -236,6 +237,13 @@ class ReserveRequest(_message.Message):
     """
     booking_ref: _builtins.str
     """The caller's own reference for the booking (opaque, no personal data)."""
+    validate_only: _builtins.bool
+    """Check only (as AIP-163's validate_only): the answer Reserve would give
+    now, with the same refusals and the hold it would make (its hold_id
+    empty), holding and spending nothing, and the idempotency key not kept.
+    A booking frontend's search uses it so as not to offer a time that the
+    confirmation would refuse.
+    """
     @_builtins.property
     def session_start(self) -> _timestamp_pb2.Timestamp:
         """When the session starts. Its date in Asia/Taipei decides the fiscal year
@@ -262,10 +270,11 @@ class ReserveRequest(_message.Message):
         hold_ttl_seconds: _builtins.int = ...,
         booking_ref: _builtins.str = ...,
         group: Global___GroupShare | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["group", b"group", "session_start", b"session_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "booking_ref", b"booking_ref", "employee_id", b"employee_id", "group", b"group", "hold_ttl_seconds", b"hold_ttl_seconds", "idempotency_key", b"idempotency_key", "minutes", b"minutes", "provider_id", b"provider_id", "session_start", b"session_start", "staff_category", b"staff_category"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "booking_ref", b"booking_ref", "employee_id", b"employee_id", "group", b"group", "hold_ttl_seconds", b"hold_ttl_seconds", "idempotency_key", b"idempotency_key", "minutes", b"minutes", "provider_id", b"provider_id", "session_start", b"session_start", "staff_category", b"staff_category", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1099,6 +1099,18 @@ export declare type FindSlotsResponse = Message<"eap.matcher.v1.FindSlotsRespons
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
+
+  /**
+   * When nothing at all is offered: why, so that a frontend can say so. The
+   * rules the quota service would refuse a confirmation by (no entitlement
+   * policy, no budget pool, a budget, cap or entitlement spent, no
+   * contract), or CASE_FULLY_BOOKED, NO_QUALIFIED_COUNSELOR or
+   * NO_COMMON_AVAILABILITY. No slot is offered that a confirmation would
+   * refuse for a reason known now.
+   *
+   * @generated from field: repeated eap.matcher.v1.NoSlotReason none_because = 3;
+   */
+  noneBecause: NoSlotReason[];
 };
 
 /**
@@ -1106,6 +1118,33 @@ export declare type FindSlotsResponse = Message<"eap.matcher.v1.FindSlotsRespons
  * Use `create(FindSlotsResponseSchema)` to create a new message.
  */
 export declare const FindSlotsResponseSchema: GenMessage<FindSlotsResponse>;
+
+/**
+ * Why a search found nothing to offer.
+ *
+ * @generated from message eap.matcher.v1.NoSlotReason
+ */
+export declare type NoSlotReason = Message<"eap.matcher.v1.NoSlotReason"> & {
+  /**
+   * The rule, as a refusal's ErrorInfo reason names it.
+   *
+   * @generated from field: string rule = 1;
+   */
+  rule: string;
+
+  /**
+   * What it means for the person, in the language the call asked for.
+   *
+   * @generated from field: string explanation = 2;
+   */
+  explanation: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.NoSlotReason.
+ * Use `create(NoSlotReasonSchema)` to create a new message.
+ */
+export declare const NoSlotReasonSchema: GenMessage<NoSlotReason>;
 
 /**
  * Request for HoldSlot.

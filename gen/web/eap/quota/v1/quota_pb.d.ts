@@ -201,6 +201,17 @@ export declare type ReserveRequest = Message<"eap.quota.v1.ReserveRequest"> & {
    * @generated from field: eap.quota.v1.GroupShare group = 10;
    */
   group?: GroupShare | undefined;
+
+  /**
+   * Check only (as AIP-163's validate_only): the answer Reserve would give
+   * now, with the same refusals and the hold it would make (its hold_id
+   * empty), holding and spending nothing, and the idempotency key not kept.
+   * A booking frontend's search uses it so as not to offer a time that the
+   * confirmation would refuse.
+   *
+   * @generated from field: bool validate_only = 11;
+   */
+  validateOnly: boolean;
 };
 
 /**
