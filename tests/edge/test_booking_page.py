@@ -360,3 +360,14 @@ async def test_on_a_phone_every_control_is_labelled_and_a_keyboard_alone_can_boo
     await page.keyboard.press("Enter")
     await expect(page.get_by_role("status")).to_contain_text("已預約：")
     assert await page.evaluate(UNLABELLED) == []
+
+
+async def test_when_nothing_can_be_offered_the_page_says_why(
+    suite: Suite, browser: Browser
+) -> None:
+    page = await signed_in_page(browser, suite)
+    await page.get_by_label("諮商類別").select_option(label="法律")  # nobody here takes legal
+    await page.get_by_role("button", name="找可預約的時段").click()
+    why = "沒有諮商師能以您接受的方式提供此類諮商。"  # the server's own words
+    await expect(page.get_by_role("status")).to_have_text(why)
+    await expect(page.get_by_role("button", name="預約這個時段")).to_have_count(0)

@@ -281,7 +281,7 @@ async function submitNeed(event) {
 async function findSlots(caseId, weeks, replaces = null) {
   const now = new Date();
   const days = Math.min(weeks * 7, LONGEST_SEARCH_DAYS);
-  const { slots } = await client.findSlots({
+  const { slots, noneBecause } = await client.findSlots({
     caseId,
     windowStart: timestampFromDate(now),
     windowEnd: timestampFromDate(new Date(now.getTime() + days * 86_400_000)),
@@ -311,7 +311,9 @@ async function findSlots(caseId, weeks, replaces = null) {
     : "";
   show("slots");
   show("held", false);
-  notice(slots.length ? "" : say("noSlots"));
+  // Nothing to offer: the server's reasons, in the reader's words.
+  const why = noneBecause.map((reason) => reason.explanation).filter(Boolean);
+  notice(slots.length ? "" : why.length ? why.join(" ") : say("noSlots"));
   focusOn("slots-title");
 }
 
