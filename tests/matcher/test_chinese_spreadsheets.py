@@ -65,6 +65,22 @@ def test_counselors_from_utf8_with_full_width_forms_and_english_mixed_in() -> No
     ]
 
 
+def test_counselors_languages_and_video_room_where_the_office_keeps_them() -> None:
+    text = (
+        "諮商師編號,特約機構編號,姓名,專長,方式,地點,每日上限,每週時段,語言,視訊連結\n"
+        "C-LIN,mind-care-assoc,林美華,心理,視訊,,5,週一 09:00-12:00,"
+        "zh-TW、nan,https://meet.mind-care.example/lin\n"
+    )
+    (lin,), problems = counselor_csv.parse(text.encode("utf-8"))
+    assert problems == []
+    assert (list(lin.languages), lin.video_link) == (
+        ["zh-TW", "nan"],
+        "https://meet.mind-care.example/lin",
+    )
+    bad = text.replace("https://", "http://")
+    assert [p for p in counselor_csv.parse(bad.encode("utf-8"))[1] if "video_link" in p]
+
+
 def test_wrong_chinese_rows_are_named_by_line_in_the_reader_s_language() -> None:
     text = (
         "諮商師編號,特約機構編號,姓名,專長,方式,地點,每日上限,每週時段\n"

@@ -6,7 +6,9 @@ a spreadsheet.
 Columns (a header row names them, in English or Chinese; order free):
 counselor_id (諮商師編號), provider_id (特約機構編號), display_name (姓名),
 specialties (專長), modalities (方式), location (地點), max_sessions_per_day
-(每日上限), weekly_hours (每週時段). Lists are separated by ";" or "、":
+(每日上限), weekly_hours (每週時段); and where the office keeps them,
+languages (語言: BCP 47 tags such as `zh-TW;nan;en`) and video_link
+(視訊連結, an https:// room of the provider's). Lists are separated by ";" or "、":
 specialties `psychological;family` or `心理、家庭` (counselors.CATEGORY_WORDS),
 modalities `in_person;video` or `面談、視訊`, weekly hours
 `Mon 09:00-12:00; Wed 18:00-21:00` or `週一 09:00-12:00；週三 18:00~21:00`.
@@ -60,7 +62,10 @@ COLUMNS = {
     "location": ("地點", "諮商地點"),
     "max_sessions_per_day": ("每日上限", "每日場次上限", "每日最多場次"),
     "weekly_hours": ("每週時段", "每週可諮商時段", "服務時段"),
+    "languages": ("語言", "使用語言", "諮商語言"),
+    "video_link": ("視訊連結", "視訊會議室"),
 }
+OPTIONAL = frozenset({"languages", "video_link"})
 MAX_ROWS = 5000
 # `Mon 09:00-12:00`, `週一09:00~12:00`, `星期一 9:00至12:00` (cells are
 # NFKC-normalized first, so full-width forms read as these).
@@ -103,7 +108,7 @@ def _window(text: str) -> pb.WeeklyWindow | None:
 def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
     """The counselors of the file, and what is wrong with it, row by row
     (line numbers as a spreadsheet shows them)."""
-    rows, problems = read_table(content, COLUMNS)
+    rows, problems = read_table(content, COLUMNS, OPTIONAL)
     if problems:
         return [], problems
     counselors: list[pb.Counselor] = []
@@ -136,6 +141,8 @@ def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
             location=row["location"],
             max_sessions_per_day=limit,
             weekly_availability=windows,
+            languages=_items(row["languages"]),
+            video_link=row["video_link"],
         )
         try:
             checker = FieldChecker()

@@ -27,10 +27,13 @@ def normal(text: str) -> str:
 Row = tuple[int, dict[str, str]]  # its line as a spreadsheet numbers it; its cells
 
 
-def read_table(content: bytes, columns: Columns) -> tuple[list[Row], list[str]]:
+def read_table(
+    content: bytes, columns: Columns, optional: frozenset[str] = frozenset()
+) -> tuple[list[Row], list[str]]:
     """The file's rows, each with its cells keyed by the columns' names in
-    the code (other columns left out), or what is wrong with its header.
-    Blank rows (a spreadsheet's trailing ones) are left out."""
+    the code (other columns left out; an `optional` one the file lacks is
+    empty), or what is wrong with its header. Blank rows (a spreadsheet's
+    trailing ones) are left out."""
     try:
         text = decode(content)
     except CalendarFileError:
@@ -54,13 +57,19 @@ def read_table(content: bytes, columns: Columns) -> tuple[list[Row], list[str]]:
         if column in where:
             problems.append(tr("line 1: two columns are {column}", column=_both(column, columns)))
         where[column] = n
-    missing = [_both(c, columns) for c in columns if c not in where]
+    missing = [_both(c, columns) for c in columns if c not in where and c not in optional]
     if missing:
         problems.append(tr("line 1: missing columns: {columns}", columns=", ".join(missing)))
     if problems:
         return [], problems
     return [
-        (line, {name: normal(row[n]) if n < len(row) else "" for name, n in where.items()})
+        (
+            line,
+            {
+                **dict.fromkeys(optional, ""),
+                **{name: normal(row[n]) if n < len(row) else "" for name, n in where.items()},
+            },
+        )
         for line, row in enumerate(rows, start=2)
         if any(cell.strip() for cell in row)
     ], []
