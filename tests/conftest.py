@@ -18,6 +18,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from eap.quota.v1 import quota_pb2_grpc
 from services.calendar.service import CalendarService
 from services.matcher.service import MatcherService
+from services.notifier.service import NotifierService
 from services.quota.service import QuotaService
 from services.runtime import clock
 from services.runtime.config import Settings
@@ -157,20 +158,22 @@ async def suite(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
 @pytest.fixture
 async def suite_with_calendar(backend: Backend, march_2027: None) -> AsyncIterator[Suite]:
     """`suite`, with the calendar service in the same server."""
-    async with _running(backend, [QuotaService(), MatcherService(), CalendarService()]) as suite:
+    services = [QuotaService(), MatcherService(), CalendarService(), NotifierService()]
+    async with _running(backend, services) as suite:
         yield suite
 
 
 @pytest.fixture
 async def secured_suite(tmp_path: Path, march_2027: None) -> AsyncIterator[Secured]:
-    """The three services in `jwt` mode on SQLite (the policy does not
+    """The services in `jwt` mode on SQLite (the policy does not
     depend on the store), seeded by an administrator."""
     made = make_keys(tmp_path / "keys")
     url = stores.migrated_sqlite(tmp_path / "eap.db")
     await stores.sign_audit_heads(url, made.audit)  # as if migrated under the suite's key
     settings = Settings(grpc_address="127.0.0.1:0", metrics_port=0, database_url=url)
     server = await start(
-        [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
+        [QuotaService(), MatcherService(), CalendarService(), NotifierService()],
+        secured(settings, made),
     )
     address = f"127.0.0.1:{server.port}"
     admin = bearer(made.token("admin", "eap-admin"))

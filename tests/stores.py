@@ -144,7 +144,9 @@ async def sign_audit_heads(url: str, keys_file: Path) -> None:
 
     keys = AuditKeys.load(str(keys_file), development=False)
     trails = [
-        s.name for s in registry.build(list(registry.SERVICES)) if getattr(s, "audited", False)
+        s.name
+        for s in registry.own_stores(registry.build(list(registry.SERVICES)))
+        if getattr(s, "audited", False)
     ]
     engine = create_engine(url)
     try:

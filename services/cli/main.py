@@ -127,7 +127,7 @@ def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
         )
         try:
             for tenant in settings.tenants:
-                for service in registry.build(list(registry.SERVICES)):
+                for service in registry.own_stores(registry.build(list(registry.SERVICES))):
                     if not getattr(service, "audited", False):
                         continue
                     url = settings.database_url_for(service.name, tenant)

@@ -50,6 +50,11 @@ service its own database.
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 | EAP_CONSISTENCY_SECONDS | 600 | how often sessions, charges and ledger are checked; 0: never |
+| EAP_SMTP_URL | (none) | the notifier's mail server: smtp://host:port (notifier/smtp.py) |
+| EAP_WEBHOOK_URL | (none) | the notifier's webhook, signed with EAP_WEBHOOK_SECRET_FILE's secret |
+| EAP_WEBHOOK_SECRET_FILE | (none) | the webhook's HMAC-SHA256 secret (a Secret's file) |
+| EAP_BOOKING_PAGE_URL | (none) | the booking page's address, in every notice |
+| EAP_NOTIFIER_POLL_SECONDS | 5 | how often the notifier looks for notices due |
 | EAP_DEV_CLOCK_FILE | (none) | dev mode only: the clock runs this many seconds ahead (tests) |
 
 (*) `{tenant}` in a database URL stands for the tenant's name: each tenant
@@ -117,6 +122,11 @@ class Settings:
     crisis_deadline_hours: int = CRISIS_DEADLINE_HOURS
     retention_days: int = 1825
     consistency_seconds: float = 600.0
+    smtp_url: str | None = None
+    webhook_url: str | None = None
+    webhook_secret_file: str | None = None
+    booking_page_url: str = ""
+    notifier_poll_seconds: float = 5.0
     data_keys_file: str | None = None
     audit_keys_file: str | None = None
     dev_clock_file: str | None = None
@@ -233,6 +243,13 @@ class Settings:
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
             retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
             consistency_seconds=_float(env, "EAP_CONSISTENCY_SECONDS", cls.consistency_seconds),
+            smtp_url=env.get("EAP_SMTP_URL") or None,
+            webhook_url=env.get("EAP_WEBHOOK_URL") or None,
+            webhook_secret_file=env.get("EAP_WEBHOOK_SECRET_FILE") or None,
+            booking_page_url=env.get("EAP_BOOKING_PAGE_URL", ""),
+            notifier_poll_seconds=_float(
+                env, "EAP_NOTIFIER_POLL_SECONDS", cls.notifier_poll_seconds
+            ),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
             dev_clock_file=_dev_clock_file(env, mode),

@@ -150,6 +150,9 @@ POLICY: dict[str, Access] = {
     # -- the audit trails: the auditor's ---------------------------------------------
     "eap.audit.v1.AuditService/ListAuditEntries": _row(any_of=[AUDITOR]),
     "eap.audit.v1.AuditService/VerifyAuditTrail": _row(any_of=[AUDITOR]),
+    # -- the notifier: its operators' ------------------------------------------------
+    "eap.notifier.v1.NotifierService/GetOutboxStatus": _row(any_of=[ADMIN, OPERATOR]),
+    "eap.notifier.v1.NotifierService/RetryDeadNotices": _row(any_of=[ADMIN, OPERATOR]),
     # -- the gRPC server's own -------------------------------------------------------
     "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": _row(any_of=[ADMIN, OPERATOR]),
 }

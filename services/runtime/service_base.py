@@ -21,6 +21,9 @@ class DatabaseService:
     full_name: str
     migrations: Path
     version_table: str
+    # The service whose database (and audit trail) this one works in; its
+    # own when empty. The notifier works in the matcher's: its outbox.
+    store = ""
     uses_redis = False
     audited = False  # keeps personal records: reads are written to its audit trail
     finishing_methods: frozenset[str] = frozenset()
@@ -45,7 +48,7 @@ class DatabaseService:
     async def start(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.tenant = self.tenant or settings.tenants[0]
-        url = settings.database_url_for(self.name, self.tenant)
+        url = settings.database_url_for(self.store or self.name, self.tenant)
         self._engine = database.create_engine(url, settings.database_pool_size)
         self.lease_scope = database.scope_of(url)
         await database.migrate(
@@ -59,11 +62,11 @@ class DatabaseService:
             # The trail's head checkpointed in Redis, outside the database,
             # where there is one (services/runtime/audit.py).
             checkpoint = (
-                Checkpoint(runtime.redis, self.name, self.lease_scope)
+                Checkpoint(runtime.redis, self.store or self.name, self.lease_scope)
                 if runtime.redis is not None
                 else None
             )
-            self.audit = AuditTrail(self._engine, self.name, keys, checkpoint)
+            self.audit = AuditTrail(self._engine, self.store or self.name, keys, checkpoint)
         if self.uses_redis:
             self._redis = runtime.redis
         await self.started(runtime)

@@ -58,9 +58,10 @@ class World:
             start=start,
             minutes=60,
             modality="in_person",
+            location="Pingtung office 3F",
         )
         async with async_sessionmaker(self.engine)() as session, session.begin():
-            await tell(session, booking, kind, NOW, place="Pingtung office 3F")
+            await tell(session, booking, kind, NOW)
 
 
 @pytest.fixture

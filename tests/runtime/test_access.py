@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from eap.audit.v1 import audit_pb2
 from eap.calendar.v1 import calendar_pb2
 from eap.matcher.v1 import matcher_pb2 as mpb
+from eap.notifier.v1 import notifier_pb2
 from eap.quota.v1 import quota_pb2 as qpb
 from services.runtime import policy
 from services.runtime.auth import Role
@@ -30,9 +31,9 @@ REFLECTION = "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"
 
 
 def our_methods() -> dict[str, MethodDescriptor]:
-    """Every RPC of our three services, from their descriptors."""
+    """Every RPC of our services, from their descriptors."""
     found = {}
-    for module in (qpb, mpb, calendar_pb2, audit_pb2):
+    for module in (qpb, mpb, calendar_pb2, audit_pb2, notifier_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 found[f"{service.full_name}/{method.name}"] = method

@@ -28,6 +28,7 @@ from enum import StrEnum
 from sqlalchemy import ColumnElement, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from services.matcher.notices.writer import NoticeKind, tell
 from services.matcher.orm import BookingRow
 
 
@@ -78,6 +79,15 @@ SHOWN: dict[BookingState, str] = {
 }
 
 
+# What the person hears of a step, written in the step's own transaction
+# (notices/writer.py): a session confirmed (or, for a move's new booking,
+# changed), and a booked session cancelled.
+TOLD: dict[tuple[BookingState, BookingState], NoticeKind] = {
+    (S.CONFIRMING, S.BOOKED): NoticeKind.CONFIRMED,
+    (S.CANCELLING, S.CANCELLED): NoticeKind.CANCELLED,
+}
+
+
 class IllegalTransition(AssertionError):
     """A step the table does not allow: a bug in the caller, never input."""
 
@@ -109,4 +119,11 @@ async def step(
         .values(state=target.value, updated_at=now, **values)
         .execution_options(synchronize_session=False)
     )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    won = bool(result.rowcount)  # type: ignore[attr-defined]
+    told = {TOLD[(s, target)] for s in sources if (s, target) in TOLD}
+    if won and told:
+        row = await session.get(BookingRow, booking_id, populate_existing=True)
+        assert row is not None
+        for kind in told:
+            await tell(session, row, kind, now)
+    return won

@@ -48,15 +48,21 @@ async def tell(
     booking: BookingRow,
     kind: NoticeKind,
     now: datetime,
-    place: str = "",
-    replaced: str = "",
     reminders: Sequence[timedelta] = REMINDERS,
 ) -> None:
     """Records that the booking's person is to hear of `kind`, and for a
-    session booked or moved the reminders still ahead of it. `replaced`:
-    the booking a move replaces, whose invitation this one updates."""
-    key, sequence = await _lineage(session, replaced or booking.booking_id)
-    if replaced:
+    session booked or moved the reminders still ahead of it. A booking that
+    replaces another (a move) updates that one's invitation; a cancellation
+    is told only of a session that was told of (not of a hold given up)."""
+    replaced = booking.replaces_booking_id or ""
+    if kind is NoticeKind.CONFIRMED and replaced:
+        kind = NoticeKind.CHANGED
+    key, sequence = await _lineage(session, booking.booking_id)
+    if sequence < 0 and replaced:  # a move's new booking: the session goes on
+        key, sequence = await _lineage(session, replaced)
+    if kind is NoticeKind.CANCELLED and sequence < 0:
+        return
+    if kind is NoticeKind.CHANGED:
         await void_reminders(session, replaced, now)
     if kind is NoticeKind.CANCELLED:
         await void_reminders(session, booking.booking_id, now)
@@ -77,7 +83,7 @@ async def tell(
                 start=booking.start,
                 minutes=booking.minutes,
                 modality=booking.modality,
-                place=place,
+                place=booking.location or booking.video_link,
                 due_at=at,
                 state=NoticeState.PENDING.value,
                 created_at=now,
