@@ -40,6 +40,7 @@ from services.cli import registry, token_cli
 from services.cli.demo_booking import online_booking, optimized_job
 from services.cli.demo_common import hours, load_county, people_file, say
 from services.cli.demo_edge import browser_step
+from services.cli.demo_notices import notices_step
 from services.cli.demo_programme import confidentiality, group_sessions, year_plan
 from services.cli.demo_quota import ledger_steps
 from services.matcher.registry import people_csv
@@ -124,6 +125,7 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
                 story_year=county["fiscal_year"],
                 fund_year=lambda year: fund_year(quota, county, year),
             )
+            told = await notices_step(server, settings)
     finally:
         await server.stop(1)
     METRICS_DUMP.write_bytes(generate_latest(REGISTRY))
@@ -135,6 +137,7 @@ async def run_demo(settings: Settings, keep: bool = False) -> int:
     print(f"\n{left}")
     if not keep:
         shutil.rmtree(scratch)
+    print(f"\n{told}")
     print("\n" + tr("Demo finished; the suite shut down cleanly."))
     print(
         tr(

@@ -50,7 +50,7 @@ service its own database.
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
 | EAP_CONSISTENCY_SECONDS | 600 | how often sessions, charges and ledger are checked; 0: never |
-| EAP_SMTP_URL | (none) | the notifier's mail server: smtp://host:port (notifier/smtp.py) |
+| EAP_SMTP_URL(_FILE) | (none) | the notifier's mail server: smtp://host:port (notifier/smtp.py) |
 | EAP_WEBHOOK_URL | (none) | the notifier's webhook, signed with EAP_WEBHOOK_SECRET_FILE's secret |
 | EAP_WEBHOOK_SECRET_FILE | (none) | the webhook's HMAC-SHA256 secret (a Secret's file) |
 | EAP_BOOKING_PAGE_URL | (none) | the booking page's address, in every notice |
@@ -243,7 +243,7 @@ class Settings:
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
             retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
             consistency_seconds=_float(env, "EAP_CONSISTENCY_SECONDS", cls.consistency_seconds),
-            smtp_url=env.get("EAP_SMTP_URL") or None,
+            smtp_url=_secret(env, "EAP_SMTP_URL"),
             webhook_url=env.get("EAP_WEBHOOK_URL") or None,
             webhook_secret_file=env.get("EAP_WEBHOOK_SECRET_FILE") or None,
             booking_page_url=env.get("EAP_BOOKING_PAGE_URL", ""),
