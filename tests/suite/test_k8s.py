@@ -25,6 +25,7 @@ SERVICES = {
     "quota": "eap.quota.v1.QuotaService",
     "matcher": "eap.matcher.v1.MatcherService",
     "calendar": "eap.calendar.v1.CalendarService",
+    "notifier": "eap.notifier.v1.NotifierService",
 }
 
 
