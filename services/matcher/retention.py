@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.notices.rows import NoticeRow
 from services.matcher.orm import BookingRow, CaseRow, JobRow
 from services.runtime import clock
 from services.runtime.audit import AuditTrail
@@ -43,6 +44,8 @@ async def purge(engine: AsyncEngine, audit: AuditTrail | None, days: int) -> tup
             )
             if not ids:
                 break
+            booked = select(BookingRow.booking_id).where(BookingRow.case_id.in_(ids))
+            await session.execute(delete(NoticeRow).where(NoticeRow.booking_id.in_(booked)))
             await session.execute(delete(BookingRow).where(BookingRow.case_id.in_(ids)))
             await session.execute(delete(CaseRow).where(CaseRow.case_id.in_(ids)))
         cases += len(ids)
@@ -51,6 +54,7 @@ async def purge(engine: AsyncEngine, audit: AuditTrail | None, days: int) -> tup
             delete(JobRow).where(JobRow.created_at < cutoff, JobRow.state.in_(("done", "failed")))
         )
         jobs = int(getattr(result, "rowcount", 0) or 0)
+        await session.execute(delete(NoticeRow).where(NoticeRow.start < cutoff))
     if audit is not None and (cases or jobs):
         set_identity(SYSTEM_IDENTITY)
         await audit.record("purge", f"cases/{cases} match-jobs/{jobs} older than {days} days")

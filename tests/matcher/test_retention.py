@@ -6,10 +6,13 @@ from __future__ import annotations
 import datetime as dt
 
 import grpc
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from eap.matcher.v1 import matcher_pb2 as mpb
 from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import retention
+from services.matcher.notices.rows import NoticeRow
 from services.runtime import clock
 from tests.conftest import MONDAY, TAIPEI, Suite
 from tests.county import RATE, account
@@ -37,6 +40,10 @@ async def test_old_cases_are_purged_and_the_aggregates_stay(suite: Suite) -> Non
         assert error.code() == grpc.StatusCode.NOT_FOUND
     kept = await suite.matcher.GetCase(mpb.GetCaseRequest(case_id="K2"))
     assert len(kept.bookings) == 1
+    # Who was told of the purged sessions goes with them; the kept one's stays.
+    async with async_sessionmaker(matcher.engine)() as session:
+        told = set(await session.scalars(select(NoticeRow.booking_id)))
+    assert told == {kept.bookings[0].booking_id}
 
     # What the programme spent is still there, anonymous and whole.
     agency = await suite.quota.GetBalance(
