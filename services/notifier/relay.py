@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from services.matcher.notices.outbox import Due, Outbox
 from services.matcher.notices.state import NoticeState
-from services.matcher.notices.writer import NoticeKind
+from services.matcher.notices.writer import REMINDERS, NoticeKind
 from services.notifier import smtp, webhook
 from services.notifier.invitation import Invitation, Method, uid_for
 from services.notifier.mail import compose_mail
@@ -54,14 +55,24 @@ class Channels:
 
 
 class Relay:
-    def __init__(self, outbox: Outbox, addresses: AddressBook, channels: Channels, owner: str):
+    def __init__(
+        self,
+        outbox: Outbox,
+        addresses: AddressBook,
+        channels: Channels,
+        owner: str,
+        reminders: Sequence[timedelta] = REMINDERS,
+    ):
         self._outbox = outbox
         self._addresses = addresses
         self._channels = channels
         self._owner = owner
+        self._reminders = reminders
 
     async def run_once(self, now: datetime) -> dict[str, int]:
-        """Delivers what is due now; counts the outcomes by state."""
+        """Writes the reminders whose time has come, then delivers what is
+        due now; counts the outcomes by state."""
+        await self._outbox.schedule_reminders(now, self._reminders)
         outcomes: dict[str, int] = {}
         for due in await self._outbox.claim(self._owner, now):
             try:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 from grpc import aio
@@ -72,7 +73,8 @@ class NotifierService(DatabaseService):
         )
         owner = f"{socket.gethostname()}-{os.getpid()}-{self.tenant}"
         configured = channels(settings)
-        self.relay = Relay(self.outbox, directory, configured, owner)
+        reminders = tuple(timedelta(hours=h) for h in settings.reminder_hours)
+        self.relay = Relay(self.outbox, directory, configured, owner, reminders)
         if configured.mail is None and configured.hook is None:
             # Nothing to deliver by: the notices wait, and go out once a
             # channel is configured (a development server, the demo).

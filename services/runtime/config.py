@@ -55,6 +55,7 @@ service its own database.
 | EAP_WEBHOOK_SECRET_FILE | (none) | the webhook's HMAC-SHA256 secret (a Secret's file) |
 | EAP_BOOKING_PAGE_URL | (none) | the booking page's address, in every notice |
 | EAP_NOTIFIER_POLL_SECONDS | 5 | how often the notifier looks for notices due |
+| EAP_REMINDER_HOURS | 24,2 | when reminders go out before a session, hours; empty: none |
 | EAP_DEV_CLOCK_FILE | (none) | dev mode only: the clock runs this many seconds ahead (tests) |
 
 (*) `{tenant}` in a database URL stands for the tenant's name: each tenant
@@ -127,6 +128,7 @@ class Settings:
     webhook_secret_file: str | None = None
     booking_page_url: str = ""
     notifier_poll_seconds: float = 5.0
+    reminder_hours: tuple[float, ...] = (24.0, 2.0)
     data_keys_file: str | None = None
     audit_keys_file: str | None = None
     dev_clock_file: str | None = None
@@ -250,6 +252,7 @@ class Settings:
             notifier_poll_seconds=_float(
                 env, "EAP_NOTIFIER_POLL_SECONDS", cls.notifier_poll_seconds
             ),
+            reminder_hours=_hours(env, "EAP_REMINDER_HOURS", cls.reminder_hours),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
             dev_clock_file=_dev_clock_file(env, mode),
@@ -281,6 +284,19 @@ def _dev_clock_file(env: Mapping[str, str], mode: str) -> str | None:
     if path and mode != "dev":
         raise ConfigError("EAP_DEV_CLOCK_FILE", "is for development mode only")
     return path
+
+
+def _hours(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        hours = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ConfigError(name, "hours, comma-separated, e.g. 24,2") from None
+    if any(not 0 < h <= 24 * 14 for h in hours):
+        raise ConfigError(name, "each between 0 and 336 hours (two weeks)")
+    return hours
 
 
 def _secret(env: Mapping[str, str], name: str) -> str | None:

@@ -55,7 +55,7 @@ async def test_a_booking_moved_and_cancelled_tells_its_person_each_time(
     service = matcher_of(suite)
     await submit(suite, case())
     found = await slots(suite)
-    ahead = now().timestamp() + 2 * 86400  # far enough for both reminders
+    ahead = now().timestamp() + 2 * 86400  # two days ahead: no reminder is due yet
     first = next(s for s in found if s.start.seconds >= ahead)
     held = await hold(suite, first)
     assert await notices(service) == []  # a hold is nobody's news
@@ -64,8 +64,7 @@ async def test_a_booking_moved_and_cancelled_tells_its_person_each_time(
     ).booking
     key = confirmed.booking_id
     told = await notices(service)
-    assert [k for k, *_ in told] == ["confirmed", "reminder", "reminder"]
-    assert {(s, n) for _, s, n, _ in told} == {(key, 0)}
+    assert [(k, s, n) for k, s, n, _ in told] == [("confirmed", key, 0)]
     # Moved: the same invitation, a higher sequence; the old reminders void.
     later = next(s for s in found if s.start.seconds > confirmed.start.seconds)
     new = (
@@ -88,7 +87,7 @@ async def test_a_booking_moved_and_cancelled_tells_its_person_each_time(
         ("changed", key, 1),
         ("cancelled", key, 2),
     ]
-    assert [state for k, _, _, state in told if k == "reminder"] == ["void"] * 4
+    assert [k for k, *_ in told if k == "reminder"] == []  # none was due
     # The notifier delivers the three, in order, as one calendar entry's life.
     set_identity(Identity("E1", Role.EMPLOYEE))
     await service.directory.set_contact("E1", Contact("某人", "", "e1@county.example"))

@@ -43,25 +43,44 @@ class World:
         target = SmtpTarget.from_url(f"smtp://127.0.0.1:{port or self.port}")
         return Relay(self.outbox, self.directory, Channels(mail=target), owner)
 
-    async def book(self, booking_id: str, employee: str = "E1", start: dt.datetime = START) -> None:
-        await self._tell(booking_id, employee, start, NoticeKind.CONFIRMED)
+    def relay_with(self, reminders: tuple[dt.timedelta, ...]) -> Relay:
+        target = SmtpTarget.from_url(f"smtp://127.0.0.1:{self.port}")
+        return Relay(self.outbox, self.directory, Channels(mail=target), "n-1", reminders)
 
-    async def cancel(self, booking_id: str, employee: str = "E1") -> None:
-        await self._tell(booking_id, employee, START, NoticeKind.CANCELLED)
-
-    async def _tell(
-        self, booking_id: str, employee: str, start: dt.datetime, kind: NoticeKind
+    async def book(
+        self,
+        booking_id: str,
+        employee: str = "E1",
+        start: dt.datetime = START,
+        booked_at: dt.datetime = NOW,
     ) -> None:
         booking = BookingRow(
             booking_id=booking_id,
+            case_id=f"K-{booking_id}",
             employee_id=employee,
+            counselor_id="C001",
+            provider_id="P1",
             start=start,
+            end=start + dt.timedelta(hours=1),
             minutes=60,
             modality="in_person",
+            state="booked",
+            quota_hold_id="",
+            funded=True,
+            updated_at=booked_at,
             location="Pingtung office 3F",
         )
         async with async_sessionmaker(self.engine)() as session, session.begin():
-            await tell(session, booking, kind, NOW)
+            session.add(booking)
+            await session.flush()
+            await tell(session, booking, NoticeKind.CONFIRMED, booked_at)
+
+    async def cancel(self, booking_id: str) -> None:
+        async with async_sessionmaker(self.engine)() as session, session.begin():
+            booking = await session.get(BookingRow, booking_id)
+            assert booking is not None
+            booking.state = "cancelled"
+            await tell(session, booking, NoticeKind.CANCELLED, NOW)
 
 
 @pytest.fixture
@@ -115,9 +134,33 @@ async def test_a_booking_is_told_at_once_reminded_and_its_cancellation_cancels_i
     assert await world.relay().run_once(START - dt.timedelta(hours=23)) == {"sent": 1}
     assert methods(world.inbox)[-1] == ("CANCEL", "b-1@eap-suite", 1)
     # The 2-hour reminder of a cancelled session never goes out.
-    assert await world.relay().run_once(START) == {}
+    assert await world.relay().run_once(START - dt.timedelta(hours=1)) == {}
     counts = await world.outbox.counts()
-    assert counts == {"sent": 3, "void": 1}
+    assert counts == {"sent": 3}
+
+
+async def test_reminders_go_out_at_the_hours_configured_and_only_the_latest_due(
+    world: World,
+) -> None:
+    await world.book("b-1")
+    await world.relay().run_once(NOW)  # the confirmation
+    two_days = world.relay_with((dt.timedelta(hours=48),))
+    assert await two_days.run_once(START - dt.timedelta(hours=49)) == {}
+    assert await two_days.run_once(START - dt.timedelta(hours=48)) == {"sent": 1}
+    assert await two_days.run_once(START - dt.timedelta(hours=47)) == {}  # once
+    # A notifier down through the 24-hour mark sends only the 2-hour one.
+    later = START + dt.timedelta(days=3)
+    await world.book("b-2", employee="E2", start=later)
+    await world.relay().run_once(NOW)
+    assert await world.relay().run_once(later - dt.timedelta(hours=1)) == {"sent": 1}
+    assert await world.relay().run_once(later - dt.timedelta(minutes=30)) == {}
+    # A session booked after a reminder's time has its confirmation instead.
+    latest = START + dt.timedelta(days=6)
+    await world.book("b-3", employee="E3", start=latest, booked_at=latest - dt.timedelta(hours=3))
+    assert await world.relay().run_once(latest - dt.timedelta(hours=3)) == {"sent": 1}
+    assert await world.relay().run_once(latest - dt.timedelta(hours=2)) == {"sent": 1}
+    # Confirmation and reminder for each: six messages.
+    assert len(world.inbox.messages) == 6
 
 
 async def test_two_notifiers_at_once_send_each_message_once(world: World) -> None:
@@ -168,5 +211,4 @@ async def test_someone_with_no_address_is_a_dead_notice_for_operators(world: Wor
     assert await world.relay().run_once(NOW) == {"dead": 1}
     assert (await world.outbox.counts())["dead"] == 1
     assert await world.outbox.retry_dead(NOW) == 1
-    # Pending again, beside its two reminders.
-    assert (await world.outbox.counts())[NoticeState.PENDING.value] == 3
+    assert (await world.outbox.counts())[NoticeState.PENDING.value] == 1

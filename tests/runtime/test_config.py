@@ -123,3 +123,15 @@ def test_a_followed_clock_file_is_for_development_only(tmp_path: Path) -> None:
     finally:
         clock.follow(None)
     assert clock.now() - before < dt.timedelta(days=1)
+
+
+def test_reminder_hours_and_the_notifiers_mail_server_from_a_file(tmp_path: Path) -> None:
+    assert Settings.from_env({}).reminder_hours == (24.0, 2.0)
+    assert Settings.from_env({"EAP_REMINDER_HOURS": "48, 1.5"}).reminder_hours == (48.0, 1.5)
+    assert Settings.from_env({"EAP_REMINDER_HOURS": ""}).reminder_hours == ()  # none
+    for wrong in ("tomorrow", "0", "400"):
+        with pytest.raises(ConfigError, match="EAP_REMINDER_HOURS"):
+            Settings.from_env({"EAP_REMINDER_HOURS": wrong})
+    (tmp_path / "smtp-url").write_text("smtp://eap:secret@mail.example:587?starttls=true\n")
+    settings = Settings.from_env({"EAP_SMTP_URL_FILE": str(tmp_path / "smtp-url")})
+    assert settings.smtp_url == "smtp://eap:secret@mail.example:587?starttls=true"

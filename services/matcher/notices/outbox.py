@@ -9,14 +9,19 @@ for good, or failing MAX_ATTEMPTS times, is dead, visible to operators
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.booking.state import BookingState
 from services.matcher.notices.rows import NoticeRow
 from services.matcher.notices.state import NoticeState, step
+from services.matcher.notices.writer import REMINDERS, NoticeKind, lineage, notice_fields
+from services.matcher.orm import BookingRow
 
 N = NoticeState
 LEASE = timedelta(minutes=2)
@@ -94,6 +99,44 @@ class Outbox:
                         )
                     )
         return taken
+
+    async def schedule_reminders(
+        self, now: datetime, reminders: Sequence[timedelta] = REMINDERS
+    ) -> int:
+        """Writes the reminders whose time has come: for each booked session
+        not yet started, the latest of `reminders` before it that has passed,
+        unless the session was booked after that (its confirmation says as
+        much). Each reminder's id is its booking's and its offset's, so any
+        number of notifiers at once write it once. Returns how many it wrote."""
+        offsets = sorted(reminders)  # nearest the session first
+        if not offsets:
+            return 0
+        written = 0
+        async with self._sessions() as session, session.begin():
+            bookings = await session.scalars(
+                select(BookingRow).where(
+                    BookingRow.state == BookingState.BOOKED.value,
+                    BookingRow.start > now,
+                    BookingRow.start <= now + offsets[-1],
+                )
+            )
+            dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+            for booking in bookings.all():
+                due = next((booking.start - r for r in offsets if booking.start - r <= now), None)
+                if due is None or due <= booking.updated_at:
+                    continue
+                minutes = int((booking.start - due).total_seconds() // 60)
+                key, sequence = await lineage(session, booking)
+                fields = notice_fields(
+                    booking, NoticeKind.REMINDER, key, max(sequence, 0), due, now
+                )
+                result = await session.execute(
+                    dialect.insert(NoticeRow)
+                    .values(notice_id=f"reminder-{booking.booking_id}-{minutes}", **fields)
+                    .on_conflict_do_nothing()
+                )
+                written += int(getattr(result, "rowcount", 0) or 0)
+        return written
 
     async def sent(self, due: Due, owner: str, now: datetime) -> bool:
         async with self._sessions() as session, session.begin():

@@ -1,13 +1,13 @@
-"""Writing the outbox, inside the transaction of the change it tells of:
-a booking confirmed, moved or cancelled, and the reminders before it. So a
-change is never made without its notice, nor a notice sent of a change that
-was rolled back.
+"""Writing the outbox: inside the transaction of the change it tells of (a
+booking confirmed, moved or cancelled), so that a change is never made
+without its notice, nor a notice sent of a change that was rolled back; and
+the reminders before a session, which the notifier schedules as their time
+comes (outbox.py), at the hours its settings say.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -30,66 +30,65 @@ class NoticeKind(StrEnum):
     OFFER = "offer"  # a waitlist's free time, held for the person
 
 
-async def _lineage(session: AsyncSession, booking_id: str) -> tuple[str, int]:
-    """The session key and the last sequence told for a booking, or the
-    booking's own id and -1 if nothing was told of it yet."""
-    row = (
-        await session.execute(
-            select(NoticeRow.session_key, func.max(NoticeRow.sequence))
-            .where(NoticeRow.booking_id == booking_id)
-            .group_by(NoticeRow.session_key)
-        )
-    ).first()
-    return (row[0], int(row[1])) if row else (booking_id, -1)
+async def lineage(session: AsyncSession, booking: BookingRow) -> tuple[str, int]:
+    """The session key and the last sequence told of a booking (or, for a
+    move's new booking not told of yet, of the one it replaces); the
+    booking's own id and -1 if nothing was told."""
+    for booking_id in (booking.booking_id, booking.replaces_booking_id or ""):
+        if not booking_id:
+            continue
+        row = (
+            await session.execute(
+                select(NoticeRow.session_key, func.max(NoticeRow.sequence))
+                .where(NoticeRow.booking_id == booking_id)
+                .group_by(NoticeRow.session_key)
+            )
+        ).first()
+        if row:
+            return row[0], int(row[1])
+    return booking.booking_id, -1
 
 
-async def tell(
-    session: AsyncSession,
-    booking: BookingRow,
-    kind: NoticeKind,
-    now: datetime,
-    reminders: Sequence[timedelta] = REMINDERS,
-) -> None:
-    """Records that the booking's person is to hear of `kind`, and for a
-    session booked or moved the reminders still ahead of it. A booking that
-    replaces another (a move) updates that one's invitation; a cancellation
-    is told only of a session that was told of (not of a hold given up)."""
+def notice_fields(
+    booking: BookingRow, kind: NoticeKind, key: str, sequence: int, due: datetime, now: datetime
+) -> dict[str, object]:
+    return {
+        "kind": kind.value,
+        "employee_id": booking.employee_id,
+        "booking_id": booking.booking_id,
+        "session_key": key,
+        "sequence": sequence,
+        "start": booking.start,
+        "minutes": booking.minutes,
+        "modality": booking.modality,
+        "place": booking.location or booking.video_link,
+        "due_at": due,
+        "state": NoticeState.PENDING.value,
+        "attempts": 0,
+        "owner": "",
+        "last_error": "",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+async def tell(session: AsyncSession, booking: BookingRow, kind: NoticeKind, now: datetime) -> None:
+    """Records that the booking's person is to hear of `kind`. A booking that
+    replaces another (a move) updates that one's invitation and drops its
+    reminders not yet sent; a cancellation drops its own, and is told only
+    of a session that was told of (not of a hold given up)."""
     replaced = booking.replaces_booking_id or ""
     if kind is NoticeKind.CONFIRMED and replaced:
         kind = NoticeKind.CHANGED
-    key, sequence = await _lineage(session, booking.booking_id)
-    if sequence < 0 and replaced:  # a move's new booking: the session goes on
-        key, sequence = await _lineage(session, replaced)
+    key, sequence = await lineage(session, booking)
     if kind is NoticeKind.CANCELLED and sequence < 0:
         return
     if kind is NoticeKind.CHANGED:
         await void_reminders(session, replaced, now)
     if kind is NoticeKind.CANCELLED:
         await void_reminders(session, booking.booking_id, now)
-    due = [(kind, now)]
-    if kind in (NoticeKind.CONFIRMED, NoticeKind.CHANGED):
-        due += [
-            (NoticeKind.REMINDER, booking.start - r) for r in reminders if booking.start - r > now
-        ]
-    for what, at in due:
-        session.add(
-            NoticeRow(
-                notice_id=uuid.uuid4().hex,
-                kind=what.value,
-                employee_id=booking.employee_id,
-                booking_id=booking.booking_id,
-                session_key=key,
-                sequence=sequence + 1,
-                start=booking.start,
-                minutes=booking.minutes,
-                modality=booking.modality,
-                place=booking.location or booking.video_link,
-                due_at=at,
-                state=NoticeState.PENDING.value,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    fields = notice_fields(booking, kind, key, sequence + 1, now, now)
+    session.add(NoticeRow(notice_id=uuid.uuid4().hex, **fields))
 
 
 async def void_reminders(session: AsyncSession, booking_id: str, now: datetime) -> None:
