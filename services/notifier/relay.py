@@ -28,6 +28,7 @@ from services.notifier.wording import Notice, calendar_title, compose
 
 log = logging.getLogger("eap.notifier")
 
+MAIL, HOOK = "mail", "hook"  # the channels, as an entry records them
 INVITING = {
     NoticeKind.CONFIRMED: Method.REQUEST,
     NoticeKind.CHANGED: Method.REQUEST,
@@ -103,8 +104,8 @@ class Relay:
             page=self._channels.page,
         )
         words = compose(notice, self._channels.language)
-        reached = False
-        if self._channels.mail is not None:
+        reached = bool(due.delivered_by)
+        if self._channels.mail is not None and MAIL not in due.delivered_by:
             address = await self._addresses.address_for_notice(due.employee_id)
             if address:
                 method = INVITING.get(kind)
@@ -127,8 +128,9 @@ class Relay:
                     due.notice_id, address, words, now, invitation, method or Method.REQUEST
                 )
                 await smtp.send(self._channels.mail, message)
+                await self._outbox.delivered_by(due, self._owner, MAIL)
                 reached = True
-        if self._channels.hook is not None:
+        if self._channels.hook is not None and HOOK not in due.delivered_by:
             body = json.dumps(
                 {
                     "delivery_id": due.notice_id,
@@ -145,6 +147,7 @@ class Relay:
             await webhook.deliver(
                 self._channels.hook.url, self._channels.hook.secret, due.notice_id, body
             )
+            await self._outbox.delivered_by(due, self._owner, HOOK)
             reached = True
         if not reached:
             raise DeliveryFailed("no channel reaches this person", permanent=True)

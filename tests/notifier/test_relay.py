@@ -19,12 +19,18 @@ from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import NoticeKind, tell
 from services.matcher.orm import BookingRow
 from services.matcher.registry.directory import Contact, Directory
-from services.notifier.relay import Channels, Relay
+from services.notifier.relay import Channels, Relay, Webhook
 from services.notifier.smtp import SmtpTarget
 from services.runtime import database
 from services.runtime.auth import Identity, Role, set_identity
 from tests.conftest import Backend
-from tests.notifier.test_channels import Inbox, calendar_part, free_port
+from tests.notifier.test_channels import (  # noqa: F401 (receiver: the fixture)
+    Inbox,
+    Receiver,
+    calendar_part,
+    free_port,
+    receiver,
+)
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2027, 3, 1, 9, 0, tzinfo=TAIPEI)
@@ -212,3 +218,22 @@ async def test_someone_with_no_address_is_a_dead_notice_for_operators(world: Wor
     assert (await world.outbox.counts())["dead"] == 1
     assert await world.outbox.retry_dead(NOW) == 1
     assert (await world.outbox.counts())[NoticeState.PENDING.value] == 1
+
+
+async def test_a_webhook_failing_for_a_while_resends_the_webhook_not_the_e_mail(
+    world: World,
+    receiver: Receiver,  # noqa: F811 (the fixture)
+) -> None:
+    receiver.answers.append(503)  # the county's messaging is down at first
+    target = SmtpTarget.from_url(f"smtp://127.0.0.1:{world.port}")
+    both = Relay(
+        world.outbox,
+        world.directory,
+        Channels(mail=target, hook=Webhook(receiver.url, b"county-secret")),
+        "notifier-1",
+    )
+    await world.book("b-1")
+    assert await both.run_once(NOW) == {"pending": 1}  # mailed; the webhook to try again
+    assert await both.run_once(NOW + dt.timedelta(minutes=1)) == {"sent": 1}
+    assert len(world.inbox.messages) == 1  # the e-mail once
+    assert len(receiver.got) == 2 and receiver.got[0][1] == receiver.got[1][1]  # the same body

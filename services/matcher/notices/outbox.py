@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -45,6 +45,7 @@ class Due:
     place: str
     hold_until: datetime | None
     attempts: int  # this one included
+    delivered_by: frozenset[str] = frozenset()  # channels done at an earlier attempt
 
 
 def backoff(attempts: int) -> timedelta:
@@ -96,6 +97,7 @@ class Outbox:
                             row.place,
                             row.hold_until,
                             row.attempts + 1,
+                            frozenset(c for c in row.delivered_by.split(",") if c),
                         )
                     )
         return taken
@@ -137,6 +139,18 @@ class Outbox:
                 )
                 written += int(getattr(result, "rowcount", 0) or 0)
         return written
+
+    async def delivered_by(self, due: Due, owner: str, channel: str) -> None:
+        """Records that `channel` delivered the entry (while `owner` holds
+        it), so that a retry goes by the other channels only."""
+        done = ",".join(sorted({*due.delivered_by, channel}))
+        async with self._sessions() as session, session.begin():
+            await session.execute(
+                update(NoticeRow)
+                .where(NoticeRow.notice_id == due.notice_id, NoticeRow.owner == owner)
+                .values(delivered_by=done)
+                .execution_options(synchronize_session=False)
+            )
 
     async def sent(self, due: Due, owner: str, now: datetime) -> bool:
         async with self._sessions() as session, session.begin():

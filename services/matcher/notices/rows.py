@@ -40,6 +40,9 @@ class NoticeRow(Base):
     # Who is delivering it, until when (a crashed notifier's lease lapses).
     owner: Mapped[str] = mapped_column(String(64), default="")
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    # The channels that have delivered it: a retry after one of them failed
+    # goes by the others only ("mail", "hook"; comma-separated).
+    delivered_by: Mapped[str] = mapped_column(String(32), default="")
     # Why the last attempt failed, in the channel's words (never an address).
     last_error: Mapped[str] = mapped_column(String(200), default="")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
