@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from services.edge.static import largest, page_routes
+from services.edge.static import largest_body, page_routes
 from services.runtime.config import Settings
 
 # The services a browser may reach, by gRPC service name; the audit trail
@@ -188,6 +188,7 @@ def _cors(config: EdgeConfig) -> dict[str, Any]:
 def render(config: EdgeConfig) -> dict[str, Any]:
     """Envoy's bootstrap configuration for `config`."""
     timeout = f"{config.timeout_seconds:g}s"
+    pages = page_routes() if config.serve_page else []
     routes: list[dict[str, Any]] = [
         *(
             {
@@ -209,7 +210,7 @@ def render(config: EdgeConfig) -> dict[str, Any]:
             }
             for service in ROUTED
         ),
-        *(page_routes() if config.serve_page else []),
+        *pages,
     ]
     manager = {
         "@type": _typed("filters.network.http_connection_manager.v3.HttpConnectionManager"),
@@ -220,7 +221,7 @@ def render(config: EdgeConfig) -> dict[str, Any]:
         "use_remote_address": True,
         "route_config": {
             "name": "eap",
-            "max_direct_response_body_size_bytes": max(4096, largest() + 1024),
+            "max_direct_response_body_size_bytes": max(4096, largest_body(pages) + 1024),
             "virtual_hosts": [
                 {
                     "name": "eap",

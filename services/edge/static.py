@@ -47,12 +47,8 @@ def page_files(folder: Path = PAGE_DIR) -> dict[str, Path]:
     return files
 
 
-def largest(folder: Path = PAGE_DIR) -> int:
-    """The largest file's size: Envoy's limit for a direct response's body."""
-    return max((p.stat().st_size for p in page_files(folder).values()), default=0)
-
-
 def page_routes(folder: Path = PAGE_DIR) -> list[dict[str, Any]]:
+    """One route per file, answered by Envoy with the file's content."""
     return [
         {
             "match": {"path": path, "headers": [_method_is_read()]},
@@ -78,3 +74,10 @@ def _method_is_read() -> dict[str, Any]:
 
 def _header(name: str, value: str) -> dict[str, Any]:
     return {"header": {"key": name, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def largest_body(routes: list[dict[str, Any]]) -> int:
+    """The largest page file, in bytes: Envoy's limit for a direct
+    response's body must be at least that."""
+    bodies = [r["direct_response"]["body"]["inline_string"] for r in routes]
+    return max((len(b.encode()) for b in bodies), default=0)

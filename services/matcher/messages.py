@@ -25,10 +25,8 @@ from services.matcher.registry.counselors import (
     Modality,
     WeeklyWindow,
 )
-from services.rules.codes import RuleCode
-from services.rules.explanations import EXPLANATIONS
 from services.runtime.fields import FieldChecker, timestamp
-from services.runtime.i18n import translate
+from services.runtime.i18n import explanation
 
 CATEGORIES = {
     pb.CATEGORY_PSYCHOLOGICAL: Category.PSYCHOLOGICAL,
@@ -310,9 +308,7 @@ def slot_filter_from_pb(request: pb.FindSlotsRequest) -> SlotFilter:
 
 def no_slot_reason_pb(rule: str) -> pb.NoSlotReason:
     """The rule, and what it means in the call's language (i18n.py)."""
-    known = RuleCode.__members__.get(rule)
-    words = translate(EXPLANATIONS[known]) if known in EXPLANATIONS else ""
-    return pb.NoSlotReason(rule=rule, explanation=words)
+    return pb.NoSlotReason(rule=rule, explanation=explanation(rule) or "")
 
 
 def slot_pb(offer: Offer) -> pb.Slot:

@@ -97,9 +97,7 @@ class NotifierService(DatabaseService):
         counts = await self.outbox.counts()
         for state in NoticeState:
             metrics.NOTICES.labels(self.tenant, state.value).set(counts.get(state.value, 0))
-        oldest = await self.outbox.oldest_due()
-        waited = (clock.now() - oldest).total_seconds() if oldest else 0.0
-        metrics.OLDEST_DUE.labels(self.tenant).set(max(waited, 0.0))
+        metrics.OLDEST_DUE.labels(self.tenant).set(await self.outbox.waited_seconds(clock.now()))
 
     def servicer(self) -> object:
         return NotifierServicer(self.outbox)
@@ -116,11 +114,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self, request: pb.GetOutboxStatusRequest, context: object
     ) -> pb.GetOutboxStatusResponse:
         counts = await self._outbox.counts()
-        oldest = await self._outbox.oldest_due()
-        waited = (clock.now() - oldest).total_seconds() if oldest else 0.0
         return pb.GetOutboxStatusResponse(
             **{state.value: counts.get(state.value, 0) for state in NoticeState},
-            oldest_due_seconds=max(waited, 0.0),
+            oldest_due_seconds=await self._outbox.waited_seconds(clock.now()),
         )
 
     async def RetryDeadNotices(

@@ -32,6 +32,8 @@ from babel import Locale, UnknownLocaleError
 from babel.messages.catalog import Catalog
 from babel.messages.pofile import read_po
 
+from services.rules.codes import RuleCode
+from services.rules.explanations import EXPLANATIONS
 from services.rules.explanations import N_ as N_  # re-exported: the mark for every module
 
 LOCALES = Path(__file__).parent / "locale"
@@ -67,6 +69,13 @@ REFUSALS = {
 def catalog(language: str) -> Catalog:
     with (LOCALES / language / "LC_MESSAGES" / "eap.po").open("rb") as file:
         return read_po(file, locale=language)
+
+
+def explanation(rule: str, language: str | None = None) -> str | None:
+    """What the rule named `rule` means to a person, in `language` (the
+    current call's by default); None for a name that is no RuleCode."""
+    known = RuleCode.__members__.get(rule)
+    return translate(EXPLANATIONS[known], language) if known in EXPLANATIONS else None
 
 
 def translate(message_id: str, language: str | None = None) -> str:

@@ -9,8 +9,6 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.rules.codes import RuleCode
-from services.rules.explanations import EXPLANATIONS
 from services.runtime import errors, i18n
 
 DOMAIN = "eap.example.org"
@@ -61,14 +59,9 @@ def localized(error: errors.ServiceError, code: int) -> error_details_pb2.Locali
     """The refusal in the caller's language (i18n.py): what its rule means
     to the person, or what its kind of refusal does."""
     language = i18n.current_language()
-    rule = (
-        RuleCode.__members__.get(error.rule)
-        if isinstance(error, errors.FailedPrecondition)
-        else None
-    )
-    if rule is not None and rule in EXPLANATIONS:
-        words = i18n.translate(EXPLANATIONS[rule], language)
-    else:
+    rule = error.rule if isinstance(error, errors.FailedPrecondition) else ""
+    words = i18n.explanation(rule, language)
+    if words is None:
         words = i18n.translate(i18n.REFUSALS[code_pb2.Code.Name(code)], language)
         if isinstance(error, errors.InvalidArgument):
             separator = "、" if language == "zh_TW" else ", "

@@ -4,11 +4,7 @@ SQLite and PostgreSQL, with a real SMTP server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import icalendar
-import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
@@ -23,16 +19,7 @@ from services.runtime.auth import Identity, Role, set_identity
 from services.runtime.clock import now
 from tests.conftest import Suite
 from tests.matcher.test_booking import case, hold, slots, submit
-from tests.notifier.test_channels import Inbox, calendar_part, free_port
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    box, port = Inbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
+from tests.notifier.test_channels import Inbox, calendar_part
 
 
 def matcher_of(suite: Suite) -> MatcherService:

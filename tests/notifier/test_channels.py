@@ -6,13 +6,9 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import http.server
 import json
-import socket
 import ssl
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -30,6 +26,7 @@ from services.notifier.mail import compose_mail, message_id
 from services.notifier.smtp import DeliveryFailed, SmtpTarget, send
 from services.notifier.wording import Words
 from services.runtime import tls
+from tests.replicas import free_port
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
 START = dt.datetime(2027, 3, 9, 10, 0, tzinfo=TAIPEI)
@@ -47,24 +44,6 @@ class Inbox:
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         return "250 OK"
-
-
-def free_port() -> int:
-    """aiosmtpd's Controller checks its server by connecting: no port 0."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    box = Inbox()
-    port = free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
 
 
 def invitation(sequence: int = 0) -> Invitation:
@@ -174,28 +153,6 @@ class Receiver:
     url: str
     got: list[tuple[dict[str, str], bytes]]
     answers: list[int]
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    got: list[tuple[dict[str, str], bytes]] = []
-    answers: list[int] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["content-length"]))
-            got.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(answers.pop(0) if answers else 204)
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Receiver(f"http://127.0.0.1:{server.server_address[1]}/eap", got, answers)
-    server.shutdown()
-    server.server_close()
 
 
 async def test_webhooks_are_signed_and_their_signatures_verify(receiver: Receiver) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from tests.notifier.test_channels import Inbox, free_port
+from tests.notifier.test_channels import Inbox
+from tests.replicas import free_port
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
 

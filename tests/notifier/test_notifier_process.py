@@ -31,8 +31,8 @@ from eap.quota.v1 import quota_pb2_grpc
 from services.matcher.notices.outbox import LEASE
 from tests.conftest import MONDAY, at
 from tests.county import counselor, enrol, seed
-from tests.notifier.test_channels import Inbox, free_port
-from tests.replicas import EAPCTL, Cluster, cluster
+from tests.notifier.test_channels import Inbox
+from tests.replicas import EAPCTL, Cluster, cluster, free_port
 
 EMPLOYEES = [f"E{n}" for n in range(1, 13)]
 

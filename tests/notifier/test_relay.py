@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import icalendar
 import pytest
-from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
@@ -24,13 +23,8 @@ from services.notifier.smtp import SmtpTarget
 from services.runtime import database
 from services.runtime.auth import Identity, Role, set_identity
 from tests.conftest import Backend
-from tests.notifier.test_channels import (  # noqa: F401 (receiver: the fixture)
-    Inbox,
-    Receiver,
-    calendar_part,
-    free_port,
-    receiver,
-)
+from tests.notifier.test_channels import Inbox, Receiver, calendar_part
+from tests.replicas import free_port
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
 NOW = dt.datetime(2027, 3, 1, 9, 0, tzinfo=TAIPEI)
@@ -87,15 +81,6 @@ class World:
             assert booking is not None
             booking.state = "cancelled"
             await tell(session, booking, NoticeKind.CANCELLED, NOW)
-
-
-@pytest.fixture
-def inbox() -> Iterator[tuple[Inbox, int]]:
-    box, port = Inbox(), free_port()
-    controller = Controller(box, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield box, port
-    controller.stop()
 
 
 @pytest.fixture
@@ -222,7 +207,7 @@ async def test_someone_with_no_address_is_a_dead_notice_for_operators(world: Wor
 
 async def test_a_webhook_failing_for_a_while_resends_the_webhook_not_the_e_mail(
     world: World,
-    receiver: Receiver,  # noqa: F811 (the fixture)
+    receiver: Receiver,
 ) -> None:
     receiver.answers.append(503)  # the county's messaging is down at first
     target = SmtpTarget.from_url(f"smtp://127.0.0.1:{world.port}")

@@ -204,12 +204,13 @@ class Outbox:
             )
             return {state: int(count) for state, count in rows.all()}
 
-    async def oldest_due(self) -> datetime | None:
-        """When the longest-waiting deliverable entry fell due."""
+    async def waited_seconds(self, now: datetime) -> float:
+        """How long the longest-waiting deliverable entry has been due (0 if
+        none waits)."""
         async with self._sessions() as session:
             due: datetime | None = await session.scalar(
                 select(func.min(NoticeRow.due_at)).where(
                     NoticeRow.state.in_([N.PENDING.value, N.SENDING.value])
                 )
             )
-            return due
+        return max((now - due).total_seconds(), 0.0) if due else 0.0
