@@ -91,8 +91,25 @@ class BookingRow(Base):
     # Where it takes place (booking/places.py), as it was when booked.
     location: Mapped[str] = mapped_column(String(200), default="")
     video_link: Mapped[str] = mapped_column(String(500), default="")
+    # What became of the session (booking/attendance.py): attended, no-show,
+    # late cancellation, cancelled by the counselor; empty while it is open.
+    attendance: Mapped[str] = mapped_column(String(24), default="")
 
     __table_args__ = (Index("ix_matcher_bookings_counselor_start", "counselor_id", "start"),)
+
+
+class BookingPolicyRow(Base):
+    """The tenant's booking policy (booking/policy.py): one row, or none
+    for the defaults."""
+
+    __tablename__ = "matcher_booking_policy"
+    policy_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    notice_hours: Mapped[int] = mapped_column(Integer)
+    late_cancellation_charge: Mapped[str] = mapped_column(String(16))
+    no_show_charge: Mapped[str] = mapped_column(String(16))
+    # Hours before a session that reminders go out; None: the deployment's.
+    reminder_hours: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class PersonRow(Base):
