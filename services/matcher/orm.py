@@ -105,8 +105,8 @@ class BookingPolicyRow(Base):
     __tablename__ = "matcher_booking_policy"
     policy_id: Mapped[str] = mapped_column(String(16), primary_key=True)
     notice_hours: Mapped[int] = mapped_column(Integer)
-    late_cancellation_charge: Mapped[str] = mapped_column(String(16))
-    no_show_charge: Mapped[str] = mapped_column(String(16))
+    late_cancellation_charge: Mapped[str] = mapped_column(String(24))
+    no_show_charge: Mapped[str] = mapped_column(String(24))
     # Hours before a session that reminders go out; None: the deployment's.
     reminder_hours: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

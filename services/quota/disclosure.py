@@ -60,8 +60,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MIN_CELL_PEOPLE = 5
-"""A group of fewer distinct people than this is never shown."""
+from services.rules.disclosure import MIN_CELL_PEOPLE
+
 CLOSING_DAYS = 7
 """A month's figures are released to HR this many days after it ends."""
 BAND_NTD = 50_000
