@@ -55,11 +55,13 @@ lists bookings one by one and is for administrators and auditors only.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 
 import numpy as np
 
+from services.rules.attendance import Attendance
 from services.rules.disclosure import MIN_CELL_PEOPLE
 
 CLOSING_DAYS = 7
@@ -73,7 +75,10 @@ _EPSILON = 1e-8
 
 @dataclass(frozen=True)
 class Charge:
-    """One charged session, as only this module sees it."""
+    """One charged session, as only this module sees it: one that took
+    place or will, or one missed or cancelled late (`outcome`, a
+    rules.attendance.Attendance), with what the tenant charged for it
+    (which may be nothing)."""
 
     agency_id: str
     staff_category: str
@@ -82,6 +87,7 @@ class Charge:
     employee_id: str
     minutes: int
     amount_ntd: int
+    outcome: str = ""
 
 
 @dataclass(frozen=True)
@@ -92,10 +98,12 @@ class UsageRow:
     staff_category: str
     month: int
     people: int  # distinct employees
-    sessions: int  # charged sessions: a group session counts once per participant
+    sessions: int  # sessions that took place or will: a group session counts once per participant
     minutes: int
     amount_ntd: int
-    suppressed: bool = False  # withheld: every count above is zero
+    suppressed: bool = False  # withheld: every count is zero
+    no_shows: int = 0
+    late_cancellations: int = 0
 
 
 @dataclass(frozen=True)
@@ -280,14 +288,17 @@ def _cell(figure: _Group, charges: Sequence[Charge], shown: bool) -> UsageRow:
     if not shown:
         return UsageRow(agency, category, int(month), 0, 0, 0, 0, suppressed=True)
     mine = [c for c in charges if (c.agency_id, c.staff_category) == (agency, category)]
+    missed = Counter(c.outcome for c in mine if c.outcome)
     return UsageRow(
         agency,
         category,
         int(month),
         people=len(figure.people),
-        sessions=len(mine),
+        sessions=len(mine) - sum(missed.values()),
         minutes=sum(c.minutes for c in mine),
         amount_ntd=sum(c.amount_ntd for c in mine),
+        no_shows=missed[Attendance.NO_SHOW],
+        late_cancellations=missed[Attendance.LATE_CANCELLATION],
     )
 
 

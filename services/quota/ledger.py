@@ -32,6 +32,7 @@ from services.quota.holds.requests import (
 )
 from services.quota.reference import ReferenceData
 from services.quota.store import request_fingerprint
+from services.rules.attendance import Attendance, Charge
 from services.rules.codes import RuleCode
 from services.rules.cost import Share
 from services.rules.sessions import MAX_SESSION_MINUTES
@@ -130,7 +131,18 @@ class QuotaLedger:
             result = await submit()
         return result
 
-    async def commit(self, hold_id: str, minutes: int, completed: bool, actor: str) -> HoldView:
+    async def commit(
+        self,
+        hold_id: str,
+        minutes: int,
+        completed: bool,
+        actor: str,
+        outcome: Attendance = Attendance.ATTENDED,
+        charge: Charge | None = None,
+    ) -> HoldView:
+        """Commits the hold: a booking confirmed, or (`completed`) a session
+        that took place; or one that did not (`outcome`, a no-show or a late
+        cancellation), settled as `charge` says."""
         checker = FieldChecker()
         checker.require(bool(hold_id) and len(hold_id) <= 32, "hold_id", "required")
         checker.require(
@@ -138,6 +150,12 @@ class QuotaLedger:
             "minutes",
             f"0 (all held minutes) or 1-{MAX_SESSION_MINUTES}",
         )
+        missed = outcome in (Attendance.NO_SHOW, Attendance.LATE_CANCELLATION)
+        which = "a no-show or late cancellation"
+        checker.require(outcome is Attendance.ATTENDED or missed, "outcome", f"attended or {which}")
+        checker.require(not missed or completed, "completed", f"true with {which}")
+        checker.require(not missed or minutes == 0, "minutes", f"0 with {which}")
+        checker.require((charge is not None) == missed, "charge", f"set with {which} only")
         checker.raise_if_any()
         hold: HoldView = await self._batcher.submit(
             CommitOp(
@@ -146,6 +164,8 @@ class QuotaLedger:
                 hold_id=hold_id,
                 minutes=minutes,
                 completed=completed,
+                outcome=outcome,
+                charge=charge or Charge.FULL,
             )
         )
         return hold

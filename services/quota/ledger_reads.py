@@ -23,6 +23,7 @@ from services.quota.domain import (
 )
 from services.quota.holds.requests import HoldView
 from services.quota.store import QuotaStore, balance_of, totals_of
+from services.rules import attendance
 from services.rules.office_time import local_day
 from services.runtime import clock, policy
 from services.runtime.audit import AuditTrail
@@ -45,6 +46,18 @@ def _require_reader(key: AccountKey | None, refusal: ServiceError) -> None:
         policy.require_own(refusal, employee_id=key.owner_id)
     else:
         policy.require_own(refusal)
+
+
+def _charged(
+    minutes: int, amount_ntd: int, outcome: str, charge: str, state: str
+) -> tuple[int, int]:
+    """What a hold put on its provider (minutes) and agency (NT$): all of a
+    session that took place or will; of a missed one, what its charge
+    says; of one charged nothing (given back), nothing."""
+    if state == HoldState.RELEASED.value:
+        return 0, 0
+    paid = not outcome or attendance.Charge(charge or attendance.Charge.FULL).pays_provider
+    return (minutes, amount_ntd) if paid else (0, 0)
 
 
 def _label_sets(gauge: Gauge, owner_label: str) -> set[tuple[str, ...]]:
@@ -142,9 +155,10 @@ class LedgerReads:
         return released.cells, through
 
     async def _charges(self, year: int, through_month: int) -> list[Charge]:
-        """The year's charged sessions up to `through_month`, for the
-        disclosure rules only: they carry pseudonymous ids, which never
-        leave disclosure.py."""
+        """The year's charged sessions up to `through_month`, and its missed
+        or late-cancelled ones with what they were charged (perhaps
+        nothing), for the disclosure rules only: they carry pseudonymous
+        ids, which never leave disclosure.py."""
         hold = orm.Hold
         query = select(
             hold.agency_id,
@@ -154,14 +168,21 @@ class LedgerReads:
             hold.employee_id,
             hold.minutes,
             hold.amount_ntd,
+            hold.outcome,
+            hold.charge,
+            hold.state,
         ).where(
             hold.fiscal_year == year,
-            hold.state.in_(CHARGING_STATES),
+            hold.state.in_(CHARGING_STATES)
+            | ((hold.state == HoldState.RELEASED.value) & (hold.outcome != "")),
             hold.session_month <= through_month,
         )
         async with self._sessions() as session:
             rows = (await session.execute(query)).all()
-        return [Charge(a, c, int(m), p, e, int(n), int(t)) for a, c, m, p, e, n, t in rows]
+        return [
+            Charge(a, c, int(m), p, e, *_charged(int(n), int(t), outcome, charge, state), outcome)
+            for a, c, m, p, e, n, t, outcome, charge, state in rows
+        ]
 
     @staticmethod
     def _through_month(year: int) -> int:

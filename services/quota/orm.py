@@ -100,6 +100,11 @@ class Hold(Base):
     # it is refused.
     idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
+    # What became of the session (rules.attendance.Attendance: a no-show, a
+    # late cancellation) and what it was charged (Charge); empty for a
+    # session that took place or is still to come.
+    outcome: Mapped[str] = mapped_column(String(24), default="")
+    charge: Mapped[str] = mapped_column(String(24), default="")
 
     __table_args__ = (
         # The weekly rule, enforced by the database as well as by the check:

@@ -19,6 +19,7 @@ from services.quota.funding import Funding, GrantCommand
 from services.quota.holds.requests import HoldView
 from services.quota.ledger import QuotaLedger, ReserveCommand
 from services.quota.ledger_reads import LedgerReads
+from services.rules.attendance import Attendance, Charge
 from services.rules.cost import Share
 from services.runtime import clock, paging
 from services.runtime.auth import current_identity
@@ -89,7 +90,28 @@ def hold_pb(hold: HoldView) -> pb.Hold:
         else None,
         hourly_rate_ntd=hold.hourly_rate_ntd,
         session_start=timestamp(hold.session_start),
+        outcome=_OUTCOME_PB.get(hold.outcome, pb.SESSION_OUTCOME_UNSPECIFIED),
+        charge=_CHARGE_PB.get(hold.charge, pb.CHARGE_UNSPECIFIED),
     )
+
+
+_OUTCOMES = {
+    pb.SESSION_OUTCOME_UNSPECIFIED: Attendance.ATTENDED,
+    pb.SESSION_OUTCOME_ATTENDED: Attendance.ATTENDED,
+    pb.SESSION_OUTCOME_NO_SHOW: Attendance.NO_SHOW,
+    pb.SESSION_OUTCOME_LATE_CANCELLATION: Attendance.LATE_CANCELLATION,
+}
+_OUTCOME_PB = {
+    Attendance.NO_SHOW.value: pb.SESSION_OUTCOME_NO_SHOW,
+    Attendance.LATE_CANCELLATION.value: pb.SESSION_OUTCOME_LATE_CANCELLATION,
+}
+_CHARGES = {
+    pb.CHARGE_FULL: Charge.FULL,
+    pb.CHARGE_PROVIDER_PAID: Charge.PROVIDER_PAID,
+    pb.CHARGE_ENTITLEMENT_COUNTED: Charge.ENTITLEMENT_COUNTED,
+    pb.CHARGE_NONE: Charge.NONE,
+}
+_CHARGE_PB = {charge.value: value for value, charge in _CHARGES.items()}
 
 
 def _after_entry(token: str) -> int:
@@ -136,8 +158,16 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
         )
 
     async def Commit(self, request: pb.CommitRequest, context: Context) -> pb.CommitResponse:
+        outcome = _OUTCOMES.get(request.outcome)
+        if outcome is None:
+            raise InvalidArgument.single("outcome", "attended, no-show or late cancellation")
         hold = await self._ledger.commit(
-            request.hold_id, request.minutes, request.completed, current_identity().subject
+            request.hold_id,
+            request.minutes,
+            request.completed,
+            current_identity().subject,
+            outcome,
+            _CHARGES.get(request.charge),
         )
         return pb.CommitResponse(hold=hold_pb(hold))
 
@@ -242,6 +272,8 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
                     amount_ntd=r.amount_ntd,
                     people=r.people,
                     suppressed=r.suppressed,
+                    no_shows=r.no_shows,
+                    late_cancellations=r.late_cancellations,
                 )
                 for r in rows
             ],

@@ -30,6 +30,11 @@ class RuleCode(StrEnum):
     GROUP_SESSION_CANCELLED = "GROUP_SESSION_CANCELLED"
     SESSION_COMPLETED = "SESSION_COMPLETED"
     SESSION_NOT_STARTED = "SESSION_NOT_STARTED"
+    # What became of a session that did not take place (rules/attendance.py):
+    # the reasons the ledger records it by.
+    NO_SHOW = "NO_SHOW"
+    LATE_CANCELLATION = "LATE_CANCELLATION"
+    COUNSELOR_CANCELLED = "COUNSELOR_CANCELLED"
     # Slots: why a time cannot be held.
     NOT_BOOKABLE = "NOT_BOOKABLE"
     SLOT_TAKEN = "SLOT_TAKEN"

@@ -45,6 +45,9 @@ EXPLANATIONS: dict[RuleCode, str] = {
     RuleCode.SESSION_NOT_STARTED: N_(
         "This session has not started yet: it can be completed once it has begun."
     ),
+    RuleCode.NO_SHOW: N_("This session was missed."),
+    RuleCode.LATE_CANCELLATION: N_("This session was cancelled inside the notice period."),
+    RuleCode.COUNSELOR_CANCELLED: N_("The counselor cancelled this session."),
     RuleCode.NOT_BOOKABLE: N_("That time cannot be booked."),
     RuleCode.SLOT_TAKEN: N_("Someone else has just taken that time: please choose another."),
     RuleCode.COUNSELOR_DAY_FULL: N_("The counselor's day is full."),

@@ -286,6 +286,9 @@ def _dev_clock_file(env: Mapping[str, str], mode: str) -> str | None:
     return path
 
 
+MAX_REMINDER_HOURS = 24 * 14  # the earliest a reminder goes out: two weeks before
+
+
 def _hours(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     text = env.get(name)
     if text is None:
@@ -294,8 +297,8 @@ def _hours(env: Mapping[str, str], name: str, default: tuple[float, ...]) -> tup
         hours = tuple(float(part) for part in text.split(",") if part.strip())
     except ValueError:
         raise ConfigError(name, "hours, comma-separated, e.g. 24,2") from None
-    if any(not 0 < h <= 24 * 14 for h in hours):
-        raise ConfigError(name, "each between 0 and 336 hours (two weeks)")
+    if any(not 0 < h <= MAX_REMINDER_HOURS for h in hours):
+        raise ConfigError(name, f"each between 0 and {MAX_REMINDER_HOURS} hours (two weeks)")
     return hours
 
 

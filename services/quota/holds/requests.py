@@ -13,6 +13,7 @@ from services.quota.domain import (
     AccountKind,
     Balance,
 )
+from services.rules.attendance import Attendance, Charge
 from services.rules.cost import Share
 from services.rules.office_time import fiscal_year_of, iso_week
 
@@ -37,10 +38,15 @@ class HoldView:
     share: Share
     hourly_rate_ntd: int
     session_start: datetime
+    outcome: str = ""  # rules.attendance.Attendance, for a session that did not take place
+    charge: str = ""  # rules.attendance.Charge, what it was charged
 
     @property
     def provider_minutes(self) -> int:
-        return self.share.of(self.minutes)
+        """What the session takes of the provider's hours (nothing for a
+        missed session the provider is not paid for)."""
+        paid = Charge(self.charge or Charge.FULL).pays_provider
+        return self.share.of(self.minutes) if paid else 0
 
     @classmethod
     def of(cls, hold: dict[str, Any]) -> HoldView:
@@ -59,6 +65,8 @@ class HoldView:
             share_of(hold),
             hold["hourly_rate_ntd"],
             hold["session_start"],
+            hold.get("outcome") or "",
+            hold.get("charge") or "",
         )
 
 
@@ -116,6 +124,9 @@ class CommitOp(Op):
     hold_id: str
     minutes: int
     completed: bool
+    # A session that did not take place, and what the tenant charges for it.
+    outcome: Attendance = Attendance.ATTENDED
+    charge: Charge = Charge.FULL
 
 
 @dataclass(eq=False)

@@ -27,6 +27,7 @@ from services.quota.holds.requests import (
     share_of,
 )
 from services.quota.holds.work import Account, Batch
+from services.rules.attendance import Attendance, Charge
 from services.rules.codes import RuleCode
 from services.rules.cost import session_cost_ntd
 from services.rules.office_time import iso_week, local
@@ -42,9 +43,16 @@ log = logging.getLogger("eap.quota")
 
 def charges(hold: dict[str, Any], minutes: int) -> tuple[int, int, int]:
     """What `minutes` of the hold's session cost its employee, provider and
-    agency accounts."""
+    agency accounts: all three, unless the session did not take place and
+    the tenant's policy (its `charge`) spares some of them."""
     share = share_of(hold)
-    return minutes, share.of(minutes), share.of(session_cost_ntd(hold["hourly_rate_ntd"], minutes))
+    charge = Charge(hold.get("charge") or Charge.FULL)
+    cost = share.of(session_cost_ntd(hold["hourly_rate_ntd"], minutes))
+    return (
+        minutes if charge.counts_entitlement else 0,
+        share.of(minutes) if charge.pays_provider else 0,
+        cost if charge.pays_provider else 0,
+    )
 
 
 def apply(work: Batch, op: Op, default_ttl: int) -> object:
@@ -143,6 +151,8 @@ def _reserve(work: Batch, op: ReserveOp, default_ttl: int) -> Reservation:
         "created_at": work.now,
         "idempotency_key": op.idempotency_key,
         "fingerprint": op.fingerprint,
+        "outcome": "",
+        "charge": "",
     }
     if op.validate_only:
         unopened = Account(employee_key, opening or 0, 0, 0, op.staff_category, new=True)
@@ -190,6 +200,8 @@ def give_back(work: Batch, hold: dict[str, Any], kind: str, actor: str, reason: 
 
 def _commit(work: Batch, op: CommitOp) -> HoldView:
     hold = _locked_hold(work, op.hold_id)
+    if op.outcome is not Attendance.ATTENDED:
+        return _settle_missed(work, hold, op)
     state = HoldState(hold["state"])
     if state is HoldState.HELD and hold["expires_at"] <= work.now:
         give_back(work, hold, "EXPIRE", "system", "ttl passed")
@@ -218,6 +230,39 @@ def _commit(work: Batch, op: CommitOp) -> HoldView:
             work.change(account, kind, hold["hold_id"], op.actor, spent=new - old)
     hold["minutes"], hold["amount_ntd"] = used, charges(hold, used)[2]
     hold["state"] = (HoldState.COMPLETED if op.completed else HoldState.BOOKED).value
+    work.touch(hold)
+    return HoldView.of(hold)
+
+
+def _settle_missed(work: Batch, hold: dict[str, Any], op: CommitOp) -> HoldView:
+    """A booked session that did not take place (a no-show, a late
+    cancellation), charged as the tenant's policy says: each account keeps
+    what the charge puts on it and gets the rest back, in entries under
+    the outcome's code; charged nothing, the hold is given back and its
+    week is free again (rules/attendance.py)."""
+    state = HoldState(hold["state"])
+    if hold.get("outcome") == op.outcome.value and state in (
+        HoldState.COMPLETED,
+        HoldState.RELEASED,
+    ):
+        return HoldView.of(hold)  # a retried settlement
+    if state is not HoldState.BOOKED:
+        raise FailedPrecondition(
+            RuleCode.NOT_BOOKED, "hold", "only a booked session can be missed or cancelled late"
+        )
+    reason = (op.outcome.rule or RuleCode.NO_SHOW).value
+    if op.charge is Charge.NONE:
+        give_back(work, hold, "RELEASE", op.actor, reason)
+        hold["outcome"], hold["charge"] = op.outcome.value, op.charge.value
+        return HoldView.of(hold)
+    spent = charges(hold, hold["minutes"])
+    hold["outcome"], hold["charge"] = op.outcome.value, op.charge.value
+    kept = charges(hold, hold["minutes"])
+    for key, was, now in zip(hold_keys(hold), spent, kept, strict=True):
+        account = work.accounts[key]
+        work.change(account, "COMPLETE", hold["hold_id"], op.actor, reason, spent=now - was)
+    hold["amount_ntd"] = kept[2]
+    hold["state"] = HoldState.COMPLETED.value
     work.touch(hold)
     return HoldView.of(hold)
 

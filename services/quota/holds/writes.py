@@ -100,6 +100,8 @@ async def _write_portable(connection: AsyncConnection, work: Batch) -> None:
                 state=bindparam("v_state"),
                 minutes=bindparam("v_minutes"),
                 amount_ntd=bindparam("v_amount"),
+                outcome=bindparam("v_outcome"),
+                charge=bindparam("v_charge"),
             ),
             [
                 {
@@ -107,6 +109,8 @@ async def _write_portable(connection: AsyncConnection, work: Batch) -> None:
                     "v_state": h["state"],
                     "v_minutes": h["minutes"],
                     "v_amount": h["amount_ntd"],
+                    "v_outcome": h["outcome"],
+                    "v_charge": h["charge"],
                 }
                 for h in changed_holds
             ],
@@ -139,6 +143,8 @@ _HOLD_COLUMNS = (
     ("created_at", "timestamptz"),
     ("idempotency_key", "text"),
     ("fingerprint", "text"),
+    ("outcome", "text"),
+    ("charge", "text"),
 )
 _LEDGER_COLUMNS = (
     ("recorded_at", "timestamptz"),
@@ -155,7 +161,7 @@ _LEDGER_COLUMNS = (
 )
 _NEW_ACCOUNT_TYPES = ("text", "text", "int", "bigint", "bigint", "bigint", "text")
 _ACCOUNT_TYPES = ("text", "text", "int", "bigint", "bigint", "bigint")
-_HOLD_CHANGE_TYPES = ("text", "text", "int", "bigint")
+_HOLD_CHANGE_TYPES = ("text", "text", "int", "bigint", "text", "text")
 
 
 def _arrays(first: int, types: Sequence[str]) -> str:
@@ -188,8 +194,10 @@ WITH new_accounts AS (
   RETURNING 1
 ), changed_holds AS (
   UPDATE quota_holds AS h
-  SET state = v.state, minutes = v.minutes, amount_ntd = v.amount_ntd
-  FROM unnest({_arrays(at_change, _HOLD_CHANGE_TYPES)}) AS v(hold_id, state, minutes, amount_ntd)
+  SET state = v.state, minutes = v.minutes, amount_ntd = v.amount_ntd,
+      outcome = v.outcome, charge = v.charge
+  FROM unnest({_arrays(at_change, _HOLD_CHANGE_TYPES)})
+    AS v(hold_id, state, minutes, amount_ntd, outcome, charge)
   WHERE h.hold_id = v.hold_id
   RETURNING 1
 ), entries AS (
@@ -233,7 +241,7 @@ async def _write_postgres(connection: AsyncConnection, work: Batch) -> None:
     holds = [tuple(h[name] for name, _ in _HOLD_COLUMNS) for h in work.new_holds]
     inserted = {h["hold_id"] for h in work.new_holds}
     hold_changes = [
-        (h["hold_id"], h["state"], h["minutes"], h["amount_ntd"])
+        (h["hold_id"], h["state"], h["minutes"], h["amount_ntd"], h["outcome"], h["charge"])
         for hold_id, h in work.dirty_holds.items()
         if hold_id not in inserted
     ]

@@ -80,6 +80,74 @@ HOLD_STATE_EXPIRED: HoldState.ValueType  # 5
 """Given back because its TTL passed before a commit."""
 Global___HoldState: _TypeAlias = HoldState  # noqa: Y015
 
+class _SessionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SessionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SessionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SESSION_OUTCOME_UNSPECIFIED: _SessionOutcome.ValueType  # 0
+    """Not set: the session took place."""
+    SESSION_OUTCOME_ATTENDED: _SessionOutcome.ValueType  # 1
+    """The session took place."""
+    SESSION_OUTCOME_NO_SHOW: _SessionOutcome.ValueType  # 2
+    """The employee did not come (recorded by the counselor)."""
+    SESSION_OUTCOME_LATE_CANCELLATION: _SessionOutcome.ValueType  # 3
+    """The employee cancelled inside the notice period."""
+
+class SessionOutcome(_SessionOutcome, metaclass=_SessionOutcomeEnumTypeWrapper):
+    """What became of a session (a session that took place is attended)."""
+
+SESSION_OUTCOME_UNSPECIFIED: SessionOutcome.ValueType  # 0
+"""Not set: the session took place."""
+SESSION_OUTCOME_ATTENDED: SessionOutcome.ValueType  # 1
+"""The session took place."""
+SESSION_OUTCOME_NO_SHOW: SessionOutcome.ValueType  # 2
+"""The employee did not come (recorded by the counselor)."""
+SESSION_OUTCOME_LATE_CANCELLATION: SessionOutcome.ValueType  # 3
+"""The employee cancelled inside the notice period."""
+Global___SessionOutcome: _TypeAlias = SessionOutcome  # noqa: Y015
+
+class _Charge:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChargeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Charge.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHARGE_UNSPECIFIED: _Charge.ValueType  # 0
+    """Not set: for a session that took place."""
+    CHARGE_FULL: _Charge.ValueType  # 1
+    """The provider is paid and the session counts toward the entitlement."""
+    CHARGE_PROVIDER_PAID: _Charge.ValueType  # 2
+    """The provider is paid (the agency's money, the provider's hours); the
+    employee's entitlement is not used.
+    """
+    CHARGE_ENTITLEMENT_COUNTED: _Charge.ValueType  # 3
+    """The session counts toward the employee's entitlement; the provider is
+    not paid.
+    """
+    CHARGE_NONE: _Charge.ValueType  # 4
+    """Nothing is charged: the hold is given back and its week is free."""
+
+class Charge(_Charge, metaclass=_ChargeEnumTypeWrapper):
+    """What a session that did not take place is charged (the tenant's policy)."""
+
+CHARGE_UNSPECIFIED: Charge.ValueType  # 0
+"""Not set: for a session that took place."""
+CHARGE_FULL: Charge.ValueType  # 1
+"""The provider is paid and the session counts toward the entitlement."""
+CHARGE_PROVIDER_PAID: Charge.ValueType  # 2
+"""The provider is paid (the agency's money, the provider's hours); the
+employee's entitlement is not used.
+"""
+CHARGE_ENTITLEMENT_COUNTED: Charge.ValueType  # 3
+"""The session counts toward the employee's entitlement; the provider is
+not paid.
+"""
+CHARGE_NONE: Charge.ValueType  # 4
+"""Nothing is charged: the hold is given back and its week is free."""
+Global___Charge: _TypeAlias = Charge  # noqa: Y015
+
 class _AccountKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -333,6 +401,8 @@ class Hold(_message.Message):
     GROUP_FIELD_NUMBER: _builtins.int
     HOURLY_RATE_NTD_FIELD_NUMBER: _builtins.int
     SESSION_START_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHARGE_FIELD_NUMBER: _builtins.int
     hold_id: _builtins.str
     """Server-assigned id."""
     state: Global___HoldState.ValueType
@@ -357,6 +427,10 @@ class Hold(_message.Message):
     """
     hourly_rate_ntd: _builtins.int
     """The provider's hourly rate the hold was priced at, NT$."""
+    outcome: Global___SessionOutcome.ValueType
+    """What became of a completed session; unspecified while it is open."""
+    charge: Global___Charge.ValueType
+    """What a no-show or late cancellation was charged; unspecified otherwise."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """When a HELD hold expires."""
@@ -386,10 +460,12 @@ class Hold(_message.Message):
         group: Global___GroupShare | None = ...,
         hourly_rate_ntd: _builtins.int = ...,
         session_start: _timestamp_pb2.Timestamp | None = ...,
+        outcome: Global___SessionOutcome.ValueType = ...,
+        charge: Global___Charge.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "group", b"group", "session_start", b"session_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "group", b"group", "hold_id", b"hold_id", "hourly_rate_ntd", b"hourly_rate_ntd", "iso_week", b"iso_week", "minutes", b"minutes", "provider_id", b"provider_id", "provider_minutes", b"provider_minutes", "session_start", b"session_start", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "booking_ref", b"booking_ref", "charge", b"charge", "expires_at", b"expires_at", "fiscal_year", b"fiscal_year", "group", b"group", "hold_id", b"hold_id", "hourly_rate_ntd", b"hourly_rate_ntd", "iso_week", b"iso_week", "minutes", b"minutes", "outcome", b"outcome", "provider_id", b"provider_id", "provider_minutes", b"provider_minutes", "session_start", b"session_start", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -446,6 +522,8 @@ class CommitRequest(_message.Message):
     HOLD_ID_FIELD_NUMBER: _builtins.int
     MINUTES_FIELD_NUMBER: _builtins.int
     COMPLETED_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    CHARGE_FIELD_NUMBER: _builtins.int
     hold_id: _builtins.str
     """The hold to commit."""
     minutes: _builtins.int
@@ -454,16 +532,25 @@ class CommitRequest(_message.Message):
     """True when the session took place: the booking becomes final and can no
     longer be released.
     """
+    outcome: Global___SessionOutcome.ValueType
+    """With completed, when the session did not take place: a no-show or a
+    late cancellation, settled as `charge` says (recorded in the ledger
+    under the outcome's code, NO_SHOW or LATE_CANCELLATION).
+    """
+    charge: Global___Charge.ValueType
+    """Required with an outcome other than attended."""
     def __init__(
         self,
         *,
         hold_id: _builtins.str = ...,
         minutes: _builtins.int = ...,
         completed: _builtins.bool = ...,
+        outcome: Global___SessionOutcome.ValueType = ...,
+        charge: Global___Charge.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "hold_id", b"hold_id", "minutes", b"minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "completed", b"completed", "hold_id", b"hold_id", "minutes", b"minutes", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -955,6 +1042,8 @@ class UsageRow(_message.Message):
     AMOUNT_NTD_FIELD_NUMBER: _builtins.int
     PEOPLE_FIELD_NUMBER: _builtins.int
     SUPPRESSED_FIELD_NUMBER: _builtins.int
+    NO_SHOWS_FIELD_NUMBER: _builtins.int
+    LATE_CANCELLATIONS_FIELD_NUMBER: _builtins.int
     agency_id: _builtins.str
     """The agency that paid."""
     staff_category: _builtins.str
@@ -962,8 +1051,8 @@ class UsageRow(_message.Message):
     month: _builtins.int
     """Month of the sessions, 1-12."""
     sessions: _builtins.int
-    """Confirmed or completed sessions; a group session counts once per
-    participant. Zero when suppressed.
+    """Confirmed or completed sessions that took place or will; a group
+    session counts once per participant. Zero when suppressed.
     """
     minutes: _builtins.int
     """Minutes spent. Zero when suppressed."""
@@ -979,6 +1068,10 @@ class UsageRow(_message.Message):
     from the released figures (cells, agencies' and providers' totals) by
     solving them. The two cases look the same on purpose.
     """
+    no_shows: _builtins.int
+    """Sessions the employee missed, charged or not. Zero when suppressed."""
+    late_cancellations: _builtins.int
+    """Sessions cancelled inside the notice period. Zero when suppressed."""
     def __init__(
         self,
         *,
@@ -990,10 +1083,12 @@ class UsageRow(_message.Message):
         amount_ntd: _builtins.int = ...,
         people: _builtins.int = ...,
         suppressed: _builtins.bool = ...,
+        no_shows: _builtins.int = ...,
+        late_cancellations: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "minutes", b"minutes", "month", b"month", "people", b"people", "sessions", b"sessions", "staff_category", b"staff_category", "suppressed", b"suppressed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "amount_ntd", b"amount_ntd", "late_cancellations", b"late_cancellations", "minutes", b"minutes", "month", b"month", "no_shows", b"no_shows", "people", b"people", "sessions", b"sessions", "staff_category", b"staff_category", "suppressed", b"suppressed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -357,6 +357,20 @@ export declare type Hold = Message<"eap.quota.v1.Hold"> & {
    * @generated from field: google.protobuf.Timestamp session_start = 14;
    */
   sessionStart?: Timestamp | undefined;
+
+  /**
+   * What became of a completed session; unspecified while it is open.
+   *
+   * @generated from field: eap.quota.v1.SessionOutcome outcome = 15;
+   */
+  outcome: SessionOutcome;
+
+  /**
+   * What a no-show or late cancellation was charged; unspecified otherwise.
+   *
+   * @generated from field: eap.quota.v1.Charge charge = 16;
+   */
+  charge: Charge;
 };
 
 /**
@@ -433,6 +447,22 @@ export declare type CommitRequest = Message<"eap.quota.v1.CommitRequest"> & {
    * @generated from field: bool completed = 3;
    */
   completed: boolean;
+
+  /**
+   * With completed, when the session did not take place: a no-show or a
+   * late cancellation, settled as `charge` says (recorded in the ledger
+   * under the outcome's code, NO_SHOW or LATE_CANCELLATION).
+   *
+   * @generated from field: eap.quota.v1.SessionOutcome outcome = 4;
+   */
+  outcome: SessionOutcome;
+
+  /**
+   * Required with an outcome other than attended.
+   *
+   * @generated from field: eap.quota.v1.Charge charge = 5;
+   */
+  charge: Charge;
 };
 
 /**
@@ -967,8 +997,8 @@ export declare type UsageRow = Message<"eap.quota.v1.UsageRow"> & {
   month: number;
 
   /**
-   * Confirmed or completed sessions; a group session counts once per
-   * participant. Zero when suppressed.
+   * Confirmed or completed sessions that took place or will; a group
+   * session counts once per participant. Zero when suppressed.
    *
    * @generated from field: int32 sessions = 4;
    */
@@ -1005,6 +1035,20 @@ export declare type UsageRow = Message<"eap.quota.v1.UsageRow"> & {
    * @generated from field: bool suppressed = 8;
    */
   suppressed: boolean;
+
+  /**
+   * Sessions the employee missed, charged or not. Zero when suppressed.
+   *
+   * @generated from field: int32 no_shows = 9;
+   */
+  noShows: number;
+
+  /**
+   * Sessions cancelled inside the notice period. Zero when suppressed.
+   *
+   * @generated from field: int32 late_cancellations = 10;
+   */
+  lateCancellations: number;
 };
 
 /**
@@ -1536,6 +1580,95 @@ export enum HoldState {
  * Describes the enum eap.quota.v1.HoldState.
  */
 export declare const HoldStateSchema: GenEnum<HoldState>;
+
+/**
+ * What became of a session (a session that took place is attended).
+ *
+ * @generated from enum eap.quota.v1.SessionOutcome
+ */
+export enum SessionOutcome {
+  /**
+   * Not set: the session took place.
+   *
+   * @generated from enum value: SESSION_OUTCOME_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The session took place.
+   *
+   * @generated from enum value: SESSION_OUTCOME_ATTENDED = 1;
+   */
+  ATTENDED = 1,
+
+  /**
+   * The employee did not come (recorded by the counselor).
+   *
+   * @generated from enum value: SESSION_OUTCOME_NO_SHOW = 2;
+   */
+  NO_SHOW = 2,
+
+  /**
+   * The employee cancelled inside the notice period.
+   *
+   * @generated from enum value: SESSION_OUTCOME_LATE_CANCELLATION = 3;
+   */
+  LATE_CANCELLATION = 3,
+}
+
+/**
+ * Describes the enum eap.quota.v1.SessionOutcome.
+ */
+export declare const SessionOutcomeSchema: GenEnum<SessionOutcome>;
+
+/**
+ * What a session that did not take place is charged (the tenant's policy).
+ *
+ * @generated from enum eap.quota.v1.Charge
+ */
+export enum Charge {
+  /**
+   * Not set: for a session that took place.
+   *
+   * @generated from enum value: CHARGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The provider is paid and the session counts toward the entitlement.
+   *
+   * @generated from enum value: CHARGE_FULL = 1;
+   */
+  FULL = 1,
+
+  /**
+   * The provider is paid (the agency's money, the provider's hours); the
+   * employee's entitlement is not used.
+   *
+   * @generated from enum value: CHARGE_PROVIDER_PAID = 2;
+   */
+  PROVIDER_PAID = 2,
+
+  /**
+   * The session counts toward the employee's entitlement; the provider is
+   * not paid.
+   *
+   * @generated from enum value: CHARGE_ENTITLEMENT_COUNTED = 3;
+   */
+  ENTITLEMENT_COUNTED = 3,
+
+  /**
+   * Nothing is charged: the hold is given back and its week is free.
+   *
+   * @generated from enum value: CHARGE_NONE = 4;
+   */
+  NONE = 4,
+}
+
+/**
+ * Describes the enum eap.quota.v1.Charge.
+ */
+export declare const ChargeSchema: GenEnum<Charge>;
 
 /**
  * The kind of account a balance or ledger entry belongs to.
