@@ -20,6 +20,7 @@ from services.matcher.orm import BookingRow
 from services.quota import orm as quota_orm
 from services.quota.domain import CHARGING_STATES
 from services.quota.ledger_reads import LedgerReads
+from services.rules import attendance
 
 __all__ = ["Problem", "check"]
 
@@ -38,7 +39,15 @@ async def check(
     async with matcher.connect() as connection:
         booking_rows = (await connection.execute(select(BookingRow.__table__))).all()
     sessions = [
-        Session(b.booking_id, BookingState(b.state), b.employee_id, b.start, b.minutes)
+        Session(
+            b.booking_id,
+            BookingState(b.state),
+            b.employee_id,
+            b.start,
+            b.minutes,
+            b.funded,
+            b.attendance,
+        )
         for b in booking_rows
     ]
     charges = [
@@ -51,6 +60,7 @@ async def check(
             h.group_size,
             h.group_index,
             h.session_start,
+            not h.outcome or attendance.Charge(h.charge).pays_provider,
         )
         for h in charge_rows
     ]

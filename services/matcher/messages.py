@@ -25,6 +25,7 @@ from services.matcher.registry.counselors import (
     Modality,
     WeeklyWindow,
 )
+from services.rules.attendance import Attendance
 from services.runtime.fields import FieldChecker, timestamp
 from services.runtime.i18n import explanation
 
@@ -62,6 +63,13 @@ _STATE_PB = {
     "completed": pb.BOOKING_STATE_COMPLETED,
     "cancelled": pb.BOOKING_STATE_CANCELLED,
     "released": pb.BOOKING_STATE_RELEASED,
+}
+_ATTENDANCE_PB = {
+    "": pb.ATTENDANCE_UNSPECIFIED,
+    Attendance.ATTENDED.value: pb.ATTENDANCE_ATTENDED,
+    Attendance.NO_SHOW.value: pb.ATTENDANCE_NO_SHOW,
+    Attendance.LATE_CANCELLATION.value: pb.ATTENDANCE_LATE_CANCELLATION,
+    Attendance.COUNSELOR_CANCELLED.value: pb.ATTENDANCE_COUNSELOR_CANCELLED,
 }
 MAX_SLOTS = 200
 
@@ -267,6 +275,7 @@ def booking_pb(booking: BookingView) -> pb.Booking:
         group_id=booking.group_id,
         location=booking.location,
         video_link=booking.video_link,
+        attendance=_ATTENDANCE_PB[booking.attendance],
     )
     if booking.hold_expires_at is not None:
         message.hold_expires_at.CopyFrom(timestamp(booking.hold_expires_at))

@@ -8,7 +8,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 BOOKINGS = Counter(
     "eap_matcher_bookings_total",
-    "Booking steps by outcome: held, booked, cancelled, released, completed.",
+    "Booking steps by outcome: held, booked, cancelled, released, completed, no_show, "
+    "late_cancellation.",
     ("outcome",),
 )
 HOLDS_EXPIRED = Counter(

@@ -91,7 +91,7 @@ class BookingRow(Base):
     # Where it takes place (booking/places.py), as it was when booked.
     location: Mapped[str] = mapped_column(String(200), default="")
     video_link: Mapped[str] = mapped_column(String(500), default="")
-    # What became of the session (booking/attendance.py): attended, no-show,
+    # What became of the session (rules/attendance.py): attended, no-show,
     # late cancellation, cancelled by the counselor; empty while it is open.
     attendance: Mapped[str] = mapped_column(String(24), default="")
 
@@ -99,7 +99,7 @@ class BookingRow(Base):
 
 
 class BookingPolicyRow(Base):
-    """The tenant's booking policy (booking/policy.py): one row, or none
+    """The tenant's booking policy (booking/tenant_policy.py): one row, or none
     for the defaults."""
 
     __tablename__ = "matcher_booking_policy"
@@ -108,7 +108,7 @@ class BookingPolicyRow(Base):
     late_cancellation_charge: Mapped[str] = mapped_column(String(24))
     no_show_charge: Mapped[str] = mapped_column(String(24))
     # Hours before a session that reminders go out; None: the deployment's.
-    reminder_hours: Mapped[list[int] | None] = mapped_column(JSON, nullable=True)
+    reminder_hours: Mapped[list[float] | None] = mapped_column(JSON, nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 

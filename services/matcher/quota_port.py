@@ -17,13 +17,31 @@ import grpc
 
 from eap.quota.v1 import quota_pb2 as qpb
 from eap.quota.v1 import quota_pb2_grpc
+from services.rules.attendance import Attendance, Charge
 from services.rules.codes import RuleCode
 from services.runtime.errors import FailedPrecondition, ServiceError
 from services.runtime.fields import timestamp
 from services.runtime.service_identity import ServiceCredentials
 from services.runtime.status import from_call
 
+_OUTCOMES = {
+    Attendance.NO_SHOW: qpb.SESSION_OUTCOME_NO_SHOW,
+    Attendance.LATE_CANCELLATION: qpb.SESSION_OUTCOME_LATE_CANCELLATION,
+}
+_CHARGES = {
+    Charge.FULL: qpb.CHARGE_FULL,
+    Charge.PROVIDER_PAID: qpb.CHARGE_PROVIDER_PAID,
+    Charge.ENTITLEMENT_COUNTED: qpb.CHARGE_ENTITLEMENT_COUNTED,
+    Charge.NONE: qpb.CHARGE_NONE,
+}
+
 CALL_SECONDS = 5.0
+
+
+def pays_provider(hold: qpb.Hold) -> bool:
+    """Whether the hold pays its provider: every session's does, but a
+    missed one's whose charge spares the provider."""
+    return hold.charge not in (qpb.CHARGE_ENTITLEMENT_COUNTED, qpb.CHARGE_NONE)
 
 
 def _translated(error: grpc.aio.AioRpcError) -> ServiceError:
@@ -119,7 +137,18 @@ class QuotaPort:
         return None
 
     async def commit(self, hold_id: str, minutes: int = 0, completed: bool = False) -> None:
-        request = qpb.CommitRequest(hold_id=hold_id, minutes=minutes, completed=completed)
+        await self._commit(qpb.CommitRequest(hold_id=hold_id, minutes=minutes, completed=completed))
+
+    async def settle_missed(self, hold_id: str, outcome: Attendance, charge: Charge) -> None:
+        """A booked session that did not take place (a no-show, a late
+        cancellation), charged as the tenant's policy says."""
+        await self._commit(
+            qpb.CommitRequest(
+                hold_id=hold_id, completed=True, outcome=_OUTCOMES[outcome], charge=_CHARGES[charge]
+            )
+        )
+
+    async def _commit(self, request: qpb.CommitRequest) -> None:
         try:
             await self._quota().Commit(
                 request, timeout=CALL_SECONDS, metadata=self._credentials.metadata()

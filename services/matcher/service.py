@@ -16,6 +16,7 @@ from services.matcher.booking.groups import GroupBookings
 from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
+from services.matcher.booking.tenant_policy import BookingPolicies
 from services.matcher.booking.watch import ConsistencyWatch
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
@@ -136,6 +137,7 @@ class MatcherService(DatabaseService):
             groups=self.groups,
             jobs=self.jobs,
             staff=self.staff,
+            policies=BookingPolicies(self.engine),
         )
 
     def add_to_server(self, servicer: object, server: aio.Server) -> None:

@@ -16,6 +16,8 @@ from services.matcher.booking.groups import GroupBookings, GroupRequest
 from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
+from services.matcher.booking.tenant_policy import BookingPolicies
+from services.matcher.booking_rpcs import BookingRpcs
 from services.matcher.messages import (
     CATEGORIES,
     MAX_SLOTS,
@@ -47,7 +49,7 @@ from services.runtime.policy import Scope
 Context = aio.ServicerContext[Any, Any]
 
 
-class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
+class MatcherServicer(BookingRpcs, matcher_pb2_grpc.MatcherServiceServicer):
     def __init__(
         self,
         *,
@@ -61,8 +63,10 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
         groups: GroupBookings,
         jobs: Jobs,
         staff: StaffDirectory,
+        policies: BookingPolicies,
     ) -> None:
         self._staff = staff
+        self._policies = policies
         self._registry = registry
         self._directory = directory
         self._cases = cases
@@ -196,34 +200,6 @@ class MatcherServicer(matcher_pb2_grpc.MatcherServiceServicer):
             request.case_id, request.counselor_id, start, request.replaces_booking_id
         )
         return pb.HoldSlotResponse(booking=booking_pb(booking))
-
-    async def ConfirmBooking(
-        self, request: pb.ConfirmBookingRequest, context: Context
-    ) -> pb.ConfirmBookingResponse:
-        booking = await self._bookings.confirm(request.booking_id)
-        return pb.ConfirmBookingResponse(booking=booking_pb(booking))
-
-    async def CancelBooking(
-        self, request: pb.CancelBookingRequest, context: Context
-    ) -> pb.CancelBookingResponse:
-        booking = await self._bookings.cancel(request.booking_id, request.reason)
-        return pb.CancelBookingResponse(booking=booking_pb(booking))
-
-    async def RescheduleBooking(
-        self, request: pb.RescheduleBookingRequest, context: Context
-    ) -> pb.RescheduleBookingResponse:
-        booking, previous = await self._bookings.reschedule(
-            request.booking_id, request.new_booking_id
-        )
-        return pb.RescheduleBookingResponse(
-            booking=booking_pb(booking), previous=booking_pb(previous)
-        )
-
-    async def CompleteSession(
-        self, request: pb.CompleteSessionRequest, context: Context
-    ) -> pb.CompleteSessionResponse:
-        booking = await self._bookings.complete(request.booking_id, request.minutes)
-        return pb.CompleteSessionResponse(booking=booking_pb(booking))
 
     async def SubmitMatchJob(
         self, request: pb.SubmitMatchJobRequest, context: Context

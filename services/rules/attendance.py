@@ -59,10 +59,13 @@ class Charge(StrEnum):
         return self in (Charge.FULL, Charge.ENTITLEMENT_COUNTED)
 
 
-# The defaults, for a tenant that sets no policy: the hour was the
-# provider's and the person's, as if it had taken place.
-LATE_CANCELLATION_CHARGE = Charge.FULL
-NO_SHOW_CHARGE = Charge.FULL
+# The defaults, for a tenant that sets no policy: nothing is charged.
+# Whether a provider is paid for an hour it kept free is its contract's
+# term, which the tenant states in its booking policy; until then public
+# money pays only for sessions held, and every late cancellation and
+# no-show is still recorded and counted.
+LATE_CANCELLATION_CHARGE = Charge.NONE
+NO_SHOW_CHARGE = Charge.NONE
 
 
 def inside_notice(start: datetime, now: datetime, notice_hours: int = NOTICE_HOURS) -> bool:

@@ -117,6 +117,9 @@ POLICY: dict[str, Access] = {
     MATCHER + "CancelBooking": _row(any_of=[ADMIN], own=[EMPLOYEE, COUNSELOR]),
     MATCHER + "RescheduleBooking": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "CompleteSession": _row(any_of=[ADMIN], own=[COUNSELOR]),
+    # The booking policy is the programme's, public to those it binds.
+    MATCHER + "GetBookingPolicy": _row(any_of=[ADMIN, HR, EMPLOYEE, COUNSELOR]),
+    MATCHER + "SetBookingPolicy": _row(any_of=[ADMIN]),
     MATCHER + "SubmitMatchJob": _row(any_of=[ADMIN]),
     MATCHER + "WatchMatchJob": _row(any_of=[ADMIN]),
     MATCHER + "GetMatchResult": _row(any_of=[ADMIN]),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 from services.matcher.booking.consistency import Charge, Session, compare
+from services.matcher.booking.state import CHARGED
 from services.matcher.booking.state import BookingState as S
 from services.rules.cost import session_cost_ntd
 
@@ -21,6 +22,7 @@ def session(booking_id: str, state: S = S.BOOKED, **changes: object) -> Session:
         "employee_id": "E1",
         "start": MONDAY,
         "minutes": 90,
+        "funded": state in CHARGED,
     }
     values.update(changes)
     return Session(**values)  # type: ignore[arg-type]
@@ -117,3 +119,37 @@ def test_a_charge_whose_booking_retention_purged_is_not_missed() -> None:
     assert [str(p) for p in compare([], [old, recent], purged_before=cutoff)] == [
         "CHARGE_WITHOUT_SESSION: hold H2: charges no booking"
     ]
+
+
+def test_missed_sessions_are_judged_by_what_they_were_charged() -> None:
+    sessions = [
+        # Cancelled late and charged in full: the charge stays, and the week.
+        session("late", S.CANCELLED, funded=True, attendance="late_cancellation"),
+        # A no-show charged nothing: its hold went back.
+        session("gone", S.COMPLETED, funded=False, start=MONDAY + dt.timedelta(days=7)),
+        # Counted toward the entitlement only: the provider is not paid.
+        session("counted", S.COMPLETED, start=MONDAY + dt.timedelta(days=14)),
+    ]
+    charges = [
+        charge("H1", "late"),
+        charge("H3", "counted", amount_ntd=0, pays_provider=False),
+    ]
+    assert compare(sessions, charges) == []
+    # The late one's week is still taken; the charged-nothing one's is not.
+    again = session("again", start=MONDAY + dt.timedelta(days=1))
+    assert [p.rule for p in compare([*sessions, again], [*charges, charge("H4", "again")])] == [
+        "WEEKLY_LIMIT"
+    ]
+    assert (
+        compare(
+            [*sessions, session("fresh", start=MONDAY + dt.timedelta(days=8))],
+            [*charges, charge("H5", "fresh")],
+        )
+        == []
+    )
+    # A charge for the one charged nothing, or money where none is due, is found.
+    wrong = compare(
+        sessions,
+        [charge("H1", "late"), charge("H2", "gone"), charge("H3", "counted", pays_provider=False)],
+    )
+    assert sorted(p.rule for p in wrong) == ["CHARGE_WITHOUT_SESSION", "WRONG_CHARGE"]

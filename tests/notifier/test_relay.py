@@ -13,6 +13,8 @@ import pytest
 from cryptography.fernet import Fernet, MultiFernet
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.booking import tenant_policy
+from services.matcher.booking.tenant_policy import BookingPolicy
 from services.matcher.notices.outbox import LEASE, Outbox
 from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import NoticeKind, tell
@@ -152,6 +154,22 @@ async def test_reminders_go_out_at_the_hours_configured_and_only_the_latest_due(
     assert await world.relay().run_once(latest - dt.timedelta(hours=2)) == {"sent": 1}
     # Confirmation and reminder for each: six messages.
     assert len(world.inbox.messages) == 6
+
+
+async def test_the_tenants_booking_policy_sets_its_own_reminder_hours(world: World) -> None:
+    await world.book("b-1")
+    await world.relay().run_once(NOW)  # the confirmation
+    sessions = async_sessionmaker(world.engine, expire_on_commit=False)
+    async with sessions() as session, session.begin():
+        await tenant_policy.save(session, BookingPolicy(reminder_hours=(72.0,)), NOW)
+    # The deployment's 24 and 2 hours give way to the tenant's 72.
+    assert await world.relay().run_once(START - dt.timedelta(hours=73)) == {}
+    assert await world.relay().run_once(START - dt.timedelta(hours=72)) == {"sent": 1}
+    assert await world.relay().run_once(START - dt.timedelta(hours=23)) == {}
+    assert await world.relay().run_once(START - dt.timedelta(hours=1)) == {}
+    async with sessions() as session, session.begin():
+        await tenant_policy.save(session, BookingPolicy(reminder_hours=None), NOW)
+    assert await world.relay().run_once(START - dt.timedelta(minutes=90)) == {"sent": 1}
 
 
 async def test_two_notifiers_at_once_send_each_message_once(world: World) -> None:

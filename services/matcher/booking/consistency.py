@@ -1,9 +1,11 @@
 """The check across services: the matcher's sessions and the quota's
 charges tell one story.
 
-- every booked or completed session carries exactly one charge (a quota
+- every funded session (booked, completed, or missed or cancelled late
+  and charged: the booking's `funded`) carries exactly one charge (a quota
   hold booked or completed, naming the booking), of the session's cost
-  (rules.cost; a group place's share of it) and minutes;
+  (rules.cost; a group place's share of it; nothing where the charge of a
+  missed session does not pay the provider) and minutes;
 - every charge belongs to such a session;
 - nobody has more sessions in an ISO week than the weekly limit.
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.matcher.booking.state import CHARGED, UNDER_WAY, BookingState
+from services.rules.attendance import Attendance
 from services.rules.codes import RuleCode
 from services.rules.cost import Share, session_cost_ntd
 from services.rules.office_time import iso_week
@@ -54,6 +57,18 @@ class Session:
     employee_id: str
     start: datetime
     minutes: int
+    funded: bool  # the quota holds a charge for it (BookingRow.funded)
+    attendance: str = ""  # rules.attendance.Attendance
+
+    @property
+    def charged(self) -> bool:
+        """Whether the quota should hold a charge for it: a session booked
+        or completed (unless it was missed and charged nothing), or one
+        cancelled late and charged."""
+        if not self.funded or self.state in UNDER_WAY:
+            return False
+        late = self.attendance == Attendance.LATE_CANCELLATION
+        return self.state in CHARGED or (self.state is BookingState.CANCELLED and late)
 
 
 @dataclass(frozen=True)
@@ -68,11 +83,15 @@ class Charge:
     group_size: int = 1
     group_index: int = 0
     session_start: datetime | None = None
+    pays_provider: bool = True  # false for a missed session charged otherwise
 
     @property
     def expected_ntd(self) -> int:
         """What the hold should charge for its minutes: the session's cost,
-        or this place's share of a group session's."""
+        or this place's share of a group session's; nothing where it does
+        not pay the provider."""
+        if not self.pays_provider:
+            return 0
         cost = session_cost_ntd(self.hourly_rate_ntd, self.minutes)
         return Share(self.group_size, self.group_index).of(cost)
 
@@ -104,7 +123,7 @@ def compare(
     problems: list[Problem] = []
     weeks: dict[tuple[str, str], list[str]] = defaultdict(list)
     for session in by_id.values():
-        if session.state in UNDER_WAY or session.state not in CHARGED:
+        if not session.charged:
             continue
         weeks[(session.employee_id, iso_week(session.start).label)].append(session.booking_id)
         if session.booking_id in unsettled:
@@ -112,7 +131,9 @@ def compare(
         problems.extend(_charged_once(session, by_ref.get(session.booking_id, [])))
     for ref, charged in by_ref.items():
         paid_for = by_id.get(ref)
-        if ref in unsettled or (paid_for is not None and paid_for.state in CHARGED | UNDER_WAY):
+        if ref in unsettled or (
+            paid_for is not None and (paid_for.charged or paid_for.state in UNDER_WAY)
+        ):
             continue
         for charge in charged:
             if paid_for is None and _maybe_purged(charge, purged_before):

@@ -27,8 +27,7 @@ class Moves(SagaSteps):
         async with self._sessions() as session:
             old = await load_booking(session, booking_id, own=True)
             new = await load_booking(session, new_booking_id, own=True)
-        if new.case_id != old.case_id or new.group_id or old.group_id:
-            raise InvalidArgument.single("new_booking_id", "a hold of the same case")
+        self._same_case(old, new)
         if S(new.state) is S.BOOKED and new.replaces_booking_id == booking_id:
             return BookingView.of(new, now), BookingView.of(old, now)  # a retry
         if S(new.state) is S.CONFIRMING and new.replaces_booking_id == booking_id:
@@ -61,6 +60,11 @@ class Moves(SagaSteps):
                     "HOLD_EXPIRED: the new slot's hold lapsed or was given up",
                 )
         return await self._move(old, new)
+
+    @staticmethod
+    def _same_case(old: BookingRow, new: BookingRow) -> None:
+        if new.case_id != old.case_id or new.group_id or old.group_id:
+            raise InvalidArgument.single("new_booking_id", "a hold of the same case")
 
     async def _move(self, old: BookingRow, new: BookingRow) -> tuple[BookingView, BookingView]:
         """The quota's part of a reschedule, and its outcome written down."""

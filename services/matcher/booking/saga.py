@@ -20,7 +20,8 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matcher import metrics
-from services.matcher.booking.cancellation import CANCELLED, seal
+from services.matcher.booking import tenant_policy
+from services.matcher.booking.cancellation import CANCELLED, CancelledBy, attendance_of, seal
 from services.matcher.booking.cases import require_open
 from services.matcher.booking.completion import Completion
 from services.matcher.booking.moves import Moves
@@ -29,6 +30,7 @@ from services.matcher.booking.state import BookingState as S
 from services.matcher.booking.steps import busy, cancelled_meanwhile
 from services.matcher.booking.store import BookingView, load_booking, load_case, view
 from services.matcher.orm import BookingRow
+from services.rules.attendance import Attendance, Charge
 from services.rules.codes import RuleCode
 from services.runtime import clock
 from services.runtime.errors import FailedPrecondition, ServiceError
@@ -119,19 +121,47 @@ class BookingSaga(Completion, Moves):
         metrics.BOOKINGS.labels("booked").inc()
         return await view(self._sessions, booking_id)
 
-    async def cancel(self, booking_id: str, reason: str) -> BookingView:
+    async def reschedule(
+        self, booking_id: str, new_booking_id: str
+    ) -> tuple[BookingView, BookingView]:
+        """Moves a booking (moves.py); inside the notice period, where the
+        tenant charges a late cancellation, the old session is cancelled
+        late (charged so) once the new one is confirmed on its own quota:
+        moving late is no way around the policy."""
+        async with self._sessions() as session:
+            old = await load_booking(session, booking_id, own=True)
+            policy = await tenant_policy.load(session)
+        late = (
+            S(old.state) is S.BOOKED
+            and policy.late_cancellation_charge is not Charge.NONE
+            and attendance_of(CancelledBy.EMPLOYEE, old.start, clock.now(), policy) is not None
+        )
+        if not late:
+            return await super().reschedule(booking_id, new_booking_id)
+        async with self._sessions() as session:
+            new = await load_booking(session, new_booking_id, own=True)
+        self._same_case(old, new)
+        booked = await self.confirm(new_booking_id)
+        return booked, await self.cancel(booking_id, "", CancelledBy.EMPLOYEE)
+
+    async def cancel(
+        self, booking_id: str, reason: str, by: CancelledBy = CancelledBy.EMPLOYEE
+    ) -> BookingView:
+        """Cancels the booking (cancellation.py says what it makes of the
+        session: the counselor's, a late one, or one in good time)."""
         checker = FieldChecker()
         checker.text(reason, "reason", 200)
         checker.raise_if_any()
         for _ in range(CANCEL_ATTEMPTS):
-            await self._start_cancelling(booking_id, seal(self._data_keys, reason))
+            await self._start_cancelling(booking_id, seal(self._data_keys, reason), by)
             async with self._sessions() as session:
                 row = await load_booking(session, booking_id)
             state = S(row.state)
             if state is S.CANCELLING and row.quota_hold_id:
-                # Whoever finds a cancellation under way may finish it: releasing
-                # is idempotent, and the booking is cancelled whatever happens.
-                await self._finish_cancelling(booking_id, row.quota_hold_id)
+                # Whoever finds a cancellation under way may finish it: the
+                # quota's part is idempotent, and the booking is cancelled
+                # whatever happens.
+                await self._finish_cancelling(booking_id, row.quota_hold_id, row.attendance)
             if state in (S.CANCELLING, S.CANCELLED, S.RELEASED):
                 return await view(self._sessions, booking_id)
             if state is S.COMPLETED:
@@ -142,14 +172,21 @@ class BookingSaga(Completion, Moves):
             # cancelling it is a step like any other.
         raise busy()
 
-    async def _start_cancelling(self, booking_id: str, sealed_reason: bytes | None) -> None:
+    async def _start_cancelling(
+        self, booking_id: str, sealed_reason: bytes | None, by: CancelledBy
+    ) -> None:
         """The cancellation's first step, from the state the booking is in
         now: a hold is released; a booking or a confirmation under way
-        moves to `cancelling`. Losing the compare-and-set changes nothing."""
+        moves to `cancelling`, a booked one with what the cancellation makes
+        of it (its attendance: late, the counselor's). Losing the
+        compare-and-set changes nothing."""
         now = clock.now()
         async with self._sessions() as session, session.begin():
             row = await load_booking(session, booking_id, own=True)
             state = S(row.state)
+            made = None
+            if state is S.BOOKED:
+                made = attendance_of(by, row.start, now, await tenant_policy.load(session))
             if state in (S.COMPLETED, S.COMPLETING):
                 raise _completed()
             if state is S.MOVING or (state is S.CONFIRMING and row.replaces_booking_id):
@@ -179,6 +216,7 @@ class BookingSaga(Completion, Moves):
                 condition=BookingRow.replaces_booking_id == "" if state is S.CONFIRMING else None,
                 hold_expires_at=None,
                 cancel_reason=sealed_reason,
+                attendance=made.value if made else "",
             ):
                 metrics.BOOKINGS.labels("cancelled").inc()
 
@@ -220,10 +258,24 @@ class BookingSaga(Completion, Moves):
         )
         return False
 
-    async def _finish_cancelling(self, booking_id: str, quota_hold: str) -> None:
-        await self._quota.release(quota_hold, CANCELLED, booking_cancelled=True)
+    async def _finish_cancelling(
+        self, booking_id: str, quota_hold: str, attendance: str = ""
+    ) -> None:
+        """The quota's part of a cancellation, then its end: a late one is
+        settled as the tenant's policy charges it (and stays funded unless
+        charged nothing); any other gives the quota back."""
+        funded = False
+        if attendance == Attendance.LATE_CANCELLATION:
+            async with self._sessions() as session:
+                charge = (await tenant_policy.load(session)).late_cancellation_charge
+            await self._quota.settle_missed(quota_hold, Attendance.LATE_CANCELLATION, charge)
+            funded = charge is not Charge.NONE
+        else:
+            by_counselor = attendance == Attendance.COUNSELOR_CANCELLED
+            reason = Attendance.COUNSELOR_CANCELLED.rule if by_counselor else CANCELLED
+            await self._quota.release(quota_hold, str(reason), booking_cancelled=True)
         async with self._sessions() as session, session.begin():
-            await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=False)
+            await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=funded)
 
     # -- upkeep --------------------------------------------------------------------
 
@@ -271,9 +323,9 @@ class BookingSaga(Completion, Moves):
 
     async def _reconcile(self, row: BookingRow) -> None:
         state, now = S(row.state), clock.now()
-        if state is S.CANCELLING:
-            if row.quota_hold_id:
-                await self._quota.release(row.quota_hold_id, CANCELLED, booking_cancelled=True)
+        if state is S.CANCELLING and row.quota_hold_id:
+            await self._finish_cancelling(row.booking_id, row.quota_hold_id, row.attendance)
+        elif state is S.CANCELLING:
             async with self._sessions() as session, session.begin():
                 await step(session, row.booking_id, S.CANCELLING, S.CANCELLED, now, funded=False)
         elif state is S.COMPLETING:

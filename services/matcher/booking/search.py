@@ -28,8 +28,8 @@ from services.matcher.booking.slots import Diary, Offer
 from services.matcher.booking.store import (
     BookingView,
     appointment,
+    bearing_on,
     diary_around,
-    live,
     load_booking,
     load_case,
     lock_counselor,
@@ -119,7 +119,7 @@ class SlotSearch:
             qualified = [c for c in wanted.counselors(counselors) if searched.can_see(c)]
             rows = await session.scalars(
                 select(BookingRow).where(
-                    live(now),
+                    bearing_on(now, case.employee_id),
                     or_(
                         and_(
                             BookingRow.counselor_id.in_([c.counselor_id for c in qualified]),

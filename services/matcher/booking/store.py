@@ -36,6 +36,7 @@ class BookingView:
     group_id: str = ""
     location: str = ""
     video_link: str = ""
+    attendance: str = ""  # rules.attendance.Attendance; empty while it is to come
 
     @classmethod
     def of(cls, row: BookingRow, now: datetime) -> BookingView:
@@ -55,6 +56,7 @@ class BookingView:
             row.group_id,
             row.location,
             row.video_link,
+            row.attendance,
         )
 
 
@@ -75,12 +77,28 @@ def live(now: datetime) -> ColumnElement[bool]:
     )
 
 
+def bearing_on(now: datetime, employee_id: str) -> ColumnElement[bool]:
+    """The rows a booking for `employee_id` must respect: the live ones,
+    and the employee's sessions cancelled late but charged, each still its
+    week's one session (rules/attendance.py)."""
+    return or_(
+        live(now),
+        and_(
+            BookingRow.state == S.CANCELLED.value,
+            BookingRow.funded.is_(True),
+            BookingRow.employee_id == employee_id,
+        ),
+    )
+
+
 def appointment(row: BookingRow) -> Appointment:
     return Appointment(
         row.booking_id,
         row.case_id,
         row.employee_id,
-        row.counselor_id,
+        # A cancelled session charged late keeps the employee's week, not
+        # the counselor's time.
+        "" if row.state == S.CANCELLED.value else row.counselor_id,
         row.start,
         row.end,
         row.group_id,
@@ -180,7 +198,7 @@ async def diary_around(
     around = datetime.combine(day, datetime.min.time(), OFFICE_ZONE)
     rows = await session.scalars(
         select(BookingRow).where(
-            live(now),
+            bearing_on(now, case.employee_id),
             or_(
                 and_(
                     BookingRow.counselor_id == counselor_id,

@@ -26,7 +26,7 @@ from services.matcher import metrics
 from services.matcher.booking.consistency import KINDS, Charge, Problem, Session, compare
 from services.matcher.booking.state import BookingState
 from services.matcher.orm import BookingRow
-from services.matcher.quota_port import QuotaPort
+from services.matcher.quota_port import QuotaPort, pays_provider
 from services.runtime import clock
 
 log = logging.getLogger("eap.matcher")
@@ -59,6 +59,7 @@ class ConsistencyWatch:
                 hold.group.size or 1,
                 hold.group.index,
                 hold.session_start.ToDatetime(tzinfo=UTC),
+                pays_provider(hold),
             )
             async for hold in self._quota.charges()
         ]
@@ -72,11 +73,13 @@ class ConsistencyWatch:
                         BookingRow.start,
                         BookingRow.minutes,
                         BookingRow.updated_at,
+                        BookingRow.funded,
+                        BookingRow.attendance,
                     )
                 )
             ).all()
         since = began - SETTLE
-        sessions = [Session(r[0], BookingState(r[1]), r[2], r[3], r[4]) for r in rows]
+        sessions = [Session(r[0], BookingState(r[1]), r[2], r[3], r[4], r[6], r[7]) for r in rows]
         unsettled = {r[0] for r in rows if r[5] > since}
         purged_before = (
             began - timedelta(days=self._retention_days) if self._retention_days > 0 else None

@@ -17,6 +17,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.booking import tenant_policy
 from services.matcher.booking.state import BookingState
 from services.matcher.notices.rows import NoticeRow
 from services.matcher.notices.state import NoticeState, step
@@ -109,12 +110,17 @@ class Outbox:
         not yet started, the latest of `reminders` before it that has passed,
         unless the session was booked after that (its confirmation says as
         much). Each reminder's id is its booking's and its offset's, so any
-        number of notifiers at once write it once. Returns how many it wrote."""
-        offsets = sorted(reminders)  # nearest the session first
-        if not offsets:
-            return 0
+        number of notifiers at once write it once. The tenant's booking
+        policy, where it sets reminder hours, stands for `reminders`.
+        Returns how many it wrote."""
         written = 0
         async with self._sessions() as session, session.begin():
+            hours = (await tenant_policy.load(session)).reminder_hours
+            if hours is not None:
+                reminders = [timedelta(hours=h) for h in hours]
+            offsets = sorted(reminders)  # nearest the session first
+            if not offsets:
+                return 0
             bookings = await session.scalars(
                 select(BookingRow).where(
                     BookingRow.state == BookingState.BOOKED.value,

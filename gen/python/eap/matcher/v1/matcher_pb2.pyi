@@ -209,6 +209,98 @@ BOOKING_STATE_RELEASED: BookingState.ValueType  # 5
 """A hold that lapsed or was given up before it was confirmed."""
 Global___BookingState: _TypeAlias = BookingState  # noqa: Y015
 
+class _Attendance:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AttendanceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attendance.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ATTENDANCE_UNSPECIFIED: _Attendance.ValueType  # 0
+    """Not set: the session is still to come (or was never booked)."""
+    ATTENDANCE_ATTENDED: _Attendance.ValueType  # 1
+    """The session took place."""
+    ATTENDANCE_NO_SHOW: _Attendance.ValueType  # 2
+    """The employee did not come (recorded by the counselor)."""
+    ATTENDANCE_LATE_CANCELLATION: _Attendance.ValueType  # 3
+    """The employee cancelled inside the notice period."""
+    ATTENDANCE_COUNSELOR_CANCELLED: _Attendance.ValueType  # 4
+    """The counselor cancelled (never charged)."""
+
+class Attendance(_Attendance, metaclass=_AttendanceEnumTypeWrapper):
+    """What became of a booked session."""
+
+ATTENDANCE_UNSPECIFIED: Attendance.ValueType  # 0
+"""Not set: the session is still to come (or was never booked)."""
+ATTENDANCE_ATTENDED: Attendance.ValueType  # 1
+"""The session took place."""
+ATTENDANCE_NO_SHOW: Attendance.ValueType  # 2
+"""The employee did not come (recorded by the counselor)."""
+ATTENDANCE_LATE_CANCELLATION: Attendance.ValueType  # 3
+"""The employee cancelled inside the notice period."""
+ATTENDANCE_COUNSELOR_CANCELLED: Attendance.ValueType  # 4
+"""The counselor cancelled (never charged)."""
+Global___Attendance: _TypeAlias = Attendance  # noqa: Y015
+
+class _CancelledBy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CancelledByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CancelledBy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CANCELLED_BY_UNSPECIFIED: _CancelledBy.ValueType  # 0
+    """Not set: the caller's role says (an administrator cancels for the
+    employee).
+    """
+    CANCELLED_BY_EMPLOYEE: _CancelledBy.ValueType  # 1
+    """The employee."""
+    CANCELLED_BY_COUNSELOR: _CancelledBy.ValueType  # 2
+    """The counselor (an employee may not say so)."""
+
+class CancelledBy(_CancelledBy, metaclass=_CancelledByEnumTypeWrapper):
+    """Who cancels a booking."""
+
+CANCELLED_BY_UNSPECIFIED: CancelledBy.ValueType  # 0
+"""Not set: the caller's role says (an administrator cancels for the
+employee).
+"""
+CANCELLED_BY_EMPLOYEE: CancelledBy.ValueType  # 1
+"""The employee."""
+CANCELLED_BY_COUNSELOR: CancelledBy.ValueType  # 2
+"""The counselor (an employee may not say so)."""
+Global___CancelledBy: _TypeAlias = CancelledBy  # noqa: Y015
+
+class _Charge:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ChargeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Charge.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHARGE_UNSPECIFIED: _Charge.ValueType  # 0
+    """Not set."""
+    CHARGE_FULL: _Charge.ValueType  # 1
+    """The provider is paid and the session counts toward the entitlement."""
+    CHARGE_PROVIDER_PAID: _Charge.ValueType  # 2
+    """The provider is paid; the employee's entitlement is not used."""
+    CHARGE_ENTITLEMENT_COUNTED: _Charge.ValueType  # 3
+    """The session counts toward the entitlement; the provider is not paid."""
+    CHARGE_NONE: _Charge.ValueType  # 4
+    """Nothing: the session's quota goes back and its week is free."""
+
+class Charge(_Charge, metaclass=_ChargeEnumTypeWrapper):
+    """What a session that did not take place is charged."""
+
+CHARGE_UNSPECIFIED: Charge.ValueType  # 0
+"""Not set."""
+CHARGE_FULL: Charge.ValueType  # 1
+"""The provider is paid and the session counts toward the entitlement."""
+CHARGE_PROVIDER_PAID: Charge.ValueType  # 2
+"""The provider is paid; the employee's entitlement is not used."""
+CHARGE_ENTITLEMENT_COUNTED: Charge.ValueType  # 3
+"""The session counts toward the entitlement; the provider is not paid."""
+CHARGE_NONE: Charge.ValueType  # 4
+"""Nothing: the session's quota goes back and its week is free."""
+Global___Charge: _TypeAlias = Charge  # noqa: Y015
+
 class _MatchJobState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -689,6 +781,137 @@ class Case(_message.Message):
 Global___Case: _TypeAlias = Case  # noqa: Y015
 
 @_typing.final
+class BookingPolicy(_message.Message):
+    """A tenant's booking policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NOTICE_HOURS_FIELD_NUMBER: _builtins.int
+    LATE_CANCELLATION_CHARGE_FIELD_NUMBER: _builtins.int
+    NO_SHOW_CHARGE_FIELD_NUMBER: _builtins.int
+    REMINDER_HOURS_FIELD_NUMBER: _builtins.int
+    USE_DEFAULT_REMINDERS_FIELD_NUMBER: _builtins.int
+    notice_hours: _builtins.int
+    """Cancelling less than this many hours before the start is late; 0-336."""
+    late_cancellation_charge: Global___Charge.ValueType
+    """What an employee's late cancellation is charged."""
+    no_show_charge: Global___Charge.ValueType
+    """What a no-show is charged."""
+    use_default_reminders: _builtins.bool
+    """True: the deployment's reminder hours (EAP_REMINDER_HOURS) apply."""
+    @_builtins.property
+    def reminder_hours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """Hours before a session that reminders go out, at most four, each up to
+        336; empty with use_default_reminders: the deployment's.
+        """
+
+    def __init__(
+        self,
+        *,
+        notice_hours: _builtins.int = ...,
+        late_cancellation_charge: Global___Charge.ValueType = ...,
+        no_show_charge: Global___Charge.ValueType = ...,
+        reminder_hours: _abc.Iterable[_builtins.float] | None = ...,
+        use_default_reminders: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["late_cancellation_charge", b"late_cancellation_charge", "no_show_charge", b"no_show_charge", "notice_hours", b"notice_hours", "reminder_hours", b"reminder_hours", "use_default_reminders", b"use_default_reminders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BookingPolicy: _TypeAlias = BookingPolicy  # noqa: Y015
+
+@_typing.final
+class GetBookingPolicyRequest(_message.Message):
+    """Request for GetBookingPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBookingPolicyRequest: _TypeAlias = GetBookingPolicyRequest  # noqa: Y015
+
+@_typing.final
+class GetBookingPolicyResponse(_message.Message):
+    """Response of GetBookingPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___BookingPolicy:
+        """The policy in force (the defaults where none was set)."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___BookingPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBookingPolicyResponse: _TypeAlias = GetBookingPolicyResponse  # noqa: Y015
+
+@_typing.final
+class SetBookingPolicyRequest(_message.Message):
+    """Request for SetBookingPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___BookingPolicy:
+        """The whole policy."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___BookingPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBookingPolicyRequest: _TypeAlias = SetBookingPolicyRequest  # noqa: Y015
+
+@_typing.final
+class SetBookingPolicyResponse(_message.Message):
+    """Response of SetBookingPolicy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def policy(self) -> Global___BookingPolicy:
+        """The policy as stored."""
+
+    def __init__(
+        self,
+        *,
+        policy: Global___BookingPolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetBookingPolicyResponse: _TypeAlias = SetBookingPolicyResponse  # noqa: Y015
+
+@_typing.final
 class Booking(_message.Message):
     """A slot held or booked for a case. A hold's id stays the booking's id."""
 
@@ -705,6 +928,7 @@ class Booking(_message.Message):
     GROUP_ID_FIELD_NUMBER: _builtins.int
     LOCATION_FIELD_NUMBER: _builtins.int
     VIDEO_LINK_FIELD_NUMBER: _builtins.int
+    ATTENDANCE_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     """Server-assigned id."""
     case_id: _builtins.str
@@ -727,6 +951,8 @@ class Booking(_message.Message):
     """
     video_link: _builtins.str
     """The counselor's video room, for a video session; empty otherwise."""
+    attendance: Global___Attendance.ValueType
+    """What became of the session; unspecified while it is to come."""
     @_builtins.property
     def start(self) -> _timestamp_pb2.Timestamp:
         """When the session starts."""
@@ -749,10 +975,11 @@ class Booking(_message.Message):
         group_id: _builtins.str = ...,
         location: _builtins.str = ...,
         video_link: _builtins.str = ...,
+        attendance: Global___Attendance.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["hold_expires_at", b"hold_expires_at", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "group_id", b"group_id", "hold_expires_at", b"hold_expires_at", "location", b"location", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state", "video_link", b"video_link"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attendance", b"attendance", "booking_id", b"booking_id", "case_id", b"case_id", "counselor_id", b"counselor_id", "group_id", b"group_id", "hold_expires_at", b"hold_expires_at", "location", b"location", "minutes", b"minutes", "modality", b"modality", "start", b"start", "state", b"state", "video_link", b"video_link"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1422,6 +1649,7 @@ class CancelBookingRequest(_message.Message):
 
     BOOKING_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    CANCELLED_BY_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     """The booking, or a hold to give up."""
     reason: _builtins.str
@@ -1429,15 +1657,18 @@ class CancelBookingRequest(_message.Message):
     booking (the data keys); the quota ledger and the audit trail record
     only that the booking was cancelled, never these words.
     """
+    cancelled_by: Global___CancelledBy.ValueType
+    """Who cancels; by default as the caller's role says."""
     def __init__(
         self,
         *,
         booking_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        cancelled_by: Global___CancelledBy.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "cancelled_by", b"cancelled_by", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1531,21 +1762,27 @@ class CompleteSessionRequest(_message.Message):
 
     BOOKING_ID_FIELD_NUMBER: _builtins.int
     MINUTES_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
     booking_id: _builtins.str
     """The booking."""
     minutes: _builtins.int
     """Minutes the session actually took, at most those booked; zero means
-    as booked.
+    as booked (and must be zero for a session that did not take place).
+    """
+    outcome: Global___Attendance.ValueType
+    """What became of it: attended (also when unspecified), a no-show, or a
+    late cancellation the employee made by telephone.
     """
     def __init__(
         self,
         *,
         booking_id: _builtins.str = ...,
         minutes: _builtins.int = ...,
+        outcome: Global___Attendance.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "minutes", b"minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "minutes", b"minutes", "outcome", b"outcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

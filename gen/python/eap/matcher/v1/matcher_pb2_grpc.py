@@ -119,6 +119,16 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
                 _registered_method=True)
+        self.GetBookingPolicy = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetBookingPolicy',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetBookingPolicy = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SetBookingPolicy',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyResponse.FromString,
+                _registered_method=True)
         self.SubmitMatchJob = channel.unary_unary(
                 '/eap.matcher.v1.MatcherService/SubmitMatchJob',
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.SerializeToString,
@@ -323,7 +333,10 @@ class MatcherServiceServicer:
 
     def CancelBooking(self, request, context):
         """Cancels a booking and gives its quota back. Cancelling a cancelled
-        booking is a no-op; a completed session cannot be cancelled.
+        booking is a no-op; a completed session cannot be cancelled. The
+        employee's cancellation inside the tenant's notice period is a late
+        cancellation, charged as the booking policy says; the counselor's own
+        is never charged, and the case is first in line for another time.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -339,7 +352,24 @@ class MatcherServiceServicer:
 
     def CompleteSession(self, request, context):
         """Records that a booked session took place and commits the minutes
-        actually used (at most those booked) to the quota.
+        actually used (at most those booked) to the quota; or that it did not
+        (a no-show, a late cancellation), charged as the booking policy says.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBookingPolicy(self, request, context):
+        """The tenant's booking policy: the notice period for cancelling, what a
+        late cancellation and a no-show are charged, when reminders go out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBookingPolicy(self, request, context):
+        """Sets the tenant's booking policy (administrators); it applies to
+        cancellations and no-shows from then on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -541,6 +571,16 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.CompleteSession,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.SerializeToString,
+            ),
+            'GetBookingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBookingPolicy,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyResponse.SerializeToString,
+            ),
+            'SetBookingPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBookingPolicy,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyResponse.SerializeToString,
             ),
             'SubmitMatchJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitMatchJob,
@@ -1001,6 +1041,60 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/CompleteSession',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.CompleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBookingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetBookingPolicy',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.GetBookingPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBookingPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SetBookingPolicy',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyResponse.FromString,
             options,
             channel_credentials,
             insecure,

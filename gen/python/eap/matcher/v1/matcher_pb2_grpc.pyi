@@ -120,7 +120,10 @@ class MatcherServiceStub:
     """
     CancelBooking: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.CancelBookingRequest, _matcher_pb2.CancelBookingResponse]
     """Cancels a booking and gives its quota back. Cancelling a cancelled
-    booking is a no-op; a completed session cannot be cancelled.
+    booking is a no-op; a completed session cannot be cancelled. The
+    employee's cancellation inside the tenant's notice period is a late
+    cancellation, charged as the booking policy says; the counselor's own
+    is never charged, and the case is first in line for another time.
     """
     RescheduleBooking: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.RescheduleBookingRequest, _matcher_pb2.RescheduleBookingResponse]
     """Moves a booking to the slot of a live hold of the same case: the new
@@ -128,7 +131,16 @@ class MatcherServiceStub:
     """
     CompleteSession: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.CompleteSessionRequest, _matcher_pb2.CompleteSessionResponse]
     """Records that a booked session took place and commits the minutes
-    actually used (at most those booked) to the quota.
+    actually used (at most those booked) to the quota; or that it did not
+    (a no-show, a late cancellation), charged as the booking policy says.
+    """
+    GetBookingPolicy: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.GetBookingPolicyRequest, _matcher_pb2.GetBookingPolicyResponse]
+    """The tenant's booking policy: the notice period for cancelling, what a
+    late cancellation and a no-show are charged, when reminders go out.
+    """
+    SetBookingPolicy: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SetBookingPolicyRequest, _matcher_pb2.SetBookingPolicyResponse]
+    """Sets the tenant's booking policy (administrators); it applies to
+    cancellations and no-shows from then on.
     """
     SubmitMatchJob: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]
     """Queues an optimized matching of open cases over a horizon, for HR. The
@@ -295,7 +307,10 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """
     CancelBooking: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CancelBookingRequest, _matcher_pb2.CancelBookingResponse]  # type: ignore[assignment]
     """Cancels a booking and gives its quota back. Cancelling a cancelled
-    booking is a no-op; a completed session cannot be cancelled.
+    booking is a no-op; a completed session cannot be cancelled. The
+    employee's cancellation inside the tenant's notice period is a late
+    cancellation, charged as the booking policy says; the counselor's own
+    is never charged, and the case is first in line for another time.
     """
     RescheduleBooking: _aio.UnaryUnaryMultiCallable[_matcher_pb2.RescheduleBookingRequest, _matcher_pb2.RescheduleBookingResponse]  # type: ignore[assignment]
     """Moves a booking to the slot of a live hold of the same case: the new
@@ -303,7 +318,16 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """
     CompleteSession: _aio.UnaryUnaryMultiCallable[_matcher_pb2.CompleteSessionRequest, _matcher_pb2.CompleteSessionResponse]  # type: ignore[assignment]
     """Records that a booked session took place and commits the minutes
-    actually used (at most those booked) to the quota.
+    actually used (at most those booked) to the quota; or that it did not
+    (a no-show, a late cancellation), charged as the booking policy says.
+    """
+    GetBookingPolicy: _aio.UnaryUnaryMultiCallable[_matcher_pb2.GetBookingPolicyRequest, _matcher_pb2.GetBookingPolicyResponse]  # type: ignore[assignment]
+    """The tenant's booking policy: the notice period for cancelling, what a
+    late cancellation and a no-show are charged, when reminders go out.
+    """
+    SetBookingPolicy: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SetBookingPolicyRequest, _matcher_pb2.SetBookingPolicyResponse]  # type: ignore[assignment]
+    """Sets the tenant's booking policy (administrators); it applies to
+    cancellations and no-shows from then on.
     """
     SubmitMatchJob: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]  # type: ignore[assignment]
     """Queues an optimized matching of open cases over a horizon, for HR. The
@@ -539,7 +563,10 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.CancelBookingResponse, _abc.Awaitable[_matcher_pb2.CancelBookingResponse]]:
         """Cancels a booking and gives its quota back. Cancelling a cancelled
-        booking is a no-op; a completed session cannot be cancelled.
+        booking is a no-op; a completed session cannot be cancelled. The
+        employee's cancellation inside the tenant's notice period is a late
+        cancellation, charged as the booking policy says; the counselor's own
+        is never charged, and the case is first in line for another time.
         """
 
     @_abc_1.abstractmethod
@@ -559,7 +586,28 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_matcher_pb2.CompleteSessionResponse, _abc.Awaitable[_matcher_pb2.CompleteSessionResponse]]:
         """Records that a booked session took place and commits the minutes
-        actually used (at most those booked) to the quota.
+        actually used (at most those booked) to the quota; or that it did not
+        (a no-show, a late cancellation), charged as the booking policy says.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBookingPolicy(
+        self,
+        request: _matcher_pb2.GetBookingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.GetBookingPolicyResponse, _abc.Awaitable[_matcher_pb2.GetBookingPolicyResponse]]:
+        """The tenant's booking policy: the notice period for cancelling, what a
+        late cancellation and a no-show are charged, when reminders go out.
+        """
+
+    @_abc_1.abstractmethod
+    def SetBookingPolicy(
+        self,
+        request: _matcher_pb2.SetBookingPolicyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.SetBookingPolicyResponse, _abc.Awaitable[_matcher_pb2.SetBookingPolicyResponse]]:
+        """Sets the tenant's booking policy (administrators); it applies to
+        cancellations and no-shows from then on.
         """
 
     @_abc_1.abstractmethod

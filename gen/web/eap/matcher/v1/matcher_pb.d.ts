@@ -500,6 +500,129 @@ export declare type Case = Message<"eap.matcher.v1.Case"> & {
 export declare const CaseSchema: GenMessage<Case>;
 
 /**
+ * A tenant's booking policy.
+ *
+ * @generated from message eap.matcher.v1.BookingPolicy
+ */
+export declare type BookingPolicy = Message<"eap.matcher.v1.BookingPolicy"> & {
+  /**
+   * Cancelling less than this many hours before the start is late; 0-336.
+   *
+   * @generated from field: int32 notice_hours = 1;
+   */
+  noticeHours: number;
+
+  /**
+   * What an employee's late cancellation is charged.
+   *
+   * @generated from field: eap.matcher.v1.Charge late_cancellation_charge = 2;
+   */
+  lateCancellationCharge: Charge;
+
+  /**
+   * What a no-show is charged.
+   *
+   * @generated from field: eap.matcher.v1.Charge no_show_charge = 3;
+   */
+  noShowCharge: Charge;
+
+  /**
+   * Hours before a session that reminders go out, at most four, each up to
+   * 336; empty with use_default_reminders: the deployment's.
+   *
+   * @generated from field: repeated double reminder_hours = 4;
+   */
+  reminderHours: number[];
+
+  /**
+   * True: the deployment's reminder hours (EAP_REMINDER_HOURS) apply.
+   *
+   * @generated from field: bool use_default_reminders = 5;
+   */
+  useDefaultReminders: boolean;
+};
+
+/**
+ * Describes the message eap.matcher.v1.BookingPolicy.
+ * Use `create(BookingPolicySchema)` to create a new message.
+ */
+export declare const BookingPolicySchema: GenMessage<BookingPolicy>;
+
+/**
+ * Request for GetBookingPolicy.
+ *
+ * @generated from message eap.matcher.v1.GetBookingPolicyRequest
+ */
+export declare type GetBookingPolicyRequest = Message<"eap.matcher.v1.GetBookingPolicyRequest"> & {
+};
+
+/**
+ * Describes the message eap.matcher.v1.GetBookingPolicyRequest.
+ * Use `create(GetBookingPolicyRequestSchema)` to create a new message.
+ */
+export declare const GetBookingPolicyRequestSchema: GenMessage<GetBookingPolicyRequest>;
+
+/**
+ * Response of GetBookingPolicy.
+ *
+ * @generated from message eap.matcher.v1.GetBookingPolicyResponse
+ */
+export declare type GetBookingPolicyResponse = Message<"eap.matcher.v1.GetBookingPolicyResponse"> & {
+  /**
+   * The policy in force (the defaults where none was set).
+   *
+   * @generated from field: eap.matcher.v1.BookingPolicy policy = 1;
+   */
+  policy?: BookingPolicy | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.GetBookingPolicyResponse.
+ * Use `create(GetBookingPolicyResponseSchema)` to create a new message.
+ */
+export declare const GetBookingPolicyResponseSchema: GenMessage<GetBookingPolicyResponse>;
+
+/**
+ * Request for SetBookingPolicy.
+ *
+ * @generated from message eap.matcher.v1.SetBookingPolicyRequest
+ */
+export declare type SetBookingPolicyRequest = Message<"eap.matcher.v1.SetBookingPolicyRequest"> & {
+  /**
+   * The whole policy.
+   *
+   * @generated from field: eap.matcher.v1.BookingPolicy policy = 1;
+   */
+  policy?: BookingPolicy | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.SetBookingPolicyRequest.
+ * Use `create(SetBookingPolicyRequestSchema)` to create a new message.
+ */
+export declare const SetBookingPolicyRequestSchema: GenMessage<SetBookingPolicyRequest>;
+
+/**
+ * Response of SetBookingPolicy.
+ *
+ * @generated from message eap.matcher.v1.SetBookingPolicyResponse
+ */
+export declare type SetBookingPolicyResponse = Message<"eap.matcher.v1.SetBookingPolicyResponse"> & {
+  /**
+   * The policy as stored.
+   *
+   * @generated from field: eap.matcher.v1.BookingPolicy policy = 1;
+   */
+  policy?: BookingPolicy | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.SetBookingPolicyResponse.
+ * Use `create(SetBookingPolicyResponseSchema)` to create a new message.
+ */
+export declare const SetBookingPolicyResponseSchema: GenMessage<SetBookingPolicyResponse>;
+
+/**
  * A slot held or booked for a case. A hold's id stays the booking's id.
  *
  * @generated from message eap.matcher.v1.Booking
@@ -583,6 +706,13 @@ export declare type Booking = Message<"eap.matcher.v1.Booking"> & {
    * @generated from field: string video_link = 11;
    */
   videoLink: string;
+
+  /**
+   * What became of the session; unspecified while it is to come.
+   *
+   * @generated from field: eap.matcher.v1.Attendance attendance = 12;
+   */
+  attendance: Attendance;
 };
 
 /**
@@ -1269,6 +1399,13 @@ export declare type CancelBookingRequest = Message<"eap.matcher.v1.CancelBooking
    * @generated from field: string reason = 2;
    */
   reason: string;
+
+  /**
+   * Who cancels; by default as the caller's role says.
+   *
+   * @generated from field: eap.matcher.v1.CancelledBy cancelled_by = 3;
+   */
+  cancelledBy: CancelledBy;
 };
 
 /**
@@ -1366,11 +1503,19 @@ export declare type CompleteSessionRequest = Message<"eap.matcher.v1.CompleteSes
 
   /**
    * Minutes the session actually took, at most those booked; zero means
-   * as booked.
+   * as booked (and must be zero for a session that did not take place).
    *
    * @generated from field: int32 minutes = 2;
    */
   minutes: number;
+
+  /**
+   * What became of it: attended (also when unspecified), a no-show, or a
+   * late cancellation the employee made by telephone.
+   *
+   * @generated from field: eap.matcher.v1.Attendance outcome = 3;
+   */
+  outcome: Attendance;
 };
 
 /**
@@ -2924,6 +3069,134 @@ export enum BookingState {
 export declare const BookingStateSchema: GenEnum<BookingState>;
 
 /**
+ * What became of a booked session.
+ *
+ * @generated from enum eap.matcher.v1.Attendance
+ */
+export enum Attendance {
+  /**
+   * Not set: the session is still to come (or was never booked).
+   *
+   * @generated from enum value: ATTENDANCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The session took place.
+   *
+   * @generated from enum value: ATTENDANCE_ATTENDED = 1;
+   */
+  ATTENDED = 1,
+
+  /**
+   * The employee did not come (recorded by the counselor).
+   *
+   * @generated from enum value: ATTENDANCE_NO_SHOW = 2;
+   */
+  NO_SHOW = 2,
+
+  /**
+   * The employee cancelled inside the notice period.
+   *
+   * @generated from enum value: ATTENDANCE_LATE_CANCELLATION = 3;
+   */
+  LATE_CANCELLATION = 3,
+
+  /**
+   * The counselor cancelled (never charged).
+   *
+   * @generated from enum value: ATTENDANCE_COUNSELOR_CANCELLED = 4;
+   */
+  COUNSELOR_CANCELLED = 4,
+}
+
+/**
+ * Describes the enum eap.matcher.v1.Attendance.
+ */
+export declare const AttendanceSchema: GenEnum<Attendance>;
+
+/**
+ * Who cancels a booking.
+ *
+ * @generated from enum eap.matcher.v1.CancelledBy
+ */
+export enum CancelledBy {
+  /**
+   * Not set: the caller's role says (an administrator cancels for the
+   * employee).
+   *
+   * @generated from enum value: CANCELLED_BY_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The employee.
+   *
+   * @generated from enum value: CANCELLED_BY_EMPLOYEE = 1;
+   */
+  EMPLOYEE = 1,
+
+  /**
+   * The counselor (an employee may not say so).
+   *
+   * @generated from enum value: CANCELLED_BY_COUNSELOR = 2;
+   */
+  COUNSELOR = 2,
+}
+
+/**
+ * Describes the enum eap.matcher.v1.CancelledBy.
+ */
+export declare const CancelledBySchema: GenEnum<CancelledBy>;
+
+/**
+ * What a session that did not take place is charged.
+ *
+ * @generated from enum eap.matcher.v1.Charge
+ */
+export enum Charge {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: CHARGE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The provider is paid and the session counts toward the entitlement.
+   *
+   * @generated from enum value: CHARGE_FULL = 1;
+   */
+  FULL = 1,
+
+  /**
+   * The provider is paid; the employee's entitlement is not used.
+   *
+   * @generated from enum value: CHARGE_PROVIDER_PAID = 2;
+   */
+  PROVIDER_PAID = 2,
+
+  /**
+   * The session counts toward the entitlement; the provider is not paid.
+   *
+   * @generated from enum value: CHARGE_ENTITLEMENT_COUNTED = 3;
+   */
+  ENTITLEMENT_COUNTED = 3,
+
+  /**
+   * Nothing: the session's quota goes back and its week is free.
+   *
+   * @generated from enum value: CHARGE_NONE = 4;
+   */
+  NONE = 4,
+}
+
+/**
+ * Describes the enum eap.matcher.v1.Charge.
+ */
+export declare const ChargeSchema: GenEnum<Charge>;
+
+/**
  * Where a match job is in its life.
  *
  * @generated from enum eap.matcher.v1.MatchJobState
@@ -3142,7 +3415,10 @@ export declare const MatcherService: GenService<{
   },
   /**
    * Cancels a booking and gives its quota back. Cancelling a cancelled
-   * booking is a no-op; a completed session cannot be cancelled.
+   * booking is a no-op; a completed session cannot be cancelled. The
+   * employee's cancellation inside the tenant's notice period is a late
+   * cancellation, charged as the booking policy says; the counselor's own
+   * is never charged, and the case is first in line for another time.
    *
    * @generated from rpc eap.matcher.v1.MatcherService.CancelBooking
    */
@@ -3164,7 +3440,8 @@ export declare const MatcherService: GenService<{
   },
   /**
    * Records that a booked session took place and commits the minutes
-   * actually used (at most those booked) to the quota.
+   * actually used (at most those booked) to the quota; or that it did not
+   * (a no-show, a late cancellation), charged as the booking policy says.
    *
    * @generated from rpc eap.matcher.v1.MatcherService.CompleteSession
    */
@@ -3172,6 +3449,28 @@ export declare const MatcherService: GenService<{
     methodKind: "unary";
     input: typeof CompleteSessionRequestSchema;
     output: typeof CompleteSessionResponseSchema;
+  },
+  /**
+   * The tenant's booking policy: the notice period for cancelling, what a
+   * late cancellation and a no-show are charged, when reminders go out.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.GetBookingPolicy
+   */
+  getBookingPolicy: {
+    methodKind: "unary";
+    input: typeof GetBookingPolicyRequestSchema;
+    output: typeof GetBookingPolicyResponseSchema;
+  },
+  /**
+   * Sets the tenant's booking policy (administrators); it applies to
+   * cancellations and no-shows from then on.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.SetBookingPolicy
+   */
+  setBookingPolicy: {
+    methodKind: "unary";
+    input: typeof SetBookingPolicyRequestSchema;
+    output: typeof SetBookingPolicyResponseSchema;
   },
   /**
    * Queues an optimized matching of open cases over a horizon, for HR. The
