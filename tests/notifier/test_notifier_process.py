@@ -134,6 +134,15 @@ def wait_for(check: Any, seconds: float = 40.0) -> None:
         time.sleep(0.1)
 
 
+def log_lines(folder: Path, more: list[Path]) -> list[str]:
+    """Every line the notifiers (their logs in `folder`) and `more` logged."""
+    return [
+        line
+        for path in [*folder.glob("notifier-*.log"), *more]
+        for line in path.read_text(errors="replace").splitlines()
+    ]
+
+
 async def status(address: str) -> npb.GetOutboxStatusResponse:
     async with grpc.aio.insecure_channel(address) as channel:
         return await notifier_pb2_grpc.NotifierServiceStub(channel).GetOutboxStatus(
@@ -195,3 +204,9 @@ async def test_notifiers_send_each_message_once_even_one_killed_mid_delivery(
                 if process.poll() is None:
                     process.kill()
                     process.wait(10)
+        replica_logs = [r.log for r in suite.replicas]
+    # Acceptance 4: no contact detail in any line any process logged (the
+    # notifiers', the services'), though every message went to one.
+    logged = log_lines(tmp_path, replica_logs)
+    assert logged  # they did log
+    assert not [line for line in logged if "@county.example" in line or "某人" in line]
