@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from services.matcher.notices.day_sheets import DAY_SHEET_HOUR, DaySheets
 from services.matcher.notices.outbox import Due, Outbox
 from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import REMINDERS, NoticeKind
@@ -24,7 +25,7 @@ from services.notifier import smtp, webhook
 from services.notifier.invitation import Invitation, Method, uid_for
 from services.notifier.mail import compose_mail
 from services.notifier.smtp import DeliveryFailed, SmtpTarget
-from services.notifier.wording import Notice, calendar_title, compose
+from services.notifier.wording import DayItem, Notice, Words, calendar_title, compose, compose_day
 
 log = logging.getLogger("eap.notifier")
 
@@ -63,17 +64,24 @@ class Relay:
         channels: Channels,
         owner: str,
         reminders: Sequence[timedelta] = REMINDERS,
+        day_sheets: DaySheets | None = None,
+        day_sheet_hour: int | None = DAY_SHEET_HOUR,
     ):
         self._outbox = outbox
         self._addresses = addresses
         self._channels = channels
         self._owner = owner
         self._reminders = reminders
+        self._day_sheets = day_sheets
+        self._day_sheet_hour = day_sheet_hour
 
     async def run_once(self, now: datetime) -> dict[str, int]:
-        """Writes the reminders whose time has come, then delivers what is
-        due now; counts the outcomes by state."""
+        """Writes the reminders and the counselors' day sheets whose time
+        has come, then delivers what is due now; counts the outcomes by
+        state."""
         await self._outbox.schedule_reminders(now, self._reminders)
+        if self._day_sheets is not None:
+            await self._day_sheets.schedule(now, self._day_sheet_hour)
         outcomes: dict[str, int] = {}
         for due in await self._outbox.claim(self._owner, now):
             try:
@@ -92,8 +100,17 @@ class Relay:
             outcomes[state.value] = outcomes.get(state.value, 0) + 1
         return outcomes
 
-    async def _deliver(self, due: Due, now: datetime) -> None:
+    async def _words(self, due: Due) -> Words | None:
+        """What the entry says; None for a day sheet whose sessions were
+        all cancelled since it was written (nothing to send)."""
         kind = NoticeKind(due.kind)
+        if kind is NoticeKind.DAY_SHEET:
+            assert self._day_sheets is not None  # only they write day sheets
+            day = await self._day_sheets.sessions(due.employee_id, due.start)
+            items = [DayItem(s.start, s.minutes, s.modality, s.place) for s in day]
+            return (
+                compose_day(items, self._channels.page, self._channels.language) if items else None
+            )
         notice = Notice(
             kind=kind,
             start=due.start,
@@ -103,7 +120,13 @@ class Relay:
             hold_until=due.hold_until,
             page=self._channels.page,
         )
-        words = compose(notice, self._channels.language)
+        return compose(notice, self._channels.language)
+
+    async def _deliver(self, due: Due, now: datetime) -> None:
+        kind = NoticeKind(due.kind)
+        words = await self._words(due)
+        if words is None:
+            return
         reached = bool(due.delivered_by)
         if self._channels.mail is not None and MAIL not in due.delivered_by:
             address = await self._addresses.address_for_notice(due.employee_id)

@@ -18,6 +18,7 @@ from grpc import aio
 
 from eap.notifier.v1 import notifier_pb2 as pb
 from eap.notifier.v1 import notifier_pb2_grpc
+from services.matcher.notices.day_sheets import DaySheets
 from services.matcher.notices.outbox import Outbox
 from services.matcher.notices.state import NoticeState
 from services.matcher.registry.directory import Directory, load_keys
@@ -74,7 +75,15 @@ class NotifierService(DatabaseService):
         owner = f"{socket.gethostname()}-{os.getpid()}-{self.tenant}"
         configured = channels(settings)
         reminders = tuple(timedelta(hours=h) for h in settings.reminder_hours)
-        self.relay = Relay(self.outbox, directory, configured, owner, reminders)
+        self.relay = Relay(
+            self.outbox,
+            directory,
+            configured,
+            owner,
+            reminders,
+            DaySheets(self.engine),
+            settings.day_sheet_hour,
+        )
         if configured.mail is None and configured.hook is None:
             # Nothing to deliver by: the notices wait, and go out once a
             # channel is configured (a development server, the demo).

@@ -10,12 +10,12 @@ are behind the booking page, after signing in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from services.matcher.notices.writer import NoticeKind as Kind
 from services.rules.explanations import N_
 from services.rules.office_time import OFFICE_ZONE
-from services.runtime.dates import day_and_time
+from services.runtime.dates import day_and_time, short_date
 from services.runtime.i18n import speaking, tr
 
 # Words a subject or a preview line must never hold (a test reads every
@@ -87,6 +87,40 @@ def compose(notice: Notice, language: str) -> Words:
             lines += ["", tr(CLOSING, page=notice.page)]
         lines += ["", tr(NO_REPLY)]
         return Words(tr(SUBJECTS[notice.kind], when=when, until=until), "\n".join(lines) + "\n")
+
+
+DAY_SUBJECT = N_("Your appointments on {day}")
+DAY_OPENING = N_("You have {count} appointments on {day}:")
+DAY_LINE = N_("{start}-{end} {how}")
+DAY_CLOSING = N_("The details are on the booking page: {page}")
+
+
+@dataclass(frozen=True)
+class DayItem:
+    """One session of a counselor's day: its time and how it is held."""
+
+    start: datetime
+    minutes: int
+    modality: str
+    place: str = ""
+
+
+def compose_day(items: list[DayItem], page: str, language: str) -> Words:
+    """A counselor's day: the times and how each is held, nobody's name."""
+    with speaking(language):
+        first = items[0].start.astimezone(OFFICE_ZONE)
+        day = short_date(first.date())
+        lines = [tr(DAY_OPENING, count=len(items), day=day), ""]
+        for item in items:
+            start = item.start.astimezone(OFFICE_ZONE)
+            end = start + timedelta(minutes=item.minutes)
+            how = tr(MODALITIES.get(item.modality, MODALITIES["in_person"]))
+            line = tr(DAY_LINE, start=f"{start:%H:%M}", end=f"{end:%H:%M}", how=how)
+            lines.append(f"{line} {item.place}".rstrip())
+        if page:
+            lines += ["", tr(DAY_CLOSING, page=page)]
+        lines += ["", tr(NO_REPLY)]
+        return Words(tr(DAY_SUBJECT, day=day), "\n".join(lines) + "\n")
 
 
 def calendar_title(language: str) -> str:

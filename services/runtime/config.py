@@ -56,6 +56,7 @@ service its own database.
 | EAP_BOOKING_PAGE_URL | (none) | the booking page's address, in every notice |
 | EAP_NOTIFIER_POLL_SECONDS | 5 | how often the notifier looks for notices due |
 | EAP_REMINDER_HOURS | 24,2 | when reminders go out before a session, hours; empty: none |
+| EAP_DAY_SHEET_HOUR | 7 | hour (0-23) counselors get their day's sessions; empty: never |
 | EAP_DEV_CLOCK_FILE | (none) | dev mode only: the clock runs this many seconds ahead (tests) |
 
 (*) `{tenant}` in a database URL stands for the tenant's name: each tenant
@@ -129,6 +130,7 @@ class Settings:
     booking_page_url: str = ""
     notifier_poll_seconds: float = 5.0
     reminder_hours: tuple[float, ...] = (24.0, 2.0)
+    day_sheet_hour: int | None = 7
     data_keys_file: str | None = None
     audit_keys_file: str | None = None
     dev_clock_file: str | None = None
@@ -253,6 +255,7 @@ class Settings:
                 env, "EAP_NOTIFIER_POLL_SECONDS", cls.notifier_poll_seconds
             ),
             reminder_hours=_hours(env, "EAP_REMINDER_HOURS", cls.reminder_hours),
+            day_sheet_hour=_hour_of_day(env, "EAP_DAY_SHEET_HOUR", cls.day_sheet_hour),
             data_keys_file=env.get("EAP_DATA_KEYS_FILE") or None,
             audit_keys_file=env.get("EAP_AUDIT_KEYS_FILE") or None,
             dev_clock_file=_dev_clock_file(env, mode),
@@ -317,6 +320,18 @@ def _secret(env: Mapping[str, str], name: str) -> str | None:
 def _url(env: Mapping[str, str], name: str, mode: str) -> str | None:
     url = env.get(name) or None
     return check_url(url, name, require_https=mode == "jwt") if url else None
+
+
+def _hour_of_day(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    text = env.get(name)
+    if text is None:
+        return default
+    if not text.strip():
+        return None
+    hour = _int(env, name, 0)
+    if not 0 <= hour <= 23:
+        raise ConfigError(name, "an hour of the day, 0-23, or empty for never")
+    return hour
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

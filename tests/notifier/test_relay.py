@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.matcher.booking import tenant_policy
 from services.matcher.booking.tenant_policy import BookingPolicy
+from services.matcher.notices.day_sheets import DaySheets
 from services.matcher.notices.outbox import LEASE, Outbox
 from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import NoticeKind, tell
@@ -22,6 +23,7 @@ from services.matcher.orm import BookingRow
 from services.matcher.registry.directory import Contact, Directory
 from services.notifier.relay import Channels, Relay, Webhook
 from services.notifier.smtp import SmtpTarget
+from services.notifier.wording import NEVER_SHOWN
 from services.runtime import database
 from services.runtime.auth import Identity, Role, set_identity
 from tests.conftest import Backend
@@ -44,6 +46,18 @@ class World:
     def relay(self, owner: str = "notifier-1", port: int | None = None) -> Relay:
         target = SmtpTarget.from_url(f"smtp://127.0.0.1:{port or self.port}")
         return Relay(self.outbox, self.directory, Channels(mail=target), owner)
+
+    def relay_with_day_sheets(self, owner: str = "n-1") -> Relay:
+        target = SmtpTarget.from_url(f"smtp://127.0.0.1:{self.port}")
+        return Relay(
+            self.outbox,
+            self.directory,
+            Channels(mail=target),
+            owner,
+            (),
+            DaySheets(self.engine),
+            7,
+        )
 
     def relay_with(self, reminders: tuple[dt.timedelta, ...]) -> Relay:
         target = SmtpTarget.from_url(f"smtp://127.0.0.1:{self.port}")
@@ -170,6 +184,32 @@ async def test_the_tenants_booking_policy_sets_its_own_reminder_hours(world: Wor
     async with sessions() as session, session.begin():
         await tenant_policy.save(session, BookingPolicy(reminder_hours=None), NOW)
     assert await world.relay().run_once(START - dt.timedelta(minutes=90)) == {"sent": 1}
+
+
+async def test_a_counselor_hears_of_their_day_each_morning_once(world: World) -> None:
+    set_identity(Identity("admin", Role.ADMIN))
+    await world.directory.set_contact("C001", Contact("林諮商師", "", "lin@county.example"))
+    set_identity(Identity("notifier", Role.SERVICE))
+    await world.book("b-1")  # 10:00, in person
+    await world.book("b-2", employee="E2", start=START + dt.timedelta(hours=3))
+    await world.book("b-3", employee="E3", start=START + dt.timedelta(hours=5))
+    await world.book("b-4", employee="E1", start=START + dt.timedelta(days=1))  # the next day
+    await world.cancel("b-3")
+    await world.relay().run_once(NOW)  # the confirmations and the cancellation
+    told = len(world.inbox.messages)
+    morning = START.replace(hour=6, minute=30)
+    first, second = world.relay_with_day_sheets("n-1"), world.relay_with_day_sheets("n-2")
+    assert await first.run_once(morning) == {}  # before seven
+    seven = START.replace(hour=7)
+    outcomes = await asyncio.gather(first.run_once(seven), second.run_once(seven))
+    assert sum(o.get("sent", 0) for o in outcomes) == 1  # once, whoever sends it
+    assert await first.run_once(seven + dt.timedelta(hours=1)) == {}
+    (sheet,) = world.inbox.messages[told:]
+    assert sheet["To"] == "lin@county.example"
+    text = sheet.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "10:00-11:00" in text and "13:00-14:00" in text
+    assert "15:00" not in text and "某人" not in text  # the cancelled one; nobody's name
+    assert not [w for w in NEVER_SHOWN if w in str(sheet["Subject"]).lower()]
 
 
 async def test_two_notifiers_at_once_send_each_message_once(world: World) -> None:

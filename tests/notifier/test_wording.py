@@ -8,7 +8,15 @@ import datetime as dt
 import pytest
 
 from services.matcher.notices.writer import NoticeKind
-from services.notifier.wording import NEVER_SHOWN, Notice, calendar_title, compose
+from services.notifier.wording import (
+    NEVER_SHOWN,
+    SUBJECTS,
+    DayItem,
+    Notice,
+    calendar_title,
+    compose,
+    compose_day,
+)
 from services.runtime.i18n import LANGUAGES
 
 TAIPEI = dt.timezone(dt.timedelta(hours=8))
@@ -16,7 +24,7 @@ START = dt.datetime(2027, 3, 9, 10, 0, tzinfo=TAIPEI)
 
 
 @pytest.mark.parametrize("language", LANGUAGES)
-@pytest.mark.parametrize("kind", list(NoticeKind))
+@pytest.mark.parametrize("kind", list(SUBJECTS))  # every kind about one session
 @pytest.mark.parametrize("modality", ["in_person", "video", "phone"])
 def test_no_subject_or_preview_says_what_the_appointment_is_about(
     language: str, kind: NoticeKind, modality: str
@@ -44,3 +52,18 @@ def test_the_words_are_traditional_chinese_with_the_roc_calendars_weekday() -> N
     video = compose(Notice(NoticeKind.REMINDER, START, "video", video_link=link), "en")
     assert video.subject == "Reminder: your appointment on Tue 9 Mar 10:00"
     assert "Video link: https://m.example/x" in video.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_counselors_day_lists_times_and_ways_and_nothing_else(language: str) -> None:
+    items = [
+        DayItem(START, 60, "in_person", "三樓"),
+        DayItem(START + dt.timedelta(hours=2), 90, "video", "https://m.example/x"),
+    ]
+    words = compose_day(items, "https://eap.county.example/", language)
+    assert not [w for w in NEVER_SHOWN if w in words.subject.lower() + words.preview.lower()]
+    if language == "zh_TW":
+        assert words.subject == "您3月9日（二）的預約"
+        assert words.preview == "您在3月9日（二）有 2 個預約："
+        assert "10:00-11:00 面談 三樓" in words.text
+        assert "12:00-13:30 視訊 https://m.example/x" in words.text

@@ -132,6 +132,12 @@ def test_reminder_hours_and_the_notifiers_mail_server_from_a_file(tmp_path: Path
     for wrong in ("tomorrow", "0", "400"):
         with pytest.raises(ConfigError, match="EAP_REMINDER_HOURS"):
             Settings.from_env({"EAP_REMINDER_HOURS": wrong})
+    assert Settings.from_env({}).day_sheet_hour == 7
+    assert Settings.from_env({"EAP_DAY_SHEET_HOUR": "18"}).day_sheet_hour == 18
+    assert Settings.from_env({"EAP_DAY_SHEET_HOUR": ""}).day_sheet_hour is None  # never
+    for wrong in ("noon", "24", "-1"):
+        with pytest.raises(ConfigError, match="EAP_DAY_SHEET_HOUR"):
+            Settings.from_env({"EAP_DAY_SHEET_HOUR": wrong})
     (tmp_path / "smtp-url").write_text("smtp://eap:secret@mail.example:587?starttls=true\n")
     settings = Settings.from_env({"EAP_SMTP_URL_FILE": str(tmp_path / "smtp-url")})
     assert settings.smtp_url == "smtp://eap:secret@mail.example:587?starttls=true"

@@ -28,6 +28,8 @@ class NoticeKind(StrEnum):
     CANCELLED = "cancelled"
     REMINDER = "reminder"
     OFFER = "offer"  # a waitlist's free time, held for the person
+    SURVEY = "survey"  # the satisfaction survey's link, after a session (survey/invite.py)
+    DAY_SHEET = "day_sheet"  # a counselor's sessions of the day (day_sheets.py)
 
 
 async def lineage(session: AsyncSession, booking: BookingRow) -> tuple[str, int]:
