@@ -213,3 +213,42 @@ async def test_an_employee_cannot_pass_a_cancellation_off_as_the_counselors(
         pb.GetBookingPolicyRequest(), metadata=suite.as_("counselor", "C001")
     )
     assert read.policy.notice_hours == 24
+
+
+async def reschedule_to(suite: Suite, booking: pb.Booking, slot: pb.Slot) -> object:
+    held = await suite.matcher.HoldSlot(
+        pb.HoldSlotRequest(
+            case_id=booking.case_id,
+            counselor_id=slot.counselor_id,
+            start=slot.start,
+            replaces_booking_id=booking.booking_id,
+        )
+    )
+    return suite.matcher.RescheduleBooking(
+        pb.RescheduleBookingRequest(
+            booking_id=booking.booking_id, new_booking_id=held.booking.booking_id
+        )
+    )
+
+
+async def test_moving_late_is_no_way_around_the_policy(suite: Suite, backend: Backend) -> None:
+    await policy(suite, late_cancellation_charge=pb.CHARGE_FULL)
+    await submit(suite, case())
+    found = await slots(suite)
+    booking = await booked_on(suite, MONDAY)  # this morning: inside the notice period
+    # Within the week: the late cancellation keeps the week, so the move is refused.
+    same_week = next(
+        s for s in found if local(s.start).date() == MONDAY and local(s.start).hour == 14
+    )
+    error = await refused(await reschedule_to(suite, booking, same_week))  # type: ignore[arg-type]
+    assert details(error)["ErrorInfo"].reason == "WEEKLY_LIMIT"  # type: ignore[attr-defined]
+    got = await suite.matcher.GetCase(pb.GetCaseRequest(case_id="K1"))
+    assert [b.state for b in got.bookings] == [pb.BOOKING_STATE_BOOKED]  # it stands
+    assert (await agency(suite)).spent == RATE
+    # To next week: the new session is booked, the old one charged as cancelled late.
+    next_week = next(s for s in found if local(s.start).date() == NEXT_MONDAY)
+    moved = await (await reschedule_to(suite, booking, next_week))  # type: ignore[misc]
+    assert moved.booking.state == pb.BOOKING_STATE_BOOKED
+    assert moved.previous.attendance == pb.ATTENDANCE_LATE_CANCELLATION
+    assert (await agency(suite)).spent == 2 * RATE
+    assert await _consistent(backend) == []
