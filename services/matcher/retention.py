@@ -16,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy import delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from services.matcher.booking.waitlist_rows import WaitlistRow
 from services.matcher.notices.rows import NoticeRow
 from services.matcher.orm import BookingRow, CaseRow, JobRow
 from services.runtime import clock
@@ -47,6 +48,8 @@ async def purge(engine: AsyncEngine, audit: AuditTrail | None, days: int) -> tup
             booked = select(BookingRow.booking_id).where(BookingRow.case_id.in_(ids))
             await session.execute(delete(NoticeRow).where(NoticeRow.booking_id.in_(booked)))
             await session.execute(delete(BookingRow).where(BookingRow.case_id.in_(ids)))
+            # Its places on the waitlist are case history too.
+            await session.execute(delete(WaitlistRow).where(WaitlistRow.case_id.in_(ids)))
             await session.execute(delete(CaseRow).where(CaseRow.case_id.in_(ids)))
         cases += len(ids)
     async with sessions() as session, session.begin():

@@ -28,6 +28,7 @@ class SlotFilter:
     earliest: time | None = None  # local start time, inclusive
     latest: time | None = None  # local start time, inclusive
     languages: tuple[str, ...] = ()  # BCP 47 tags; "zh" takes "zh-TW" too
+    counselor_id: str = ""  # this counselor only (a waitlist entry may pin one)
 
     def case_for(self, case: Case) -> Case:
         """The case as the search sees it: only the modalities asked for,
@@ -49,7 +50,9 @@ class SlotFilter:
         )
 
     def counselors(self, counselors: Sequence[Counselor]) -> list[Counselor]:
-        return [c for c in counselors if self.speaks(c)]
+        return [
+            c for c in counselors if self.speaks(c) and self.counselor_id in ("", c.counselor_id)
+        ]
 
     def keeps(self, offer: Offer) -> bool:
         start = local(offer.start).time().replace(tzinfo=None)
