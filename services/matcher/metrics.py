@@ -47,3 +47,17 @@ CONSISTENCY_CHECKED = Gauge(
     "When the last check across services finished (Unix time).",
     ("tenant",),
 )
+WAITLIST_LENGTH = Gauge(
+    "eap_matcher_waitlist_entries",
+    "Cases in line on the waitlist at the last offering pass, by state (waiting, offered).",
+    ("tenant", "state"),
+)
+WAITLIST_JOINED = Counter(
+    "eap_matcher_waitlist_joined_total",
+    "Cases put on the waitlist (by joining, or by a counselor's cancellation).",
+)
+WAITLIST_OFFERS = Counter(
+    "eap_matcher_waitlist_offers_total",
+    "Waitlist offers by outcome: made, taken, lapsed (not taken in time, or declined).",
+    ("outcome",),
+)

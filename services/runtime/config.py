@@ -46,6 +46,8 @@ service its own database.
 | EAP_MATCHER_ADDRESS | (this server) | where the calendar reads group candidates, host:port |
 | EAP_SLOT_HOLD_SECONDS | 600 | how long a slot held for booking stays held |
 | EAP_CRISIS_DEADLINE_HOURS | 72 | a crisis case's first session starts within this |
+| EAP_OFFER_HOURS | 12 | how long a waitlist offer's slot is held (never into its last 2 h) |
+| EAP_WAITLIST_SECONDS | 30 | how often each matcher offers freed slots to the waitlist; 0: never |
 | EAP_DATA_KEYS_FILE | (none; dev: a public key) | Fernet keys for contacts, newest first |
 | EAP_AUDIT_KEYS_FILE | (none; dev: a public key) | HMAC keys of the audit trails, newest first |
 | EAP_RETENTION_DAYS | 1825 | case details are purged this long after their last session; 0: never |
@@ -72,6 +74,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from services.rules.sessions import CRISIS_DEADLINE_HOURS
+from services.rules.waitlist import OFFER_HOURS
 from services.runtime.errors import ConfigError
 from services.runtime.i18n import LANGUAGES, negotiate
 from services.runtime.jwks import check_url
@@ -124,6 +127,8 @@ class Settings:
     crisis_deadline_hours: int = CRISIS_DEADLINE_HOURS
     retention_days: int = 1825
     consistency_seconds: float = 600.0
+    offer_hours: float = OFFER_HOURS
+    waitlist_seconds: float = 30.0
     smtp_url: str | None = None
     webhook_url: str | None = None
     webhook_secret_file: str | None = None
@@ -247,6 +252,8 @@ class Settings:
             crisis_deadline_hours=_int(env, "EAP_CRISIS_DEADLINE_HOURS", cls.crisis_deadline_hours),
             retention_days=_int(env, "EAP_RETENTION_DAYS", cls.retention_days),
             consistency_seconds=_float(env, "EAP_CONSISTENCY_SECONDS", cls.consistency_seconds),
+            offer_hours=_offer_hours(env),
+            waitlist_seconds=_float(env, "EAP_WAITLIST_SECONDS", cls.waitlist_seconds),
             smtp_url=_secret(env, "EAP_SMTP_URL"),
             webhook_url=env.get("EAP_WEBHOOK_URL") or None,
             webhook_secret_file=env.get("EAP_WEBHOOK_SECRET_FILE") or None,
@@ -287,6 +294,13 @@ def _dev_clock_file(env: Mapping[str, str], mode: str) -> str | None:
     if path and mode != "dev":
         raise ConfigError("EAP_DEV_CLOCK_FILE", "is for development mode only")
     return path
+
+
+def _offer_hours(env: Mapping[str, str]) -> float:
+    hours = _float(env, "EAP_OFFER_HOURS", OFFER_HOURS)
+    if not 0.5 <= hours <= 24 * 7:
+        raise ConfigError("EAP_OFFER_HOURS", "must be between 0.5 and 168 hours")
+    return hours
 
 
 MAX_REMINDER_HOURS = 24 * 14  # the earliest a reminder goes out: two weeks before

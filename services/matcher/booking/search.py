@@ -164,37 +164,57 @@ class SlotSearch:
         async with self._sessions() as session, session.begin():
             case = await load_case(session, case_id, own=True)
             await _replaced(session, case_id, replaces, now)
-            counselor = await lock_counselor(session, counselor_id)
-            problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
-            if problem is not None:
-                raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
-            diary = await diary_around(session, case, counselor_id, start, now, replaces)
-            blocked = slots.blocked_by(case, counselor, start, diary)
-            if blocked is not None:
-                raise FailedPrecondition(blocked[0], "slot", blocked[1])
-            modality = case.modality_with(counselor)
-            place = place_of(counselor, modality)
-            row = BookingRow(
-                booking_id=uuid.uuid4().hex,
-                case_id=case.case_id,
-                employee_id=case.employee_id,
-                counselor_id=counselor.counselor_id,
-                provider_id=counselor.provider_id,
-                start=start,
-                end=start + timedelta(minutes=case.minutes),
-                minutes=case.minutes,
-                modality=modality.value,
-                location=place.location,
-                video_link=place.video_link,
-                state="held",
-                hold_expires_at=now + self._hold,
-                quota_hold_id="",
-                funded=False,
-                updated_at=now,
+            row = await self.hold_in(
+                session, case, counselor_id, start, now, now + self._hold, replaces
             )
-            session.add(row)
         metrics.BOOKINGS.labels("held").inc()
         return BookingView.of(row, now)
+
+    async def hold_in(
+        self,
+        session: AsyncSession,
+        case: Case,
+        counselor_id: str,
+        start: datetime,
+        now: datetime,
+        expires_at: datetime,
+        replaces: str = "",
+    ) -> BookingRow:
+        """`hold`'s work inside the caller's transaction, lapsing at
+        `expires_at` (a waitlist's offer is held longer): the counselor's
+        row locked, the slot's rules checked against the live appointments,
+        the held booking added. FAILED_PRECONDITION naming the rule when the
+        slot cannot be held."""
+        counselor = await lock_counselor(session, counselor_id)
+        problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
+        if problem is not None:
+            raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
+        diary = await diary_around(session, case, counselor_id, start, now, replaces)
+        blocked = slots.blocked_by(case, counselor, start, diary)
+        if blocked is not None:
+            raise FailedPrecondition(blocked[0], "slot", blocked[1])
+        modality = case.modality_with(counselor)
+        place = place_of(counselor, modality)
+        row = BookingRow(
+            booking_id=uuid.uuid4().hex,
+            case_id=case.case_id,
+            employee_id=case.employee_id,
+            counselor_id=counselor.counselor_id,
+            provider_id=counselor.provider_id,
+            start=start,
+            end=start + timedelta(minutes=case.minutes),
+            minutes=case.minutes,
+            modality=modality.value,
+            location=place.location,
+            video_link=place.video_link,
+            state="held",
+            hold_expires_at=expires_at,
+            quota_hold_id="",
+            funded=False,
+            updated_at=now,
+        )
+        session.add(row)
+        return row
 
     async def check(self, case_id: str, counselor_id: str, start: datetime) -> None:
         """What `hold` would refuse, without holding: FAILED_PRECONDITION

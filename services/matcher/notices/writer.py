@@ -64,6 +64,8 @@ def notice_fields(
         "minutes": booking.minutes,
         "modality": booking.modality,
         "place": booking.location or booking.video_link,
+        # An offer's deadline: the hold on its slot lapses then.
+        "hold_until": booking.hold_expires_at if kind is NoticeKind.OFFER else None,
         "due_at": due,
         "state": NoticeState.PENDING.value,
         "attempts": 0,
