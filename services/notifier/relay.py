@@ -85,7 +85,7 @@ class Relay:
         outcomes: dict[str, int] = {}
         for due in await self._outbox.claim(self._owner, now):
             try:
-                await self._deliver(due, now)
+                state = await self._deliver(due, now)
             except DeliveryFailed as failure:
                 state = await self._outbox.failed(
                     due, self._owner, now, str(failure), failure.permanent
@@ -95,8 +95,8 @@ class Relay:
                     extra={"notice": due.notice_id, "reason": str(failure), "then": state.value},
                 )
             else:
-                await self._outbox.sent(due, self._owner, now)
-                state = NoticeState.SENT
+                why = "" if state is NoticeState.SENT else "nothing to send, or nobody to send it to"
+                await self._outbox.sent(due, self._owner, now, state, why)
             outcomes[state.value] = outcomes.get(state.value, 0) + 1
         return outcomes
 
@@ -122,11 +122,15 @@ class Relay:
         )
         return compose(notice, self._channels.language)
 
-    async def _deliver(self, due: Due, now: datetime) -> None:
+    async def _deliver(self, due: Due, now: datetime) -> NoticeState:
+        """Sends the entry by every channel not yet done; SENT, or VOID for
+        a day sheet with nothing left on it or a counselor no channel
+        reaches (a courtesy, not a message anyone is owed: no dead letter
+        and no alert every morning for a counselor without an address)."""
         kind = NoticeKind(due.kind)
         words = await self._words(due)
         if words is None:
-            return
+            return NoticeState.VOID
         reached = bool(due.delivered_by)
         if self._channels.mail is not None and MAIL not in due.delivered_by:
             address = await self._addresses.address_for_notice(due.employee_id)
@@ -173,4 +177,7 @@ class Relay:
             await self._outbox.delivered_by(due, self._owner, HOOK)
             reached = True
         if not reached:
+            if kind is NoticeKind.DAY_SHEET:
+                return NoticeState.VOID
             raise DeliveryFailed("no channel reaches this person", permanent=True)
+        return NoticeState.SENT

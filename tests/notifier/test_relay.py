@@ -212,6 +212,17 @@ async def test_a_counselor_hears_of_their_day_each_morning_once(world: World) ->
     assert not [w for w in NEVER_SHOWN if w in str(sheet["Subject"]).lower()]
 
 
+async def test_a_day_sheet_nobody_can_receive_is_void_not_a_dead_letter(world: World) -> None:
+    """A counselor without an address is told nothing, and operators are
+    not alerted about it every morning."""
+    await world.book("b-1")  # C001 has no address in the directory
+    await world.relay().run_once(NOW)
+    seven = START.replace(hour=7)
+    assert await world.relay_with_day_sheets().run_once(seven) == {"void": 1}
+    assert await world.relay_with_day_sheets().run_once(seven + dt.timedelta(hours=1)) == {}
+    assert (await world.outbox.counts()).get("dead", 0) == 0
+
+
 async def test_two_notifiers_at_once_send_each_message_once(world: World) -> None:
     for n in range(30):
         await world.book(f"b-{n}", employee=f"E{1 + n % 3}")

@@ -158,17 +158,22 @@ class Outbox:
                 .execution_options(synchronize_session=False)
             )
 
-    async def sent(self, due: Due, owner: str, now: datetime) -> bool:
+    async def sent(
+        self, due: Due, owner: str, now: datetime, end: NoticeState = N.SENT, why: str = ""
+    ) -> bool:
+        """Ends the entry `owner` holds: sent, or void when it turned out
+        to have nothing to say or nobody to say it to (`why`)."""
+        assert end in (N.SENT, N.VOID)
         async with self._sessions() as session, session.begin():
             return await step(
                 session,
                 due.notice_id,
                 N.SENDING,
-                N.SENT,
+                end,
                 now,
                 condition=NoticeRow.owner == owner,
                 lease_until=None,
-                last_error="",
+                last_error=why[:200],
             )
 
     async def failed(
