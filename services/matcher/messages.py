@@ -282,7 +282,7 @@ def booking_pb(booking: BookingView) -> pb.Booking:
     return message
 
 
-def slot_filter_from_pb(request: pb.FindSlotsRequest) -> SlotFilter:
+def slot_filter_from_pb(request: pb.FindSlotsRequest | pb.WaitlistWishes) -> SlotFilter:
     """FindSlots' filters, or INVALID_ARGUMENT naming every bad field."""
     checker = FieldChecker()
     for n, modality in enumerate(request.modalities):

@@ -17,6 +17,8 @@ from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
 from services.matcher.booking.tenant_policy import BookingPolicies
+from services.matcher.booking.waitlist import Waitlist
+from services.matcher.booking.waitlist_offers import Offering
 from services.matcher.booking.watch import ConsistencyWatch
 from services.matcher.calendar_port import CalendarPort
 from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
@@ -72,6 +74,16 @@ class MatcherService(DatabaseService):
         )
         self.availability = Availability(self.engine, self.quota, calendar, self.audit)
         self.bookings = BookingSaga(self.engine, self.quota, data_keys)
+        self.waitlist = Waitlist(self.engine, self.search)
+        # The offering pass reads cases for no person: its own search, unaudited.
+        offering_search = SlotSearch(
+            self.engine,
+            self.quota,
+            calendar,
+            settings.slot_hold_seconds,
+            settings.crisis_deadline_hours,
+        )
+        self.offering = Offering(self.engine, offering_search, settings.offer_hours, self.tenant)
         self.changes = CaseChanges(self.engine, self.bookings, self.audit)
         self.groups = GroupBookings(
             self.engine, self.quota, calendar, settings.slot_hold_seconds, data_keys
@@ -90,6 +102,8 @@ class MatcherService(DatabaseService):
         if settings.consistency_seconds > 0:
             runtime.spawn(self._watch(settings.consistency_seconds), "matcher-consistency")
         runtime.spawn(JobRunner(self.engine).run_forever(), "matcher-jobs")
+        if settings.waitlist_seconds > 0:
+            runtime.spawn(self._offer_freed(settings.waitlist_seconds), "matcher-waitlist")
 
     async def _upkeep(self) -> None:
         """Fetches the office calendar (soon after start, then every few
@@ -113,6 +127,20 @@ class MatcherService(DatabaseService):
             except Exception:  # a store is down: the health probe reports it
                 log.warning("booking upkeep failed", exc_info=True)
             await asyncio.sleep(UPKEEP_SECONDS)
+
+    async def _offer_freed(self, every: float) -> None:
+        """The waitlist's offering pass (booking/waitlist_offers.py) every
+        `every` seconds, on every replica at once: its own loop, beside the
+        upkeep's, so that its pace is its own setting (EAP_WAITLIST_SECONDS);
+        an offer that lapsed is written down by the pass itself, not left to
+        the sweep."""
+        await asyncio.sleep(min(every, FIRST_CALENDAR_SECONDS * 2))  # the calendar is in
+        while True:
+            try:
+                await self.offering.run()
+            except Exception:  # a store or the quota service is down: probes report it
+                log.warning("waitlist offering failed", exc_info=True)
+            await asyncio.sleep(every)
 
     async def _watch(self, every: float) -> None:
         """The check across services, every `every` seconds, on every
@@ -138,6 +166,9 @@ class MatcherService(DatabaseService):
             jobs=self.jobs,
             staff=self.staff,
             policies=BookingPolicies(self.engine),
+            engine=self.engine,
+            waitlist=self.waitlist,
+            offering=self.offering,
         )
 
     def add_to_server(self, servicer: object, server: aio.Server) -> None:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from grpc import aio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
@@ -17,7 +18,8 @@ from services.matcher.booking.records import CaseRecords
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
 from services.matcher.booking.tenant_policy import BookingPolicies
-from services.matcher.booking_rpcs import BookingRpcs
+from services.matcher.booking.waitlist import Waitlist
+from services.matcher.booking.waitlist_offers import Offering
 from services.matcher.messages import (
     CATEGORIES,
     MAX_SLOTS,
@@ -41,6 +43,8 @@ from services.matcher.optimization.jobs import Jobs
 from services.matcher.registry.directory import Contact, Directory
 from services.matcher.registry.staff import StaffDirectory, StaffMember
 from services.matcher.registry.store import CounselorRegistry
+from services.matcher.review.rpcs import ReviewRpcs
+from services.matcher.waitlist_rpcs import WaitlistRpcs
 from services.runtime import paging, policy
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker, moment, timestamp
@@ -49,7 +53,7 @@ from services.runtime.policy import Scope
 Context = aio.ServicerContext[Any, Any]
 
 
-class MatcherServicer(BookingRpcs, matcher_pb2_grpc.MatcherServiceServicer):
+class MatcherServicer(WaitlistRpcs, ReviewRpcs, matcher_pb2_grpc.MatcherServiceServicer):
     def __init__(
         self,
         *,
@@ -64,7 +68,13 @@ class MatcherServicer(BookingRpcs, matcher_pb2_grpc.MatcherServiceServicer):
         jobs: Jobs,
         staff: StaffDirectory,
         policies: BookingPolicies,
+        engine: AsyncEngine,
+        waitlist: Waitlist,
+        offering: Offering,
     ) -> None:
+        self._waitlist = waitlist
+        self._offering = offering
+        self._review_engine = engine
         self._staff = staff
         self._policies = policies
         self._registry = registry
@@ -119,7 +129,11 @@ class MatcherServicer(BookingRpcs, matcher_pb2_grpc.MatcherServiceServicer):
 
     async def GetCase(self, request: pb.GetCaseRequest, context: Context) -> pb.GetCaseResponse:
         case, bookings = await self._cases.get_case(request.case_id)
-        return pb.GetCaseResponse(case=case_pb(case), bookings=[booking_pb(b) for b in bookings])
+        return pb.GetCaseResponse(
+            case=case_pb(case),
+            bookings=[booking_pb(b) for b in bookings],
+            waitlist_entry=await self._waitlist_entry(case.case_id),
+        )
 
     async def ListCases(
         self, request: pb.ListCasesRequest, context: Context

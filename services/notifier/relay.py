@@ -95,7 +95,9 @@ class Relay:
                     extra={"notice": due.notice_id, "reason": str(failure), "then": state.value},
                 )
             else:
-                why = "" if state is NoticeState.SENT else "nothing to send, or nobody to send it to"
+                why = (
+                    "" if state is NoticeState.SENT else "nothing to send, or nobody to receive it"
+                )
                 await self._outbox.sent(due, self._owner, now, state, why)
             outcomes[state.value] = outcomes.get(state.value, 0) + 1
         return outcomes

@@ -91,7 +91,6 @@ def compose(notice: Notice, language: str) -> Words:
 
 DAY_SUBJECT = N_("Your appointments on {day}")
 DAY_OPENING = N_("You have {count} appointments on {day}:")
-DAY_LINE = N_("{start}-{end} {how}")
 DAY_CLOSING = N_("The details are on the booking page: {page}")
 
 
@@ -115,8 +114,8 @@ def compose_day(items: list[DayItem], page: str, language: str) -> Words:
             start = item.start.astimezone(OFFICE_ZONE)
             end = start + timedelta(minutes=item.minutes)
             how = tr(MODALITIES.get(item.modality, MODALITIES["in_person"]))
-            line = tr(DAY_LINE, start=f"{start:%H:%M}", end=f"{end:%H:%M}", how=how)
-            lines.append(f"{line} {item.place}".rstrip())
+            # Times and a translated word: no sentence to translate.
+            lines.append(f"{start:%H:%M}-{end:%H:%M} {how} {item.place}".rstrip())
         if page:
             lines += ["", tr(DAY_CLOSING, page=page)]
         lines += ["", tr(NO_REPLY)]

@@ -117,6 +117,11 @@ POLICY: dict[str, Access] = {
     MATCHER + "CancelBooking": _row(any_of=[ADMIN], own=[EMPLOYEE, COUNSELOR]),
     MATCHER + "RescheduleBooking": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     MATCHER + "CompleteSession": _row(any_of=[ADMIN], own=[COUNSELOR]),
+    # The waitlist: an employee's own cases; the whole line is the
+    # programme's (administrators). A counselor sees no one's place in it.
+    MATCHER + "JoinWaitlist": _row(any_of=[ADMIN], own=[EMPLOYEE]),
+    MATCHER + "LeaveWaitlist": _row(any_of=[ADMIN], own=[EMPLOYEE]),
+    MATCHER + "ListWaitlist": _row(any_of=[ADMIN], own=[EMPLOYEE]),
     # The booking policy is the programme's, public to those it binds.
     MATCHER + "GetBookingPolicy": _row(any_of=[ADMIN, HR, EMPLOYEE, COUNSELOR]),
     MATCHER + "SetBookingPolicy": _row(any_of=[ADMIN]),
@@ -134,6 +139,9 @@ POLICY: dict[str, Access] = {
     MATCHER + "ListSessions": _row(any_of=[ADMIN], own=[COUNSELOR]),
     # HR keeps the people directory: who works where decides who pays.
     MATCHER + "ImportPeople": _row(any_of=[ADMIN, HR]),
+    # The programme's review: aggregates through the disclosure rules, for
+    # those who review it; an auditor checks the review as it checks the money.
+    MATCHER + "GetProgrammeReview": _row(any_of=[ADMIN], aggregates=[HR, AUDITOR]),
     # -- calendar: the programme's year; group sessions through the matcher ----------
     CALENDAR + "ListOfficeDays": _row(any_of=EVERYONE, services=["matcher"]),
     CALENDAR + "ImportOfficeCalendar": _row(any_of=[ADMIN]),

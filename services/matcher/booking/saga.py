@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.matcher import metrics
-from services.matcher.booking import tenant_policy
+from services.matcher.booking import tenant_policy, waitlist
 from services.matcher.booking.cancellation import CANCELLED, CancelledBy, attendance_of, seal
 from services.matcher.booking.cases import require_open
 from services.matcher.booking.completion import Completion
@@ -263,7 +263,9 @@ class BookingSaga(Completion, Moves):
     ) -> None:
         """The quota's part of a cancellation, then its end: a late one is
         settled as the tenant's policy charges it (and stays funded unless
-        charged nothing); any other gives the quota back."""
+        charged nothing); any other gives the quota back. A counselor's
+        cancellation puts the case at the head of the waitlist, in the
+        transaction that ends the booking."""
         funded = False
         if attendance == Attendance.LATE_CANCELLATION:
             async with self._sessions() as session:
@@ -275,7 +277,14 @@ class BookingSaga(Completion, Moves):
             reason = Attendance.COUNSELOR_CANCELLED.rule if by_counselor else CANCELLED
             await self._quota.release(quota_hold, str(reason), booking_cancelled=True)
         async with self._sessions() as session, session.begin():
-            await step(session, booking_id, S.CANCELLING, S.CANCELLED, clock.now(), funded=funded)
+            now = clock.now()
+            ended = await step(session, booking_id, S.CANCELLING, S.CANCELLED, now, funded=funded)
+            if ended and attendance == Attendance.COUNSELOR_CANCELLED:
+                # The seeds' promise to the employee: the counselor's own
+                # cancellation offers the case another slot first.
+                row = await session.get(BookingRow, booking_id)
+                if row is not None:
+                    await waitlist.requeue_first(session, row, now)
 
     # -- upkeep --------------------------------------------------------------------
 

@@ -333,6 +333,42 @@ MATCH_JOB_STATE_FAILED: MatchJobState.ValueType  # 4
 """Could not be solved; `error` says why."""
 Global___MatchJobState: _TypeAlias = MatchJobState  # noqa: Y015
 
+class _WaitlistEntryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WaitlistEntryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WaitlistEntryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WAITLIST_ENTRY_STATE_UNSPECIFIED: _WaitlistEntryState.ValueType  # 0
+    """Not set."""
+    WAITLIST_ENTRY_STATE_WAITING: _WaitlistEntryState.ValueType  # 1
+    """In line, nothing offered yet (or an offer lapsed)."""
+    WAITLIST_ENTRY_STATE_OFFERED: _WaitlistEntryState.ValueType  # 2
+    """A slot is held for the case until offer_expires_at."""
+    WAITLIST_ENTRY_STATE_BOOKED: _WaitlistEntryState.ValueType  # 3
+    """The offer was confirmed: the case has its session."""
+    WAITLIST_ENTRY_STATE_LEFT: _WaitlistEntryState.ValueType  # 4
+    """Left the line: by its own wish, withdrawn, or booked another way."""
+    WAITLIST_ENTRY_STATE_LAPSED: _WaitlistEntryState.ValueType  # 5
+    """The line gave up: three offers not taken, or its window passed."""
+
+class WaitlistEntryState(_WaitlistEntryState, metaclass=_WaitlistEntryStateEnumTypeWrapper):
+    """Where a waitlist entry is in its life."""
+
+WAITLIST_ENTRY_STATE_UNSPECIFIED: WaitlistEntryState.ValueType  # 0
+"""Not set."""
+WAITLIST_ENTRY_STATE_WAITING: WaitlistEntryState.ValueType  # 1
+"""In line, nothing offered yet (or an offer lapsed)."""
+WAITLIST_ENTRY_STATE_OFFERED: WaitlistEntryState.ValueType  # 2
+"""A slot is held for the case until offer_expires_at."""
+WAITLIST_ENTRY_STATE_BOOKED: WaitlistEntryState.ValueType  # 3
+"""The offer was confirmed: the case has its session."""
+WAITLIST_ENTRY_STATE_LEFT: WaitlistEntryState.ValueType  # 4
+"""Left the line: by its own wish, withdrawn, or booked another way."""
+WAITLIST_ENTRY_STATE_LAPSED: WaitlistEntryState.ValueType  # 5
+"""The line gave up: three offers not taken, or its window passed."""
+Global___WaitlistEntryState: _TypeAlias = WaitlistEntryState  # noqa: Y015
+
 @_typing.final
 class WeeklyWindow(_message.Message):
     """A recurring weekly window in Asia/Taipei local time, [start, end)."""
@@ -1352,6 +1388,7 @@ class GetCaseResponse(_message.Message):
 
     CASE_FIELD_NUMBER: _builtins.int
     BOOKINGS_FIELD_NUMBER: _builtins.int
+    WAITLIST_ENTRY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def case(self) -> Global___Case:
         """The case."""
@@ -1360,15 +1397,22 @@ class GetCaseResponse(_message.Message):
     def bookings(self) -> _containers.RepeatedCompositeFieldContainer[Global___Booking]:
         """Its live holds and bookings (held, booked, completed), by start."""
 
+    @_builtins.property
+    def waitlist_entry(self) -> Global___WaitlistEntry:
+        """Its place on the waitlist: the live entry, else the latest; unset if it
+        never waited (and for a counselor).
+        """
+
     def __init__(
         self,
         *,
         case: Global___Case | None = ...,
         bookings: _abc.Iterable[Global___Booking] | None = ...,
+        waitlist_entry: Global___WaitlistEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["case", b"case", "waitlist_entry", b"waitlist_entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "case", b"case"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bookings", b"bookings", "case", b"case", "waitlist_entry", b"waitlist_entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3028,3 +3072,311 @@ class ListSessionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListSessionsResponse: _TypeAlias = ListSessionsResponse  # noqa: Y015
+
+@_typing.final
+class WaitlistWishes(_message.Message):
+    """---------------------------------------------------------------------------
+    The waitlist: JoinWaitlist, LeaveWaitlist, ListWaitlist (issue 16, item 2)
+    ---------------------------------------------------------------------------
+
+    What a waiting case accepts, beyond the case itself (its category,
+    length, availability and counselors): the narrowing FindSlots takes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
+    MODALITIES_FIELD_NUMBER: _builtins.int
+    COUNSELOR_ID_FIELD_NUMBER: _builtins.int
+    EARLIEST_START_TIME_FIELD_NUMBER: _builtins.int
+    LATEST_START_TIME_FIELD_NUMBER: _builtins.int
+    LANGUAGES_FIELD_NUMBER: _builtins.int
+    counselor_id: _builtins.str
+    """Only this counselor; empty for any qualified one."""
+    earliest_start_time: _builtins.str
+    """Only slots starting at or after this local time of day, "HH:MM"."""
+    latest_start_time: _builtins.str
+    """Only slots starting at or before this local time of day, "HH:MM"."""
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Sessions starting from here; unset means now."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp:
+        """Sessions starting before this; unset means 62 days after window_start,
+        the most it may be.
+        """
+
+    @_builtins.property
+    def modalities(self) -> _containers.RepeatedScalarFieldContainer[Global___Modality.ValueType]:
+        """Only these modalities (among the case's); empty for any the case accepts."""
+
+    @_builtins.property
+    def languages(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only counselors holding sessions in one of these languages (BCP 47)."""
+
+    def __init__(
+        self,
+        *,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
+        modalities: _abc.Iterable[Global___Modality.ValueType] | None = ...,
+        counselor_id: _builtins.str = ...,
+        earliest_start_time: _builtins.str = ...,
+        latest_start_time: _builtins.str = ...,
+        languages: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counselor_id", b"counselor_id", "earliest_start_time", b"earliest_start_time", "languages", b"languages", "latest_start_time", b"latest_start_time", "modalities", b"modalities", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitlistWishes: _TypeAlias = WaitlistWishes  # noqa: Y015
+
+@_typing.final
+class WaitlistEntry(_message.Message):
+    """One case's place on the waitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CRISIS_FIELD_NUMBER: _builtins.int
+    REQUEUED_FIELD_NUMBER: _builtins.int
+    WISHES_FIELD_NUMBER: _builtins.int
+    WAITING_SINCE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    OFFER_BOOKING_ID_FIELD_NUMBER: _builtins.int
+    OFFER_EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LAPSES_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """Server-assigned id (the same for a retried JoinWaitlist)."""
+    case_id: _builtins.str
+    """The case waiting."""
+    state: Global___WaitlistEntryState.ValueType
+    """Where it is in its life."""
+    crisis: _builtins.bool
+    """A crisis case: first in line."""
+    requeued: _builtins.bool
+    """Put back in line by the counselor's own cancellation: ahead of the
+    other cases of its kind.
+    """
+    position: _builtins.int
+    """Its place in line, 1 for the first; 0 when not in line."""
+    offer_booking_id: _builtins.str
+    """The held booking offered to it (OFFERED): confirm it to accept, cancel
+    it to decline.
+    """
+    lapses: _builtins.int
+    """Offers it let lapse or declined (at three, the line gives up)."""
+    @_builtins.property
+    def wishes(self) -> Global___WaitlistWishes:
+        """What it accepts."""
+
+    @_builtins.property
+    def waiting_since(self) -> _timestamp_pb2.Timestamp:
+        """Since when it waits."""
+
+    @_builtins.property
+    def offer_expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the offer lapses and passes to the next case."""
+
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        state: Global___WaitlistEntryState.ValueType = ...,
+        crisis: _builtins.bool = ...,
+        requeued: _builtins.bool = ...,
+        wishes: Global___WaitlistWishes | None = ...,
+        waiting_since: _timestamp_pb2.Timestamp | None = ...,
+        position: _builtins.int = ...,
+        offer_booking_id: _builtins.str = ...,
+        offer_expires_at: _timestamp_pb2.Timestamp | None = ...,
+        lapses: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["offer_expires_at", b"offer_expires_at", "waiting_since", b"waiting_since", "wishes", b"wishes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "crisis", b"crisis", "entry_id", b"entry_id", "lapses", b"lapses", "offer_booking_id", b"offer_booking_id", "offer_expires_at", b"offer_expires_at", "position", b"position", "requeued", b"requeued", "state", b"state", "waiting_since", b"waiting_since", "wishes", b"wishes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WaitlistEntry: _TypeAlias = WaitlistEntry  # noqa: Y015
+
+@_typing.final
+class JoinWaitlistRequest(_message.Message):
+    """Request for JoinWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    WISHES_FIELD_NUMBER: _builtins.int
+    case_id: _builtins.str
+    """The case to put in line."""
+    request_id: _builtins.str
+    """The caller's key for this request: a retry with it answers the same
+    entry.
+    """
+    @_builtins.property
+    def wishes(self) -> Global___WaitlistWishes:
+        """What the case accepts."""
+
+    def __init__(
+        self,
+        *,
+        case_id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+        wishes: Global___WaitlistWishes | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wishes", b"wishes"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_id", b"case_id", "request_id", b"request_id", "wishes", b"wishes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinWaitlistRequest: _TypeAlias = JoinWaitlistRequest  # noqa: Y015
+
+@_typing.final
+class JoinWaitlistResponse(_message.Message):
+    """Response of JoinWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False for a retry that found the entry made."""
+    @_builtins.property
+    def entry(self) -> Global___WaitlistEntry:
+        """The entry."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___WaitlistEntry | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JoinWaitlistResponse: _TypeAlias = JoinWaitlistResponse  # noqa: Y015
+
+@_typing.final
+class LeaveWaitlistRequest(_message.Message):
+    """Request for LeaveWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """The entry."""
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_id", b"entry_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveWaitlistRequest: _TypeAlias = LeaveWaitlistRequest  # noqa: Y015
+
+@_typing.final
+class LeaveWaitlistResponse(_message.Message):
+    """Response of LeaveWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___WaitlistEntry:
+        """The entry, left (or as it was, if no longer in line)."""
+
+    def __init__(
+        self,
+        *,
+        entry: Global___WaitlistEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeaveWaitlistResponse: _TypeAlias = LeaveWaitlistResponse  # noqa: Y015
+
+@_typing.final
+class ListWaitlistRequest(_message.Message):
+    """Request for ListWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMPLOYEE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_ENDED_FIELD_NUMBER: _builtins.int
+    employee_id: _builtins.str
+    """One employee's entries (an employee: their own, the default); empty
+    for an administrator's whole line.
+    """
+    page_size: _builtins.int
+    """Entries per page, 1-100; zero means 20."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first."""
+    include_ended: _builtins.bool
+    """Entries no longer in line too (booked, left, lapsed), after the line."""
+    def __init__(
+        self,
+        *,
+        employee_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        include_ended: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["employee_id", b"employee_id", "include_ended", b"include_ended", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistRequest: _TypeAlias = ListWaitlistRequest  # noqa: Y015
+
+@_typing.final
+class ListWaitlistResponse(_message.Message):
+    """Response of ListWaitlist."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty when there are no more."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WaitlistEntry]:
+        """In line order: crisis cases first, then the others; within each, those
+        put back by a counselor's cancellation first, then by waiting time.
+        """
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___WaitlistEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWaitlistResponse: _TypeAlias = ListWaitlistResponse  # noqa: Y015

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from eap.matcher.v1 import matcher_pb2 as eap_dot_matcher_dot_v1_dot_matcher__pb2
+from eap.matcher.v1 import review_pb2 as eap_dot_matcher_dot_v1_dot_review__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -129,6 +130,21 @@ class MatcherServiceStub:
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyResponse.FromString,
                 _registered_method=True)
+        self.JoinWaitlist = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/JoinWaitlist',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistResponse.FromString,
+                _registered_method=True)
+        self.LeaveWaitlist = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/LeaveWaitlist',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistResponse.FromString,
+                _registered_method=True)
+        self.ListWaitlist = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/ListWaitlist',
+                request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistResponse.FromString,
+                _registered_method=True)
         self.SubmitMatchJob = channel.unary_unary(
                 '/eap.matcher.v1.MatcherService/SubmitMatchJob',
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.SerializeToString,
@@ -193,6 +209,11 @@ class MatcherServiceStub:
                 '/eap.matcher.v1.MatcherService/ImportPeople',
                 request_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.FromString,
+                _registered_method=True)
+        self.GetProgrammeReview = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetProgrammeReview',
+                request_serializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.FromString,
                 _registered_method=True)
 
 
@@ -375,6 +396,37 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def JoinWaitlist(self, request, context):
+        """Puts a case on the waitlist when nothing fits it now: a slot freed
+        later (a cancellation, new hours) that fits its wishes is held for it
+        as an offer with a deadline (hold_expires_at; the person is told),
+        crisis cases first, then by waiting time. Accepting is ConfirmBooking
+        of the offered booking, declining CancelBooking of it; an offer not
+        taken passes to the next case. FAILED_PRECONDITION SLOTS_AVAILABLE while
+        a fitting slot is free (book it), ALREADY_WAITING when the case waits
+        under another request_id, CASE_FULLY_BOOKED, CASE_WITHDRAWN. A retry
+        with the same request_id answers the same entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LeaveWaitlist(self, request, context):
+        """Takes a case off the waitlist; a slot held for it as an offer is given
+        back. Leaving again answers the entry as it is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWaitlist(self, request, context):
+        """The waitlist in order (administrators: every case in line; an
+        employee: their own entries).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitMatchJob(self, request, context):
         """Queues an optimized matching of open cases over a horizon, for HR. The
         cases, counselors' free time and the quota left are taken as they stand
@@ -499,6 +551,16 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProgrammeReview(self, request, context):
+        """The programme's review for a quarter or a year, in aggregate only
+        (review.proto): sessions by category and modality, waiting times to the
+        first session, no-show and late cancellation rates, satisfaction. For
+        HR, administrators and auditors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -582,6 +644,21 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SetBookingPolicyResponse.SerializeToString,
             ),
+            'JoinWaitlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.JoinWaitlist,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistResponse.SerializeToString,
+            ),
+            'LeaveWaitlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.LeaveWaitlist,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistResponse.SerializeToString,
+            ),
+            'ListWaitlist': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWaitlist,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistResponse.SerializeToString,
+            ),
             'SubmitMatchJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitMatchJob,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.SubmitMatchJobRequest.FromString,
@@ -646,6 +723,11 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.ImportPeople,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.SerializeToString,
+            ),
+            'GetProgrammeReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProgrammeReview,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1106,6 +1188,87 @@ class MatcherService:
             _registered_method=True)
 
     @staticmethod
+    def JoinWaitlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/JoinWaitlist',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.JoinWaitlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LeaveWaitlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/LeaveWaitlist',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.LeaveWaitlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWaitlist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/ListWaitlist',
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_matcher__pb2.ListWaitlistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def SubmitMatchJob(request,
             target,
             options=(),
@@ -1446,6 +1609,33 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/ImportPeople',
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_matcher__pb2.ImportPeopleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProgrammeReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetProgrammeReview',
+            eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

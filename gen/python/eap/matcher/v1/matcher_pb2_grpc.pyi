@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from eap.matcher.v1 import matcher_pb2 as _matcher_pb2
+from eap.matcher.v1 import review_pb2 as _review_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -142,6 +143,25 @@ class MatcherServiceStub:
     """Sets the tenant's booking policy (administrators); it applies to
     cancellations and no-shows from then on.
     """
+    JoinWaitlist: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.JoinWaitlistRequest, _matcher_pb2.JoinWaitlistResponse]
+    """Puts a case on the waitlist when nothing fits it now: a slot freed
+    later (a cancellation, new hours) that fits its wishes is held for it
+    as an offer with a deadline (hold_expires_at; the person is told),
+    crisis cases first, then by waiting time. Accepting is ConfirmBooking
+    of the offered booking, declining CancelBooking of it; an offer not
+    taken passes to the next case. FAILED_PRECONDITION SLOTS_AVAILABLE while
+    a fitting slot is free (book it), ALREADY_WAITING when the case waits
+    under another request_id, CASE_FULLY_BOOKED, CASE_WITHDRAWN. A retry
+    with the same request_id answers the same entry.
+    """
+    LeaveWaitlist: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.LeaveWaitlistRequest, _matcher_pb2.LeaveWaitlistResponse]
+    """Takes a case off the waitlist; a slot held for it as an offer is given
+    back. Leaving again answers the entry as it is.
+    """
+    ListWaitlist: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.ListWaitlistRequest, _matcher_pb2.ListWaitlistResponse]
+    """The waitlist in order (administrators: every case in line; an
+    employee: their own entries).
+    """
     SubmitMatchJob: _grpc.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]
     """Queues an optimized matching of open cases over a horizon, for HR. The
     cases, counselors' free time and the quota left are taken as they stand
@@ -213,6 +233,12 @@ class MatcherServiceStub:
     and one wrong row changes nothing. With replace_all, people missing
     from the rows leave the directory. For HR and administrators; answers
     counts only.
+    """
+    GetProgrammeReview: _grpc.UnaryUnaryMultiCallable[_review_pb2.GetProgrammeReviewRequest, _review_pb2.GetProgrammeReviewResponse]
+    """The programme's review for a quarter or a year, in aggregate only
+    (review.proto): sessions by category and modality, waiting times to the
+    first session, no-show and late cancellation rates, satisfaction. For
+    HR, administrators and auditors.
     """
 
 @_typing.type_check_only
@@ -329,6 +355,25 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     """Sets the tenant's booking policy (administrators); it applies to
     cancellations and no-shows from then on.
     """
+    JoinWaitlist: _aio.UnaryUnaryMultiCallable[_matcher_pb2.JoinWaitlistRequest, _matcher_pb2.JoinWaitlistResponse]  # type: ignore[assignment]
+    """Puts a case on the waitlist when nothing fits it now: a slot freed
+    later (a cancellation, new hours) that fits its wishes is held for it
+    as an offer with a deadline (hold_expires_at; the person is told),
+    crisis cases first, then by waiting time. Accepting is ConfirmBooking
+    of the offered booking, declining CancelBooking of it; an offer not
+    taken passes to the next case. FAILED_PRECONDITION SLOTS_AVAILABLE while
+    a fitting slot is free (book it), ALREADY_WAITING when the case waits
+    under another request_id, CASE_FULLY_BOOKED, CASE_WITHDRAWN. A retry
+    with the same request_id answers the same entry.
+    """
+    LeaveWaitlist: _aio.UnaryUnaryMultiCallable[_matcher_pb2.LeaveWaitlistRequest, _matcher_pb2.LeaveWaitlistResponse]  # type: ignore[assignment]
+    """Takes a case off the waitlist; a slot held for it as an offer is given
+    back. Leaving again answers the entry as it is.
+    """
+    ListWaitlist: _aio.UnaryUnaryMultiCallable[_matcher_pb2.ListWaitlistRequest, _matcher_pb2.ListWaitlistResponse]  # type: ignore[assignment]
+    """The waitlist in order (administrators: every case in line; an
+    employee: their own entries).
+    """
     SubmitMatchJob: _aio.UnaryUnaryMultiCallable[_matcher_pb2.SubmitMatchJobRequest, _matcher_pb2.SubmitMatchJobResponse]  # type: ignore[assignment]
     """Queues an optimized matching of open cases over a horizon, for HR. The
     cases, counselors' free time and the quota left are taken as they stand
@@ -400,6 +445,12 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     and one wrong row changes nothing. With replace_all, people missing
     from the rows leave the directory. For HR and administrators; answers
     counts only.
+    """
+    GetProgrammeReview: _aio.UnaryUnaryMultiCallable[_review_pb2.GetProgrammeReviewRequest, _review_pb2.GetProgrammeReviewResponse]  # type: ignore[assignment]
+    """The programme's review for a quarter or a year, in aggregate only
+    (review.proto): sessions by category and modality, waiting times to the
+    first session, no-show and late cancellation rates, satisfaction. For
+    HR, administrators and auditors.
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -611,6 +662,43 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def JoinWaitlist(
+        self,
+        request: _matcher_pb2.JoinWaitlistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.JoinWaitlistResponse, _abc.Awaitable[_matcher_pb2.JoinWaitlistResponse]]:
+        """Puts a case on the waitlist when nothing fits it now: a slot freed
+        later (a cancellation, new hours) that fits its wishes is held for it
+        as an offer with a deadline (hold_expires_at; the person is told),
+        crisis cases first, then by waiting time. Accepting is ConfirmBooking
+        of the offered booking, declining CancelBooking of it; an offer not
+        taken passes to the next case. FAILED_PRECONDITION SLOTS_AVAILABLE while
+        a fitting slot is free (book it), ALREADY_WAITING when the case waits
+        under another request_id, CASE_FULLY_BOOKED, CASE_WITHDRAWN. A retry
+        with the same request_id answers the same entry.
+        """
+
+    @_abc_1.abstractmethod
+    def LeaveWaitlist(
+        self,
+        request: _matcher_pb2.LeaveWaitlistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.LeaveWaitlistResponse, _abc.Awaitable[_matcher_pb2.LeaveWaitlistResponse]]:
+        """Takes a case off the waitlist; a slot held for it as an offer is given
+        back. Leaving again answers the entry as it is.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWaitlist(
+        self,
+        request: _matcher_pb2.ListWaitlistRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_matcher_pb2.ListWaitlistResponse, _abc.Awaitable[_matcher_pb2.ListWaitlistResponse]]:
+        """The waitlist in order (administrators: every case in line; an
+        employee: their own entries).
+        """
+
+    @_abc_1.abstractmethod
     def SubmitMatchJob(
         self,
         request: _matcher_pb2.SubmitMatchJobRequest,
@@ -758,6 +846,18 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         and one wrong row changes nothing. With replace_all, people missing
         from the rows leave the directory. For HR and administrators; answers
         counts only.
+        """
+
+    @_abc_1.abstractmethod
+    def GetProgrammeReview(
+        self,
+        request: _review_pb2.GetProgrammeReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_review_pb2.GetProgrammeReviewResponse, _abc.Awaitable[_review_pb2.GetProgrammeReviewResponse]]:
+        """The programme's review for a quarter or a year, in aggregate only
+        (review.proto): sessions by category and modality, waiting times to the
+        first session, no-show and late cancellation rates, satisfaction. For
+        HR, administrators and auditors.
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -5,6 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
+import type { GetProgrammeReviewRequestSchema, GetProgrammeReviewResponseSchema } from "./review_pb.js";
 
 /**
  * Describes the file eap/matcher/v1/matcher.proto.
@@ -1098,6 +1099,14 @@ export declare type GetCaseResponse = Message<"eap.matcher.v1.GetCaseResponse"> 
    * @generated from field: repeated eap.matcher.v1.Booking bookings = 2;
    */
   bookings: Booking[];
+
+  /**
+   * Its place on the waitlist: the live entry, else the latest; unset if it
+   * never waited (and for a counselor).
+   *
+   * @generated from field: eap.matcher.v1.WaitlistEntry waitlist_entry = 3;
+   */
+  waitlistEntry?: WaitlistEntry | undefined;
 };
 
 /**
@@ -2806,6 +2815,334 @@ export declare type ListSessionsResponse = Message<"eap.matcher.v1.ListSessionsR
 export declare const ListSessionsResponseSchema: GenMessage<ListSessionsResponse>;
 
 /**
+ * What a waiting case accepts, beyond the case itself (its category,
+ * length, availability and counselors): the narrowing FindSlots takes.
+ *
+ * @generated from message eap.matcher.v1.WaitlistWishes
+ */
+export declare type WaitlistWishes = Message<"eap.matcher.v1.WaitlistWishes"> & {
+  /**
+   * Sessions starting from here; unset means now.
+   *
+   * @generated from field: google.protobuf.Timestamp window_start = 1;
+   */
+  windowStart?: Timestamp | undefined;
+
+  /**
+   * Sessions starting before this; unset means 62 days after window_start,
+   * the most it may be.
+   *
+   * @generated from field: google.protobuf.Timestamp window_end = 2;
+   */
+  windowEnd?: Timestamp | undefined;
+
+  /**
+   * Only these modalities (among the case's); empty for any the case accepts.
+   *
+   * @generated from field: repeated eap.matcher.v1.Modality modalities = 3;
+   */
+  modalities: Modality[];
+
+  /**
+   * Only this counselor; empty for any qualified one.
+   *
+   * @generated from field: string counselor_id = 4;
+   */
+  counselorId: string;
+
+  /**
+   * Only slots starting at or after this local time of day, "HH:MM".
+   *
+   * @generated from field: string earliest_start_time = 5;
+   */
+  earliestStartTime: string;
+
+  /**
+   * Only slots starting at or before this local time of day, "HH:MM".
+   *
+   * @generated from field: string latest_start_time = 6;
+   */
+  latestStartTime: string;
+
+  /**
+   * Only counselors holding sessions in one of these languages (BCP 47).
+   *
+   * @generated from field: repeated string languages = 7;
+   */
+  languages: string[];
+};
+
+/**
+ * Describes the message eap.matcher.v1.WaitlistWishes.
+ * Use `create(WaitlistWishesSchema)` to create a new message.
+ */
+export declare const WaitlistWishesSchema: GenMessage<WaitlistWishes>;
+
+/**
+ * One case's place on the waitlist.
+ *
+ * @generated from message eap.matcher.v1.WaitlistEntry
+ */
+export declare type WaitlistEntry = Message<"eap.matcher.v1.WaitlistEntry"> & {
+  /**
+   * Server-assigned id (the same for a retried JoinWaitlist).
+   *
+   * @generated from field: string entry_id = 1;
+   */
+  entryId: string;
+
+  /**
+   * The case waiting.
+   *
+   * @generated from field: string case_id = 2;
+   */
+  caseId: string;
+
+  /**
+   * Where it is in its life.
+   *
+   * @generated from field: eap.matcher.v1.WaitlistEntryState state = 3;
+   */
+  state: WaitlistEntryState;
+
+  /**
+   * A crisis case: first in line.
+   *
+   * @generated from field: bool crisis = 4;
+   */
+  crisis: boolean;
+
+  /**
+   * Put back in line by the counselor's own cancellation: ahead of the
+   * other cases of its kind.
+   *
+   * @generated from field: bool requeued = 5;
+   */
+  requeued: boolean;
+
+  /**
+   * What it accepts.
+   *
+   * @generated from field: eap.matcher.v1.WaitlistWishes wishes = 6;
+   */
+  wishes?: WaitlistWishes | undefined;
+
+  /**
+   * Since when it waits.
+   *
+   * @generated from field: google.protobuf.Timestamp waiting_since = 7;
+   */
+  waitingSince?: Timestamp | undefined;
+
+  /**
+   * Its place in line, 1 for the first; 0 when not in line.
+   *
+   * @generated from field: int32 position = 8;
+   */
+  position: number;
+
+  /**
+   * The held booking offered to it (OFFERED): confirm it to accept, cancel
+   * it to decline.
+   *
+   * @generated from field: string offer_booking_id = 9;
+   */
+  offerBookingId: string;
+
+  /**
+   * When the offer lapses and passes to the next case.
+   *
+   * @generated from field: google.protobuf.Timestamp offer_expires_at = 10;
+   */
+  offerExpiresAt?: Timestamp | undefined;
+
+  /**
+   * Offers it let lapse or declined (at three, the line gives up).
+   *
+   * @generated from field: int32 lapses = 11;
+   */
+  lapses: number;
+};
+
+/**
+ * Describes the message eap.matcher.v1.WaitlistEntry.
+ * Use `create(WaitlistEntrySchema)` to create a new message.
+ */
+export declare const WaitlistEntrySchema: GenMessage<WaitlistEntry>;
+
+/**
+ * Request for JoinWaitlist.
+ *
+ * @generated from message eap.matcher.v1.JoinWaitlistRequest
+ */
+export declare type JoinWaitlistRequest = Message<"eap.matcher.v1.JoinWaitlistRequest"> & {
+  /**
+   * The case to put in line.
+   *
+   * @generated from field: string case_id = 1;
+   */
+  caseId: string;
+
+  /**
+   * The caller's key for this request: a retry with it answers the same
+   * entry.
+   *
+   * @generated from field: string request_id = 2;
+   */
+  requestId: string;
+
+  /**
+   * What the case accepts.
+   *
+   * @generated from field: eap.matcher.v1.WaitlistWishes wishes = 3;
+   */
+  wishes?: WaitlistWishes | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.JoinWaitlistRequest.
+ * Use `create(JoinWaitlistRequestSchema)` to create a new message.
+ */
+export declare const JoinWaitlistRequestSchema: GenMessage<JoinWaitlistRequest>;
+
+/**
+ * Response of JoinWaitlist.
+ *
+ * @generated from message eap.matcher.v1.JoinWaitlistResponse
+ */
+export declare type JoinWaitlistResponse = Message<"eap.matcher.v1.JoinWaitlistResponse"> & {
+  /**
+   * The entry.
+   *
+   * @generated from field: eap.matcher.v1.WaitlistEntry entry = 1;
+   */
+  entry?: WaitlistEntry | undefined;
+
+  /**
+   * False for a retry that found the entry made.
+   *
+   * @generated from field: bool created = 2;
+   */
+  created: boolean;
+};
+
+/**
+ * Describes the message eap.matcher.v1.JoinWaitlistResponse.
+ * Use `create(JoinWaitlistResponseSchema)` to create a new message.
+ */
+export declare const JoinWaitlistResponseSchema: GenMessage<JoinWaitlistResponse>;
+
+/**
+ * Request for LeaveWaitlist.
+ *
+ * @generated from message eap.matcher.v1.LeaveWaitlistRequest
+ */
+export declare type LeaveWaitlistRequest = Message<"eap.matcher.v1.LeaveWaitlistRequest"> & {
+  /**
+   * The entry.
+   *
+   * @generated from field: string entry_id = 1;
+   */
+  entryId: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.LeaveWaitlistRequest.
+ * Use `create(LeaveWaitlistRequestSchema)` to create a new message.
+ */
+export declare const LeaveWaitlistRequestSchema: GenMessage<LeaveWaitlistRequest>;
+
+/**
+ * Response of LeaveWaitlist.
+ *
+ * @generated from message eap.matcher.v1.LeaveWaitlistResponse
+ */
+export declare type LeaveWaitlistResponse = Message<"eap.matcher.v1.LeaveWaitlistResponse"> & {
+  /**
+   * The entry, left (or as it was, if no longer in line).
+   *
+   * @generated from field: eap.matcher.v1.WaitlistEntry entry = 1;
+   */
+  entry?: WaitlistEntry | undefined;
+};
+
+/**
+ * Describes the message eap.matcher.v1.LeaveWaitlistResponse.
+ * Use `create(LeaveWaitlistResponseSchema)` to create a new message.
+ */
+export declare const LeaveWaitlistResponseSchema: GenMessage<LeaveWaitlistResponse>;
+
+/**
+ * Request for ListWaitlist.
+ *
+ * @generated from message eap.matcher.v1.ListWaitlistRequest
+ */
+export declare type ListWaitlistRequest = Message<"eap.matcher.v1.ListWaitlistRequest"> & {
+  /**
+   * One employee's entries (an employee: their own, the default); empty
+   * for an administrator's whole line.
+   *
+   * @generated from field: string employee_id = 1;
+   */
+  employeeId: string;
+
+  /**
+   * Entries per page, 1-100; zero means 20.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * The next_page_token of the previous page; empty for the first.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+
+  /**
+   * Entries no longer in line too (booked, left, lapsed), after the line.
+   *
+   * @generated from field: bool include_ended = 4;
+   */
+  includeEnded: boolean;
+};
+
+/**
+ * Describes the message eap.matcher.v1.ListWaitlistRequest.
+ * Use `create(ListWaitlistRequestSchema)` to create a new message.
+ */
+export declare const ListWaitlistRequestSchema: GenMessage<ListWaitlistRequest>;
+
+/**
+ * Response of ListWaitlist.
+ *
+ * @generated from message eap.matcher.v1.ListWaitlistResponse
+ */
+export declare type ListWaitlistResponse = Message<"eap.matcher.v1.ListWaitlistResponse"> & {
+  /**
+   * In line order: crisis cases first, then the others; within each, those
+   * put back by a counselor's cancellation first, then by waiting time.
+   *
+   * @generated from field: repeated eap.matcher.v1.WaitlistEntry entries = 1;
+   */
+  entries: WaitlistEntry[];
+
+  /**
+   * Pass as page_token for the next page; empty when there are no more.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.ListWaitlistResponse.
+ * Use `create(ListWaitlistResponseSchema)` to create a new message.
+ */
+export declare const ListWaitlistResponseSchema: GenMessage<ListWaitlistResponse>;
+
+/**
  * The kinds of counseling the programme funds (Miaoli plan, section 4).
  *
  * @generated from enum eap.matcher.v1.Category
@@ -3244,6 +3581,60 @@ export enum MatchJobState {
 export declare const MatchJobStateSchema: GenEnum<MatchJobState>;
 
 /**
+ * Where a waitlist entry is in its life.
+ *
+ * @generated from enum eap.matcher.v1.WaitlistEntryState
+ */
+export enum WaitlistEntryState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * In line, nothing offered yet (or an offer lapsed).
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_WAITING = 1;
+   */
+  WAITING = 1,
+
+  /**
+   * A slot is held for the case until offer_expires_at.
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_OFFERED = 2;
+   */
+  OFFERED = 2,
+
+  /**
+   * The offer was confirmed: the case has its session.
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_BOOKED = 3;
+   */
+  BOOKED = 3,
+
+  /**
+   * Left the line: by its own wish, withdrawn, or booked another way.
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_LEFT = 4;
+   */
+  LEFT = 4,
+
+  /**
+   * The line gave up: three offers not taken, or its window passed.
+   *
+   * @generated from enum value: WAITLIST_ENTRY_STATE_LAPSED = 5;
+   */
+  LAPSED = 5,
+}
+
+/**
+ * Describes the enum eap.matcher.v1.WaitlistEntryState.
+ */
+export declare const WaitlistEntryStateSchema: GenEnum<WaitlistEntryState>;
+
+/**
  * MatcherService puts employees' cases in front of the right counselor at a
  * time both can make: the counselor registry, cases, and online booking.
  *
@@ -3473,6 +3864,46 @@ export declare const MatcherService: GenService<{
     output: typeof SetBookingPolicyResponseSchema;
   },
   /**
+   * Puts a case on the waitlist when nothing fits it now: a slot freed
+   * later (a cancellation, new hours) that fits its wishes is held for it
+   * as an offer with a deadline (hold_expires_at; the person is told),
+   * crisis cases first, then by waiting time. Accepting is ConfirmBooking
+   * of the offered booking, declining CancelBooking of it; an offer not
+   * taken passes to the next case. FAILED_PRECONDITION SLOTS_AVAILABLE while
+   * a fitting slot is free (book it), ALREADY_WAITING when the case waits
+   * under another request_id, CASE_FULLY_BOOKED, CASE_WITHDRAWN. A retry
+   * with the same request_id answers the same entry.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.JoinWaitlist
+   */
+  joinWaitlist: {
+    methodKind: "unary";
+    input: typeof JoinWaitlistRequestSchema;
+    output: typeof JoinWaitlistResponseSchema;
+  },
+  /**
+   * Takes a case off the waitlist; a slot held for it as an offer is given
+   * back. Leaving again answers the entry as it is.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.LeaveWaitlist
+   */
+  leaveWaitlist: {
+    methodKind: "unary";
+    input: typeof LeaveWaitlistRequestSchema;
+    output: typeof LeaveWaitlistResponseSchema;
+  },
+  /**
+   * The waitlist in order (administrators: every case in line; an
+   * employee: their own entries).
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.ListWaitlist
+   */
+  listWaitlist: {
+    methodKind: "unary";
+    input: typeof ListWaitlistRequestSchema;
+    output: typeof ListWaitlistResponseSchema;
+  },
+  /**
    * Queues an optimized matching of open cases over a horizon, for HR. The
    * cases, counselors' free time and the quota left are taken as they stand
    * now; any matcher replica runs the job. Returns at once with the job id.
@@ -3634,6 +4065,19 @@ export declare const MatcherService: GenService<{
     methodKind: "unary";
     input: typeof ImportPeopleRequestSchema;
     output: typeof ImportPeopleResponseSchema;
+  },
+  /**
+   * The programme's review for a quarter or a year, in aggregate only
+   * (review.proto): sessions by category and modality, waiting times to the
+   * first session, no-show and late cancellation rates, satisfaction. For
+   * HR, administrators and auditors.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.GetProgrammeReview
+   */
+  getProgrammeReview: {
+    methodKind: "unary";
+    input: typeof GetProgrammeReviewRequestSchema;
+    output: typeof GetProgrammeReviewResponseSchema;
   },
 }>;
 
