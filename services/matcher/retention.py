@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from services.matcher.booking.waitlist_rows import WaitlistRow
 from services.matcher.notices.rows import NoticeRow
 from services.matcher.orm import BookingRow, CaseRow, JobRow
+from services.matcher.survey import state as survey_state
 from services.runtime import clock
 from services.runtime.audit import AuditTrail
 from services.runtime.auth import SYSTEM_IDENTITY, set_identity
@@ -58,6 +59,9 @@ async def purge(engine: AsyncEngine, audit: AuditTrail | None, days: int) -> tup
         )
         jobs = int(getattr(result, "rowcount", 0) or 0)
         await session.execute(delete(NoticeRow).where(NoticeRow.start < cutoff))
+        # Survey links past their expiry are no more than unknown tokens
+        # (the answers stay: they name nobody).
+        await survey_state.forget_expired(session, clock.now())
     if audit is not None and (cases or jobs):
         set_identity(SYSTEM_IDENTITY)
         await audit.record("purge", f"cases/{cases} match-jobs/{jobs} older than {days} days")

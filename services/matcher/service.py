@@ -27,6 +27,7 @@ from services.matcher.registry.directory import Directory, load_keys
 from services.matcher.registry.staff import StaffDirectory
 from services.matcher.registry.store import CounselorRegistry
 from services.matcher.servicer import MatcherServicer
+from services.matcher.survey.answering import Survey
 from services.runtime.server import Runtime
 from services.runtime.service_base import DatabaseService
 from services.runtime.service_identity import ServiceCredentials
@@ -169,6 +170,7 @@ class MatcherService(DatabaseService):
             engine=self.engine,
             waitlist=self.waitlist,
             offering=self.offering,
+            survey=Survey(self.engine),
         )
 
     def add_to_server(self, servicer: object, server: aio.Server) -> None:

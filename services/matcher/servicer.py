@@ -44,6 +44,8 @@ from services.matcher.registry.directory import Contact, Directory
 from services.matcher.registry.staff import StaffDirectory, StaffMember
 from services.matcher.registry.store import CounselorRegistry
 from services.matcher.review.rpcs import ReviewRpcs
+from services.matcher.survey.answering import Survey
+from services.matcher.survey.rpcs import SurveyRpcs
 from services.matcher.waitlist_rpcs import WaitlistRpcs
 from services.runtime import paging, policy
 from services.runtime.errors import InvalidArgument
@@ -53,7 +55,9 @@ from services.runtime.policy import Scope
 Context = aio.ServicerContext[Any, Any]
 
 
-class MatcherServicer(WaitlistRpcs, ReviewRpcs, matcher_pb2_grpc.MatcherServiceServicer):
+class MatcherServicer(
+    WaitlistRpcs, ReviewRpcs, SurveyRpcs, matcher_pb2_grpc.MatcherServiceServicer
+):
     def __init__(
         self,
         *,
@@ -71,7 +75,9 @@ class MatcherServicer(WaitlistRpcs, ReviewRpcs, matcher_pb2_grpc.MatcherServiceS
         engine: AsyncEngine,
         waitlist: Waitlist,
         offering: Offering,
+        survey: Survey,
     ) -> None:
+        self._survey = survey
         self._waitlist = waitlist
         self._offering = offering
         self._review_engine = engine

@@ -17,10 +17,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from cryptography.fernet import MultiFernet
+
 from services.matcher.notices.day_sheets import DAY_SHEET_HOUR, DaySheets
 from services.matcher.notices.outbox import Due, Outbox
 from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import REMINDERS, NoticeKind
+from services.matcher.survey import links
 from services.notifier import smtp, webhook
 from services.notifier.invitation import Invitation, Method, uid_for
 from services.notifier.mail import compose_mail
@@ -66,7 +69,10 @@ class Relay:
         reminders: Sequence[timedelta] = REMINDERS,
         day_sheets: DaySheets | None = None,
         day_sheet_hour: int | None = DAY_SHEET_HOUR,
+        link_keys: MultiFernet | None = None,
     ):
+        # The data keys that open a survey notice's sealed link (survey/links.py).
+        self._link_keys = link_keys
         self._outbox = outbox
         self._addresses = addresses
         self._channels = channels
@@ -113,6 +119,19 @@ class Relay:
             return (
                 compose_day(items, self._channels.page, self._channels.language) if items else None
             )
+        if kind is NoticeKind.SURVEY:
+            token = links.unseal(due.place, self._link_keys) if self._link_keys else None
+            if token is None:
+                raise DeliveryFailed("no data key at hand opens the survey link", permanent=True)
+            notice = Notice(
+                kind=kind,
+                start=due.start,
+                modality=due.modality,
+                hold_until=due.hold_until,
+                page=self._channels.page,
+                survey_token=token,
+            )
+            return compose(notice, self._channels.language)
         notice = Notice(
             kind=kind,
             start=due.start,
@@ -128,8 +147,11 @@ class Relay:
         """Sends the entry by every channel not yet done; SENT, or VOID for
         a day sheet with nothing left on it or a counselor no channel
         reaches (a courtesy, not a message anyone is owed: no dead letter
-        and no alert every morning for a counselor without an address)."""
+        and no alert every morning for a counselor without an address), and
+        for a survey where no booking page is configured to answer it on."""
         kind = NoticeKind(due.kind)
+        if kind is NoticeKind.SURVEY and not self._channels.page:
+            return NoticeState.VOID  # a link needs the page's address (EAP_BOOKING_PAGE_URL)
         words = await self._words(due)
         if words is None:
             return NoticeState.VOID

@@ -69,9 +69,8 @@ class NotifierService(DatabaseService):
     async def started(self, runtime: Runtime) -> None:
         settings = runtime.settings
         self.outbox = Outbox(self.engine)
-        directory = Directory(
-            self.engine, load_keys(settings.data_keys_file, settings.development), self.audit
-        )
+        keys = load_keys(settings.data_keys_file, settings.development)
+        directory = Directory(self.engine, keys, self.audit)
         owner = f"{socket.gethostname()}-{os.getpid()}-{self.tenant}"
         configured = channels(settings)
         reminders = tuple(timedelta(hours=h) for h in settings.reminder_hours)
@@ -83,6 +82,7 @@ class NotifierService(DatabaseService):
             reminders,
             DaySheets(self.engine),
             settings.day_sheet_hour,
+            keys,
         )
         if configured.mail is None and configured.hook is None:
             # Nothing to deliver by: the notices wait, and go out once a

@@ -29,6 +29,7 @@ SUBJECTS = {
     Kind.CANCELLED: N_("Your appointment is cancelled"),
     Kind.REMINDER: N_("Reminder: your appointment on {when}"),
     Kind.OFFER: N_("A time is free for you until {until}"),
+    Kind.SURVEY: N_("A short question about your appointment on {when}"),
 }
 OPENINGS = {
     Kind.CONFIRMED: N_("Your appointment is booked for {when}."),
@@ -36,6 +37,7 @@ OPENINGS = {
     Kind.CANCELLED: N_("Your appointment on {when} will not take place."),
     Kind.REMINDER: N_("This is a reminder of your appointment on {when}."),
     Kind.OFFER: N_("A time you asked for is free: {when}. It is held for you until {until}."),
+    Kind.SURVEY: N_("Thank you for your appointment on {when}. How did it go for you?"),
 }
 MODALITIES = {
     "in_person": N_("In person"),
@@ -48,6 +50,12 @@ VIDEO_LINK = N_("Video link: {link}")
 HOW = N_("How: {how}")
 CLOSING = N_("To change or cancel it, sign in to the booking page: {page}")
 NO_REPLY = N_("This message was sent automatically; replies are not read.")
+SURVEY_ASK = N_(
+    "A few questions, a minute or two. Your answers are anonymous: they are kept "
+    "without your name or your appointment, and read only in totals of five people or more."
+)
+SURVEY_LINK = N_("Answer here (the link works once, until {until}): {link}")
+SURVEY_PAGE = "survey.html"  # beside the booking page (services/edge/page)
 
 
 @dataclass(frozen=True)
@@ -59,8 +67,9 @@ class Notice:
     modality: str  # services.matcher's Modality value
     place: str = ""  # for a session in person
     video_link: str = ""  # for a video session
-    hold_until: datetime | None = None  # for an offer
+    hold_until: datetime | None = None  # for an offer; for a survey, when its link closes
     page: str = ""  # the booking page's address
+    survey_token: str = ""  # for a survey: its link's token
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,13 @@ def compose(notice: Notice, language: str) -> Words:
         when = day_and_time(notice.start.astimezone(OFFICE_ZONE))
         until = day_and_time(notice.hold_until.astimezone(OFFICE_ZONE)) if notice.hold_until else ""
         lines = [tr(OPENINGS[notice.kind], when=when, until=until), ""]
+        if notice.kind is Kind.SURVEY:
+            link = f"{notice.page.rstrip('/')}/{SURVEY_PAGE}#token={notice.survey_token}"
+            lines += [tr(SURVEY_ASK), "", tr(SURVEY_LINK, until=until, link=link), "", tr(NO_REPLY)]
+            subject = tr(
+                SUBJECTS[notice.kind], when=short_date(notice.start.astimezone(OFFICE_ZONE).date())
+            )
+            return Words(subject, "\n".join(lines) + "\n")
         lines.append(tr(HOW, how=tr(MODALITIES.get(notice.modality, MODALITIES["in_person"]))))
         if notice.place and notice.modality == "in_person":
             lines.append(tr(PLACE, place=notice.place))

@@ -44,6 +44,8 @@ class RuleCode(StrEnum):
     # The waitlist (rules/waitlist.py).
     SLOTS_AVAILABLE = "SLOTS_AVAILABLE"
     ALREADY_WAITING = "ALREADY_WAITING"
+    # The satisfaction survey's link (rules/survey.py).
+    SURVEY_EXPIRED = "SURVEY_EXPIRED"
     # Cases their owner changed or closed.
     CASE_WITHDRAWN = "CASE_WITHDRAWN"
     CASE_BOOKINGS_CONFLICT = "CASE_BOOKINGS_CONFLICT"

@@ -55,6 +55,7 @@ EXPLANATIONS: dict[RuleCode, str] = {
     RuleCode.CRISIS_DEADLINE: N_("A crisis case's first session must be within three days."),
     RuleCode.SLOTS_AVAILABLE: N_("A time that suits you is free now: book it instead of waiting."),
     RuleCode.ALREADY_WAITING: N_("This request is on the waiting list already."),
+    RuleCode.SURVEY_EXPIRED: N_("This questionnaire has closed. Thank you all the same."),
     RuleCode.CASE_WITHDRAWN: N_("This request has been withdrawn: submit a new one to book again."),
     RuleCode.CASE_BOOKINGS_CONFLICT: N_(
         "A session already booked does not fit this change: cancel or move it first."

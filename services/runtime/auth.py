@@ -53,10 +53,10 @@ from pathlib import Path
 import jwt
 
 from services.runtime.config import Settings
-from services.runtime.errors import PermissionDenied, Unauthenticated
+from services.runtime.errors import NotFound, PermissionDenied, Unauthenticated
 from services.runtime.jwks import JwksKeys
 from services.runtime.keys import SERVICE_KID_PREFIX, KeyRing, VerifyingKey, service_of
-from services.runtime.tenancy import TENANT_CLAIM, TENANT_HEADER
+from services.runtime.tenancy import TENANT_CLAIM, TENANT_HEADER, tenant_of_link
 
 Metadata = Sequence[tuple[str, str | bytes]]
 
@@ -73,6 +73,10 @@ class Role(StrEnum):
     AUDITOR = "auditor"  # reads the audit trail and the ledger
     OPERATOR = "operator"  # health and metrics only
     SERVICE = "service"  # one of our services calling another
+    # The holder of a one-time link (a survey's): no sign-in, the token in
+    # the request is the credential, for the link's methods only
+    # (policy.LINK_METHODS).
+    LINK = "link"
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,15 @@ class Authenticator:
         elif jwks.stale():
             await jwks.refresh(wait=False)  # this call goes on with the keys at hand
         return self._verify(token, self._key_for(kid), metadata)
+
+    def link_holder(self, token: str) -> Identity:
+        """The caller of a link's method: the tenant its token names, or
+        NOT_FOUND, the same answer as a token of that tenant it does not
+        know (a guess learns nothing of which tenants are served)."""
+        tenant = tenant_of_link(token)
+        if tenant is None or tenant not in self._tenants:
+            raise NotFound("no such link")
+        return Identity(Role.LINK.value, Role.LINK, tenant)
 
     def _development_call(self, metadata: Metadata) -> Identity:
         """A development call without a token: an administrator, of the

@@ -135,7 +135,11 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         return handler  # client streams: none at all
 
     async def _enter(
-        self, service: str, method: str, context: aio.ServicerContext[Any, Any]
+        self,
+        service: str,
+        method: str,
+        context: aio.ServicerContext[Any, Any],
+        request: Any = None,
     ) -> None:
         metadata: Any = context.invocation_metadata() or ()
         request_id = next((str(v) for k, v in metadata if k == "x-request-id"), None)
@@ -146,13 +150,19 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         wanted = next((str(v) for k, v in metadata if k == "accept-language"), None)
         i18n.set_language(i18n.negotiate(wanted, self._default_language))
         audit.set_purpose(purpose)
-        if service not in policy.PUBLIC_SERVICES:
+        if f"{service}/{method}" in policy.LINK_METHODS:
+            # The link's token in the request is the credential, whatever
+            # else the call carries.
+            identity = self._authenticator.link_holder(str(getattr(request, "token", "")))
+        elif service not in policy.PUBLIC_SERVICES:
             # Awaited: a token naming a key just rotated in at the identity
             # provider waits for its key set, fetched off the event loop.
             identity = await self._authenticator.authenticate(metadata)
-            set_identity(identity)
-            set_tenant(identity.tenant)
-            policy.authorize(f"{service}/{method}", identity)
+        else:
+            return
+        set_identity(identity)
+        set_tenant(identity.tenant)
+        policy.authorize(f"{service}/{method}", identity)
 
     async def _limit(self, service: str) -> None:
         if self._limiter is not None and service not in policy.PUBLIC_SERVICES:
@@ -177,7 +187,7 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
             deadline = None
             concurrency.in_flight += 1
             try:
-                await self._enter(service, method, context)
+                await self._enter(service, method, context, request)
                 await self._limit(service)
                 remaining = context.time_remaining()
                 call_deadline.set_remaining(remaining)

@@ -73,7 +73,9 @@ def _row(
 
 EMPLOYEE, COUNSELOR, SUPERVISOR = Role.EMPLOYEE, Role.COUNSELOR, Role.SUPERVISOR
 ADMIN, HR, AUDITOR, OPERATOR = Role.ADMIN, Role.HR, Role.AUDITOR, Role.OPERATOR
-EVERYONE = tuple(r for r in Role if r is not Role.SERVICE)
+# A link's holder is nobody signed in: only its own methods (LINK_METHODS).
+LINK = Role.LINK
+EVERYONE = tuple(r for r in Role if r not in (Role.SERVICE, Role.LINK))
 STAFF = (EMPLOYEE, COUNSELOR, ADMIN, HR)  # who may read the counselor directory
 
 QUOTA = "eap.quota.v1.QuotaService/"
@@ -142,6 +144,11 @@ POLICY: dict[str, Access] = {
     # The programme's review: aggregates through the disclosure rules, for
     # those who review it; an auditor checks the review as it checks the money.
     MATCHER + "GetProgrammeReview": _row(any_of=[ADMIN], aggregates=[HR, AUDITOR]),
+    # The survey: its questions are the programme's; answering is by link
+    # (LINK_METHODS), never signed in, so that no answer carries a caller.
+    MATCHER + "SetSurveyQuestions": _row(any_of=[ADMIN]),
+    MATCHER + "GetSurvey": _row(any_of=[LINK]),
+    MATCHER + "SubmitSurvey": _row(any_of=[LINK]),
     # -- calendar: the programme's year; group sessions through the matcher ----------
     CALENDAR + "ListOfficeDays": _row(any_of=EVERYONE, services=["matcher"]),
     CALENDAR + "ImportOfficeCalendar": _row(any_of=[ADMIN]),
@@ -170,6 +177,10 @@ POLICY: dict[str, Access] = {
 
 # Kubelet and load balancers probe health without credentials.
 PUBLIC_SERVICES = frozenset({"grpc.health.v1.Health"})
+
+# A one-time link's methods: the request's `token` field is the credential
+# and names the tenant (auth.Authenticator.link_holder); no bearer token.
+LINK_METHODS = frozenset({MATCHER + "GetSurvey", MATCHER + "SubmitSurvey"})
 
 
 @dataclass

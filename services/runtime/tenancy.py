@@ -45,6 +45,20 @@ def valid_name(tenant: str) -> bool:
     return NAME.fullmatch(tenant) is not None
 
 
+LINK_SEPARATOR = "."  # in neither a tenant's name nor a URL-safe secret's alphabet
+MAX_LINK_TOKEN_CHARS = 128
+
+
+def tenant_of_link(token: str) -> str | None:
+    """The tenant a one-time link's token (`<tenant>.<secret>`) names, or
+    None when it is no token of ours: a link's reader does not sign in, so
+    the token itself says whose database to look in."""
+    tenant, separator, secret = token.partition(LINK_SEPARATOR)
+    if not separator or not secret or len(token) > MAX_LINK_TOKEN_CHARS or not valid_name(tenant):
+        return None
+    return tenant
+
+
 class TenantRouter:
     """Serves one gRPC service for every tenant: each method call goes to
     the servicer of the caller's tenant (set by the interceptor before the

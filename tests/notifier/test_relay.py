@@ -11,16 +11,20 @@ from dataclasses import dataclass
 import icalendar
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.matcher.booking import tenant_policy
 from services.matcher.booking.tenant_policy import BookingPolicy
 from services.matcher.notices.day_sheets import DaySheets
 from services.matcher.notices.outbox import LEASE, Outbox
+from services.matcher.notices.rows import NoticeRow
 from services.matcher.notices.state import NoticeState
 from services.matcher.notices.writer import NoticeKind, tell
 from services.matcher.orm import BookingRow
 from services.matcher.registry.directory import Contact, Directory
+from services.matcher.survey import links
+from services.matcher.survey.invite import invite
 from services.notifier.relay import Channels, Relay, Webhook
 from services.notifier.smtp import SmtpTarget
 from services.notifier.wording import NEVER_SHOWN
@@ -291,3 +295,40 @@ async def test_a_webhook_failing_for_a_while_resends_the_webhook_not_the_e_mail(
     assert await both.run_once(NOW + dt.timedelta(minutes=1)) == {"sent": 1}
     assert len(world.inbox.messages) == 1  # the e-mail once
     assert len(receiver.got) == 2 and receiver.got[0][1] == receiver.got[1][1]  # the same body
+
+
+async def test_a_survey_link_goes_out_by_mail_and_is_then_forgotten(world: World) -> None:
+    keys = MultiFernet([Fernet(Fernet.generate_key())])
+    await world.book("b-1")
+    sessions = async_sessionmaker(world.engine, expire_on_commit=False)
+    async with sessions() as session, session.begin():
+        booking = await session.get(BookingRow, "b-1")
+        assert booking is not None
+        booking.state, booking.attendance = "completed", "attended"
+        await invite(session, booking, NOW, keys)
+    target = SmtpTarget.from_url(f"smtp://127.0.0.1:{world.port}")
+    without_page = Relay(
+        world.outbox, world.directory, Channels(mail=target), "n-1", (), None, 7, keys
+    )
+    page = Channels(mail=target, page="https://eap.county.example/")
+    relay = Relay(world.outbox, world.directory, page, "n-2", (), None, 7, keys)
+    async with sessions() as session:
+        (sealed,) = await session.scalars(select(NoticeRow.place).where(NoticeRow.kind == "survey"))
+    token = links.unseal(sealed, keys)
+    assert token is not None and token not in sealed
+    assert await relay.run_once(NOW) == {"sent": 2}  # the confirmation and the survey
+    survey = world.inbox.messages[-1]
+    text = survey.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert f"https://eap.county.example/survey.html#token={token}" in text
+    assert not any(p.get_content_type() == "text/calendar" for p in survey.walk())
+    async with sessions() as session:
+        (place,) = await session.scalars(select(NoticeRow.place).where(NoticeRow.kind == "survey"))
+    assert place == ""  # delivered: not even the keys lead from the session to its link
+    # Where no page is configured to answer on, a survey is not sent at all.
+    await world.book("b-2", employee="E2")
+    async with sessions() as session, session.begin():
+        other = await session.get(BookingRow, "b-2")
+        assert other is not None
+        other.state, other.attendance = "completed", "attended"
+        await invite(session, other, NOW, keys)
+    assert await without_page.run_once(NOW) == {"sent": 1, "void": 1}

@@ -67,3 +67,24 @@ def test_a_counselors_day_lists_times_and_ways_and_nothing_else(language: str) -
         assert words.preview == "您在3月9日（二）有 2 個預約："
         assert "10:00-11:00 面談 三樓" in words.text
         assert "12:00-13:30 視訊 https://m.example/x" in words.text
+
+
+def test_a_survey_notice_brings_its_link_and_says_nothing_of_what_it_was() -> None:
+    closes = dt.datetime(2027, 4, 12, 0, 0, tzinfo=TAIPEI)
+    notice = Notice(
+        NoticeKind.SURVEY,
+        START,
+        "video",
+        hold_until=closes,
+        page="https://eap.county.example/book/",
+        survey_token="pingtung.s3cr3t",
+    )
+    words = compose(notice, "zh_TW")
+    assert words.subject == "關於您3月9日（二）預約的簡短問卷"
+    assert words.preview == "感謝您3月9日（二）10:00的預約。這次的感受如何？"
+    assert "https://eap.county.example/book/survey.html#token=pingtung.s3cr3t" in words.text
+    assert "4月12日" in words.text and "不具名" in words.text
+    english = compose(notice, "en")
+    assert english.subject == "A short question about your appointment on Tue 9 Mar"
+    for shown in (words.text, english.text):
+        assert not [w for w in NEVER_SHOWN if w in shown.lower()], shown

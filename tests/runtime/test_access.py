@@ -41,6 +41,9 @@ def our_methods() -> dict[str, MethodDescriptor]:
 
 
 METHODS = our_methods()
+# Called by a link's holder, signed in or not: the token in the request
+# decides (test_link_methods_take_the_links_token_and_no_sign_in).
+SIGNED_IN = [m for m in METHODS if m not in policy.LINK_METHODS]
 
 
 @dataclass(frozen=True)
@@ -121,7 +124,7 @@ def test_every_rpc_is_in_the_policy_table() -> None:
 async def test_every_rpc_allows_exactly_the_roles_in_the_table(secured_suite: Secured) -> None:
     suite = secured_suite
     mismatches = []
-    for method in [*METHODS, REFLECTION]:
+    for method in [*SIGNED_IN, REFLECTION]:
         for caller in CALLERS:
             code = await _call(suite.channel, method, bearer(caller.token(suite.made)))
             refused_at_the_door = code in (
@@ -145,12 +148,26 @@ async def test_no_rpc_lets_in_a_missing_or_bad_token(secured_suite: Secured) -> 
     }
     let_in = [
         f"{method} with {name}: {code.name}"
-        for method in [*METHODS, REFLECTION]
+        for method in [*SIGNED_IN, REFLECTION]
         for name, metadata in bad.items()
         if (code := await _call(suite.channel, method, metadata))
         is not grpc.StatusCode.UNAUTHENTICATED
     ]
     assert let_in == []
+
+
+async def test_link_methods_take_the_links_token_and_no_sign_in(secured_suite: Secured) -> None:
+    """Whoever calls, signed in or not, with a token or a bad one: a link
+    that is none of ours is NOT_FOUND, never let in as the caller's role."""
+    suite = secured_suite
+    admin = bearer(suite.made.token("admin", "eap-admin"))
+    codes = {
+        (method, signed): await _call(suite.channel, method, metadata)
+        for method in sorted(policy.LINK_METHODS)
+        for signed, metadata in (("no token", ()), ("admin", admin))
+    }
+    assert set(codes.values()) == {grpc.StatusCode.NOT_FOUND}, codes
+    assert set(METHODS) >= policy.LINK_METHODS
 
 
 # -- one employee, another's records ---------------------------------------------------

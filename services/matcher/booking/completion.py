@@ -12,6 +12,7 @@ from services.matcher.booking.state import step
 from services.matcher.booking.steps import SagaSteps, busy
 from services.matcher.booking.store import BookingView, load_booking, view
 from services.matcher.orm import BookingRow
+from services.matcher.survey.invite import invite
 from services.rules.attendance import Attendance, Charge
 from services.rules.codes import RuleCode
 from services.rules.sessions import has_started
@@ -77,8 +78,7 @@ class Completion(SagaSteps):
                     attendance="",
                 )
             raise
-        async with self._sessions() as session, session.begin():
-            await step(session, booking_id, S.COMPLETING, S.COMPLETED, clock.now(), funded=funded)
+        await self._complete(booking_id, funded)
         metrics.BOOKINGS.labels("completed" if attended else outcome.value).inc()
         return await view(self._sessions, booking_id)
 
@@ -107,7 +107,14 @@ class Completion(SagaSteps):
                     session, row.booking_id, S.COMPLETING, S.BOOKED, clock.now(), attendance=""
                 )
             return
+        await self._complete(row.booking_id, funded)
+
+    async def _complete(self, booking_id: str, funded: bool) -> None:
+        """The last step; for an attended session, the survey's invitation
+        and its notice in the same transaction (survey/invite.py)."""
         async with self._sessions() as session, session.begin():
-            await step(
-                session, row.booking_id, S.COMPLETING, S.COMPLETED, clock.now(), funded=funded
-            )
+            now = clock.now()
+            if await step(session, booking_id, S.COMPLETING, S.COMPLETED, now, funded=funded):
+                row = await session.get(BookingRow, booking_id, populate_existing=True)
+                assert row is not None  # the step just moved it
+                await invite(session, row, now, self._data_keys)

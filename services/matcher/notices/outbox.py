@@ -164,6 +164,9 @@ class Outbox:
         """Ends the entry `owner` holds: sent, or void when it turned out
         to have nothing to say or nobody to say it to (`why`)."""
         assert end in (N.SENT, N.VOID)
+        # A survey's sealed link is forgotten once it is out: after that,
+        # not even the data keys tie the session to its token.
+        forget = {"place": ""} if due.kind == NoticeKind.SURVEY.value else {}
         async with self._sessions() as session, session.begin():
             return await step(
                 session,
@@ -174,6 +177,7 @@ class Outbox:
                 condition=NoticeRow.owner == owner,
                 lease_until=None,
                 last_error=why[:200],
+                **forget,
             )
 
     async def failed(

@@ -60,6 +60,8 @@ async def invite(
     )
     key, sequence = await lineage(session, booking)
     fields = notice_fields(booking, NoticeKind.SURVEY, key, max(sequence, 0), now, now)
-    # A survey notice's place is its link's secret, sealed (links.py).
-    fields["place"] = links.seal(secret, data_keys)
+    # A survey notice's place is its link's token, sealed (links.py), and
+    # blanked once delivered (notices/outbox.py); it says until when.
+    fields["place"] = links.seal(token, data_keys)
+    fields["hold_until"] = expiry_of(week)
     session.add(NoticeRow(notice_id=uuid.uuid4().hex, **fields))

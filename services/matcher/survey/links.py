@@ -3,7 +3,7 @@ does not sign in.
 
 A token is `<tenant>.<secret>`: the tenant's name, so that a call without
 a signed identity finds its tenant's database (the interceptor reads it,
-policy.PUBLIC_METHODS), and 32 random bytes (secrets.token_urlsafe). The
+policy.LINK_METHODS; tenancy.tenant_of_link), and 32 random bytes (secrets.token_urlsafe). The
 database keeps only its sha256, for looking it up; the secret reaches the
 notifier sealed with the data keys (registry/directory.py) in the notice's
 `place`, so that nothing in the database, without the keys, gives the token
@@ -18,11 +18,9 @@ import secrets
 
 from cryptography.fernet import InvalidToken, MultiFernet
 
-from services.runtime.tenancy import valid_name
+from services.runtime.tenancy import LINK_SEPARATOR
 
-SEPARATOR = "."  # in neither a tenant's name nor token_urlsafe's alphabet
 SECRET_BYTES = 32
-MAX_TOKEN_CHARS = 128
 
 
 def new_secret() -> str:
@@ -30,21 +28,13 @@ def new_secret() -> str:
 
 
 def token_of(tenant: str, secret: str) -> str:
-    return f"{tenant}{SEPARATOR}{secret}"
+    return f"{tenant}{LINK_SEPARATOR}{secret}"
 
 
 def token_hash(token: str) -> str:
     """What the invitation is kept under: the tenant's name is hashed with
     the secret, so that a token moved to another tenant names nothing."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def tenant_of(token: str) -> str | None:
-    """The tenant a token names, or None when it is no token of ours."""
-    tenant, separator, secret = token.partition(SEPARATOR)
-    if not separator or not secret or len(token) > MAX_TOKEN_CHARS or not valid_name(tenant):
-        return None
-    return tenant
 
 
 def seal(secret: str, keys: MultiFernet) -> str:

@@ -72,9 +72,9 @@ async def replace(session: AsyncSession, questions: Sequence[Question]) -> None:
     )
 
 
-def check(questions: Sequence[Question]) -> None:
-    """INVALID_ARGUMENT naming every wrong field of a tenant's questions."""
-    checker = FieldChecker()
+def check(questions: Sequence[Question], checker: FieldChecker) -> None:
+    """INVALID_ARGUMENT naming every wrong field of a tenant's questions
+    (and whatever `checker` noted before)."""
     checker.require(len(questions) <= MAX_QUESTIONS, "questions", f"at most {MAX_QUESTIONS}")
     seen: set[str] = set()
     for i, question in enumerate(questions):

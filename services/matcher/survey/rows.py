@@ -2,7 +2,7 @@
 what it leaves out so that an answer cannot be joined to a person or a
 session, is the package's docstring (survey/__init__.py).
 
-The invitations, the used tokens and the answers are SQLite tables WITHOUT
+The invitations and the answers are SQLite tables WITHOUT
 ROWID: an ordinary SQLite table numbers its rows in insertion order, and
 that order (or the gap a deleted row leaves) would line an invitation up
 with the session completed, or an answer with the invitation used, at the
@@ -26,7 +26,8 @@ NO_ROWID = {"sqlite_with_rowid": False}
 class InvitationRow(Base):
     """An open link: the sha256 of its token and the keys its answers will
     carry. No employee, booking or case; no moment but the week's end it
-    expires at. Deleted when it is used."""
+    expires at. Deleted when it is used, leaving nothing behind: a used
+    token is as unknown as one never made (state.py says why)."""
 
     __tablename__ = "matcher_survey_invitations"
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -40,22 +41,12 @@ class InvitationRow(Base):
     __table_args__ = NO_ROWID
 
 
-class UsedTokenRow(Base):
-    """A token that was used, so that a second submission is told so
-    (SURVEY_USED) rather than "unknown". Only the hash and the week-level
-    expiry, after which it goes."""
-
-    __tablename__ = "matcher_survey_used_tokens"
-    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
-
-    __table_args__ = NO_ROWID
-
-
 class AnswerRow(Base):
     """One answer to one question: a random id, the week, provider and
     category of the session it is about, and a score or a text. Nothing
-    ties the answers of one submission together, nor any to the invitation."""
+    ties an answer to the invitation it used. (On PostgreSQL the answers of
+    one submission share a transaction id: they can be told to be one
+    person's, never whose.)"""
 
     __tablename__ = "matcher_survey_answers"
     answer_id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random

@@ -34,13 +34,6 @@ def upgrade() -> None:
         **NO_ROWID,
     )
     op.create_table(
-        "matcher_survey_used_tokens",
-        sa.Column("token_hash", sa.String(64), nullable=False),
-        sa.Column("expires_at", UtcDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("token_hash", name="pk_matcher_survey_used_tokens"),
-        **NO_ROWID,
-    )
-    op.create_table(
         "matcher_survey_answers",
         sa.Column("answer_id", sa.String(32), nullable=False),
         sa.Column("iso_week", sa.String(8), nullable=False),
@@ -65,5 +58,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("matcher_survey_questions")
     op.drop_table("matcher_survey_answers")
-    op.drop_table("matcher_survey_used_tokens")
     op.drop_table("matcher_survey_invitations")

@@ -5,6 +5,7 @@ import warnings
 
 from eap.matcher.v1 import matcher_pb2 as eap_dot_matcher_dot_v1_dot_matcher__pb2
 from eap.matcher.v1 import review_pb2 as eap_dot_matcher_dot_v1_dot_review__pb2
+from eap.matcher.v1 import survey_pb2 as eap_dot_matcher_dot_v1_dot_survey__pb2
 
 GRPC_GENERATED_VERSION = '1.81.1'
 GRPC_VERSION = grpc.__version__
@@ -214,6 +215,21 @@ class MatcherServiceStub:
                 '/eap.matcher.v1.MatcherService/GetProgrammeReview',
                 request_serializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.SerializeToString,
                 response_deserializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.FromString,
+                _registered_method=True)
+        self.GetSurvey = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/GetSurvey',
+                request_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyResponse.FromString,
+                _registered_method=True)
+        self.SubmitSurvey = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SubmitSurvey',
+                request_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyResponse.FromString,
+                _registered_method=True)
+        self.SetSurveyQuestions = channel.unary_unary(
+                '/eap.matcher.v1.MatcherService/SetSurveyQuestions',
+                request_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsRequest.SerializeToString,
+                response_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsResponse.FromString,
                 _registered_method=True)
 
 
@@ -561,6 +577,30 @@ class MatcherServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSurvey(self, request, context):
+        """The survey a link opens (survey.proto): its questions. The token is
+        the credential: no sign-in.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitSurvey(self, request, context):
+        """Answers the survey a link opens, once: the token is used up with the
+        answers, or neither.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetSurveyQuestions(self, request, context):
+        """The tenant's own survey questions, for administrators; none: the
+        defaults (helpfulness, would recommend, ease of booking, a free text).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MatcherServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -728,6 +768,21 @@ def add_MatcherServiceServicer_to_server(servicer, server):
                     servicer.GetProgrammeReview,
                     request_deserializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.FromString,
                     response_serializer=eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.SerializeToString,
+            ),
+            'GetSurvey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSurvey,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyResponse.SerializeToString,
+            ),
+            'SubmitSurvey': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitSurvey,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyResponse.SerializeToString,
+            ),
+            'SetSurveyQuestions': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetSurveyQuestions,
+                    request_deserializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsRequest.FromString,
+                    response_serializer=eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1636,6 +1691,87 @@ class MatcherService:
             '/eap.matcher.v1.MatcherService/GetProgrammeReview',
             eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewRequest.SerializeToString,
             eap_dot_matcher_dot_v1_dot_review__pb2.GetProgrammeReviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSurvey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/GetSurvey',
+            eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_survey__pb2.GetSurveyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSurvey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SubmitSurvey',
+            eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_survey__pb2.SubmitSurveyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetSurveyQuestions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.matcher.v1.MatcherService/SetSurveyQuestions',
+            eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsRequest.SerializeToString,
+            eap_dot_matcher_dot_v1_dot_survey__pb2.SetSurveyQuestionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ isort:skip_file
 from collections import abc as _abc
 from eap.matcher.v1 import matcher_pb2 as _matcher_pb2
 from eap.matcher.v1 import review_pb2 as _review_pb2
+from eap.matcher.v1 import survey_pb2 as _survey_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -240,6 +241,18 @@ class MatcherServiceStub:
     first session, no-show and late cancellation rates, satisfaction. For
     HR, administrators and auditors.
     """
+    GetSurvey: _grpc.UnaryUnaryMultiCallable[_survey_pb2.GetSurveyRequest, _survey_pb2.GetSurveyResponse]
+    """The survey a link opens (survey.proto): its questions. The token is
+    the credential: no sign-in.
+    """
+    SubmitSurvey: _grpc.UnaryUnaryMultiCallable[_survey_pb2.SubmitSurveyRequest, _survey_pb2.SubmitSurveyResponse]
+    """Answers the survey a link opens, once: the token is used up with the
+    answers, or neither.
+    """
+    SetSurveyQuestions: _grpc.UnaryUnaryMultiCallable[_survey_pb2.SetSurveyQuestionsRequest, _survey_pb2.SetSurveyQuestionsResponse]
+    """The tenant's own survey questions, for administrators; none: the
+    defaults (helpfulness, would recommend, ease of booking, a free text).
+    """
 
 @_typing.type_check_only
 class MatcherServiceAsyncStub(MatcherServiceStub):
@@ -451,6 +464,18 @@ class MatcherServiceAsyncStub(MatcherServiceStub):
     (review.proto): sessions by category and modality, waiting times to the
     first session, no-show and late cancellation rates, satisfaction. For
     HR, administrators and auditors.
+    """
+    GetSurvey: _aio.UnaryUnaryMultiCallable[_survey_pb2.GetSurveyRequest, _survey_pb2.GetSurveyResponse]  # type: ignore[assignment]
+    """The survey a link opens (survey.proto): its questions. The token is
+    the credential: no sign-in.
+    """
+    SubmitSurvey: _aio.UnaryUnaryMultiCallable[_survey_pb2.SubmitSurveyRequest, _survey_pb2.SubmitSurveyResponse]  # type: ignore[assignment]
+    """Answers the survey a link opens, once: the token is used up with the
+    answers, or neither.
+    """
+    SetSurveyQuestions: _aio.UnaryUnaryMultiCallable[_survey_pb2.SetSurveyQuestionsRequest, _survey_pb2.SetSurveyQuestionsResponse]  # type: ignore[assignment]
+    """The tenant's own survey questions, for administrators; none: the
+    defaults (helpfulness, would recommend, ease of booking, a free text).
     """
 
 class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -858,6 +883,36 @@ class MatcherServiceServicer(metaclass=_abc_1.ABCMeta):
         (review.proto): sessions by category and modality, waiting times to the
         first session, no-show and late cancellation rates, satisfaction. For
         HR, administrators and auditors.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSurvey(
+        self,
+        request: _survey_pb2.GetSurveyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_survey_pb2.GetSurveyResponse, _abc.Awaitable[_survey_pb2.GetSurveyResponse]]:
+        """The survey a link opens (survey.proto): its questions. The token is
+        the credential: no sign-in.
+        """
+
+    @_abc_1.abstractmethod
+    def SubmitSurvey(
+        self,
+        request: _survey_pb2.SubmitSurveyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_survey_pb2.SubmitSurveyResponse, _abc.Awaitable[_survey_pb2.SubmitSurveyResponse]]:
+        """Answers the survey a link opens, once: the token is used up with the
+        answers, or neither.
+        """
+
+    @_abc_1.abstractmethod
+    def SetSurveyQuestions(
+        self,
+        request: _survey_pb2.SetSurveyQuestionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_survey_pb2.SetSurveyQuestionsResponse, _abc.Awaitable[_survey_pb2.SetSurveyQuestionsResponse]]:
+        """The tenant's own survey questions, for administrators; none: the
+        defaults (helpfulness, would recommend, ease of booking, a free text).
         """
 
 def add_MatcherServiceServicer_to_server(servicer: MatcherServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

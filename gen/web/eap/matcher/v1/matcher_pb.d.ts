@@ -6,6 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import type { Message } from "@bufbuild/protobuf";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 import type { GetProgrammeReviewRequestSchema, GetProgrammeReviewResponseSchema } from "./review_pb.js";
+import type { GetSurveyRequestSchema, GetSurveyResponseSchema, SetSurveyQuestionsRequestSchema, SetSurveyQuestionsResponseSchema, SubmitSurveyRequestSchema, SubmitSurveyResponseSchema } from "./survey_pb.js";
 
 /**
  * Describes the file eap/matcher/v1/matcher.proto.
@@ -4078,6 +4079,39 @@ export declare const MatcherService: GenService<{
     methodKind: "unary";
     input: typeof GetProgrammeReviewRequestSchema;
     output: typeof GetProgrammeReviewResponseSchema;
+  },
+  /**
+   * The survey a link opens (survey.proto): its questions. The token is
+   * the credential: no sign-in.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.GetSurvey
+   */
+  getSurvey: {
+    methodKind: "unary";
+    input: typeof GetSurveyRequestSchema;
+    output: typeof GetSurveyResponseSchema;
+  },
+  /**
+   * Answers the survey a link opens, once: the token is used up with the
+   * answers, or neither.
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.SubmitSurvey
+   */
+  submitSurvey: {
+    methodKind: "unary";
+    input: typeof SubmitSurveyRequestSchema;
+    output: typeof SubmitSurveyResponseSchema;
+  },
+  /**
+   * The tenant's own survey questions, for administrators; none: the
+   * defaults (helpfulness, would recommend, ease of booking, a free text).
+   *
+   * @generated from rpc eap.matcher.v1.MatcherService.SetSurveyQuestions
+   */
+  setSurveyQuestions: {
+    methodKind: "unary";
+    input: typeof SetSurveyQuestionsRequestSchema;
+    output: typeof SetSurveyQuestionsResponseSchema;
   },
 }>;
 
