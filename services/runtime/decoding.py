@@ -50,6 +50,12 @@ class _Json:
         self.message = message
 
 
+def message_of(request: Any) -> Any:
+    """The request message, whether it came as protobuf or as JSON (the
+    runtime's interceptor reads a link's token before the handler runs)."""
+    return request.message if isinstance(request, _Json) else request
+
+
 class DecodingInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self) -> None:
         self._wrapped: dict[str, tuple[Any, Any]] = {}

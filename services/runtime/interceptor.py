@@ -19,6 +19,7 @@ from services.runtime import audit, i18n, metrics, policy
 from services.runtime import deadline as call_deadline
 from services.runtime.auth import Authenticator, current_identity, set_identity
 from services.runtime.database import is_unavailable
+from services.runtime.decoding import message_of
 from services.runtime.errors import PermissionDenied, ServiceError, Unavailable
 from services.runtime.load_shedding import ConcurrencyLimit
 from services.runtime.logs import request_id_var
@@ -153,7 +154,8 @@ class RuntimeInterceptor(aio.ServerInterceptor):  # type: ignore[type-arg]
         if f"{service}/{method}" in policy.LINK_METHODS:
             # The link's token in the request is the credential, whatever
             # else the call carries.
-            identity = self._authenticator.link_holder(str(getattr(request, "token", "")))
+            token = getattr(message_of(request), "token", "")
+            identity = self._authenticator.link_holder(str(token))
         elif service not in policy.PUBLIC_SERVICES:
             # Awaited: a token naming a key just rotated in at the identity
             # provider waits for its key set, fetched off the event loop.
