@@ -15,11 +15,14 @@ Monday, the family ones three days before.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from dataclasses import dataclass
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.survey.rows import AnswerRow
 from services.runtime import clock
+from services.runtime.database import create_engine
 from tests.conftest import MONDAY, TAIPEI, during
 from tests.county import counselor
 
@@ -130,3 +133,30 @@ async def build(matcher: matcher_pb2_grpc.MatcherServiceAsyncStub) -> list[Plann
                 pb.CompleteSessionRequest(booking_id=booking.booking_id, outcome=outcome)
             )
     return plan
+
+
+async def answered(
+    url: str, provider: str, category: str, scores: list[int], question: str = "helpfulness"
+) -> None:
+    """Survey answers as the survey's form stores them (week, provider,
+    category, score: nothing else)."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                AnswerRow.__table__.insert(),  # type: ignore[attr-defined]
+                [
+                    {
+                        "answer_id": uuid.uuid4().hex,
+                        "iso_week": WEEK,
+                        "provider_id": provider,
+                        "category": category,
+                        "question_id": question,
+                        "score": score,
+                        "text": None,
+                    }
+                    for score in scores
+                ],
+            )
+    finally:
+        await engine.dispose()

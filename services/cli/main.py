@@ -228,6 +228,12 @@ def _calendar(args: argparse.Namespace, settings: Settings) -> int:
     return cast(int, tool.main(args.rest))
 
 
+def _review(args: argparse.Namespace, settings: Settings) -> int:
+    from services.cli.review_report import command
+
+    return command.main(args.rest)
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from services.cli import token_cli
 
@@ -343,6 +349,15 @@ def build_parser() -> argparse.ArgumentParser:
     calendar.add_argument("calendar_command", choices=[*CALENDAR_TOOLS])
     calendar.add_argument("rest", nargs=argparse.REMAINDER, help="the tool's own arguments")
     calendar.set_defaults(run=_calendar)
+
+    review = commands.add_parser(
+        "review",
+        help="the programme's review of a quarter or a year for HR: sessions, waiting, "
+        "no-shows, budget execution, satisfaction and attendance, as HTML and CSV",
+    )
+    review.add_argument("review_command", choices=["report"])
+    review.add_argument("rest", nargs=argparse.REMAINDER, help="the report's own arguments")
+    review.set_defaults(run=_review)
 
     token = commands.add_parser(
         "token", help="key pairs for Secrets, and development tokens (dev mode only)"

@@ -154,6 +154,14 @@ class LedgerReads:
             return [r for r in released.cells if r.agency_id in mine], through
         return released.cells, through
 
+    async def agencies(self, organisation: str) -> list[orm.Agency]:
+        """The registered agencies (of `organisation`, if given), by id."""
+        query = select(orm.Agency).order_by(orm.Agency.agency_id)
+        if organisation:
+            query = query.where(orm.Agency.organisation == organisation)
+        async with self._sessions() as session:
+            return list(await session.scalars(query))
+
     async def _charges(self, year: int, through_month: int) -> list[Charge]:
         """The year's charged sessions up to `through_month`, and its missed
         or late-cancelled ones with what they were charged (perhaps

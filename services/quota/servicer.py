@@ -279,6 +279,19 @@ class QuotaServicer(quota_pb2_grpc.QuotaServiceServicer):
             ],
         )
 
+    async def ListAgencies(
+        self, request: pb.ListAgenciesRequest, context: Context
+    ) -> pb.ListAgenciesResponse:
+        agencies = await self._reads.agencies(request.organisation)
+        return pb.ListAgenciesResponse(
+            agencies=[
+                pb.Agency(
+                    agency_id=a.agency_id, organisation=a.organisation, display_name=a.display_name
+                )
+                for a in agencies
+            ]
+        )
+
     async def UpsertAgency(
         self, request: pb.UpsertAgencyRequest, context: Context
     ) -> pb.UpsertAgencyResponse:

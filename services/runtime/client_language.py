@@ -5,6 +5,7 @@ refusal is shown by its LocalizedMessage rather than the status's English."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,15 @@ from services.runtime import i18n
 def accept_language() -> tuple[str, str]:
     """The metadata entry asking for the current language."""
     return ("accept-language", i18n.bcp47(i18n.current_language()))
+
+
+def call_metadata() -> tuple[tuple[str, str], ...]:
+    """What every call of a command-line tool carries: the token in
+    EAP_TOKEN, if any (for a server with EAP_AUTH_MODE=jwt), and the
+    reader's language."""
+    token = os.environ.get("EAP_TOKEN")
+    asked = (("authorization", f"Bearer {token}"),) if token else ()
+    return (*asked, accept_language())
 
 
 def _asking(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:

@@ -97,6 +97,7 @@ POLICY: dict[str, Access] = {
     QUOTA + "ListLedger": _row(any_of=[ADMIN], own=[EMPLOYEE], aggregates=[AUDITOR]),
     QUOTA + "ListCharges": _row(any_of=[ADMIN], services=["matcher"]),
     QUOTA + "GetUsageSummary": _row(any_of=[ADMIN, HR, AUDITOR]),
+    QUOTA + "ListAgencies": _row(any_of=[ADMIN, HR, AUDITOR]),
     QUOTA + "UpsertAgency": _row(any_of=[ADMIN]),
     QUOTA + "SetProviderContract": _row(any_of=[ADMIN]),
     QUOTA + "GetProviderContract": _row(any_of=[ADMIN, HR], services=["matcher"]),

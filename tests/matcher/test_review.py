@@ -6,7 +6,6 @@ tenant's HR sees nothing of this one; an employee is refused."""
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +20,9 @@ from eap.quota.v1 import quota_pb2_grpc
 from services.calendar.service import CalendarService
 from services.matcher.review.disclosure import Figure, Line, withhold
 from services.matcher.service import MatcherService
-from services.matcher.survey.rows import AnswerRow
 from services.quota.service import QuotaService
 from services.rules.disclosure import MIN_CELL_PEOPLE
 from services.runtime.config import Settings
-from services.runtime.database import create_engine
 from services.runtime.server import RunningServer, start
 from tests import review_world, stores
 from tests.access import AsAdmin, Keys, Metadata, bearer, make_keys, secured
@@ -47,41 +44,14 @@ def cells(answer: rpb.GetProgrammeReviewResponse) -> dict[tuple[str, str], rpb.R
     return {(c.category, c.modality): c for c in answer.sessions}
 
 
-async def answered(
-    url: str, provider: str, category: str, scores: list[int], question: str = "helpfulness"
-) -> None:
-    """Survey answers as the survey's form stores them (week, provider,
-    category, score: nothing else)."""
-    engine = create_engine(url)
-    try:
-        async with engine.begin() as connection:
-            await connection.execute(
-                AnswerRow.__table__.insert(),  # type: ignore[attr-defined]
-                [
-                    {
-                        "answer_id": uuid.uuid4().hex,
-                        "iso_week": review_world.WEEK,
-                        "provider_id": provider,
-                        "category": category,
-                        "question_id": question,
-                        "score": score,
-                        "text": None,
-                    }
-                    for score in scores
-                ],
-            )
-    finally:
-        await engine.dispose()
-
-
 async def test_the_review_counts_sessions_waits_missed_ones_and_satisfaction(
     suite: Suite, backend: Backend
 ) -> None:
     await review_world.build(suite.matcher)
     url = backend.settings.database_url
-    await answered(url, "P1", "psychological", [5, 4, 4, 5, 3, 4])
-    await answered(url, "P2", "family", [4, 4, 4, 4, 4])
-    await answered(url, "P1", "psychological", [1, 2], question="ease_of_booking")
+    await review_world.answered(url, "P1", "psychological", [5, 4, 4, 5, 3, 4])
+    await review_world.answered(url, "P2", "family", [4, 4, 4, 4, 4])
+    await review_world.answered(url, "P1", "psychological", [1, 2], question="ease_of_booking")
     answer = await review(suite.matcher)
     assert (answer.period, answer.first_day, answer.last_day) == (Q1, "2027-01-01", "2027-03-31")
     assert (answer.first_week, answer.last_week) == (

@@ -559,6 +559,27 @@ async def test_refusals_without_setup(quota: QuotaClient) -> None:
     assert details(error)["ErrorInfo"].reason == "NO_CONTRACT"  # type: ignore[attr-defined]
 
 
+async def test_agencies_are_listed_by_id_and_by_organisation(quota: QuotaClient) -> None:
+    for agency, organisation in (
+        ("PT-HR", "pingtung"),
+        ("ML-HR", "miaoli"),
+        ("PT-EDU", "pingtung"),
+    ):
+        await quota.stub.UpsertAgency(
+            pb.UpsertAgencyRequest(
+                agency_id=agency, organisation=organisation, display_name=f"{agency} office"
+            )
+        )
+    every = await quota.stub.ListAgencies(pb.ListAgenciesRequest())
+    assert [a.agency_id for a in every.agencies] == ["ML-HR", "PT-EDU", "PT-HR"]
+    assert every.agencies[0].display_name == "ML-HR office"
+    ours = await quota.stub.ListAgencies(pb.ListAgenciesRequest(organisation="pingtung"))
+    assert [(a.agency_id, a.organisation) for a in ours.agencies] == [
+        ("PT-EDU", "pingtung"),
+        ("PT-HR", "pingtung"),
+    ]
+
+
 async def test_ping(quota: QuotaClient) -> None:
     assert await quota.stub.Ping(pb.PingRequest()) == pb.PingResponse()
 

@@ -32,7 +32,7 @@ from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
 from services.rules.office_time import OFFICE_ZONE
 from services.runtime import i18n
-from services.runtime.client_language import accept_language, refusal_words
+from services.runtime.client_language import call_metadata, refusal_words
 from services.runtime.fields import timestamp
 from services.runtime.i18n import N_, tr
 from services.runtime.tls import client_channel
@@ -51,12 +51,6 @@ def state_words(state: pb.MatchJobState.ValueType) -> str:
     """A job's state as a person reads it: `running`, `執行中`."""
     name = STATES.get(state, "unspecified")
     return tr(STATE_WORDS[name]) if name in STATE_WORDS else name
-
-
-def _metadata() -> tuple[tuple[str, str], ...]:
-    token = os.environ.get("EAP_TOKEN")
-    asked = (("authorization", f"Bearer {token}"),) if token else ()
-    return (*asked, accept_language())
 
 
 def _stub(address: str) -> tuple[grpc.aio.Channel, matcher_pb2_grpc.MatcherServiceAsyncStub]:
@@ -80,7 +74,7 @@ def _line(job: pb.MatchJob) -> str:
 async def _watch(stub: matcher_pb2_grpc.MatcherServiceAsyncStub, job_id: str) -> int:
     last = None
     async for update in stub.WatchMatchJob(
-        pb.WatchMatchJobRequest(job_id=job_id), metadata=_metadata()
+        pb.WatchMatchJobRequest(job_id=job_id), metadata=call_metadata()
     ):
         last = update.job
         end = "\n" if not sys.stderr.isatty() else "\r"
@@ -115,7 +109,7 @@ async def _run(args: argparse.Namespace) -> int:
                         time_limit_seconds=args.time_limit,
                         what_if=what_if,
                     ),
-                    metadata=_metadata(),
+                    metadata=call_metadata(),
                 )
             ).job
             print(job.job_id)
@@ -125,7 +119,7 @@ async def _run(args: argparse.Namespace) -> int:
         if args.command == "apply":
             applied = await stub.ApplyMatchResult(
                 pb.ApplyMatchResultRequest(job_id=args.job_id, dry_run=args.dry_run),
-                metadata=_metadata(),
+                metadata=call_metadata(),
             )
             counts = {"booked": len(applied.booked), "refused": len(applied.not_booked)}
             if args.dry_run:
@@ -137,7 +131,7 @@ async def _run(args: argparse.Namespace) -> int:
                 print(f"  {s.case_id} {s.counselor_id} {_time(s.start)}: {refused.rule}")
             return 0
         result = await stub.GetMatchResult(
-            pb.GetMatchResultRequest(job_id=args.job_id), metadata=_metadata()
+            pb.GetMatchResultRequest(job_id=args.job_id), metadata=call_metadata()
         )
         cases = len({s.case_id for s in result.sessions})
         print(

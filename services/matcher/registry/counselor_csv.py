@@ -46,7 +46,7 @@ from services.matcher.registry.counselors import (
 )
 from services.matcher.registry.spreadsheet import read_table
 from services.runtime import dates, i18n
-from services.runtime.client_language import accept_language, refusal_words
+from services.runtime.client_language import call_metadata, refusal_words
 from services.runtime.errors import InvalidArgument
 from services.runtime.fields import FieldChecker
 from services.runtime.i18n import tr
@@ -164,8 +164,7 @@ def parse(content: bytes) -> tuple[list[pb.Counselor], list[str]]:
 
 
 async def _upsert(address: str, counselors: Sequence[pb.Counselor]) -> tuple[int, int]:
-    token = os.environ.get("EAP_TOKEN")
-    metadata = [accept_language(), *([("authorization", f"Bearer {token}")] if token else [])]
+    metadata = call_metadata()
     created = replaced = 0
     async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)

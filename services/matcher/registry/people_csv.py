@@ -30,7 +30,7 @@ from eap.matcher.v1 import matcher_pb2_grpc
 from services.matcher.registry.spreadsheet import read_table
 from services.matcher.registry.staff import MAX_PEOPLE, StaffMember, check_people
 from services.runtime import i18n
-from services.runtime.client_language import accept_language, refusal_words
+from services.runtime.client_language import call_metadata, refusal_words
 from services.runtime.fields import FieldChecker
 from services.runtime.i18n import tr
 from services.runtime.tls import client_channel
@@ -86,8 +86,7 @@ def _lines(description: str, lines: Sequence[int]) -> str:
 async def _import(
     address: str, people: Sequence[pb.Person], replace_all: bool, dry_run: bool
 ) -> pb.ImportPeopleResponse:
-    token = os.environ.get("EAP_TOKEN")
-    metadata = [accept_language(), *([("authorization", f"Bearer {token}")] if token else [])]
+    metadata = call_metadata()
     async with client_channel(address) as channel:
         stub = matcher_pb2_grpc.MatcherServiceStub(channel)
         answer: pb.ImportPeopleResponse = await stub.ImportPeople(

@@ -1177,6 +1177,82 @@ class UpsertAgencyResponse(_message.Message):
 Global___UpsertAgencyResponse: _TypeAlias = UpsertAgencyResponse  # noqa: Y015
 
 @_typing.final
+class ListAgenciesRequest(_message.Message):
+    """Request for ListAgencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    organisation: _builtins.str
+    """Only this organisation's agencies; empty means all."""
+    def __init__(
+        self,
+        *,
+        organisation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgenciesRequest: _TypeAlias = ListAgenciesRequest  # noqa: Y015
+
+@_typing.final
+class Agency(_message.Message):
+    """A registered agency."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCY_ID_FIELD_NUMBER: _builtins.int
+    ORGANISATION_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    agency_id: _builtins.str
+    """Stable id of the agency, e.g. "PT-HR"."""
+    organisation: _builtins.str
+    """The organisation (tenant) it belongs to."""
+    display_name: _builtins.str
+    """Human-readable name of the agency."""
+    def __init__(
+        self,
+        *,
+        agency_id: _builtins.str = ...,
+        organisation: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agency_id", b"agency_id", "display_name", b"display_name", "organisation", b"organisation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Agency: _TypeAlias = Agency  # noqa: Y015
+
+@_typing.final
+class ListAgenciesResponse(_message.Message):
+    """Response of ListAgencies."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENCIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agencies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Agency]:
+        """Every agency asked for, by id."""
+
+    def __init__(
+        self,
+        *,
+        agencies: _abc.Iterable[Global___Agency] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agencies", b"agencies"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgenciesResponse: _TypeAlias = ListAgenciesResponse  # noqa: Y015
+
+@_typing.final
 class SetProviderContractRequest(_message.Message):
     """Request for SetProviderContract."""
 

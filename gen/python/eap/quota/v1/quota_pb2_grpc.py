@@ -96,6 +96,11 @@ class QuotaServiceStub:
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyRequest.SerializeToString,
                 response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyResponse.FromString,
                 _registered_method=True)
+        self.ListAgencies = channel.unary_unary(
+                '/eap.quota.v1.QuotaService/ListAgencies',
+                request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesRequest.SerializeToString,
+                response_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesResponse.FromString,
+                _registered_method=True)
         self.SetProviderContract = channel.unary_unary(
                 '/eap.quota.v1.QuotaService/SetProviderContract',
                 request_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.SetProviderContractRequest.SerializeToString,
@@ -241,6 +246,13 @@ class QuotaServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgencies(self, request, context):
+        """The agencies registered, by id: whose budgets there are to report on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetProviderContract(self, request, context):
         """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
         Lowering the cap below what is already held or spent is refused.
@@ -341,6 +353,11 @@ def add_QuotaServiceServicer_to_server(servicer, server):
                     servicer.UpsertAgency,
                     request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyRequest.FromString,
                     response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyResponse.SerializeToString,
+            ),
+            'ListAgencies': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgencies,
+                    request_deserializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesRequest.FromString,
+                    response_serializer=eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesResponse.SerializeToString,
             ),
             'SetProviderContract': grpc.unary_unary_rpc_method_handler(
                     servicer.SetProviderContract,
@@ -655,6 +672,33 @@ class QuotaService:
             '/eap.quota.v1.QuotaService/UpsertAgency',
             eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyRequest.SerializeToString,
             eap_dot_quota_dot_v1_dot_quota__pb2.UpsertAgencyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgencies(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eap.quota.v1.QuotaService/ListAgencies',
+            eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesRequest.SerializeToString,
+            eap_dot_quota_dot_v1_dot_quota__pb2.ListAgenciesResponse.FromString,
             options,
             channel_credentials,
             insecure,

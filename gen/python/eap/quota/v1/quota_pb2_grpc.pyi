@@ -102,6 +102,8 @@ class QuotaServiceStub:
     """Registers an agency (a budget holder) and the organisation it belongs to,
     or renames it.
     """
+    ListAgencies: _grpc.UnaryUnaryMultiCallable[_quota_pb2.ListAgenciesRequest, _quota_pb2.ListAgenciesResponse]
+    """The agencies registered, by id: whose budgets there are to report on."""
     SetProviderContract: _grpc.UnaryUnaryMultiCallable[_quota_pb2.SetProviderContractRequest, _quota_pb2.SetProviderContractResponse]
     """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
     Lowering the cap below what is already held or spent is refused.
@@ -200,6 +202,8 @@ class QuotaServiceAsyncStub(QuotaServiceStub):
     """Registers an agency (a budget holder) and the organisation it belongs to,
     or renames it.
     """
+    ListAgencies: _aio.UnaryUnaryMultiCallable[_quota_pb2.ListAgenciesRequest, _quota_pb2.ListAgenciesResponse]  # type: ignore[assignment]
+    """The agencies registered, by id: whose budgets there are to report on."""
     SetProviderContract: _aio.UnaryUnaryMultiCallable[_quota_pb2.SetProviderContractRequest, _quota_pb2.SetProviderContractResponse]  # type: ignore[assignment]
     """Sets a provider's contract for a fiscal year: hourly rate and hour cap.
     Lowering the cap below what is already held or spent is refused.
@@ -355,6 +359,14 @@ class QuotaServiceServicer(metaclass=_abc_1.ABCMeta):
         """Registers an agency (a budget holder) and the organisation it belongs to,
         or renames it.
         """
+
+    @_abc_1.abstractmethod
+    def ListAgencies(
+        self,
+        request: _quota_pb2.ListAgenciesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_quota_pb2.ListAgenciesResponse, _abc.Awaitable[_quota_pb2.ListAgenciesResponse]]:
+        """The agencies registered, by id: whose budgets there are to report on."""
 
     @_abc_1.abstractmethod
     def SetProviderContract(

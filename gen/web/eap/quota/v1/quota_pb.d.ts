@@ -1140,6 +1140,80 @@ export declare type UpsertAgencyResponse = Message<"eap.quota.v1.UpsertAgencyRes
 export declare const UpsertAgencyResponseSchema: GenMessage<UpsertAgencyResponse>;
 
 /**
+ * Request for ListAgencies.
+ *
+ * @generated from message eap.quota.v1.ListAgenciesRequest
+ */
+export declare type ListAgenciesRequest = Message<"eap.quota.v1.ListAgenciesRequest"> & {
+  /**
+   * Only this organisation's agencies; empty means all.
+   *
+   * @generated from field: string organisation = 1;
+   */
+  organisation: string;
+};
+
+/**
+ * Describes the message eap.quota.v1.ListAgenciesRequest.
+ * Use `create(ListAgenciesRequestSchema)` to create a new message.
+ */
+export declare const ListAgenciesRequestSchema: GenMessage<ListAgenciesRequest>;
+
+/**
+ * A registered agency.
+ *
+ * @generated from message eap.quota.v1.Agency
+ */
+export declare type Agency = Message<"eap.quota.v1.Agency"> & {
+  /**
+   * Stable id of the agency, e.g. "PT-HR".
+   *
+   * @generated from field: string agency_id = 1;
+   */
+  agencyId: string;
+
+  /**
+   * The organisation (tenant) it belongs to.
+   *
+   * @generated from field: string organisation = 2;
+   */
+  organisation: string;
+
+  /**
+   * Human-readable name of the agency.
+   *
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+};
+
+/**
+ * Describes the message eap.quota.v1.Agency.
+ * Use `create(AgencySchema)` to create a new message.
+ */
+export declare const AgencySchema: GenMessage<Agency>;
+
+/**
+ * Response of ListAgencies.
+ *
+ * @generated from message eap.quota.v1.ListAgenciesResponse
+ */
+export declare type ListAgenciesResponse = Message<"eap.quota.v1.ListAgenciesResponse"> & {
+  /**
+   * Every agency asked for, by id.
+   *
+   * @generated from field: repeated eap.quota.v1.Agency agencies = 1;
+   */
+  agencies: Agency[];
+};
+
+/**
+ * Describes the message eap.quota.v1.ListAgenciesResponse.
+ * Use `create(ListAgenciesResponseSchema)` to create a new message.
+ */
+export declare const ListAgenciesResponseSchema: GenMessage<ListAgenciesResponse>;
+
+/**
  * Request for SetProviderContract.
  *
  * @generated from message eap.quota.v1.SetProviderContractRequest
@@ -1854,6 +1928,16 @@ export declare const QuotaService: GenService<{
     methodKind: "unary";
     input: typeof UpsertAgencyRequestSchema;
     output: typeof UpsertAgencyResponseSchema;
+  },
+  /**
+   * The agencies registered, by id: whose budgets there are to report on.
+   *
+   * @generated from rpc eap.quota.v1.QuotaService.ListAgencies
+   */
+  listAgencies: {
+    methodKind: "unary";
+    input: typeof ListAgenciesRequestSchema;
+    output: typeof ListAgenciesResponseSchema;
   },
   /**
    * Sets a provider's contract for a fiscal year: hourly rate and hour cap.
