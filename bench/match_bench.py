@@ -9,9 +9,10 @@ maximum resident set), and score every schedule with the checker.
 The referee's tools in `../shared/bench/` (generator, checker, baseline) are
 used when that directory is there, since the targets are stated against
 them; otherwise the project's own generator, verifier and baseline stand
-in, and the table says so. The bound is the one the solver proves: CP-SAT's
-on a whole model, else `score_upper_bound` (each case on its own), which is
-loose; the gap is (bound - score) / score.
+in, and the table says so. The bound is the one the solver reports, which
+holds for the instance (solver.py: the linear relaxation over every start,
+CP-SAT's own on a model of every start, the per-case ceiling, the least of
+them); the gap is (bound - score) / score.
 
 Usage:  .venv/bin/python bench/match_bench.py [--scales S,M,L] [--seeds 1,2,3]
         [--shared DIR] [--no-write]

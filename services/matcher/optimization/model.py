@@ -28,7 +28,7 @@ from services.matcher.optimization.instance import (
 )
 from services.rules.office_time import iso_week
 
-STARTS_PER_DAY = 3  # free starts kept per case, counselor and day
+STARTS_PER_DAY = 3  # free starts kept per case, counselor and day, where not all are
 SCALE = 8640  # objective units per score point: whole numbers for a wait per minute
 
 
@@ -131,10 +131,12 @@ class CandidatePool:
     """Every case's possible sessions (rules 1 and 2), by counselor and day,
     worked out once per case and filtered against a `Load` each time the
     case is planned: per counselor and day the earliest few starts that are
-    still free (waiting costs, and other cases may want the later ones)."""
+    still free (waiting costs, and other cases may want the later ones),
+    or every start (`starts_per_day=None`), which loses nothing."""
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: Instance, starts_per_day: int | None = STARTS_PER_DAY) -> None:
         self._inst = inst
+        self._per_day = starts_per_day
         self._groups: dict[str, list[tuple[Counselor, str, int, list[int]]]] = {}
 
     def _of(self, case: Case) -> list[tuple[Counselor, str, int, list[int]]]:
@@ -178,7 +180,7 @@ class CandidatePool:
                 moment = origin + timedelta(minutes=start)
                 found.append(Candidate(case, counselor, moment, modality))
                 kept += 1
-                if kept == STARTS_PER_DAY:
+                if kept == self._per_day:
                     break
         return found
 

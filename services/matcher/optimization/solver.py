@@ -3,17 +3,23 @@
     python -m services.matcher.optimization.solver INSTANCE.json [--time-limit S] [-o SCHEDULE.json]
 
 The model (`model.build_model`) has one boolean per candidate session
-(case, counselor, start). Candidates are pruned before it is built: per
-case, counselor and day only the earliest few starts are kept (waiting
-costs, so later starts on the same day rarely win), plus every session of
-the first-come-first-served schedule, which is also given to CP-SAT as its
-hint. The schedule returned is the better, by our verifier's exact score,
-of the solver's and the baseline's: never worse than first-come-first-served.
+(case, counselor, start), and the best first-come-first-served schedule
+as CP-SAT's hint. The schedule returned is the better, by our verifier's
+exact score, of the solver's and the baseline's: never worse than
+first-come-first-served.
 
-Small instances are one model, solved with a worker on CP-SAT's strongest
-linear relaxation (plus energy cuts per availability window): that is
-what proves them optimal or within a fraction of a percent. Larger ones
-go by large-neighbourhood search from the baseline (`lns`).
+Small instances are one model with every start the rules allow, solved
+with a worker on CP-SAT's strongest linear relaxation (plus energy cuts
+per availability window): its bound and its OPTIMAL are the instance's.
+Larger ones go by large-neighbourhood search from the baseline (`lns`),
+whose rounds see only the earliest few free starts per case, counselor
+and day.
+
+The bound reported is one that holds for the instance, never for a
+pruned model: the least of the linear relaxation over every start
+(`bound`, computed beside the search in the same time limit), the
+per-case ceiling (`verify.score_upper_bound`) and, for a model with every
+start, CP-SAT's own. The status is OPTIMAL only when the schedule meets it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -29,6 +36,7 @@ from fractions import Fraction
 from ortools.sat.python import cp_model
 
 from services.matcher.optimization import greedy, lns, reasons
+from services.matcher.optimization.bound import Bound, relaxation_bound
 from services.matcher.optimization.instance import (
     FormatError,
     Instance,
@@ -53,9 +61,15 @@ from services.matcher.optimization.verify import score_upper_bound, verify, viol
 
 # Up to this many cases, one model of the whole instance; beyond, neighbourhoods.
 WHOLE_MODEL_CASES = 150
+WHOLE_MODEL_STARTS = 40_000  # every start in the whole model up to this many candidates
+WHOLE_MODEL_FINISH_SECONDS = 0.2
+PRUNED_SHARE = 0.6  # of a small instance's time, the first model's (earliest starts only)
+BOUND_CASES = 1000  # the relaxation's bound up to this many cases (beyond: the ceiling)
+BOUND_SHARE = 0.6  # of the time limit, the most the relaxation may take
+OPTIMAL_TOLERANCE = 1e-6  # relative: a schedule this close to its bound has met it
 EXPLAIN_SECONDS_PER_CASE = 0.0006
 MORE_STARTS_UP_TO = 1000  # cases; beyond, two greedy starts (seconds each on L)
-STARTUP_AND_WRITE_SECONDS = 2.5  # of `match solve`'s limit: 0.8 s start-up, writing, margin
+STARTUP_AND_WRITE_SECONDS = 1.2  # of `match solve`'s limit: 0.8 s start-up, writing, margin
 
 __all__ = ["Progress", "ProgressSink", "SolveReport", "main", "solve"]
 
@@ -65,7 +79,7 @@ class SolveReport:
     schedule: Schedule
     status: str
     objective: float
-    bound: float | None  # proven: CP-SAT's, or `score_upper_bound` where tighter; None if neither
+    bound: float | None  # holds for the instance (see the module's text); None if none
     seconds: float
     used: str  # "cp-sat", "cp-sat-lns" or "baseline"
 
@@ -84,31 +98,74 @@ def solve(
     keep the rest, re-solve, keep what improves). `on_progress` hears of
     every better schedule."""
     began = time.monotonic() if began is None else began
-    baseline, start_score = _best_start(inst)
     ceiling = float(score_upper_bound(inst))
+    bounding = _Bounding(inst, time_limit * BOUND_SHARE, ceiling)
+    baseline, start_score = _best_start(inst)
     sink = on_progress or (lambda progress: None)
-    sink(Progress(float(start_score), ceiling, time.monotonic() - began))
+    sink(Progress(float(start_score), bounding.value(), time.monotonic() - began))
     if len(inst.cases) <= WHOLE_MODEL_CASES:
-        report = _solve_whole(inst, baseline, began, time_limit, workers, ceiling, sink)
+        report = _solve_whole(inst, baseline, began, time_limit, workers, bounding, sink)
     else:
         # Leave time to explain the unserved at the end (about 0.6 ms a case).
         deadline = began + time_limit - EXPLAIN_SECONDS_PER_CASE * len(inst.cases)
 
         def progress(score: float) -> None:
-            sink(Progress(score, ceiling, time.monotonic() - began))
+            sink(Progress(score, bounding.value(), time.monotonic() - began))
 
         outcome = lns.search(inst, baseline, deadline, workers, seed, progress)
         report = SolveReport(
             outcome.schedule,
             f"{outcome.improved} of {outcome.rounds} neighbourhoods improved",
             outcome.score,
-            ceiling,
+            None,
             0.0,
             "cp-sat-lns" if outcome.schedule is not baseline else "baseline",
         )
+    # The relaxation had its share of the limit: what it has by now is its answer.
+    bound = bounding.value(wait=max(began + time_limit - time.monotonic(), 0.0))
+    if report.bound is not None:
+        bound = min(bound, report.bound)
+    status = report.status
+    if report.objective >= bound - OPTIMAL_TOLERANCE * max(abs(bound), 1.0):
+        status = "OPTIMAL"
+    elif status == "OPTIMAL":
+        status = "FEASIBLE"  # optimal for a model that could not see every start
     # Why each case is left short, worked out once, for the schedule handed out.
     explained = replace(report.schedule, unserved=reasons.unserved(inst, report.schedule.sessions))
-    return replace(report, schedule=explained, seconds=time.monotonic() - began)
+    return replace(
+        report,
+        schedule=explained,
+        status=status,
+        bound=bound,
+        seconds=time.monotonic() - began,
+    )
+
+
+class _Bounding:
+    """The relaxation's bound, worked out in a thread beside the search
+    (GLOP lets go of the interpreter while it solves); until it is done,
+    and where the instance is too large for it, the per-case ceiling."""
+
+    def __init__(self, inst: Instance, seconds: float, ceiling: float) -> None:
+        self._ceiling = ceiling
+        self._found: Bound | None = None
+        self._thread: threading.Thread | None = None
+        if len(inst.cases) <= BOUND_CASES:
+            self._thread = threading.Thread(
+                target=self._run, args=(inst, seconds), name="relaxation-bound", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, inst: Instance, seconds: float) -> None:
+        self._found = relaxation_bound(inst, seconds)
+
+    def value(self, wait: float = 0.0) -> float:
+        """The best bound known, after waiting up to `wait` seconds for
+        the relaxation."""
+        if self._thread is not None and wait > 0:
+            self._thread.join(wait)
+        found = self._found
+        return self._ceiling if found is None else min(found.value, self._ceiling)
 
 
 def _best_start(inst: Instance) -> tuple[Schedule, Fraction]:
@@ -128,14 +185,20 @@ def _best_start(inst: Instance) -> tuple[Schedule, Fraction]:
 
 
 class _Reporter(cp_model.CpSolverSolutionCallback):
-    """Passes each solution CP-SAT finds on as progress."""
+    """Passes each solution CP-SAT finds on as progress; CP-SAT's own bound
+    only where its model has every start."""
 
-    def __init__(self, began: float, ceiling: float, sink: ProgressSink) -> None:
+    def __init__(
+        self, began: float, bounding: _Bounding, sink: ProgressSink, complete: bool
+    ) -> None:
         super().__init__()
-        self._began, self._ceiling, self._sink = began, ceiling, sink
+        self._began, self._bounding, self._sink = began, bounding, sink
+        self._complete = complete
 
     def on_solution_callback(self) -> None:
-        bound = min(self.best_objective_bound / SCALE, self._ceiling)
+        bound = self._bounding.value()
+        if self._complete:
+            bound = min(bound, self.best_objective_bound / SCALE)
         self._sink(Progress(self.objective_value / SCALE, bound, time.monotonic() - self._began))
 
 
@@ -145,32 +208,49 @@ def _solve_whole(
     began: float,
     time_limit: float,
     workers: int,
-    ceiling: float,
+    bounding: _Bounding,
     sink: ProgressSink,
 ) -> SolveReport:
+    """Two models of the whole instance: the earliest few starts first
+    (CP-SAT finds good schedules in it fast), then every start, from the
+    first's best, to prove or improve it; a model of every start is built
+    only where it is small enough to search."""
     nothing = Load(inst, Costs(inst))
+    every = [c for case in inst.cases for c in CandidatePool(inst, None).free(case, nothing)]
+    complete = len(every) <= WHOLE_MODEL_STARTS
     pool = CandidatePool(inst)
-    cands = [cand for case in inst.cases for cand in pool.free(case, nothing)]
-    built = build_model(inst, with_sessions(inst, cands, baseline.sessions), nothing)
-    hint(inst, built, baseline.sessions)
-    solver = cp_solver(max(time_limit - (time.monotonic() - began), 1.0), workers, prove=True)
-    status = solver.solve(built.model, _Reporter(began, ceiling, sink))
-    name = solver.status_name(status)
-    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-        return SolveReport(baseline, name, 0.0, None, time.monotonic() - began, "baseline")
-    found = schedule_of(inst, chosen_sessions(built, solver))
-    ours, theirs = verify(inst, found), verify(inst, baseline)
-    better = not ours.violations and ours.score >= theirs.score
+    pruned = [cand for case in inst.cases for cand in pool.free(case, nothing)]
+    best = baseline
+    name, bound = "UNKNOWN", None
+    phases = (
+        [(pruned, PRUNED_SHARE, False), (every, 1.0, True)] if complete else [(pruned, 1.0, False)]
+    )
+    for cands, share, last in phases:
+        built = build_model(inst, with_sessions(inst, cands, best.sessions), nothing)
+        hint(inst, built, best.sessions)
+        # Kept for last: verifying and explaining what is handed out.
+        left = time_limit - (time.monotonic() - began) - WHOLE_MODEL_FINISH_SECONDS
+        solver = cp_solver(max(left * share, 0.1), workers, prove=True)
+        status = solver.solve(built.model, _Reporter(began, bounding, sink, last))
+        name = solver.status_name(status)
+        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+            continue
+        if last:
+            bound = solver.best_objective_bound / SCALE
+        found = schedule_of(inst, chosen_sessions(built, solver))
+        ours = verify(inst, found)
+        if not ours.violations and ours.score >= verify(inst, best).score:
+            best = found
     # The score of the schedule handed out, as the verifier reckons it: when
     # the baseline is handed out, CP-SAT's objective describes a schedule
     # nobody receives.
     return SolveReport(
-        found if better else baseline,
+        best,
         name,
-        float((ours if better else theirs).score),
-        min(solver.best_objective_bound / SCALE, ceiling),
+        float(verify(inst, best).score),
+        bound,
         time.monotonic() - began,
-        "cp-sat" if better else "baseline",
+        "cp-sat" if best is not baseline else "baseline",
     )
 
 
