@@ -12,8 +12,10 @@ from services.matcher.booking.offers import SlotFilter
 from services.matcher.booking.places import place_of
 from services.matcher.booking.slots import Offer
 from services.matcher.booking.store import BookingView
+from services.matcher.optimization.booked import WORDS as MOVE_WORDS
 from services.matcher.optimization.instance import CaseKind
-from services.matcher.optimization.jobs import JobRequest, Proposed
+from services.matcher.optimization.jobs import Proposed, ProposedMove
+from services.matcher.optimization.snapshot import DEFAULT_MOVE_COST, Existing, JobRequest
 from services.matcher.orm import JobRow
 from services.matcher.registry.counselors import (
     LANGUAGE_TAG,
@@ -27,7 +29,7 @@ from services.matcher.registry.counselors import (
 )
 from services.rules.attendance import Attendance
 from services.runtime.fields import FieldChecker, timestamp
-from services.runtime.i18n import explanation
+from services.runtime.i18n import explanation, tr
 
 CATEGORIES = {
     pb.CATEGORY_PSYCHOLOGICAL: Category.PSYCHOLOGICAL,
@@ -377,6 +379,7 @@ def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
     for n, change in enumerate(request.what_if):
         checker.require(change.agency_id not in what_if, f"what_if[{n}].agency_id", "named twice")
         what_if[change.agency_id] = change.extra_ntd
+    checker.require(request.existing_bookings in EXISTING, "existing_bookings", "FIXED or MOVABLE")
     checker.raise_if_any()
     weights = {
         name: getattr(request.weights, name)
@@ -390,4 +393,25 @@ def job_request_from_pb(request: pb.SubmitMatchJobRequest) -> JobRequest:
         time_limit_seconds=request.time_limit_seconds or 30,
         weights=weights,
         what_if=what_if,
+        existing=EXISTING[request.existing_bookings],
+        move_cost=request.move_cost if request.HasField("move_cost") else DEFAULT_MOVE_COST,
+    )
+
+
+EXISTING: dict[int, Existing] = {
+    pb.EXISTING_BOOKINGS_UNSPECIFIED: Existing.FIXED,
+    pb.EXISTING_BOOKINGS_FIXED: Existing.FIXED,
+    pb.EXISTING_BOOKINGS_MOVABLE: Existing.MOVABLE,
+}
+
+
+def move_pb(move: ProposedMove) -> pb.ProposedMove:
+    return pb.ProposedMove(
+        booking_id=move.booking_id,
+        case_id=move.case_id,
+        to=proposed_pb(move.target),
+        reason=move.reason.value,
+        for_case_id=move.for_case_id,
+        explanation=tr(MOVE_WORDS[move.reason], case=move.for_case_id),
+        **{"from": proposed_pb(move.source)},  # a Python keyword
     )

@@ -21,7 +21,8 @@ from services.matcher.booking.waitlist import Waitlist
 from services.matcher.booking.waitlist_offers import Offering
 from services.matcher.booking.watch import ConsistencyWatch
 from services.matcher.calendar_port import CalendarPort
-from services.matcher.optimization.jobs import JobRunner, Jobs, Snapshots
+from services.matcher.optimization.jobs import JobRunner, Jobs
+from services.matcher.optimization.snapshot import Snapshots
 from services.matcher.quota_port import QuotaPort
 from services.matcher.registry.directory import Directory, load_keys
 from services.matcher.registry.staff import StaffDirectory

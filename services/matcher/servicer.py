@@ -33,6 +33,7 @@ from services.matcher.messages import (
     counselor_pb,
     job_pb,
     job_request_from_pb,
+    move_pb,
     no_slot_reason_pb,
     proposed_pb,
     required_moment,
@@ -246,16 +247,21 @@ class MatcherServicer(
             ],
             crisis_sessions=result.crisis_sessions,
             sessions_without_what_if=result.job.sessions_without_what_if,
+            moves=[move_pb(m) for m in result.moves],
         )
 
     async def ApplyMatchResult(
         self, request: pb.ApplyMatchResultRequest, context: Context
     ) -> pb.ApplyMatchResultResponse:
-        booked, refused, ids = await self._jobs.apply(request.job_id, request.dry_run)
+        done = await self._jobs.apply(request.job_id, request.dry_run)
         return pb.ApplyMatchResultResponse(
-            booked=[proposed_pb(s) for s in booked],
-            not_booked=[pb.NotBooked(session=proposed_pb(s), rule=rule) for s, rule in refused],
-            booking_ids=ids,
+            booked=[proposed_pb(s) for s in done.booked],
+            not_booked=[
+                pb.NotBooked(session=proposed_pb(s), rule=rule) for s, rule in done.refused
+            ],
+            booking_ids=done.booking_ids,
+            moved=[move_pb(m) for m in done.moved],
+            not_moved=[pb.NotMoved(move=move_pb(m), rule=rule) for m, rule in done.not_moved],
         )
 
     async def ListGroupCandidates(

@@ -12,6 +12,7 @@ then writes, so two requests for one counselor queue instead of racing.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -189,7 +190,7 @@ class SlotSearch:
         problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
         if problem is not None:
             raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
-        diary = await diary_around(session, case, counselor_id, start, now, replaces)
+        diary = await diary_around(session, case, counselor_id, start, now, {replaces} - {""})
         blocked = slots.blocked_by(case, counselor, start, diary)
         if blocked is not None:
             raise FailedPrecondition(blocked[0], "slot", blocked[1])
@@ -216,9 +217,13 @@ class SlotSearch:
         session.add(row)
         return row
 
-    async def check(self, case_id: str, counselor_id: str, start: datetime) -> None:
+    async def check(
+        self, case_id: str, counselor_id: str, start: datetime, moved: Collection[str] = ()
+    ) -> None:
         """What `hold` would refuse, without holding: FAILED_PRECONDITION
-        naming the rule, or nothing (a dry run)."""
+        naming the rule, or nothing (a dry run). `moved` names bookings a
+        dry run has moved away already (the first may be this case's own
+        that the hold replaces); their times count as free."""
         now = clock.now()
         async with self._sessions() as session:
             case = await load_case(session, case_id, own=True)
@@ -229,7 +234,7 @@ class SlotSearch:
             problem = slots.unbookable(case, counselor, start, self._calendars.current, now)
             if problem is not None:
                 raise FailedPrecondition(RuleCode.NOT_BOOKABLE, "slot", problem)
-            diary = await diary_around(session, case, counselor_id, start, now)
+            diary = await diary_around(session, case, counselor_id, start, now, moved)
         blocked = slots.blocked_by(case, counselor, start, diary)
         if blocked is not None:
             raise FailedPrecondition(blocked[0], "slot", blocked[1])

@@ -4,6 +4,7 @@ on, the counselor row locked, the diary around a slot)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -192,7 +193,7 @@ async def diary_around(
     counselor_id: str,
     start: datetime,
     now: datetime,
-    ignoring: str = "",
+    ignoring: Collection[str] = (),
 ) -> Diary:
     day = local_day(start)
     around = datetime.combine(day, datetime.min.time(), OFFICE_ZONE)
@@ -210,7 +211,7 @@ async def diary_around(
             ),
         )
     )
-    return Diary(appointment(row) for row in rows if row.booking_id != ignoring)
+    return Diary(appointment(row) for row in rows if row.booking_id not in ignoring)
 
 
 async def view(sessions: async_sessionmaker[AsyncSession], booking_id: str) -> BookingView:

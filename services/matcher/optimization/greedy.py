@@ -19,7 +19,9 @@ session) is tried first, then the earliest slot with anyone qualified
 (ties: the counselor listed first; `cheapest_first`: the cheaper provider,
 then counselor id). A crisis case's first session
 must start within the deadline or the case is left unserved. Nothing is
-booked before the case was submitted. Every hard rule of FORMAT.md is kept
+booked before the case was submitted. Sessions already booked (a re-plan's
+`booked`, booked.py) stay where they are, and their cases book only after
+them. Every hard rule of FORMAT.md is kept
 as it books, so the schedule is feasible by construction; the output
 depends on the instance alone (no clock, no randomness).
 """
@@ -159,9 +161,11 @@ class _Ledger:
         # Not a hard rule, but one person cannot sit in two sessions at once.
         return not any(a < end and start < b for a, b in self.employee_busy[case.employee])
 
-    def book(self, case: Case, counselor: Counselor, start: datetime) -> Session:
+    def book(
+        self, case: Case, counselor: Counselor, start: datetime, modality: str | None = None
+    ) -> Session:
         end = start + timedelta(minutes=case.minutes)
-        modality = next(m for m in case.modalities if m in counselor.modalities)
+        modality = modality or next(m for m in case.modalities if m in counselor.modalities)
         session = Session(case.id, counselor.id, start, case.minutes, modality)
         self.counselor_busy[(counselor.id, start.date())].append((start, end))
         self.employee_busy[case.employee].append((start, end))
@@ -178,6 +182,13 @@ class _Booker:
         self.inst = inst
         self.ledger = _Ledger.fresh(inst)
         self.cheapest_first = cheapest_first
+        # Re-planning: the booked sessions stay where they are (booked.py),
+        # and their cases book around them.
+        self.held: dict[str, list[Session]] = defaultdict(list)
+        for b in inst.booked:
+            booked_case = inst.case_by_id[b.case]
+            counselor = inst.counselor_by_id[b.counselor]
+            self.held[b.case].append(self.ledger.book(booked_case, counselor, b.start, b.modality))
         self.listed = {k.id: n for n, k in enumerate(inst.counselors)}
         # Each counselor's intervals by every day they touch, so a candidate
         # start meets only that counselor's intervals of that day.
@@ -265,9 +276,15 @@ class _Booker:
         if not inst.rules.min_session_minutes <= case.minutes <= inst.rules.max_session_minutes:
             return  # a length the rules forbid: never bookable
         ref = inst.reference_time(case)
-        anchor = case.preferred_counselor
+        held = sorted(self.held.get(case.id, []), key=lambda s: s.start)
+        anchor = case.preferred_counselor or (held[0].counselor if held else None)
         not_before = ref
-        got = 0
+        if held:  # after the last booked week, so a crisis case's first stays first
+            monday = held[-1].start.date() - timedelta(days=held[-1].start.weekday())
+            not_before = datetime.combine(
+                monday + timedelta(weeks=1), datetime.min.time(), tzinfo=held[-1].start.tzinfo
+            )
+        got = len(held)
         while got < case.sessions and self.ledger.entitled(case):
             last_start = inst.horizon.end
             if case.kind is CaseKind.CRISIS and got == 0:

@@ -1,8 +1,10 @@
 """The matching benchmark's two file formats as typed values.
 
 `eap-match-instance/1` (the work: horizon, rules, weights, providers,
-counselors, agencies, cases) and `eap-match-schedule/1` (an answer: sessions,
-unserved cases, solver facts), as FORMAT.md of the benchmark defines them.
+counselors, agencies, cases; and, our extension for re-planning, the
+sessions already booked that may move, see booked.py) and
+`eap-match-schedule/1` (an answer: sessions, unserved cases, solver
+facts), as FORMAT.md of the benchmark defines them.
 
 Times in both files are wall-clock `YYYY-MM-DDTHH:MM` in the instance's
 timezone; they load as aware datetimes in that zone, so comparisons and
@@ -32,6 +34,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.rules.cost import session_cost_ntd
+from services.rules.office_time import iso_week
 from services.rules.sessions import (
     CRISIS_DEADLINE_HOURS,
     MAX_SESSION_MINUTES,
@@ -118,6 +121,7 @@ class Weights:
     continuity: Fraction
     wait_day: Fraction
     cost_per_kntd: Fraction
+    move: Fraction = Fraction(0)  # per booked session moved (booked.py); not in FORMAT.md
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,18 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Booked:
+    """A session the case holds already, which a re-plan may move within
+    its ISO week (booked.py says what that means for a schedule)."""
+
+    booking: str
+    case: str
+    counselor: str
+    start: datetime
+    modality: str
+
+
+@dataclass(frozen=True)
 class Instance:
     name: str | None
     timezone: str
@@ -184,6 +200,7 @@ class Instance:
     counselors: tuple[Counselor, ...]
     agencies: tuple[Agency, ...]
     cases: tuple[Case, ...]
+    booked: tuple[Booked, ...] = ()  # movable sessions held already (booked.py)
 
     # cached_property writes the instance __dict__ directly, which a frozen
     # dataclass allows; the lookups are built once per instance.
@@ -428,14 +445,14 @@ def _check_format(root: _Node, expected: str) -> None:
 
 
 def _unique(
-    nodes: list[_Node], build: Callable[[_Node], T], key: Callable[[T], str]
+    nodes: list[_Node], build: Callable[[_Node], T], key: Callable[[T], str], name: str = "id"
 ) -> tuple[T, ...]:
     seen: set[str] = set()
     out: list[T] = []
     for node in nodes:
         item = build(node)
         if key(item) in seen:
-            raise node.get("id").fail(f"duplicate id {key(item)!r}")
+            raise node.get(name).fail(f"duplicate {name} {key(item)!r}")
         seen.add(key(item))
         out.append(item)
     return tuple(out)
@@ -479,6 +496,7 @@ def _weights(node: _Node) -> Weights:
         continuity=w("continuity"),
         wait_day=w("wait_day"),
         cost_per_kntd=w("cost_per_kntd"),
+        move=w("move") if node.has("move") else Fraction(0),
     )
 
 
@@ -529,6 +547,16 @@ def _case(node: _Node, tz: ZoneInfo) -> Case:
     )
 
 
+def _booked(node: _Node, tz: ZoneInfo) -> Booked:
+    return Booked(
+        booking=node.get("booking").text(),
+        case=node.get("case").text(),
+        counselor=node.get("counselor").text(),
+        start=node.get("start").time(tz),
+        modality=node.get("modality").text(),
+    )
+
+
 def _check_references(inst: Instance) -> None:
     for i, k in enumerate(inst.counselors):
         if k.provider not in inst.provider_by_id:
@@ -555,6 +583,18 @@ def _check_references(inst: Instance) -> None:
                 f"{c.employee_remaining_hours} differs from {known} on another case "
                 "of the same employee",
             )
+    weeks: set[tuple[str, tuple[int, int]]] = set()
+    for i, b in enumerate(inst.booked):
+        if b.case not in inst.case_by_id:
+            raise FormatError(f"booked[{i}].case", f"unknown case {b.case!r}")
+        if b.counselor not in inst.counselor_by_id:
+            raise FormatError(f"booked[{i}].counselor", f"unknown counselor {b.counselor!r}")
+        # A move keeps the session in its week: two in one week could not
+        # tell which of the week's sessions is which.
+        week = (b.case, iso_week(b.start))
+        if week in weeks:
+            raise FormatError(f"booked[{i}].start", "a second booked session of the case that week")
+        weeks.add(week)
 
 
 def load_instance(source: Source) -> Instance:
@@ -579,6 +619,12 @@ def load_instance(source: Source) -> Instance:
         ),
         agencies=_unique(root.get("agencies").items(), _agency, lambda a: a.id),
         cases=_unique(root.get("cases").items(), lambda n: _case(n, tz), lambda c: c.id),
+        booked=_unique(
+            root.get("booked").items() if root.has("booked") else [],
+            lambda n: _booked(n, tz),
+            lambda b: b.booking,
+            "booking",
+        ),
     )
     _check_references(inst)
     return inst

@@ -1,8 +1,9 @@
 """Optimized matching as queued jobs, for HR: submit, watch, read, apply.
 
-Submitting takes a snapshot of the work as it stands (open cases, the
-counselors' free time on office days, the quota left) in the benchmark's
-instance format and queues it. Every matcher replica runs a `JobRunner`
+Submitting takes a snapshot of the work as it stands (snapshot.py: open
+cases, the counselors' free time on office days, the quota left, and the
+bookings a re-plan may move) in the benchmark's instance format and queues
+it. Every matcher replica runs a `JobRunner`
 that takes queued jobs one at a time (SKIP LOCKED on PostgreSQL) and runs
 `eapctl match solve` on the snapshot in a child process, so solving never
 stalls the replica's gRPC calls. The child's progress lines become the
@@ -19,39 +20,30 @@ import logging
 import sys
 import tempfile
 import uuid
-from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
-from eap.quota.v1 import quota_pb2 as qpb
 from services.matcher import metrics
-from services.matcher.booking import slots
-from services.matcher.booking.cases import Case
 from services.matcher.booking.saga import BookingSaga
 from services.matcher.booking.search import SlotSearch
-from services.matcher.booking.store import BookingView, case_of, live
-from services.matcher.calendar_port import CalendarPort
+from services.matcher.booking.store import BookingView
+from services.matcher.optimization.booked import MoveReason
+from services.matcher.optimization.booked import moves as booked_moves
 from services.matcher.optimization.instance import (
-    INSTANCE_FORMAT,
-    SEED_RULES,
-    SEED_WEIGHTS,
-    TIME_FORMAT,
     CaseKind,
+    Session,
     load_instance,
     load_schedule,
 )
 from services.matcher.optimization.report import render
-from services.matcher.orm import BookingRow, CaseRow, CounselorRow, JobRow
-from services.matcher.quota_port import QuotaPort
-from services.matcher.registry.store import counselor_of
-from services.rules.office_time import OFFICE_ZONE, OFFICE_ZONE_NAME, iso_week, local_day
-from services.rules.sessions import SLOT_MINUTES
+from services.matcher.optimization.snapshot import JobRequest, Snapshots, monday_of
+from services.matcher.orm import JobRow
+from services.rules.office_time import OFFICE_ZONE, local_day
 from services.runtime import clock, job_queue
 from services.runtime.audit import AuditTrail
 from services.runtime.errors import FailedPrecondition, NotFound, ServiceError
@@ -65,16 +57,6 @@ MAX_TIME_LIMIT = 600
 
 
 @dataclass(frozen=True)
-class JobRequest:
-    horizon_start: datetime
-    weeks: int
-    case_ids: Sequence[str]
-    time_limit_seconds: int
-    weights: dict[str, float]
-    what_if: dict[str, int]  # agency id -> extra NT$
-
-
-@dataclass(frozen=True)
 class Proposed:
     case_id: str
     counselor_id: str
@@ -84,162 +66,37 @@ class Proposed:
 
 
 @dataclass(frozen=True)
+class ProposedMove:
+    booking_id: str
+    case_id: str
+    source: Proposed  # where the session is booked now
+    target: Proposed  # where the job would have it: same case, same ISO week
+    reason: MoveReason
+    for_case_id: str  # the case taking its place, where one does
+
+
+@dataclass(frozen=True)
 class Result:
     job: JobRow
-    sessions: list[Proposed]
+    sessions: list[Proposed]  # new sessions: neither booked already nor moved
     unserved: list[tuple[str, int, str, str]]  # case, missing, code, words
     crisis_sessions: int
+    moves: list[ProposedMove]
 
 
-def _local(moment: datetime) -> str:
-    return moment.astimezone(OFFICE_ZONE).strftime(TIME_FORMAT)
+@dataclass(frozen=True)
+class Applied:
+    booked: list[Proposed]
+    refused: list[tuple[Proposed, str]]  # and the rule that refused it
+    booking_ids: list[str]
+    moved: list[ProposedMove]
+    not_moved: list[tuple[ProposedMove, str]]
 
 
-def _monday(moment: datetime) -> datetime:
-    day = local_day(moment)
-    monday = day - timedelta(days=day.weekday())
-    return datetime.combine(monday, datetime.min.time(), OFFICE_ZONE)
-
-
-class Snapshots:
-    """Builds a job's instance from the live registry, cases and quota."""
-
-    def __init__(
-        self, engine: AsyncEngine, quota: QuotaPort, calendars: CalendarPort, deadline_hours: int
-    ) -> None:
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
-        self._quota = quota
-        self._calendars = calendars
-        self._deadline_hours = deadline_hours
-
-    async def build(self, request: JobRequest) -> dict[str, Any]:
-        start = _monday(request.horizon_start)
-        end = start + timedelta(weeks=request.weeks)
-        year = start.year
-        now = clock.now()
-        async with self._sessions() as session:
-            query = select(CaseRow).order_by(CaseRow.case_id)
-            if request.case_ids:
-                query = query.where(CaseRow.case_id.in_(list(request.case_ids)))
-            cases = [case_of(row) for row in await session.scalars(query)]
-            missing = set(request.case_ids) - {c.case_id for c in cases}
-            if missing:
-                raise NotFound(f"{len(missing)} of case_ids name no case")
-            cases = [c for c in cases if c.withdrawn_at is None]  # no longer matched
-            counselors = [
-                counselor_of(row)
-                for row in await session.scalars(select(CounselorRow).order_by("counselor_id"))
-            ]
-            booked = list(
-                await session.scalars(
-                    select(BookingRow).where(
-                        live(now),
-                        or_(
-                            and_(BookingRow.start < end, BookingRow.end > start),
-                            BookingRow.case_id.in_([c.case_id for c in cases]),
-                        ),
-                    )
-                )
-            )
-        per_case = Counter(b.case_id for b in booked)
-        employee_weeks = {(b.employee_id, iso_week(b.start)) for b in booked}
-        busy: dict[str, list[tuple[datetime, datetime]]] = {}
-        for b in booked:
-            busy.setdefault(b.counselor_id, []).append((b.start, b.end))
-
-        providers: list[dict[str, Any]] = []
-        contracted = set()
-        for provider_id in sorted({k.provider_id for k in counselors}):
-            contract = await self._quota.contract(provider_id, year)
-            if contract is None:
-                continue  # no contract this year: its counselors cannot be booked
-            rate, left_minutes = contract
-            contracted.add(provider_id)
-            providers.append(
-                {"id": provider_id, "hourly_rate_ntd": rate, "hours_cap": left_minutes / 60}
-            )
-        counselor_items = []
-        for k in counselors:
-            if k.provider_id not in contracted:
-                continue
-            first, last = local_day(start), local_day(end - timedelta(days=1))
-            windows = slots.counselor_windows(k, first, last, self._calendars.current)
-            free = slots.without(windows, busy.get(k.counselor_id, []))
-            counselor_items.append(
-                {
-                    "id": k.counselor_id,
-                    "provider": k.provider_id,
-                    "specialties": [s.value for s in k.specialties],
-                    "modalities": [m.value for m in k.modalities],
-                    "max_sessions_per_day": k.max_sessions_per_day,
-                    "availability": [[_local(a), _local(b)] for a, b in free if a < b],
-                }
-            )
-
-        bookable = {str(item["id"]) for item in counselor_items}
-        entitlement: dict[str, float] = {}
-        case_items = []
-        for case in cases:
-            wanted = case.sessions_wanted - per_case[case.case_id]
-            if wanted <= 0:
-                continue
-            if case.employee_id not in entitlement:
-                left = await self._quota.left(qpb.ACCOUNT_KIND_EMPLOYEE, case.employee_id, year)
-                # An account not opened yet gets its policy's entitlement on
-                # the first booking; the quota service checks it then.
-                entitlement[case.employee_id] = (
-                    left / 60 if left is not None else case.sessions_wanted * case.minutes / 60
-                )
-            ranges = []
-            for r in case.availability:
-                lo, hi = max(r.start, start), min(r.end, end)
-                if lo < hi and (case.employee_id, iso_week(lo)) not in employee_weeks:
-                    ranges.append([_local(lo), _local(hi)])
-            case_items.append(
-                _case_item(case, wanted, ranges, entitlement[case.employee_id], bookable)
-            )
-
-        agencies = []
-        for agency_id in sorted({c.agency_id for c in cases}):
-            left = await self._quota.left(qpb.ACCOUNT_KIND_AGENCY, agency_id, year)
-            agencies.append({"id": agency_id, "budget_ntd": max(left or 0, 0)})
-        return {
-            "format": INSTANCE_FORMAT,
-            "name": f"match-{_local(start)[:10]}-w{request.weeks}",
-            "timezone": OFFICE_ZONE_NAME,
-            "horizon": {"start": _local(start)[:10], "weeks": request.weeks},
-            "slot_minutes": SLOT_MINUTES,
-            "rules": {**SEED_RULES, "crisis_deadline_hours": self._deadline_hours},
-            "weights": {**SEED_WEIGHTS, **request.weights},
-            "providers": providers,
-            "counselors": counselor_items,
-            "agencies": agencies,
-            "cases": case_items,
-        }
-
-
-def _case_item(
-    case: Case, wanted: int, ranges: list[list[str]], hours: float, counselors: set[str]
-) -> dict[str, Any]:
-    """The case as the solver reads it. A preferred or excluded counselor not
-    among `counselors` (unknown, or no contract this year) cannot be booked
-    anyway, and the solver refuses references to counselors it lacks."""
-    preferred = case.preferred_counselor_id
-    return {
-        "id": case.case_id,
-        "employee": case.employee_id,
-        "agency": case.agency_id,
-        "category": case.category.value,
-        "kind": case.kind.value,
-        "sessions": wanted,
-        "minutes": case.minutes,
-        "modalities": [m.value for m in case.modalities],
-        "submitted": _local(case.submitted_at),
-        "availability": ranges,
-        "preferred_counselor": preferred if preferred in counselors else None,
-        "excluded_counselors": [c for c in case.excluded_counselor_ids if c in counselors],
-        "employee_remaining_hours": max(hours, 0),
-    }
+def _proposed(session: Session) -> Proposed:
+    # The instance's wall-clock times are the office's (snapshot.py).
+    start = session.start.replace(tzinfo=OFFICE_ZONE)
+    return Proposed(session.case, session.counselor, start, session.minutes, session.modality)
 
 
 def _kinds(job: JobRow) -> dict[str, str]:
@@ -285,7 +142,7 @@ class Jobs:
         for n, case_id in enumerate(request.case_ids):
             checker.identifier(case_id, f"case_ids[{n}]")
         checker.require(len(request.case_ids) <= 5000, "case_ids", "at most 5000")
-        start = _monday(request.horizon_start)
+        start = monday_of(request.horizon_start)
         weeks = min(max(request.weeks, 1), MAX_WEEKS)  # out of range: refused just above
         last = local_day(start + timedelta(weeks=weeks) - timedelta(days=1))
         checker.require(
@@ -293,6 +150,7 @@ class Jobs:
         )
         for agency_id in request.what_if:
             checker.identifier(agency_id, "what_if.agency_id")
+        checker.require(0 <= request.move_cost <= 1_000_000, "move_cost", "0 to 1000000")
         checker.raise_if_any()
         instance = await self._snapshots.build(request)
         unchanged = None
@@ -350,23 +208,39 @@ class Jobs:
             )
         if self._audit:
             await self._audit.record("read", f"match-job/{job_id}")
-        kinds = _kinds(row)
-        schedule: dict[str, Any] = row.result
+        inst = load_instance(row.instance)
+        schedule = load_schedule(row.result, inst)
+        planned = booked_moves(inst, schedule.sessions)
+        places = {(b.case, b.counselor, b.start) for b in inst.booked}
+        targets = {(m.to.case, m.to.counselor, m.to.start) for m in planned if m.to is not None}
         sessions = [
-            Proposed(
-                s["case"],
-                s["counselor"],
-                datetime.fromisoformat(s["start"]).replace(tzinfo=OFFICE_ZONE),
-                s["minutes"],
-                s["modality"],
+            _proposed(s)
+            for s in schedule.sessions
+            if (s.case, s.counselor, s.start) not in places | targets
+        ]
+        moves = [
+            ProposedMove(
+                m.booked.booking,
+                m.booked.case,
+                _proposed(
+                    Session(
+                        m.booked.case,
+                        m.booked.counselor,
+                        m.booked.start,
+                        m.to.minutes,
+                        m.booked.modality,
+                    )
+                ),
+                _proposed(m.to),
+                m.reason,
+                m.for_case,
             )
-            for s in schedule["sessions"]
+            for m in planned
+            if m.to is not None  # a lost week breaks rule 8: the solver never hands one out
         ]
-        unserved = [
-            (u["case"], u["missing"], u.get("code", ""), u["reason"]) for u in schedule["unserved"]
-        ]
-        crisis = sum(1 for s in sessions if kinds.get(s.case_id) == CaseKind.CRISIS.value)
-        return Result(row, sessions, unserved, crisis)
+        unserved = [(u.case, u.missing, u.code, u.reason) for u in schedule.unserved]
+        crisis = sum(1 for s in sessions if inst.case_by_id[s.case_id].kind is CaseKind.CRISIS)
+        return Result(row, sessions, unserved, crisis, sorted(moves, key=lambda m: m.source.start))
 
     async def report(self, job_id: str) -> str:
         """The done job's result as a self-contained HTML report."""
@@ -374,15 +248,17 @@ class Jobs:
         inst = load_instance(result.job.instance)
         return render(inst, load_schedule(result.job.result or {}, inst))
 
-    async def apply(
-        self, job_id: str, dry_run: bool
-    ) -> tuple[list[Proposed], list[tuple[Proposed, str]], list[str]]:
-        """Books the result's sessions, crisis cases first, each under the
-        live rules; returns what was booked, what was refused and why, and
-        the booking ids."""
+    async def apply(self, job_id: str, dry_run: bool) -> Applied:
+        """Makes the result's moves, then books its new sessions, crisis
+        cases first, each under the live rules; says what was done, what
+        was refused and why. A move is the booking's own reschedule (a hold
+        of the new place replacing it, then the saga's atomic move): it
+        moves whole or stays as it was, so nobody loses their session."""
         result = await self.result(job_id)
         if result.job.applied:
             raise FailedPrecondition("JOB_APPLIED", "job", "this result was applied already")
+        moved, not_moved = await self._move(result.moves, dry_run)
+        gone = {m.booking_id for m in moved}
         kinds = _kinds(result.job)
         order = sorted(
             result.sessions, key=lambda s: (kinds.get(s.case_id) != "crisis", s.start, s.case_id)
@@ -394,7 +270,7 @@ class Jobs:
             try:
                 if dry_run:
                     await self._search.check(
-                        proposed.case_id, proposed.counselor_id, proposed.start
+                        proposed.case_id, proposed.counselor_id, proposed.start, gone
                     )
                 else:
                     held = await self._search.hold(
@@ -412,7 +288,46 @@ class Jobs:
                 row = await session.get(JobRow, job_id, with_for_update=True)
                 assert row is not None
                 row.applied = True
-        return booked, refused, ids
+        return Applied(booked, refused, ids, moved, not_moved)
+
+    async def _move(
+        self, moves: Sequence[ProposedMove], dry_run: bool
+    ) -> tuple[list[ProposedMove], list[tuple[ProposedMove, str]]]:
+        """The moves, in passes: one whose new place another booked session
+        still holds waits for that one to move first, and what no pass can
+        make is refused with the rule that refused it last."""
+        done: list[ProposedMove] = []
+        waiting = list(moves)
+        last: dict[str, str] = {}
+        while waiting:
+            still: list[ProposedMove] = []
+            for move in waiting:
+                target = move.target
+                gone = {move.booking_id, *(m.booking_id for m in done)}
+                try:
+                    if dry_run:
+                        await self._search.check(
+                            move.case_id, target.counselor_id, target.start, gone
+                        )
+                    else:
+                        held = await self._search.hold(
+                            move.case_id,
+                            target.counselor_id,
+                            target.start,
+                            replaces=move.booking_id,
+                        )
+                        await self._bookings.reschedule(move.booking_id, held.booking_id)
+                    done.append(move)
+                except FailedPrecondition as refusal:
+                    last[move.booking_id] = refusal.rule
+                    still.append(move)
+                except NotFound:
+                    last[move.booking_id] = "NOT_FOUND"
+                    still.append(move)
+            if len(still) == len(waiting):
+                break  # no pass will do better
+            waiting = still
+        return done, [(m, last[m.booking_id]) for m in waiting]
 
 
 def _observe(schedule: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from services.matcher.optimization.snapshot import DEFAULT_MOVE_COST
 from services.rules.office_time import OFFICE_ZONE
 from services.runtime import i18n
 from services.runtime.client_language import call_metadata, refusal_words
@@ -90,6 +91,14 @@ def _time(stamp: Timestamp) -> str:
     return stamp.ToDatetime(tzinfo=dt.UTC).astimezone(OFFICE_ZONE).strftime("%Y-%m-%d %H:%M")
 
 
+def _move_line(move: pb.ProposedMove) -> str:
+    before, after = getattr(move, "from"), move.to  # `from` is a Python keyword
+    return (
+        f"{move.booking_id} ({move.case_id}) {before.counselor_id} {_time(before.start)}"
+        f" -> {after.counselor_id} {_time(after.start)}"
+    )
+
+
 async def _run(args: argparse.Namespace) -> int:
     channel, stub = _stub(args.address)
     try:
@@ -108,6 +117,12 @@ async def _run(args: argparse.Namespace) -> int:
                         case_ids=args.case,
                         time_limit_seconds=args.time_limit,
                         what_if=what_if,
+                        existing_bookings=(
+                            pb.EXISTING_BOOKINGS_MOVABLE
+                            if args.existing == "movable"
+                            else pb.EXISTING_BOOKINGS_FIXED
+                        ),
+                        move_cost=args.move_cost,
                     ),
                     metadata=call_metadata(),
                 )
@@ -129,6 +144,14 @@ async def _run(args: argparse.Namespace) -> int:
             for refused in applied.not_booked:
                 s = refused.session
                 print(f"  {s.case_id} {s.counselor_id} {_time(s.start)}: {refused.rule}")
+            if applied.moved or applied.not_moved:
+                moved = {"moved": len(applied.moved), "refused": len(applied.not_moved)}
+                if args.dry_run:
+                    print(tr("would move {moved} booked sessions; {refused} refused", **moved))
+                else:
+                    print(tr("moved {moved} booked sessions; {refused} refused", **moved))
+            for stuck in applied.not_moved:
+                print(f"  {_move_line(stuck.move)}: {stuck.rule}")
             return 0
         result = await stub.GetMatchResult(
             pb.GetMatchResultRequest(job_id=args.job_id), metadata=call_metadata()
@@ -152,6 +175,10 @@ async def _run(args: argparse.Namespace) -> int:
                     sessions=result.sessions_without_what_if,
                 )
             )
+        if result.moves:
+            print(tr("{count} booked sessions to move:", count=len(result.moves)))
+            for move in result.moves:
+                print(f"  {_move_line(move)}: {move.explanation}")
         # The reasons' words are the catalogs' message ids (reasons.WORDS).
         reasons = Counter(u.reason for u in result.unserved)
         for reason, count in reasons.most_common():
@@ -178,6 +205,18 @@ def main(command: str, argv: Sequence[str]) -> int:
         parser.add_argument("--case", action="append", default=[], help="a case id (repeat)")
         parser.add_argument(
             "--what-if", action="append", default=[], help="AGENCY=NTD: extra budget (repeat)"
+        )
+        parser.add_argument(
+            "--existing",
+            choices=("fixed", "movable"),
+            default="fixed",
+            help="the horizon's bookings: fixed (default), or movable within their week",
+        )
+        parser.add_argument(
+            "--move-cost",
+            type=float,
+            default=DEFAULT_MOVE_COST,
+            help=f"score points one move costs (default {DEFAULT_MOVE_COST:g})",
         )
         parser.add_argument("--watch", action="store_true", help="show progress until done")
     else:

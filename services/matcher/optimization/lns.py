@@ -114,7 +114,8 @@ def search(
         cands: list[Candidate] = []
         for case_id in sorted(free):
             case = inst.case_by_id[case_id]
-            cands.extend(spread(case, pool.free(case, load), CANDIDATES_PER_CASE, rng))
+            found = pool.free(case, load)
+            cands.extend(spread(case, found, CANDIDATES_PER_CASE, rng, keep=pool.booked))
         built = build_model(inst, with_sessions(inst, cands, freed), load)
         hinted = built.value_of(hint(inst, built, freed))
         solver = cp_solver(min(NEIGHBOURHOOD_SECONDS, max(left - 0.1, 0.05)), workers)

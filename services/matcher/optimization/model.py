@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import random
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -18,6 +18,7 @@ from math import floor
 
 from ortools.sat.python import cp_model
 
+from services.matcher.optimization.booked import booked_weeks
 from services.matcher.optimization.instance import (
     Case,
     CaseKind,
@@ -132,12 +133,23 @@ class CandidatePool:
     worked out once per case and filtered against a `Load` each time the
     case is planned: per counselor and day the earliest few starts that are
     still free (waiting costs, and other cases may want the later ones),
-    or every start (`starts_per_day=None`), which loses nothing."""
+    or every start (`starts_per_day=None`), which loses nothing. A booked
+    session's own place (re-planning) is always among them, free: keeping
+    it must stay possible."""
 
     def __init__(self, inst: Instance, starts_per_day: int | None = STARTS_PER_DAY) -> None:
         self._inst = inst
         self._per_day = starts_per_day
         self._groups: dict[str, list[tuple[Counselor, str, int, list[int]]]] = {}
+        self._booked: dict[tuple[str, str, int], set[int]] = defaultdict(set)
+        for b in inst.booked:
+            minute = inst.minute_of(b.start)
+            self._booked[(b.case, b.counselor, minute // 1440)].add(minute)
+
+    def booked(self, cand: Candidate) -> bool:
+        """Whether the candidate is a booked session's own place."""
+        minute = self._inst.minute_of(cand.start)
+        return minute in self._booked.get((cand.case.id, cand.counselor.id, minute // 1440), ())
 
     def _of(self, case: Case) -> list[tuple[Counselor, str, int, list[int]]]:
         groups = self._groups.get(case.id)
@@ -172,30 +184,42 @@ class CandidatePool:
             busy = load.busy.get((counselor.id, day), ())
             if len(busy) >= counselor.max_sessions_per_day:
                 continue
+            placed = self._booked.get((case.id, counselor.id, day), ())
             kept = 0
             for start in starts:
+                if self._per_day is not None and kept >= self._per_day and start not in placed:
+                    if not placed:
+                        break
+                    continue
                 end = start + length
                 if any(b < end and start < e for b, e in busy):
                     continue
                 moment = origin + timedelta(minutes=start)
                 found.append(Candidate(case, counselor, moment, modality))
                 kept += 1
-                if kept == self._per_day:
-                    break
         return found
 
 
-def spread(case: Case, found: list[Candidate], limit: int, rng: random.Random) -> list[Candidate]:
+def spread(
+    case: Case,
+    found: list[Candidate],
+    limit: int,
+    rng: random.Random,
+    keep: Callable[[Candidate], bool] = lambda cand: False,
+) -> list[Candidate]:
     """At most `limit` of a case's candidates: all with its preferred
-    counselor, the earliest few (for the wait), and the rest drawn evenly
-    from each ISO week, since a case wanting several sessions needs one in
-    each of several weeks."""
+    counselor and all that `keep` names (a booked session's place), the
+    earliest few (for the wait), and the rest drawn evenly from each ISO
+    week, since a case wanting several sessions needs one in each of
+    several weeks."""
     if len(found) <= limit:
         return found
-    preferred = [c for c in found if c.counselor.id == case.preferred_counselor]
-    earliest = sorted(
-        (c for c in found if c.counselor.id != case.preferred_counselor), key=lambda c: c.start
-    )
+
+    def first(cand: Candidate) -> bool:
+        return cand.counselor.id == case.preferred_counselor or keep(cand)
+
+    preferred = [c for c in found if first(c)]
+    earliest = sorted((c for c in found if not first(c)), key=lambda c: c.start)
     kept = preferred + earliest[: max(limit // 10, 1)]
     rest = earliest[max(limit // 10, 1) :]
     by_week: dict[tuple[int, int], list[Candidate]] = defaultdict(list)
@@ -358,6 +382,14 @@ def build_model(inst: Instance, cands: Sequence[Candidate], held: Load) -> Model
         for cand in own:
             model.add_bool_or(early).only_enforce_if(x[cand])
 
+    # Rule 8 (ours, for re-planning; booked.py): a case keeps a session in
+    # each ISO week where it has a booked one. A case not in the model is
+    # held, and keeps what it holds.
+    for case_id, weeks in booked_weeks(inst).items():
+        for week in weeks if case_id in by_case else ():
+            in_week = [x[c] for c in by_case[case_id] if iso_week(c.start) == week]
+            model.add(cp_model.LinearExpr.sum(in_week) >= 1)
+
     _set_objective(inst, m, by_case, held)
     return m
 
@@ -436,6 +468,20 @@ def _set_objective(
             objective_vars.append(first)
             objective_coefficients.append(per_minute_waited * (wait_minutes - waited))
         model.add_at_most_one(firsts)
+    # Moving a booked session costs weights.move: the move is paid unless the
+    # session at its own place is chosen (the week has one session at most).
+    per_move = _scaled(weights.move)
+    if per_move:
+        places = {
+            (c.case.id, c.counselor.id, c.start): x[c] for own in by_case.values() for c in own
+        }
+        for b in inst.booked:
+            if b.case in by_case:
+                constant -= per_move
+                kept = places.get((b.case, b.counselor, b.start))
+                if kept is not None:
+                    objective_vars.append(kept)
+                    objective_coefficients.append(per_move)
     # Cases no counselor can take wait the whole horizon: a constant, kept so
     # that the objective and its bound read as the score FORMAT.md defines.
     for case in inst.cases:

@@ -35,12 +35,13 @@ from fractions import Fraction
 
 from ortools.sat.python import cp_model
 
-from services.matcher.optimization import greedy, lns, reasons
+from services.matcher.optimization import booked, greedy, lns, reasons
 from services.matcher.optimization.bound import Bound, relaxation_bound
 from services.matcher.optimization.instance import (
     FormatError,
     Instance,
     Schedule,
+    Session,
     dump_schedule,
     load_instance,
 )
@@ -121,6 +122,8 @@ def solve(
             0.0,
             "cp-sat-lns" if outcome.schedule is not baseline else "baseline",
         )
+    if inst.booked:
+        report = _moves_that_pay(inst, report)
     # The relaxation had its share of the limit: what it has by now is its answer.
     bound = bounding.value(wait=max(began + time_limit - time.monotonic(), 0.0))
     if report.bound is not None:
@@ -138,6 +141,22 @@ def solve(
         status=status,
         bound=bound,
         seconds=time.monotonic() - began,
+    )
+
+
+def _moves_that_pay(inst: Instance, report: SolveReport) -> SolveReport:
+    """The schedule without the moves of booked sessions that buy nothing."""
+
+    def score(sessions: Sequence[Session]) -> Fraction | None:
+        violations, found = violations_and_score(inst, schedule_of(inst, sessions))
+        return None if violations else found
+
+    kept = booked.undo_needless(inst, report.schedule.sessions, score)
+    if kept == list(report.schedule.sessions):
+        return report
+    schedule = schedule_of(inst, kept)
+    return replace(
+        report, schedule=schedule, objective=float(violations_and_score(inst, schedule)[1])
     )
 
 

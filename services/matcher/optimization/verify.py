@@ -3,7 +3,7 @@
     python -m services.matcher.optimization.verify INSTANCE.json SCHEDULE.json
 
 prints one JSON summary (the keys of the benchmark's check_schedule.py, plus
-`other_sessions`, `violations_by_rule` and `warnings`) and exits 0 when the
+`other_sessions`, `moves`, `violations_by_rule` and `warnings`) and exits 0 when the
 schedule keeps every hard rule, 1 when it breaks one, 2 when a file cannot
 be read.
 
@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from math import floor
 
+from services.matcher.optimization import booked
 from services.matcher.optimization.instance import (
     Case,
     CaseKind,
@@ -75,6 +76,7 @@ class Verdict:
     score: Fraction
     sessions_upper_bound: int
     sessions_budget_bound: int
+    moves: int = 0  # booked sessions moved (re-planning, booked.py)
 
     @property
     def feasible(self) -> bool:
@@ -107,6 +109,7 @@ class Verdict:
             "sessions_upper_bound": self.sessions_upper_bound,
             "sessions_budget_bound": self.sessions_budget_bound,
             "other_sessions": self.other_sessions,
+            "moves": self.moves,
             "violations_by_rule": {str(r): by_rule[r] for r in sorted(by_rule)},
             "warnings": list(self.warnings),
         }
@@ -314,6 +317,18 @@ def _rule7_crisis_deadline(inst: Instance, placed: Sequence[_Placed]) -> Iterabl
             )
 
 
+def _rule8_booked_kept(inst: Instance, placed: Sequence[_Placed]) -> Iterable[Violation]:
+    """Ours, for re-planning (booked.py): a booked session may move within
+    its ISO week, never away from it."""
+    for gone in booked.lost(inst, [p.session for p in placed]):
+        yield Violation(
+            booked.KEEP_RULE,
+            f"booking {gone.booking} ({gone.case} at {format_time(gone.start)})",
+            "the case has no session left in the booked session's ISO week",
+            case=gone.case,
+        )
+
+
 def _hours(span: timedelta) -> str:
     return f"{span.total_seconds() / 3600:g}"
 
@@ -340,6 +355,7 @@ def _violations(
     found += _rule5_provider_caps(inst, placed)
     found += _rule6_agency_budgets(inst, placed)
     found += _rule7_crisis_deadline(inst, placed)
+    found += _rule8_booked_kept(inst, placed)
     return sorted(found, key=lambda v: v.rule)  # stable: each rule's order kept
 
 
@@ -355,6 +371,7 @@ class _Terms:
     cost_ntd: Fraction
     crisis_cases_served: int
     cases_served: int
+    moves: int = 0  # booked sessions not kept in place (booked.py)
 
 
 def _continuity(case: Case, own: Sequence[_Placed]) -> int:
@@ -390,7 +407,8 @@ def _terms(inst: Instance, placed: Sequence[_Placed]) -> _Terms:
         for c in inst.cases
     )
     cost = Fraction(sum(p.provider.cost(p.session.minutes) for p in placed))
-    return _Terms(crisis, other, continuity, wait, cost, crisis_served, len(served))
+    moved = booked.moved_count(inst, [p.session for p in placed])
+    return _Terms(crisis, other, continuity, wait, cost, crisis_served, len(served), moved)
 
 
 def score_of(inst: Instance, terms: _Terms) -> Fraction:
@@ -401,6 +419,7 @@ def score_of(inst: Instance, terms: _Terms) -> Fraction:
         + w.continuity * terms.continuity_sessions
         - w.wait_day * Fraction(terms.wait_minutes, MINUTES_PER_DAY)
         - w.cost_per_kntd * terms.cost_ntd / 1000
+        - w.move * terms.moves
     )
 
 
@@ -524,6 +543,7 @@ def verify(inst: Instance, schedule: Schedule) -> Verdict:
         score=score_of(inst, terms),
         sessions_upper_bound=sessions_upper_bound(inst),
         sessions_budget_bound=sessions_budget_bound(inst),
+        moves=terms.moves,
     )
 
 

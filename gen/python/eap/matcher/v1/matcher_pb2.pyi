@@ -333,6 +333,36 @@ MATCH_JOB_STATE_FAILED: MatchJobState.ValueType  # 4
 """Could not be solved; `error` says why."""
 Global___MatchJobState: _TypeAlias = MatchJobState  # noqa: Y015
 
+class _ExistingBookings:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExistingBookingsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExistingBookings.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXISTING_BOOKINGS_UNSPECIFIED: _ExistingBookings.ValueType  # 0
+    """Same as FIXED."""
+    EXISTING_BOOKINGS_FIXED: _ExistingBookings.ValueType  # 1
+    """Nothing booked moves: new cases get what is left."""
+    EXISTING_BOOKINGS_MOVABLE: _ExistingBookings.ValueType  # 2
+    """A booked session starting after the notice period may move to another
+    time or counselor in its ISO week, where that serves more; never away
+    from its week, and never a group's session.
+    """
+
+class ExistingBookings(_ExistingBookings, metaclass=_ExistingBookingsEnumTypeWrapper):
+    """What a re-plan may do with the sessions already booked in its horizon."""
+
+EXISTING_BOOKINGS_UNSPECIFIED: ExistingBookings.ValueType  # 0
+"""Same as FIXED."""
+EXISTING_BOOKINGS_FIXED: ExistingBookings.ValueType  # 1
+"""Nothing booked moves: new cases get what is left."""
+EXISTING_BOOKINGS_MOVABLE: ExistingBookings.ValueType  # 2
+"""A booked session starting after the notice period may move to another
+time or counselor in its ISO week, where that serves more; never away
+from its week, and never a group's session.
+"""
+Global___ExistingBookings: _TypeAlias = ExistingBookings  # noqa: Y015
+
 class _WaitlistEntryState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -2005,10 +2035,18 @@ class SubmitMatchJobRequest(_message.Message):
     TIME_LIMIT_SECONDS_FIELD_NUMBER: _builtins.int
     WEIGHTS_FIELD_NUMBER: _builtins.int
     WHAT_IF_FIELD_NUMBER: _builtins.int
+    EXISTING_BOOKINGS_FIELD_NUMBER: _builtins.int
+    MOVE_COST_FIELD_NUMBER: _builtins.int
     weeks: _builtins.int
     """Length in ISO weeks, 1-8, inside one fiscal year."""
     time_limit_seconds: _builtins.int
     """Seconds the solver may take, 1-600; zero means 30."""
+    existing_bookings: Global___ExistingBookings.ValueType
+    """The horizon's bookings: fixed (the default) or movable, at a cost."""
+    move_cost: _builtins.float
+    """With movable bookings: score points one move costs (a session is worth
+    100, a crisis session 1000); unset means 50. 0 to 1000000.
+    """
     @_builtins.property
     def horizon_start(self) -> _timestamp_pb2.Timestamp:
         """First day of the horizon (its ISO week's Monday is used), Asia/Taipei."""
@@ -2036,14 +2074,63 @@ class SubmitMatchJobRequest(_message.Message):
         time_limit_seconds: _builtins.int = ...,
         weights: Global___ObjectiveWeights | None = ...,
         what_if: _abc.Iterable[Global___BudgetChange] | None = ...,
+        existing_bookings: Global___ExistingBookings.ValueType = ...,
+        move_cost: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["horizon_start", b"horizon_start", "weights", b"weights"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_move_cost", b"_move_cost", "horizon_start", b"horizon_start", "move_cost", b"move_cost", "weights", b"weights"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["case_ids", b"case_ids", "horizon_start", b"horizon_start", "time_limit_seconds", b"time_limit_seconds", "weeks", b"weeks", "weights", b"weights", "what_if", b"what_if"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_move_cost", b"_move_cost", "case_ids", b"case_ids", "existing_bookings", b"existing_bookings", "horizon_start", b"horizon_start", "move_cost", b"move_cost", "time_limit_seconds", b"time_limit_seconds", "weeks", b"weeks", "weights", b"weights", "what_if", b"what_if"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__move_cost: _TypeAlias = _typing.Literal["move_cost"]  # noqa: Y015
+    _WhichOneofArgType__move_cost: _TypeAlias = _typing.Literal["_move_cost", b"_move_cost"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__move_cost) -> _WhichOneofReturnType__move_cost | None: ...
+
+Global___SubmitMatchJobRequest: _TypeAlias = SubmitMatchJobRequest  # noqa: Y015
+
+@_typing.final
+class ProposedMove(_message.Message):
+    """A booked session a match job proposes to move."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOKING_ID_FIELD_NUMBER: _builtins.int
+    CASE_ID_FIELD_NUMBER: _builtins.int
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    FOR_CASE_ID_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    booking_id: _builtins.str
+    """The booking that would move."""
+    case_id: _builtins.str
+    """Its case."""
+    reason: _builtins.str
+    """ROOM_FOR_CRISIS, ROOM_FOR_CASE, COUNSELOR_DAY, CONTINUITY or BETTER_FIT."""
+    for_case_id: _builtins.str
+    """The case that takes its place, where one does."""
+    explanation: _builtins.str
+    """The reason in plain words."""
+    @_builtins.property
+    def to(self) -> Global___ProposedSession:
+        """Where it would go (same case, same ISO week)."""
+
+    def __init__(
+        self,
+        *,
+        booking_id: _builtins.str = ...,
+        case_id: _builtins.str = ...,
+        to: Global___ProposedSession | None = ...,
+        reason: _builtins.str = ...,
+        for_case_id: _builtins.str = ...,
+        explanation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booking_id", b"booking_id", "case_id", b"case_id", "explanation", b"explanation", "for_case_id", b"for_case_id", "from", b"from", "reason", b"reason", "to", b"to"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___SubmitMatchJobRequest: _TypeAlias = SubmitMatchJobRequest  # noqa: Y015
+Global___ProposedMove: _TypeAlias = ProposedMove  # noqa: Y015
 
 @_typing.final
 class SubmitMatchJobResponse(_message.Message):
@@ -2225,6 +2312,7 @@ class GetMatchResultResponse(_message.Message):
     UNSERVED_FIELD_NUMBER: _builtins.int
     CRISIS_SESSIONS_FIELD_NUMBER: _builtins.int
     SESSIONS_WITHOUT_WHAT_IF_FIELD_NUMBER: _builtins.int
+    MOVES_FIELD_NUMBER: _builtins.int
     crisis_sessions: _builtins.int
     """Sessions proposed for crisis cases."""
     sessions_without_what_if: _builtins.int
@@ -2241,6 +2329,10 @@ class GetMatchResultResponse(_message.Message):
     def unserved(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnservedCase]:
         """Cases not fully served, with why."""
 
+    @_builtins.property
+    def moves(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedMove]:
+        """Booked sessions it would move (movable bookings only), by start."""
+
     def __init__(
         self,
         *,
@@ -2249,10 +2341,11 @@ class GetMatchResultResponse(_message.Message):
         unserved: _abc.Iterable[Global___UnservedCase] | None = ...,
         crisis_sessions: _builtins.int = ...,
         sessions_without_what_if: _builtins.int = ...,
+        moves: _abc.Iterable[Global___ProposedMove] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["crisis_sessions", b"crisis_sessions", "job", b"job", "sessions", b"sessions", "sessions_without_what_if", b"sessions_without_what_if", "unserved", b"unserved"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["crisis_sessions", b"crisis_sessions", "job", b"job", "moves", b"moves", "sessions", b"sessions", "sessions_without_what_if", b"sessions_without_what_if", "unserved", b"unserved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2321,6 +2414,8 @@ class ApplyMatchResultResponse(_message.Message):
     BOOKED_FIELD_NUMBER: _builtins.int
     NOT_BOOKED_FIELD_NUMBER: _builtins.int
     BOOKING_IDS_FIELD_NUMBER: _builtins.int
+    MOVED_FIELD_NUMBER: _builtins.int
+    NOT_MOVED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def booked(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedSession]:
         """Bookings made (or, in a dry run, the sessions that would be booked)."""
@@ -2333,20 +2428,60 @@ class ApplyMatchResultResponse(_message.Message):
     def booking_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The bookings' ids, in the order of `booked` (empty in a dry run)."""
 
+    @_builtins.property
+    def moved(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProposedMove]:
+        """Moves made (in a dry run, the moves that would be made), each through
+        the booking's own reschedule: it moves whole or stays as it was.
+        """
+
+    @_builtins.property
+    def not_moved(self) -> _containers.RepeatedCompositeFieldContainer[Global___NotMoved]:
+        """Moves the live rules refused: those sessions stay where they were."""
+
     def __init__(
         self,
         *,
         booked: _abc.Iterable[Global___ProposedSession] | None = ...,
         not_booked: _abc.Iterable[Global___NotBooked] | None = ...,
         booking_ids: _abc.Iterable[_builtins.str] | None = ...,
+        moved: _abc.Iterable[Global___ProposedMove] | None = ...,
+        not_moved: _abc.Iterable[Global___NotMoved] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["booked", b"booked", "booking_ids", b"booking_ids", "not_booked", b"not_booked"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["booked", b"booked", "booking_ids", b"booking_ids", "moved", b"moved", "not_booked", b"not_booked", "not_moved", b"not_moved"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApplyMatchResultResponse: _TypeAlias = ApplyMatchResultResponse  # noqa: Y015
+
+@_typing.final
+class NotMoved(_message.Message):
+    """A proposed move that could not be made; the booking stands as it was."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    rule: _builtins.str
+    """The rule that refused it (e.g. SLOT_TAKEN)."""
+    @_builtins.property
+    def move(self) -> Global___ProposedMove:
+        """The move."""
+
+    def __init__(
+        self,
+        *,
+        move: Global___ProposedMove | None = ...,
+        rule: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["move", b"move"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["move", b"move", "rule", b"rule"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NotMoved: _TypeAlias = NotMoved  # noqa: Y015
 
 @_typing.final
 class ListGroupCandidatesRequest(_message.Message):

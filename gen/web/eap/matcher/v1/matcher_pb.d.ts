@@ -1753,6 +1753,21 @@ export declare type SubmitMatchJobRequest = Message<"eap.matcher.v1.SubmitMatchJ
    * @generated from field: repeated eap.matcher.v1.BudgetChange what_if = 6;
    */
   whatIf: BudgetChange[];
+
+  /**
+   * The horizon's bookings: fixed (the default) or movable, at a cost.
+   *
+   * @generated from field: eap.matcher.v1.ExistingBookings existing_bookings = 7;
+   */
+  existingBookings: ExistingBookings;
+
+  /**
+   * With movable bookings: score points one move costs (a session is worth
+   * 100, a crisis session 1000); unset means 50. 0 to 1000000.
+   *
+   * @generated from field: optional double move_cost = 8;
+   */
+  moveCost?: number | undefined;
 };
 
 /**
@@ -1760,6 +1775,68 @@ export declare type SubmitMatchJobRequest = Message<"eap.matcher.v1.SubmitMatchJ
  * Use `create(SubmitMatchJobRequestSchema)` to create a new message.
  */
 export declare const SubmitMatchJobRequestSchema: GenMessage<SubmitMatchJobRequest>;
+
+/**
+ * A booked session a match job proposes to move.
+ *
+ * @generated from message eap.matcher.v1.ProposedMove
+ */
+export declare type ProposedMove = Message<"eap.matcher.v1.ProposedMove"> & {
+  /**
+   * The booking that would move.
+   *
+   * @generated from field: string booking_id = 1;
+   */
+  bookingId: string;
+
+  /**
+   * Its case.
+   *
+   * @generated from field: string case_id = 2;
+   */
+  caseId: string;
+
+  /**
+   * Where it is now.
+   *
+   * @generated from field: eap.matcher.v1.ProposedSession from = 3;
+   */
+  from?: ProposedSession | undefined;
+
+  /**
+   * Where it would go (same case, same ISO week).
+   *
+   * @generated from field: eap.matcher.v1.ProposedSession to = 4;
+   */
+  to?: ProposedSession | undefined;
+
+  /**
+   * ROOM_FOR_CRISIS, ROOM_FOR_CASE, COUNSELOR_DAY, CONTINUITY or BETTER_FIT.
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+
+  /**
+   * The case that takes its place, where one does.
+   *
+   * @generated from field: string for_case_id = 6;
+   */
+  forCaseId: string;
+
+  /**
+   * The reason in plain words.
+   *
+   * @generated from field: string explanation = 7;
+   */
+  explanation: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.ProposedMove.
+ * Use `create(ProposedMoveSchema)` to create a new message.
+ */
+export declare const ProposedMoveSchema: GenMessage<ProposedMove>;
 
 /**
  * Response of SubmitMatchJob.
@@ -1972,6 +2049,13 @@ export declare type GetMatchResultResponse = Message<"eap.matcher.v1.GetMatchRes
    * @generated from field: int32 sessions_without_what_if = 5;
    */
   sessionsWithoutWhatIf: number;
+
+  /**
+   * Booked sessions it would move (movable bookings only), by start.
+   *
+   * @generated from field: repeated eap.matcher.v1.ProposedMove moves = 6;
+   */
+  moves: ProposedMove[];
 };
 
 /**
@@ -2060,6 +2144,21 @@ export declare type ApplyMatchResultResponse = Message<"eap.matcher.v1.ApplyMatc
    * @generated from field: repeated string booking_ids = 3;
    */
   bookingIds: string[];
+
+  /**
+   * Moves made (in a dry run, the moves that would be made), each through
+   * the booking's own reschedule: it moves whole or stays as it was.
+   *
+   * @generated from field: repeated eap.matcher.v1.ProposedMove moved = 4;
+   */
+  moved: ProposedMove[];
+
+  /**
+   * Moves the live rules refused: those sessions stay where they were.
+   *
+   * @generated from field: repeated eap.matcher.v1.NotMoved not_moved = 5;
+   */
+  notMoved: NotMoved[];
 };
 
 /**
@@ -2067,6 +2166,33 @@ export declare type ApplyMatchResultResponse = Message<"eap.matcher.v1.ApplyMatc
  * Use `create(ApplyMatchResultResponseSchema)` to create a new message.
  */
 export declare const ApplyMatchResultResponseSchema: GenMessage<ApplyMatchResultResponse>;
+
+/**
+ * A proposed move that could not be made; the booking stands as it was.
+ *
+ * @generated from message eap.matcher.v1.NotMoved
+ */
+export declare type NotMoved = Message<"eap.matcher.v1.NotMoved"> & {
+  /**
+   * The move.
+   *
+   * @generated from field: eap.matcher.v1.ProposedMove move = 1;
+   */
+  move?: ProposedMove | undefined;
+
+  /**
+   * The rule that refused it (e.g. SLOT_TAKEN).
+   *
+   * @generated from field: string rule = 2;
+   */
+  rule: string;
+};
+
+/**
+ * Describes the message eap.matcher.v1.NotMoved.
+ * Use `create(NotMovedSchema)` to create a new message.
+ */
+export declare const NotMovedSchema: GenMessage<NotMoved>;
 
 /**
  * Request for ListGroupCandidates.
@@ -3580,6 +3706,41 @@ export enum MatchJobState {
  * Describes the enum eap.matcher.v1.MatchJobState.
  */
 export declare const MatchJobStateSchema: GenEnum<MatchJobState>;
+
+/**
+ * What a re-plan may do with the sessions already booked in its horizon.
+ *
+ * @generated from enum eap.matcher.v1.ExistingBookings
+ */
+export enum ExistingBookings {
+  /**
+   * Same as FIXED.
+   *
+   * @generated from enum value: EXISTING_BOOKINGS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Nothing booked moves: new cases get what is left.
+   *
+   * @generated from enum value: EXISTING_BOOKINGS_FIXED = 1;
+   */
+  FIXED = 1,
+
+  /**
+   * A booked session starting after the notice period may move to another
+   * time or counselor in its ISO week, where that serves more; never away
+   * from its week, and never a group's session.
+   *
+   * @generated from enum value: EXISTING_BOOKINGS_MOVABLE = 2;
+   */
+  MOVABLE = 2,
+}
+
+/**
+ * Describes the enum eap.matcher.v1.ExistingBookings.
+ */
+export declare const ExistingBookingsSchema: GenEnum<ExistingBookings>;
 
 /**
  * Where a waitlist entry is in its life.
