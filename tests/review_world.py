@@ -16,15 +16,28 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
 
 from eap.matcher.v1 import matcher_pb2 as pb
 from eap.matcher.v1 import matcher_pb2_grpc
+from eap.quota.v1 import quota_pb2_grpc
+from services.calendar.service import CalendarService
+from services.matcher.service import MatcherService
 from services.matcher.survey.rows import AnswerRow
+from services.quota.service import QuotaService
 from services.runtime import clock
+from services.runtime.config import Settings
 from services.runtime.database import create_engine
+from services.runtime.server import RunningServer, start
+from tests import stores
+from tests.access import AsAdmin, Keys, bearer, make_keys, secured
 from tests.conftest import MONDAY, TAIPEI, during
-from tests.county import counselor
+from tests.county import counselor, enrol, seed
 
 PERIOD = "2027-Q1"
 WEEK = "2027-W10"  # MONDAY's
@@ -160,3 +173,48 @@ async def answered(
             )
     finally:
         await engine.dispose()
+
+
+# Two counties served side by side, every call signed (tests.access): the
+# review's world built in the first, the second left empty.
+A, B = "pingtung", "miaoli"
+
+
+@dataclass
+class Counties:
+    made: Keys
+    server: RunningServer
+    setup: grpc.aio.Channel  # the first county's administrator's
+
+    def url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / f'eap-{A}.db'}"
+
+
+@asynccontextmanager
+async def two_counties(tmp_path: Path) -> AsyncIterator[Counties]:
+    made = make_keys(tmp_path / "keys")
+    for tenant in (A, B):
+        url = stores.migrated_sqlite(tmp_path / f"eap-{tenant}.db")
+        await stores.sign_audit_heads(url, made.audit)
+    settings = Settings(
+        grpc_address="127.0.0.1:0",
+        metrics_port=-1,
+        tenants=(A, B),
+        database_url=f"sqlite:///{tmp_path}/eap-{{tenant}}.db",
+    )
+    server = await start(
+        [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
+    )
+    admin = bearer(made.token("admin", "pt-admin", tenant=A))
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{server.port}",
+            interceptors=[AsAdmin(admin)],  # type: ignore[list-item]
+        ) as setup:
+            await seed(quota_pb2_grpc.QuotaServiceStub(setup))
+            matcher = matcher_pb2_grpc.MatcherServiceStub(setup)
+            await enrol(matcher)
+            await build(matcher)
+            yield Counties(made, server, setup)
+    finally:
+        await server.stop(0)

@@ -11,7 +11,8 @@ from grpc_status import rpc_status
 
 from services.runtime import errors, i18n
 
-DOMAIN = "eap.example.org"
+# ErrorInfo.domain (AIP-193): the suite, as the mail and calendar ids name it.
+DOMAIN = "eap-suite"
 # A status travels in trailers, and clients drop trailers beyond 8 KiB (gRPC's
 # default limit), the status with them: a refusal of a long request (thousands
 # of bad fields, an id of kilobytes) must stay short enough to arrive.

@@ -16,18 +16,12 @@ import pytest
 
 from eap.matcher.v1 import matcher_pb2_grpc
 from eap.matcher.v1 import review_pb2 as rpb
-from eap.quota.v1 import quota_pb2_grpc
-from services.calendar.service import CalendarService
 from services.matcher.review.disclosure import Figure, Line, withhold
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
 from services.rules.disclosure import MIN_CELL_PEOPLE
-from services.runtime.config import Settings
-from services.runtime.server import RunningServer, start
-from tests import review_world, stores
-from tests.access import AsAdmin, Keys, Metadata, bearer, make_keys, secured
+from services.runtime.server import RunningServer
+from tests import review_world
+from tests.access import Keys, Metadata, bearer
 from tests.conftest import Backend, Suite
-from tests.county import enrol, seed
 from tests.quota.test_rpcs import details, refused
 
 Q1 = review_world.PERIOD
@@ -212,7 +206,7 @@ def test_no_small_group_of_a_random_table_can_be_solved_for(seed_: int) -> None:
 
 # -- who may read it, in a deployment of two counties --------------------------------
 
-A, B = "pingtung", "miaoli"
+A, B = review_world.A, review_world.B
 
 
 @dataclass
@@ -227,32 +221,11 @@ class Counties:
 
 @pytest.fixture
 async def counties(tmp_path: Path, march_2027: None) -> AsyncIterator[Counties]:
-    made = make_keys(tmp_path / "keys")
-    for tenant in (A, B):
-        url = stores.migrated_sqlite(tmp_path / f"eap-{tenant}.db")
-        await stores.sign_audit_heads(url, made.audit)
-    settings = Settings(
-        grpc_address="127.0.0.1:0",
-        metrics_port=-1,
-        tenants=(A, B),
-        database_url=f"sqlite:///{tmp_path}/eap-{{tenant}}.db",
-    )
-    server = await start(
-        [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
-    )
-    address = f"127.0.0.1:{server.port}"
-    admin = bearer(made.token("admin", "pt-admin", tenant=A))
-    async with grpc.aio.insecure_channel(
-        address,
-        interceptors=[AsAdmin(admin)],  # type: ignore[list-item]
-    ) as setup:
-        await seed(quota_pb2_grpc.QuotaServiceStub(setup))
-        matcher = matcher_pb2_grpc.MatcherServiceStub(setup)
-        await enrol(matcher)
-        await review_world.build(matcher)
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield Counties(made, server, channel)
-    await server.stop(0)
+    async with (
+        review_world.two_counties(tmp_path) as world,
+        grpc.aio.insecure_channel(f"127.0.0.1:{world.server.port}") as channel,
+    ):
+        yield Counties(world.made, world.server, channel)
 
 
 async def test_another_countys_hr_sees_nothing_and_an_employee_is_refused(

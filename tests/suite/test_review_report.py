@@ -16,28 +16,20 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import pytest
 from playwright.async_api import async_playwright
 
 from eap.calendar.v1 import calendar_pb2 as cpb
 from eap.calendar.v1 import calendar_pb2_grpc
-from eap.matcher.v1 import matcher_pb2_grpc
-from eap.quota.v1 import quota_pb2_grpc
-from services.calendar.service import CalendarService
-from services.matcher.service import MatcherService
-from services.quota.service import QuotaService
 from services.runtime import clock
-from services.runtime.config import Settings
-from services.runtime.server import RunningServer, start
-from tests import review_world, stores
-from tests.access import AsAdmin, Keys, bearer, make_keys, secured
+from services.runtime.server import RunningServer
+from tests import review_world
+from tests.access import Keys
 from tests.conftest import TAIPEI
-from tests.county import enrol, seed
 from tests.tools import require_tool
 
 EAPCTL = str(Path(sys.executable).with_name("eapctl"))
-A, B = "pingtung", "miaoli"
+A, B = review_world.A, review_world.B
 TRAINEES = [f"t-{n:02d}" for n in range(1, 7)]
 BOARD = ["b-01", "b-02"]
 PROGRAMME = f"""
@@ -119,34 +111,12 @@ async def _plan(calendar: calendar_pb2_grpc.CalendarServiceAsyncStub) -> str:
 
 @pytest.fixture
 async def county(tmp_path: Path, march_2027: None) -> AsyncIterator[County]:
-    made = make_keys(tmp_path / "keys")
-    for tenant in (A, B):
-        url = stores.migrated_sqlite(tmp_path / f"eap-{tenant}.db")
-        await stores.sign_audit_heads(url, made.audit)
-    settings = Settings(
-        grpc_address="127.0.0.1:0",
-        metrics_port=-1,
-        tenants=(A, B),
-        database_url=f"sqlite:///{tmp_path}/eap-{{tenant}}.db",
-    )
-    server = await start(
-        [QuotaService(), MatcherService(), CalendarService()], secured(settings, made)
-    )
-    admin = bearer(made.token("admin", "pt-admin", tenant=A))
-    async with grpc.aio.insecure_channel(
-        f"127.0.0.1:{server.port}",
-        interceptors=[AsAdmin(admin)],  # type: ignore[list-item]
-    ) as setup:
-        await seed(quota_pb2_grpc.QuotaServiceStub(setup))
-        matcher = matcher_pb2_grpc.MatcherServiceStub(setup)
-        await enrol(matcher)
-        await review_world.build(matcher)
-        plan_id = await _plan(calendar_pb2_grpc.CalendarServiceStub(setup))
-    url = str(tmp_path / f"eap-{A}.db")
-    await review_world.answered(f"sqlite:///{url}", "P1", "psychological", [5, 4, 4, 5, 3, 4])
-    await review_world.answered(f"sqlite:///{url}", "P2", "family", [4, 4, 4, 4])
-    yield County(made, server, plan_id)
-    await server.stop(0)
+    async with review_world.two_counties(tmp_path) as world:
+        plan_id = await _plan(calendar_pb2_grpc.CalendarServiceStub(world.setup))
+        url = world.url(tmp_path)
+        await review_world.answered(url, "P1", "psychological", [5, 4, 4, 5, 3, 4])
+        await review_world.answered(url, "P2", "family", [4, 4, 4, 4])
+        yield County(world.made, world.server, plan_id)
 
 
 async def eapctl(county: County, token: str, *args: str) -> tuple[int, str, str]:
