@@ -19,6 +19,7 @@ from services.matcher.optimization.instance import (
     Session,
     load_instance,
 )
+from services.matcher.optimization.report import render
 from services.matcher.optimization.solver import solve
 from services.matcher.optimization.verify import verify, violations_and_score
 
@@ -176,3 +177,12 @@ def test_needless_moves_and_rings_of_moves_are_put_back() -> None:
     later = [kept[0], replace(kept[1], start=kept[1].start + timedelta(hours=1))]
     assert len(moves(inst, later)) == 1 and score(later) is not None
     assert undo_needless(inst, later, score) == list(kept)
+
+
+def test_the_report_lists_each_move_with_its_reason() -> None:
+    inst = load_instance(one_counselor(move_cost=50))
+    page = render(inst, solve(inst, time_limit=2).schedule)
+    assert "改期的已預約會談" in page and "bk-1" in page  # the report is HR's, in zh-TW
+    assert "為危機個案 C 在期限內騰出時段" in page
+    plain = load_instance({**one_counselor(move_cost=50), "booked": []})
+    assert "改期的已預約會談" not in render(plain, greedy.solve(plain))

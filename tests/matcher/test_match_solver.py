@@ -75,7 +75,7 @@ def test_eapctl_match_solve_passes_the_referee(
         check=True,
     )
     instance.write_text(generated.stdout)
-    subprocess.run(
+    solved = subprocess.run(
         [
             EAPCTL,
             "match",
@@ -85,9 +85,13 @@ def test_eapctl_match_solve_passes_the_referee(
             str(seconds),
             "-o",
             str(schedule),
+            "--lang",
+            "en",
         ],
         check=True,
         timeout=120,
+        capture_output=True,
+        text=True,
     )
     checked = subprocess.run(
         ["python3", str(BENCH / "check_schedule.py"), str(instance), str(schedule)],
@@ -96,6 +100,10 @@ def test_eapctl_match_solve_passes_the_referee(
     )
     verdict = json.loads(checked.stdout)
     assert checked.returncode == 0 and verdict["feasible"], verdict["violations"][:5]
+    # It says what it achieved, in the referee's terms.
+    said = solved.stderr.strip().splitlines()[-1]
+    assert f"score {verdict['score']:,.2f}" in said, said
+    assert f"{verdict['sessions']} sessions" in said and f"of {verdict['cases']} cases" in said
     greedy_file = tmp_path / "greedy.json"
     greedy_file.write_text(
         subprocess.run(

@@ -18,18 +18,19 @@ from collections.abc import Sequence
 from datetime import date, timedelta
 from fractions import Fraction
 
-from services.matcher.optimization import reasons
+from services.matcher.optimization import booked, reasons
 from services.matcher.optimization.instance import (
     FormatError,
     Instance,
     Schedule,
+    format_time,
     load_instance,
     load_schedule,
 )
 from services.matcher.optimization.verify import verify
 from services.rules.codes import RuleCode
 from services.runtime import dates, i18n
-from services.runtime.i18n import tr
+from services.runtime.i18n import N_, tr
 
 BAR_WIDTH = 420
 ROW = 22
@@ -165,6 +166,7 @@ def render(inst: Instance, schedule: Schedule) -> str:
         f"<td>{_esc(tr(u.reason))}</td></tr>"
         for u in short
     )
+    moves_section = _moves(inst, schedule)
     feasible = (
         tr("The schedule keeps every hard rule.")
         if verdict.feasible
@@ -248,8 +250,39 @@ td, th {{ border: 1px solid #ddd; padding: 3px 6px; text-align: left; }}
 <table><tr><th>{words["case"]}</th><th>{words["missing"]}</th>
 <th>{words["reason"]}</th><th>{words["words"]}</th></tr>
 {reason_rows}</table></details>
+{moves_section}
 </body></html>
 """
+
+
+def _moves(inst: Instance, schedule: Schedule) -> str:
+    """The booked sessions the schedule moves, each with its reason; nothing
+    for a plan that had no booked sessions to move."""
+    if not inst.booked:
+        return ""
+    planned = [m for m in booked.moves(inst, schedule.sessions) if m.to is not None]
+    rows = "".join(
+        f"<tr><td>{_esc(m.booked.booking)}</td><td>{_esc(m.booked.case)}</td>"
+        f"<td>{_esc(m.booked.counselor)} {_esc(format_time(m.booked.start))}</td>"
+        f"<td>{_esc(m.to.counselor)} {_esc(format_time(m.to.start))}</td>"
+        f"<td>{_esc(tr(booked.WORDS[m.reason], case=m.for_case))}</td></tr>"
+        for m in sorted(planned, key=lambda m: m.booked.start)
+        if m.to is not None
+    )
+    heading = _esc(tr("Booked sessions moved"))
+    note = _esc(
+        tr(
+            "{moved} of {booked} booked sessions move, each within its week; the others stay.",
+            moved=len(planned),
+            booked=len(inst.booked),
+        )
+    )
+    head = "".join(
+        f"<th>{_esc(tr(word))}</th>"
+        for word in (N_("booking"), N_("case"), N_("now"), N_("moves to"), N_("why"))
+    )
+    table = f"<table><tr>{head}</tr>{rows}</table>" if rows else ""
+    return f"<h2>{heading}</h2>\n<p>{note}</p>\n{table}"
 
 
 def _label(code: str) -> str:

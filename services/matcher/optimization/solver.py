@@ -59,6 +59,8 @@ from services.matcher.optimization.model import (
     with_sessions,
 )
 from services.matcher.optimization.verify import score_upper_bound, verify, violations_and_score
+from services.runtime import i18n
+from services.runtime.i18n import N_, tr
 
 # Up to this many cases, one model of the whole instance; beyond, neighbourhoods.
 WHOLE_MODEL_CASES = 150
@@ -285,8 +287,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="write each better score to stderr as a JSON line (best, bound, gap, elapsed)",
     )
+    i18n.add_language_option(parser)
     args = parser.parse_args(argv)
     began = time.monotonic()
+    i18n.choose_cli_language(args.lang)
     try:
         inst = load_instance(args.instance)
     except (OSError, FormatError) as error:
@@ -323,7 +327,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             out.write(text)
     else:
         sys.stdout.write(text)
+    print(_achieved(inst, report, time.monotonic() - began), file=sys.stderr)
     return 0
+
+
+PROVEN = N_("Proven optimal")
+FOUND = N_("The best schedule found in the time")
+
+
+def _achieved(inst: Instance, report: SolveReport, seconds: float) -> str:
+    """What the run achieved, for the person who ran it (stderr: stdout may
+    be the schedule)."""
+    verdict = verify(inst, report.schedule)
+    words = PROVEN if report.status == "OPTIMAL" else FOUND
+    gap = (
+        ""
+        if report.bound is None
+        else tr(
+            ", within {gap} of the bound {bound}",
+            gap=f"{_gap(report):.2%}",
+            bound=f"{report.bound:,.2f}",
+        )
+    )
+    return tr(
+        "{status}: score {score}{gap}; {sessions} sessions ({crisis} for crisis cases), "
+        "{served} of {cases} cases served; {seconds} s",
+        status=tr(words),
+        score=f"{report.objective:,.2f}",
+        gap=gap,
+        sessions=verdict.sessions,
+        crisis=verdict.crisis_sessions,
+        served=verdict.cases_served,
+        cases=verdict.cases,
+        seconds=f"{seconds:.1f}",
+    )
+
+
+def _gap(report: SolveReport) -> float:
+    assert report.bound is not None
+    return max(report.bound - report.objective, 0.0) / max(abs(report.objective), 1.0)
 
 
 if __name__ == "__main__":
