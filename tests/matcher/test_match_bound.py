@@ -205,7 +205,12 @@ def independent(inst: Instance, seconds: float) -> Schedule:
     # fail to find in time, so the model always has a schedule to report.
     for var in x.values():
         m.add_hint(var, 0)
-    assert solver.solve(m) in (cp_model.OPTIMAL, cp_model.FEASIBLE)
+    status = solver.solve(m)
+    if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
+        # A machine too busy to finish presolve in time: once more, longer.
+        solver.parameters.max_time_in_seconds = 6 * seconds
+        status = solver.solve(m)
+    assert status in (cp_model.OPTIMAL, cp_model.FEASIBLE)
     sessions = tuple(
         Session(c, k, t, meta[(c, k, t)][1], meta[(c, k, t)][0])
         for (c, k, t), var in x.items()
