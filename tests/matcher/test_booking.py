@@ -537,6 +537,22 @@ async def test_the_hold_a_reschedule_moves_to_cannot_be_cancelled_meanwhile(
         assert await _consistent(backend) == []
 
 
+async def eapctl_verify(backend: Backend) -> tuple[int | None, bytes, bytes]:
+    """`eapctl verify` run on the suite's databases: its exit code and output."""
+    command = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("eapctl")),
+        "verify",
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("EAP_")},
+            "DATABASE_URL": backend.settings.database_url,
+        },
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(command.communicate(), 60)
+    return command.returncode, out, err
+
+
 async def _consistent(backend: Backend) -> list[str]:
     """`eapctl verify`'s findings on the suite's databases."""
     matcher = database.create_engine(backend.settings.database_url_for("matcher"))
@@ -737,18 +753,8 @@ async def test_verify_names_the_rows_that_break_a_rule(suite: Suite, backend: Ba
         for p in problems
     ), problems
     # The command says the same, and fails.
-    command = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("eapctl")),
-        "verify",
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("EAP_")},
-            "DATABASE_URL": backend.settings.database_url,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(command.communicate(), 60)
-    assert command.returncode == 1, out + err
+    returncode, out, err = await eapctl_verify(backend)
+    assert returncode == 1, out + err
     assert b"UNCHARGED: booking twin" in out
     # The matcher's own watch, over the quota's ListCharges, finds the same
     # once the rows have settled, and its gauges say so.

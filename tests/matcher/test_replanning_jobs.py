@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
-import sys
-from pathlib import Path
 
 from sqlalchemy import select
 
@@ -26,7 +23,7 @@ from services.matcher.orm import BookingRow
 from services.runtime import database
 from tests.conftest import MONDAY, Backend, Suite, at
 from tests.county import YEAR, counselor, enrol
-from tests.matcher.test_booking import _consistent, case, local, span, submit
+from tests.matcher.test_booking import _consistent, case, eapctl_verify, local, span, submit
 
 COUNSELORS = [f"C1{n:02d}" for n in range(10)]
 HOURS = range(9, 17)  # a session starting each hour, 09:00 to 16:00
@@ -199,15 +196,5 @@ async def test_a_county_is_replanned_with_a_few_listed_moves(
     for move in result.moves:
         assert live[move.case_id] == (move.to.counselor_id, move.to.start.ToDatetime(dt.UTC))
     assert await _consistent(backend) == []
-    command = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).with_name("eapctl")),
-        "verify",
-        env={
-            **{k: v for k, v in os.environ.items() if not k.startswith("EAP_")},
-            "DATABASE_URL": backend.settings.database_url,
-        },
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(command.communicate(), 60)
-    assert command.returncode == 0, out + err
+    returncode, out, err = await eapctl_verify(backend)
+    assert returncode == 0, out + err

@@ -77,31 +77,35 @@ def _week_sessions(sessions: Iterable[Session]) -> dict[tuple[str, IsoWeek], lis
     return by_week
 
 
-def moves(inst: Instance, sessions: Sequence[Session]) -> list[Move]:
-    """Each booked session the schedule does not keep in place, with where
-    it went and why."""
+def _displaced(inst: Instance, sessions: Sequence[Session]) -> list[tuple[Booked, Session | None]]:
+    """Each booked session the schedule does not keep in place, with its
+    case's session of that week (None: there is none)."""
     if not inst.booked:
         return []
     by_week = _week_sessions(sessions)
     found = []
     for booked in inst.booked:
         week = by_week.get((booked.case, iso_week(booked.start)), [])
-        if any(_same_place(booked, s) for s in week):
-            continue
-        to = min(week, key=lambda s: s.start) if week else None
-        found.append(_explained(inst, booked, to, sessions))
+        if not any(_same_place(booked, s) for s in week):
+            found.append((booked, min(week, key=lambda s: s.start) if week else None))
     return found
+
+
+def moves(inst: Instance, sessions: Sequence[Session]) -> list[Move]:
+    """Each booked session the schedule does not keep in place, with where
+    it went and why."""
+    return [_explained(inst, b, to, sessions) for b, to in _displaced(inst, sessions)]
 
 
 def moved_count(inst: Instance, sessions: Sequence[Session]) -> int:
     """How many booked sessions are not kept in place (lost ones included:
-    rule 8 refuses those anyway)."""
-    return len(moves(inst, sessions))
+    rule 8 refuses those anyway). The score's term: no reasons worked out."""
+    return len(_displaced(inst, sessions))
 
 
 def lost(inst: Instance, sessions: Sequence[Session]) -> list[Booked]:
     """Booked sessions whose case has no session left in their week."""
-    return [m.booked for m in moves(inst, sessions) if m.to is None]
+    return [b for b, to in _displaced(inst, sessions) if to is None]
 
 
 def _explained(
